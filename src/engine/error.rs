@@ -1,0 +1,75 @@
+//! The engine's error type: every failure a user can cause names the thing and says what to do.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model `{id}` is not in the local hub cache ({cache}) and the hub is offline (HF_HUB_OFFLINE is set); \
+             unset HF_HUB_OFFLINE to download it, or check the id with `distill-tui cache`")]
+    NotInCache { id: String, cache: PathBuf },
+
+    #[error("model `{id}` was not found on the hub at {endpoint} (HTTP 404); check the id and revision \
+             (`distill-tui search WORDS` lists matching models)")]
+    NotOnHub { id: String, endpoint: String },
+
+    #[error("the hub refused access to `{id}` (HTTP {status}); the repository is gated or private: \
+             accept its licence on the hub and set HF_TOKEN (or run `huggingface-cli login`)")]
+    Unauthorized { id: String, status: u16 },
+
+    #[error("could not reach the hub at {endpoint} for `{id}`: {detail}; check the network or HF_ENDPOINT, \
+             or set HF_HUB_OFFLINE=1 to use the local cache only")]
+    Network { id: String, endpoint: String, detail: String },
+
+    #[error("`{path}` is not a model: {detail}")]
+    BadSource { path: PathBuf, detail: String },
+
+    #[error("weights file {path} is corrupt or truncated: {detail}; delete it and download it again")]
+    CorruptWeights { path: PathBuf, detail: String },
+
+    #[error("weights are missing tensor `{name}` ({context}); the file does not match its config.json")]
+    MissingTensor { name: String, context: String },
+
+    #[error("no tokenizer for {model}: expected {expected}; add a tokenizer.json to the model folder \
+             (or use a GGUF file that carries its vocabulary)")]
+    MissingTokenizer { model: String, expected: String },
+
+    #[error("tokenizer {path}: {detail}")]
+    Tokenizer { path: String, detail: String },
+
+    #[error("unsupported model_type `{model_type}` in {path}; supported: {supported}")]
+    UnsupportedArch { model_type: String, path: String, supported: String },
+
+    #[error("config {path}: {detail}")]
+    Config { path: PathBuf, detail: String },
+
+    #[error("teacher and student vocabularies differ: {detail}; distillation needs one tokenizer — \
+             pick a student of the same family or derive one with `distill-tui derive-student`")]
+    VocabMismatch { detail: String },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done, e.g. `Error::io("writing out/model.safetensors", e)`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    /// True when the cause is the user's input (exit code 2 in the CLI), not the machine.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Error::Io { .. } | Error::Candle(_) | Error::Cancelled | Error::Network { .. })
+    }
+}

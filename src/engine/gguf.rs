@@ -1,0 +1,1 @@
+//! GGUF files: metadata, tensors (dequantized, HF names), tokenizer from the GGUF vocabulary.

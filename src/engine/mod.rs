@@ -1,0 +1,8 @@
+//! The engine: models, hub, data, evaluation. No terminal dependency; usable as a library.
+
+pub mod error;
+pub mod fsutil;
+pub mod gguf;
+pub mod hub;
+
+pub use error::{Error, Result};
