@@ -4,5 +4,9 @@ pub mod error;
 pub mod fsutil;
 pub mod gguf;
 pub mod hub;
+pub mod loader;
+pub mod models;
+pub mod source;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

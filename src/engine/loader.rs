@@ -1,0 +1,182 @@
+//! Loading a resolved model: config, weights (safetensors or GGUF), tokenizer, and the facts
+//! `inspect` reports. Teachers load frozen; students load with a `Var` per parameter.
+
+use crate::engine::gguf;
+use crate::engine::models::weights::{TensorSource, WeightStore};
+use crate::engine::models::{ArchConfig, Network};
+use crate::engine::source::{ModelFiles, ResolvedModel};
+use crate::engine::tokenizer::load_tokenizer;
+use crate::engine::{Error, Result};
+use candle_core::{Device, Tensor, Var};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tokenizers::Tokenizer;
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Wrap every parameter in a `Var` (a student); otherwise frozen tensors (a teacher).
+    pub trainable: bool,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { trainable: false, device: Device::Cpu }
+    }
+}
+
+/// What `distill-tui inspect` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: String,
+    pub model_type: String,
+    /// `causal-lm`, `classifier` or `encoder`.
+    pub task: String,
+    pub parameters: u64,
+    pub layers: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub context_length: usize,
+    pub tied_embeddings: bool,
+    /// Stored dtypes with tensor counts, e.g. `F32` or `BF16` or `Q4_1 ×210, F32 ×61`.
+    pub dtype: String,
+    /// Bytes of the weight files on disk.
+    pub bytes: u64,
+    pub format: String,
+    pub source_path: String,
+    pub hub_id: Option<String>,
+    pub revision: Option<String>,
+    pub tokenizer: Option<String>,
+    pub labels: Vec<String>,
+}
+
+/// A model ready to run (and, when trainable, to train).
+pub struct LoadedModel {
+    pub resolved: ResolvedModel,
+    pub config: ArchConfig,
+    /// The config.json (for GGUF: the one derived from its metadata).
+    pub config_json: serde_json::Value,
+    pub network: Network,
+    pub tokenizer: Option<Tokenizer>,
+    /// Every parameter the network uses, by Hugging Face name (tied weights once).
+    pub params: BTreeMap<String, Tensor>,
+    /// The same parameters as `Var`s when loaded trainable.
+    pub vars: BTreeMap<String, Var>,
+    pub info: ModelInfo,
+}
+
+impl LoadedModel {
+    pub fn parameter_count(&self) -> u64 {
+        self.params.values().map(|t| t.elem_count() as u64).sum()
+    }
+
+    /// The tokenizer, or an error that says how to get one.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| Error::MissingTokenizer {
+            model: self.info.name.clone(),
+            expected: format!("{}/tokenizer.json", self.resolved.path().display()),
+        })
+    }
+}
+
+/// Loads a resolved model.
+pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<LoadedModel> {
+    let (config_json, config_path, source, gguf_tok, format) = match &resolved.files {
+        ModelFiles::Hf { config, weights, .. } => {
+            let text = std::fs::read_to_string(config).map_err(|e| Error::io(format!("reading {}", config.display()), e))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Config { path: config.clone(), detail: e.to_string() })?;
+            (json, config.clone(), TensorSource::open(weights)?, None, "safetensors".to_string())
+        }
+        ModelFiles::Gguf { file } => {
+            let g = gguf::load_gguf(file, &opts.device)?;
+            (g.config, file.clone(), TensorSource::Memory(g.tensors), g.tokenizer, gguf_dtypes(&g.tensor_types))
+        }
+    };
+    let config = ArchConfig::from_json(&config_json, &config_path)?;
+    let stored_dtype = match &resolved.files {
+        ModelFiles::Gguf { .. } => format.clone(),
+        ModelFiles::Hf { .. } => dtype_summary(&source),
+    };
+    let store = WeightStore::new(source, opts.trainable, &opts.device);
+    let network = Network::build(&config, &store.root(), &config_path)?;
+    let (params, vars) = store.into_parts();
+    let tokenizer = match (&resolved.tokenizer, gguf_tok) {
+        (Some(path), _) => Some(load_tokenizer(path)?),
+        (None, Some(t)) => Some(t),
+        (None, None) => None,
+    };
+    let task = if config.is_causal_lm() {
+        "causal-lm"
+    } else if config.labels().is_empty() {
+        "encoder"
+    } else {
+        "classifier"
+    };
+    let info = ModelInfo {
+        name: resolved.display_name(),
+        architecture: config_json
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .unwrap_or(config.model_type())
+            .to_string(),
+        model_type: config.model_type().into(),
+        task: task.into(),
+        parameters: params.values().map(|t| t.elem_count() as u64).sum(),
+        layers: config.layers(),
+        hidden: config.hidden(),
+        intermediate: config.intermediate(),
+        heads: config.heads(),
+        kv_heads: config.kv_heads(),
+        head_dim: config.head_dim(),
+        vocab: config.vocab_size(),
+        context_length: config.context_length(),
+        tied_embeddings: config.tied_embeddings(),
+        dtype: stored_dtype,
+        bytes: resolved.weight_bytes(),
+        format: if matches!(resolved.files, ModelFiles::Gguf { .. }) { "gguf".into() } else { format },
+        source_path: resolved.path().display().to_string(),
+        hub_id: resolved.hub_id.clone(),
+        revision: resolved.revision.clone(),
+        tokenizer: resolved.tokenizer.as_ref().map(|p| p.display().to_string()).or_else(|| {
+            tokenizer.as_ref().map(|_| "built from the GGUF vocabulary".to_string())
+        }),
+        labels: config.labels().to_vec(),
+    };
+    Ok(LoadedModel { resolved: resolved.clone(), config, config_json, network, tokenizer, params, vars, info })
+}
+
+fn dtype_summary(source: &TensorSource) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for name in source.names() {
+        if let Some(d) = source.dtype(&name) {
+            *counts.entry(d).or_default() += 1;
+        }
+    }
+    summarize_counts(counts)
+}
+
+fn gguf_dtypes(types: &[(String, String)]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, t) in types {
+        *counts.entry(t.to_uppercase()).or_default() += 1;
+    }
+    summarize_counts(counts)
+}
+
+fn summarize_counts(counts: BTreeMap<String, usize>) -> String {
+    if counts.len() == 1 {
+        return counts.into_keys().next().unwrap_or_default();
+    }
+    let mut v: Vec<(String, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.iter().map(|(d, n)| format!("{d} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+

@@ -1,0 +1,197 @@
+//! Differentiable building blocks shared by the model families.
+//!
+//! candle's fused `rms_norm`, `layer_norm`, `softmax_last_dim` and `rope` kernels record no gradient,
+//! so everything here is composed from elementary ops that do.
+
+use super::weights::Scope;
+use crate::engine::Result;
+use candle_core::{DType, Device, Tensor, D};
+
+/// A dense layer. `weight` is stored `[out, in]` (torch `nn.Linear`) or `[in, out]` (GPT-2 `Conv1D`).
+#[derive(Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    transposed: bool,
+}
+
+impl Linear {
+    /// torch `nn.Linear` layout: weight `[out, in]`.
+    pub fn load(s: &Scope, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = s.get("weight", (out_dim, in_dim))?;
+        let bias = if bias { Some(s.get("bias", out_dim)?) } else { None };
+        Ok(Self { weight, bias, transposed: false })
+    }
+
+    /// GPT-2 `Conv1D` layout: weight `[in, out]`.
+    pub fn load_conv1d(s: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = s.get("weight", (in_dim, out_dim))?;
+        let bias = Some(s.get("bias", out_dim)?);
+        Ok(Self { weight, bias, transposed: true })
+    }
+
+    /// A layer that reuses another tensor (tied embeddings), `[out, in]`.
+    pub fn from_weight(weight: Tensor) -> Self {
+        Self { weight, bias: None, transposed: false }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("linear input has a last dim");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, in_dim))?;
+        let y = if self.transposed { x2.matmul(&self.weight)? } else { x2.matmul(&self.weight.t()?)? };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("non-empty") = y.dim(1)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// `x / sqrt(mean(x²) + eps) * w`, computed in f32 like transformers' `LlamaRMSNorm`.
+#[derive(Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(s: &Scope, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: s.get("weight", dim)?, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Layer normalisation with affine weight and bias.
+#[derive(Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(s: &Scope, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: s.get("weight", dim)?, bias: s.get("bias", dim)?, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Token embedding table `[vocab, dim]`.
+#[derive(Clone)]
+pub struct Embedding {
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    pub fn load(s: &Scope, vocab: usize, dim: usize) -> Result<Self> {
+        Ok(Self { weight: s.get("weight", (vocab, dim))? })
+    }
+
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let dims = ids.dims().to_vec();
+        let flat = ids.flatten_all()?;
+        let emb = self.weight.index_select(&flat, 0)?;
+        let mut out = dims;
+        out.push(self.weight.dim(1)?);
+        Ok(emb.reshape(out)?)
+    }
+}
+
+/// Activations named as in Hugging Face configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// Exact erf GELU (`gelu`).
+    Gelu,
+    /// tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "silu" | "swish" => Some(Self::Silu),
+            "gelu" => Some(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "relu" => Some(Self::Relu),
+            _ => None,
+        }
+    }
+
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Silu => x.silu()?,
+            Self::Gelu => x.gelu_erf()?,
+            Self::GeluTanh => x.gelu()?,
+            Self::Relu => x.relu()?,
+        })
+    }
+}
+
+/// Additive causal mask `[t, t]`: 0 on and below the diagonal, -inf above.
+pub fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(mask, (t, t), device)?)
+}
+
+/// Scaled dot-product attention over `[b, heads, t, d]` tensors with grouped key/value heads.
+/// `mask` is additive and broadcast to `[b, heads, t, t]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let (b, heads, t, d) = q.dims4()?;
+    let kv_heads = k.dim(1)?;
+    let (k, v) = if kv_heads != heads {
+        let rep = heads / kv_heads;
+        let tk = k.dim(2)?;
+        let expand = |x: &Tensor| -> Result<Tensor> {
+            Ok(x.unsqueeze(2)?.broadcast_as((b, kv_heads, rep, tk, d))?.reshape((b, heads, tk, d))?)
+        };
+        (expand(k)?, expand(v)?)
+    } else {
+        (k.clone(), v.clone())
+    };
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    let _ = t;
+    Ok(probs.matmul(&v.contiguous()?)?)
+}
+
+/// Rotary position embedding tables for positions `0..t`: `(cos, sin)`, each `[t, head_dim]`.
+pub fn rope_tables(inv_freq: &[f32], t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = inv_freq.len();
+    let inv = Tensor::from_slice(inv_freq, (1, half), device)?;
+    let pos = Tensor::arange(0u32, t as u32, device)?.to_dtype(DType::F32)?.reshape((t, 1))?;
+    let freqs = pos.broadcast_mul(&inv)?;
+    let emb = Tensor::cat(&[&freqs, &freqs], 1)?;
+    Ok((emb.cos()?, emb.sin()?))
+}
+
+/// Applies rotary embedding (the "rotate half" layout of Hugging Face) to `[b, h, t, d]`.
+pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}

@@ -1,0 +1,295 @@
+//! The llama family: `llama` (GQA, tied or untied embeddings, llama3 rope scaling), `qwen2`
+//! (q/k/v bias) and `qwen3` (per-head q/k RMS norm, explicit head_dim) in one trainable implementation.
+
+use super::layers::{apply_rope, attention, causal_mask, rope_tables, Activation, Embedding, Linear, RmsNorm};
+use super::weights::Scope;
+use crate::engine::{Error, Result};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Rope scaling as written either in `rope_parameters` (transformers 5) or `rope_scaling` (older).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct RopeParameters {
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default, alias = "type")]
+    pub rope_type: Option<String>,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+/// The fields of a llama/qwen2/qwen3 `config.json` this implementation reads.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct LlamaConfig {
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeParameters>,
+    #[serde(default = "default_ctx")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub mlp_bias: Option<bool>,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_ctx() -> usize {
+    2048
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+impl LlamaConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    pub fn tied(&self) -> bool {
+        self.tie_word_embeddings.unwrap_or(false)
+    }
+
+    /// q/k/v projections carry a bias (always for qwen2, by `attention_bias` otherwise).
+    pub fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias.unwrap_or(false)
+    }
+
+    pub fn o_bias(&self) -> bool {
+        self.model_type != "qwen2" && self.attention_bias.unwrap_or(false)
+    }
+
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
+    }
+
+    fn rope(&self) -> RopeParameters {
+        let mut p = self.rope_parameters.clone().or_else(|| self.rope_scaling.clone()).unwrap_or_default();
+        if p.rope_theta.is_none() {
+            p.rope_theta = self.rope_theta;
+        }
+        p
+    }
+
+    pub fn rope_theta(&self) -> f64 {
+        self.rope().rope_theta.unwrap_or(10_000.0)
+    }
+
+    /// Inverse frequencies of the rotary embedding, with `linear` or `llama3` scaling applied.
+    pub fn inv_freq(&self, path: &Path) -> Result<Vec<f32>> {
+        let p = self.rope();
+        let theta = p.rope_theta.unwrap_or(10_000.0);
+        let d = self.head_dim();
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / d as f64)).collect();
+        let kind = p.rope_type.clone().unwrap_or_else(|| "default".into());
+        let bad = |what: &str| Error::Config { path: path.to_path_buf(), detail: format!("rope `{kind}` needs {what}") };
+        let freqs = match kind.as_str() {
+            "default" => base,
+            "linear" => {
+                let f = p.factor.ok_or_else(|| bad("factor"))?;
+                base.iter().map(|x| x / f).collect()
+            }
+            "llama3" => {
+                let f = p.factor.ok_or_else(|| bad("factor"))?;
+                let lo = p.low_freq_factor.ok_or_else(|| bad("low_freq_factor"))?;
+                let hi = p.high_freq_factor.ok_or_else(|| bad("high_freq_factor"))?;
+                let old = p.original_max_position_embeddings.ok_or_else(|| bad("original_max_position_embeddings"))?
+                    as f64;
+                let (lo_wavelen, hi_wavelen) = (old / lo, old / hi);
+                base.iter()
+                    .map(|&freq| {
+                        let wavelen = 2.0 * std::f64::consts::PI / freq;
+                        if wavelen < hi_wavelen {
+                            freq
+                        } else if wavelen > lo_wavelen {
+                            freq / f
+                        } else {
+                            let smooth = (old / wavelen - lo) / (hi - lo);
+                            (1.0 - smooth) * freq / f + smooth * freq
+                        }
+                    })
+                    .collect()
+            }
+            other => {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    detail: format!("rope type `{other}` is not supported (supported: default, linear, llama3)"),
+                })
+            }
+        };
+        Ok(freqs.into_iter().map(|x| x as f32).collect())
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(s: &Scope, c: &LlamaConfig) -> Result<Self> {
+        let (h, hd, nh, nkv) = (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads());
+        let bias = c.qkv_bias();
+        let (q_norm, k_norm) = if c.qk_norm() {
+            (Some(RmsNorm::load(&s.pp("q_norm"), hd, c.rms_norm_eps)?), Some(RmsNorm::load(&s.pp("k_norm"), hd, c.rms_norm_eps)?))
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            q: Linear::load(&s.pp("q_proj"), h, nh * hd, bias)?,
+            k: Linear::load(&s.pp("k_proj"), h, nkv * hd, bias)?,
+            v: Linear::load(&s.pp("v_proj"), h, nkv * hd, bias)?,
+            o: Linear::load(&s.pp("o_proj"), nh * hd, h, c.o_bias())?,
+            q_norm,
+            k_norm,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?) };
+        let mut q = split(self.q.forward(x)?, self.heads)?;
+        let mut k = split(self.k.forward(x)?, self.kv_heads)?;
+        let v = split(self.v.forward(x)?, self.kv_heads)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = apply_rope(&q, cos, sin)?;
+        let k = apply_rope(&k, cos, sin)?;
+        let y = attention(&q, &k, &v, Some(mask), 1.0 / (self.head_dim as f64).sqrt())?;
+        let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
+        self.o.forward(&y)
+    }
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    act: Activation,
+}
+
+impl Mlp {
+    fn load(s: &Scope, c: &LlamaConfig, act: Activation) -> Result<Self> {
+        let (h, i, bias) = (c.hidden_size, c.intermediate_size, c.mlp_bias.unwrap_or(false));
+        Ok(Self {
+            gate: Linear::load(&s.pp("gate_proj"), h, i, bias)?,
+            up: Linear::load(&s.pp("up_proj"), h, i, bias)?,
+            down: Linear::load(&s.pp("down_proj"), i, h, bias)?,
+            act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gated = (self.act.forward(&self.gate.forward(x)?)? * self.up.forward(x)?)?;
+        self.down.forward(&gated)
+    }
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// A llama-family causal LM returning logits for every position.
+pub struct Llama {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    inv_freq: Vec<f32>,
+}
+
+impl Llama {
+    pub fn load(s: &Scope, c: &LlamaConfig, path: &Path) -> Result<Self> {
+        let act = Activation::parse(&c.hidden_act).ok_or_else(|| Error::Config {
+            path: path.to_path_buf(),
+            detail: format!("hidden_act `{}` is not supported for {}", c.hidden_act, c.model_type),
+        })?;
+        let m = s.pp("model");
+        let embed = Embedding::load(&m.pp("embed_tokens"), c.vocab_size, c.hidden_size)?;
+        let blocks = (0..c.num_hidden_layers)
+            .map(|i| {
+                let l = m.pp("layers").pp(i);
+                Ok(Block {
+                    input_norm: RmsNorm::load(&l.pp("input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
+                    attn: Attention::load(&l.pp("self_attn"), c)?,
+                    post_norm: RmsNorm::load(&l.pp("post_attention_layernorm"), c.hidden_size, c.rms_norm_eps)?,
+                    mlp: Mlp::load(&l.pp("mlp"), c, act)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(&m.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
+        // Some checkpoints with tie_word_embeddings still store lm_head.weight; the tie wins, as in transformers.
+        let lm_head = if c.tied() {
+            Linear::from_weight(embed.weight.clone())
+        } else {
+            Linear::load(&s.pp("lm_head"), c.hidden_size, c.vocab_size, false)?
+        };
+        Ok(Self { embed, blocks, norm, lm_head, inv_freq: c.inv_freq(path)? })
+    }
+
+    /// Final hidden states `[b, t, hidden]` (after the last norm).
+    pub fn hidden_states(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let device = ids.device();
+        let (cos, sin) = rope_tables(&self.inv_freq, t, device)?;
+        let mask = causal_mask(t, device)?;
+        let mut x = self.embed.forward(ids)?;
+        for block in &self.blocks {
+            let h = block.attn.forward(&block.input_norm.forward(&x)?, &cos, &sin, &mask)?;
+            x = (x + h)?;
+            let h = block.mlp.forward(&block.post_norm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)
+    }
+}

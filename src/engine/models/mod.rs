@@ -1,0 +1,196 @@
+//! Model families, one file each, behind one config type and one network type.
+//!
+//! Every family returns logits for every position (causal LMs) or class logits (encoders), and is
+//! built from differentiable ops so a student trains with a gradient on every parameter.
+
+pub mod encoder;
+pub mod gpt2;
+pub mod layers;
+pub mod llama;
+pub mod weights;
+
+use crate::engine::{Error, Result};
+use candle_core::Tensor;
+use encoder::{Encoder, EncoderConfig, EncoderKind};
+use gpt2::{Gpt2, Gpt2Config};
+use llama::{Llama, LlamaConfig};
+use std::path::Path;
+use weights::Scope;
+
+/// The `model_type` values this build can run.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "qwen2", "qwen3", "gpt2", "bert", "distilbert"];
+
+/// A parsed `config.json`, by family.
+#[derive(Clone, Debug)]
+pub enum ArchConfig {
+    Llama(LlamaConfig),
+    Gpt2(Gpt2Config),
+    Encoder(EncoderConfig),
+}
+
+impl ArchConfig {
+    pub fn from_json(json: &serde_json::Value, path: &Path) -> Result<Self> {
+        let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let bad = |e: serde_json::Error| Error::Config { path: path.to_path_buf(), detail: e.to_string() };
+        match model_type {
+            "llama" | "qwen2" | "qwen3" => Ok(Self::Llama(serde_json::from_value(json.clone()).map_err(bad)?)),
+            "gpt2" => Ok(Self::Gpt2(serde_json::from_value(json.clone()).map_err(bad)?)),
+            "bert" => Ok(Self::Encoder(EncoderConfig::from_json(EncoderKind::Bert, json, path)?)),
+            "distilbert" => Ok(Self::Encoder(EncoderConfig::from_json(EncoderKind::DistilBert, json, path)?)),
+            other => Err(Error::UnsupportedArch {
+                model_type: if other.is_empty() { "(missing)".into() } else { other.into() },
+                path: path.display().to_string(),
+                supported: SUPPORTED_MODEL_TYPES.join(", "),
+            }),
+        }
+    }
+
+    pub fn model_type(&self) -> &str {
+        match self {
+            Self::Llama(c) => &c.model_type,
+            Self::Gpt2(_) => "gpt2",
+            Self::Encoder(c) => match c.kind {
+                EncoderKind::Bert => "bert",
+                EncoderKind::DistilBert => "distilbert",
+            },
+        }
+    }
+
+    pub fn is_causal_lm(&self) -> bool {
+        !matches!(self, Self::Encoder(_))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.vocab_size,
+            Self::Gpt2(c) => c.vocab_size,
+            Self::Encoder(c) => c.vocab_size,
+        }
+    }
+
+    pub fn layers(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.num_hidden_layers,
+            Self::Gpt2(c) => c.n_layer,
+            Self::Encoder(c) => c.layers,
+        }
+    }
+
+    pub fn hidden(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.hidden_size,
+            Self::Gpt2(c) => c.n_embd,
+            Self::Encoder(c) => c.hidden,
+        }
+    }
+
+    pub fn intermediate(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.intermediate_size,
+            Self::Gpt2(c) => c.inner(),
+            Self::Encoder(c) => c.intermediate,
+        }
+    }
+
+    pub fn heads(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.num_attention_heads,
+            Self::Gpt2(c) => c.n_head,
+            Self::Encoder(c) => c.heads,
+        }
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.kv_heads(),
+            _ => self.heads(),
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.head_dim(),
+            _ => self.hidden() / self.heads(),
+        }
+    }
+
+    /// The longest sequence the model accepts.
+    pub fn context_length(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.max_position_embeddings,
+            Self::Gpt2(c) => c.n_positions,
+            Self::Encoder(c) => c.max_positions,
+        }
+    }
+
+    pub fn tied_embeddings(&self) -> bool {
+        match self {
+            Self::Llama(c) => c.tied(),
+            Self::Gpt2(c) => c.tie_word_embeddings,
+            Self::Encoder(_) => false,
+        }
+    }
+
+    /// Class names for a classifier, empty otherwise.
+    pub fn labels(&self) -> &[String] {
+        match self {
+            Self::Encoder(c) => &c.labels,
+            _ => &[],
+        }
+    }
+}
+
+/// A runnable network of any supported family.
+pub enum Network {
+    Llama(Llama),
+    Gpt2(Gpt2),
+    Encoder(Encoder),
+}
+
+impl Network {
+    pub fn build(config: &ArchConfig, s: &Scope, path: &Path) -> Result<Self> {
+        Ok(match config {
+            ArchConfig::Llama(c) => Self::Llama(Llama::load(s, c, path)?),
+            ArchConfig::Gpt2(c) => Self::Gpt2(Gpt2::load(s, c, path)?),
+            ArchConfig::Encoder(c) => Self::Encoder(Encoder::load(s, c, path)?),
+        })
+    }
+
+    fn not_causal() -> Error {
+        Error::Invalid("this model is an encoder/classifier, not a causal language model".into())
+    }
+
+    /// Final hidden states `[b, t, hidden]` of a causal LM.
+    pub fn hidden_states(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Llama(m) => m.hidden_states(ids),
+            Self::Gpt2(m) => m.hidden_states(ids),
+            Self::Encoder(_) => Err(Self::not_causal()),
+        }
+    }
+
+    /// LM-head logits `[.., vocab]` from hidden states; lets losses work on chunks of positions.
+    pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Llama(m) => m.logits(hidden),
+            Self::Gpt2(m) => m.logits(hidden),
+            Self::Encoder(_) => Err(Self::not_causal()),
+        }
+    }
+
+    /// Causal LM: logits `[b, t, vocab]` for every position. Encoder: class logits `[b, classes]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Encoder(m) => m.classify(ids, None),
+            _ => self.lm_logits(&self.hidden_states(ids)?),
+        }
+    }
+
+    /// Encoder classification with a padding mask `[b, t]` (1 = token, 0 = padding).
+    pub fn classify(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        match self {
+            Self::Encoder(m) => m.classify(ids, mask),
+            _ => Err(Error::Invalid("this model is a causal language model, not a classifier".into())),
+        }
+    }
+}

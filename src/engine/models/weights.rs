@@ -1,0 +1,203 @@
+//! Named weights for model construction: frozen tensors for a teacher, `Var`s for a student.
+//!
+//! Every model file asks a [`Scope`] for its tensors by Hugging Face name. The store checks the
+//! shape, converts to the compute dtype, and — when trainable — wraps each tensor in a `Var` so the
+//! optimizer and the gradient checks see exactly the parameters the model uses (tied weights once).
+
+use crate::engine::{Error, Result};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Where tensors come from: memory (GGUF, derived students) or memory-mapped safetensors files,
+/// read lazily so a tensor the model does not use is never loaded.
+pub enum TensorSource {
+    Memory(HashMap<String, Tensor>),
+    Files { files: Vec<(PathBuf, MmapedSafetensors)>, index: HashMap<String, usize> },
+}
+
+impl TensorSource {
+    /// Opens (sharded) safetensors files; a corrupt or truncated file is named in the error.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let st = open_safetensors(path)?;
+            for (name, _) in st.tensors() {
+                index.insert(name, i);
+            }
+            files.push((path.clone(), st));
+        }
+        Ok(Self::Files { files, index })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = match self {
+            Self::Memory(m) => m.keys().cloned().collect(),
+            Self::Files { index, .. } => index.keys().cloned().collect(),
+        };
+        v.sort();
+        v
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Memory(m) => m.contains_key(name),
+            Self::Files { index, .. } => index.contains_key(name),
+        }
+    }
+
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self {
+            Self::Memory(m) => m.get(name).map(|t| t.dims().to_vec()),
+            Self::Files { files, index } => {
+                let (_, st) = &files[*index.get(name)?];
+                st.get(name).ok().map(|v| v.shape().to_vec())
+            }
+        }
+    }
+
+    /// The stored dtype of a tensor, as its safetensors name (F32, BF16, …).
+    pub fn dtype(&self, name: &str) -> Option<String> {
+        match self {
+            Self::Memory(m) => m.get(name).map(|t| format!("{:?}", t.dtype()).to_uppercase()),
+            Self::Files { files, index } => {
+                let (_, st) = &files[*index.get(name)?];
+                st.get(name).ok().map(|v| format!("{:?}", v.dtype()))
+            }
+        }
+    }
+
+    pub fn load(&self, name: &str, device: &Device) -> Result<Tensor> {
+        match self {
+            Self::Memory(m) => Ok(m[name].to_device(device)?),
+            Self::Files { files, index } => {
+                let (path, st) = &files[index[name]];
+                st.load(name, device).map_err(|e| Error::CorruptWeights {
+                    path: path.clone(),
+                    detail: format!("tensor `{name}`: {e}"),
+                })
+            }
+        }
+    }
+}
+
+fn open_safetensors(path: &Path) -> Result<MmapedSafetensors> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+    if len < 8 {
+        return Err(Error::CorruptWeights { path: path.into(), detail: format!("only {len} bytes") });
+    }
+    // SAFETY: the file is opened read-only; the engine never writes to a file it has mapped.
+    unsafe { MmapedSafetensors::new(path) }.map_err(|e| Error::CorruptWeights {
+        path: path.into(),
+        detail: e.to_string(),
+    })
+}
+
+/// Tensors by name plus the record of which ones a model consumed.
+pub struct WeightStore {
+    source: TensorSource,
+    trainable: bool,
+    dtype: DType,
+    device: Device,
+    used: RefCell<BTreeMap<String, Tensor>>,
+    vars: RefCell<BTreeMap<String, Var>>,
+}
+
+impl WeightStore {
+    pub fn new(source: TensorSource, trainable: bool, device: &Device) -> Self {
+        Self {
+            source,
+            trainable,
+            dtype: DType::F32,
+            device: device.clone(),
+            used: RefCell::new(BTreeMap::new()),
+            vars: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn root(&self) -> Scope<'_> {
+        Scope { store: self, prefix: String::new() }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.source.contains(name)
+    }
+
+    pub fn source(&self) -> &TensorSource {
+        &self.source
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some(t) = self.used.borrow().get(name) {
+            return Ok(t.clone());
+        }
+        let found = self.source.shape(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            context: format!("expected shape {shape:?}"),
+        })?;
+        if found != shape {
+            return Err(Error::MissingTensor {
+                name: name.to_string(),
+                context: format!("found shape {found:?}, the config implies {shape:?}"),
+            });
+        }
+        let t = self.source.load(name, &self.device)?.to_dtype(self.dtype)?;
+        let t = if self.trainable {
+            let var = Var::from_tensor(&t)?;
+            let t = var.as_tensor().clone();
+            self.vars.borrow_mut().insert(name.to_string(), var);
+            t
+        } else {
+            t
+        };
+        self.used.borrow_mut().insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// The parameters a model consumed, by name (sorted). Empty for a frozen store.
+    pub fn into_parts(self) -> (BTreeMap<String, Tensor>, BTreeMap<String, Var>) {
+        (self.used.into_inner(), self.vars.into_inner())
+    }
+}
+
+/// A name prefix into a [`WeightStore`], like `model.layers.3`.
+#[derive(Clone)]
+pub struct Scope<'a> {
+    store: &'a WeightStore,
+    prefix: String,
+}
+
+impl<'a> Scope<'a> {
+    pub fn pp(&self, name: impl std::fmt::Display) -> Scope<'a> {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Scope { store: self.store, prefix }
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn get(&self, name: &str, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape: Shape = shape.into();
+        self.store.get(&self.full(name), shape.dims())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.store.contains(&self.full(name))
+    }
+
+    pub fn device(&self) -> &Device {
+        self.store.device()
+    }
+}

@@ -1,0 +1,29 @@
+//! Tokenizers: `tokenizer.json` through the tokenizers crate, with any padding or truncation the
+//! file carries turned off (windows are cut by the engine, never silently by the tokenizer).
+
+use crate::engine::{Error, Result};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// Loads a `tokenizer.json`.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let mut tok = Tokenizer::from_file(path)
+        .map_err(|e| Error::Tokenizer { path: path.display().to_string(), detail: e.to_string() })?;
+    tok.with_padding(None);
+    tok.with_truncation(None)
+        .map_err(|e| Error::Tokenizer { path: path.display().to_string(), detail: e.to_string() })?;
+    Ok(tok)
+}
+
+/// Token ids of `text` without special tokens (the evaluation protocol's tokenisation).
+pub fn encode_plain(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let enc = tok
+        .encode_fast(text, false)
+        .map_err(|e| Error::Tokenizer { path: "(in memory)".into(), detail: e.to_string() })?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// Decodes one token id for display (special tokens kept).
+pub fn token_text(tok: &Tokenizer, id: u32) -> String {
+    tok.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>"))
+}
