@@ -99,14 +99,11 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
             (g.config, file.clone(), TensorSource::Memory(g.tensors), g.tokenizer, gguf_dtypes(&g.tensor_types))
         }
     };
-    let config = ArchConfig::from_json(&config_json, &config_path)?;
     let stored_dtype = match &resolved.files {
         ModelFiles::Gguf { .. } => format.clone(),
         ModelFiles::Hf { .. } => dtype_summary(&source),
     };
-    let store = WeightStore::new(source, opts.trainable, &opts.device);
-    let network = Network::build(&config, &store.root(), &config_path)?;
-    let (params, vars) = store.into_parts();
+    let Built { config, network, params, vars } = build_network(&config_json, &config_path, source, opts)?;
     let tokenizer = match (&resolved.tokenizer, gguf_tok) {
         (Some(path), _) => Some(load_tokenizer(path)?),
         (None, Some(t)) => Some(t),
@@ -151,6 +148,28 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         labels: config.labels().to_vec(),
     };
     Ok(LoadedModel { resolved: resolved.clone(), config, config_json, network, tokenizer, params, vars, info })
+}
+
+/// A network built from a config and a tensor source, with the parameters it consumed.
+pub struct Built {
+    pub config: ArchConfig,
+    pub network: Network,
+    pub params: BTreeMap<String, Tensor>,
+    pub vars: BTreeMap<String, Var>,
+}
+
+/// Builds the network a `config.json` describes from `source` (files, memory or seeded init).
+pub fn build_network(
+    config_json: &serde_json::Value,
+    config_path: &std::path::Path,
+    source: TensorSource,
+    opts: &LoadOptions,
+) -> Result<Built> {
+    let config = ArchConfig::from_json(config_json, config_path)?;
+    let store = WeightStore::new(source, opts.trainable, &opts.device);
+    let network = Network::build(&config, &store.root(), config_path)?;
+    let (params, vars) = store.into_parts();
+    Ok(Built { config, network, params, vars })
 }
 
 fn dtype_summary(source: &TensorSource) -> String {

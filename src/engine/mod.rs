@@ -1,5 +1,7 @@
 //! The engine: models, hub, data, evaluation. No terminal dependency; usable as a library.
 
+pub mod derive;
+pub mod distill;
 pub mod error;
 pub mod fsutil;
 pub mod gguf;

@@ -5,6 +5,7 @@
 
 pub mod encoder;
 pub mod gpt2;
+pub mod init;
 pub mod layers;
 pub mod llama;
 pub mod weights;

@@ -4,6 +4,7 @@
 //! shape, converts to the compute dtype, and — when trainable — wraps each tensor in a `Var` so the
 //! optimizer and the gradient checks see exactly the parameters the model uses (tied weights once).
 
+use super::init::InitSource;
 use crate::engine::{Error, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor, Var};
@@ -11,10 +12,11 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// Where tensors come from: memory (GGUF, derived students) or memory-mapped safetensors files,
-/// read lazily so a tensor the model does not use is never loaded.
+/// Where tensors come from: memory (GGUF), memory-mapped safetensors files read lazily (a tensor
+/// the model does not use is never loaded), or seeded initialisation (any name exists).
 pub enum TensorSource {
     Memory(HashMap<String, Tensor>),
+    Init(InitSource),
     Files { files: Vec<(PathBuf, MmapedSafetensors)>, index: HashMap<String, usize> },
 }
 
@@ -36,6 +38,7 @@ impl TensorSource {
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = match self {
             Self::Memory(m) => m.keys().cloned().collect(),
+            Self::Init(i) => i.overlay.keys().cloned().collect(),
             Self::Files { index, .. } => index.keys().cloned().collect(),
         };
         v.sort();
@@ -45,6 +48,7 @@ impl TensorSource {
     pub fn contains(&self, name: &str) -> bool {
         match self {
             Self::Memory(m) => m.contains_key(name),
+            Self::Init(_) => true,
             Self::Files { index, .. } => index.contains_key(name),
         }
     }
@@ -52,6 +56,7 @@ impl TensorSource {
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         match self {
             Self::Memory(m) => m.get(name).map(|t| t.dims().to_vec()),
+            Self::Init(_) => None,
             Self::Files { files, index } => {
                 let (_, st) = &files[*index.get(name)?];
                 st.get(name).ok().map(|v| v.shape().to_vec())
@@ -63,6 +68,7 @@ impl TensorSource {
     pub fn dtype(&self, name: &str) -> Option<String> {
         match self {
             Self::Memory(m) => m.get(name).map(|t| format!("{:?}", t.dtype()).to_uppercase()),
+            Self::Init(_) => Some("F32".into()),
             Self::Files { files, index } => {
                 let (_, st) = &files[*index.get(name)?];
                 st.get(name).ok().map(|v| format!("{:?}", v.dtype()))
@@ -70,9 +76,10 @@ impl TensorSource {
         }
     }
 
-    pub fn load(&self, name: &str, device: &Device) -> Result<Tensor> {
+    fn load(&self, name: &str, device: &Device) -> Result<Tensor> {
         match self {
             Self::Memory(m) => Ok(m[name].to_device(device)?),
+            Self::Init(_) => unreachable!("initialised tensors are drawn by shape in WeightStore::get"),
             Self::Files { files, index } => {
                 let (path, st) = &files[index[name]];
                 st.load(name, device).map_err(|e| Error::CorruptWeights {
@@ -138,17 +145,11 @@ impl WeightStore {
         if let Some(t) = self.used.borrow().get(name) {
             return Ok(t.clone());
         }
-        let found = self.source.shape(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-            context: format!("expected shape {shape:?}"),
-        })?;
-        if found != shape {
-            return Err(Error::MissingTensor {
-                name: name.to_string(),
-                context: format!("found shape {found:?}, the config implies {shape:?}"),
-            });
-        }
-        let t = self.source.load(name, &self.device)?.to_dtype(self.dtype)?;
+        let loaded = match &self.source {
+            TensorSource::Init(init) => init.tensor(name, shape, &self.device)?,
+            _ => self.load_checked(name, shape)?,
+        };
+        let t = loaded.to_dtype(self.dtype)?;
         let t = if self.trainable {
             let var = Var::from_tensor(&t)?;
             let t = var.as_tensor().clone();
@@ -159,6 +160,20 @@ impl WeightStore {
         };
         self.used.borrow_mut().insert(name.to_string(), t.clone());
         Ok(t)
+    }
+
+    fn load_checked(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let found = self.source.shape(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            context: format!("expected shape {shape:?}"),
+        })?;
+        if found != shape {
+            return Err(Error::MissingTensor {
+                name: name.to_string(),
+                context: format!("found shape {found:?}, the config implies {shape:?}"),
+            });
+        }
+        self.source.load(name, &self.device)
     }
 
     /// The parameters a model consumed, by name (sorted). Empty for a frozen store.

@@ -1,0 +1,97 @@
+//! Distillation losses on `[n, vocab]` logits (positions flattened), summed over positions so that
+//! chunks of positions can be added up and divided by the total count once.
+//!
+//! Conventions (checked against PyTorch in `tests/losses.rs`):
+//! - temperature `T` divides both teacher and student logits before the softmax;
+//! - `forward_kl` = Σ_v p_t (log p_t − log p_s) (Hinton), `reverse_kl` = Σ_v p_s (log p_s − log p_t)
+//!   (MiniLLM), `jsd` = β·KL(p_t‖m) + (1−β)·KL(p_s‖m) with m = β·p_t + (1−β)·p_s;
+//! - the divergences here are unscaled; [`SoftLoss::sum`] multiplies them by T² so the soft term's
+//!   gradient keeps its size as T changes (Hinton et al. 2015); MSE on raw logits ignores T.
+
+use crate::engine::{Error, Result};
+use candle_core::{DType, Tensor, D};
+use candle_nn::ops::log_softmax;
+use serde::{Deserialize, Serialize};
+
+/// Which divergence between teacher and student distributions.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SoftLoss {
+    ForwardKl,
+    ReverseKl,
+    Jsd,
+    MseLogits,
+}
+
+impl SoftLoss {
+    pub const NAMES: &'static [&'static str] = &["forward_kl", "reverse_kl", "jsd", "mse_logits"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "forward_kl" => Ok(Self::ForwardKl),
+            "reverse_kl" => Ok(Self::ReverseKl),
+            "jsd" => Ok(Self::Jsd),
+            "mse_logits" => Ok(Self::MseLogits),
+            other => Err(Error::Invalid(format!("unknown loss `{other}`; valid: {}", Self::NAMES.join(", ")))),
+        }
+    }
+
+    /// The soft loss summed over positions, T²-scaled for the divergences. `beta` is JSD's mix.
+    pub fn sum(self, student: &Tensor, teacher: &Tensor, temperature: f64, beta: f64) -> Result<Tensor> {
+        let t2 = temperature * temperature;
+        Ok(match self {
+            Self::ForwardKl => (forward_kl_sum(student, teacher, temperature)? * t2)?,
+            Self::ReverseKl => (reverse_kl_sum(student, teacher, temperature)? * t2)?,
+            Self::Jsd => (jsd_sum(student, teacher, temperature, beta)? * t2)?,
+            Self::MseLogits => mse_logits_sum(student, teacher)?,
+        })
+    }
+}
+
+fn scaled_log_probs(logits: &Tensor, temperature: f64) -> Result<Tensor> {
+    let x = logits.to_dtype(DType::F32)?;
+    let x = if temperature == 1.0 { x } else { (x / temperature)? };
+    Ok(log_softmax(&x, D::Minus1)?)
+}
+
+/// Σ_positions KL(p_t ‖ p_s) at temperature T, unscaled. The teacher side carries no gradient.
+pub fn forward_kl_sum(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
+    let log_s = scaled_log_probs(student, temperature)?;
+    let log_t = scaled_log_probs(&teacher.detach(), temperature)?;
+    let p_t = log_t.exp()?;
+    Ok((p_t * (log_t - log_s)?)?.sum_all()?)
+}
+
+/// Σ_positions KL(p_s ‖ p_t) at temperature T, unscaled.
+pub fn reverse_kl_sum(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
+    let log_s = scaled_log_probs(student, temperature)?;
+    let log_t = scaled_log_probs(&teacher.detach(), temperature)?;
+    Ok((log_s.exp()? * (log_s - log_t)?)?.sum_all()?)
+}
+
+/// Σ_positions generalised Jensen–Shannon divergence with mix `beta`, unscaled.
+pub fn jsd_sum(student: &Tensor, teacher: &Tensor, temperature: f64, beta: f64) -> Result<Tensor> {
+    let log_s = scaled_log_probs(student, temperature)?;
+    let log_t = scaled_log_probs(&teacher.detach(), temperature)?;
+    let (p_s, p_t) = (log_s.exp()?, log_t.exp()?);
+    let m = ((&p_t * beta)? + (&p_s * (1.0 - beta))?)?;
+    // Guard log(0) where both distributions underflow; those terms have zero weight anyway.
+    let log_m = m.clamp(f32::MIN_POSITIVE, 1.0)?.log()?;
+    let kl_t = (&p_t * (log_t - &log_m)?)?.sum_all()?;
+    let kl_s = (&p_s * (log_s - &log_m)?)?.sum_all()?;
+    Ok(((kl_t * beta)? + (kl_s * (1.0 - beta))?)?)
+}
+
+/// Σ_positions mean_v (z_s − z_t)² on raw logits.
+pub fn mse_logits_sum(student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
+    let v = student.dim(D::Minus1)? as f64;
+    let diff = (student.to_dtype(DType::F32)? - teacher.detach().to_dtype(DType::F32)?)?;
+    Ok((diff.sqr()?.sum_all()? / v)?)
+}
+
+/// Σ_positions cross-entropy of `labels` (`[n]`, u32) under `logits` (`[n, vocab]`), at T = 1.
+pub fn hard_ce_sum(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let log_p = log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    let picked = log_p.gather(&labels.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?;
+    Ok(picked.sum_all()?.neg()?)
+}
