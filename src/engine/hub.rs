@@ -12,3 +12,7 @@ pub fn fetch(s: &HubSettings, repo: &HubRepo, _w: &FileSet, _p: &dyn Fn(&Downloa
     let rev = std::fs::read_to_string(d.join("refs/main")).map_err(|_| Error::NotInCache { id: repo.id.clone(), cache: s.cache_dir.clone() })?;
     Ok(Snapshot { id: repo.id.clone(), dir: d.join("snapshots").join(&rev), revision: rev, files: vec![] })
 }
+#[derive(serde::Serialize)] pub struct ModelSummary { pub id: String, pub downloads: u64, pub pipeline_tag: Option<String> }
+pub fn search(_s: &HubSettings, _q: &str, _l: usize) -> Result<Vec<ModelSummary>> { Ok(vec![]) }
+#[derive(serde::Serialize)] pub struct CachedModel { pub id: String, pub bytes: u64, pub has_safetensors: bool, pub gguf_files: Vec<String> }
+pub fn list_cache(_s: &HubSettings) -> Result<Vec<CachedModel>> { Ok(vec![]) }

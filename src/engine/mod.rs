@@ -3,11 +3,13 @@
 pub mod derive;
 pub mod distill;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
 pub mod gguf;
 pub mod hub;
 pub mod loader;
 pub mod models;
+pub mod pair;
 pub mod source;
 pub mod tokenizer;
 

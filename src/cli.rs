@@ -1,0 +1,296 @@
+//! The headless command line: `inspect`, `eval`, `derive-student`, `check`, `search`, `cache`.
+//! Human output by default, one JSON object with `--json`; errors on stderr with exit code 2 for
+//! bad input, 1 for machine failures, 130 when cancelled.
+
+use crate::engine::derive::{derive_and_save, StudentShape};
+use crate::engine::eval::{evaluate_text, EvalOptions};
+use crate::engine::hub::{self, DownloadProgress, HubSettings};
+use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
+use crate::engine::pair::{check_pair, gib};
+use crate::engine::source::resolve;
+use crate::engine::{Error, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Parser, Debug)]
+#[command(name = "distill-tui", version, about = "A workbench for knowledge distillation and quantization, measured against the teacher.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Architecture, parameters, shape, dtype, bytes and source of a model.
+    Inspect {
+        /// Hub id (`org/name[@rev]`, `org/name:file.gguf`), HF folder, or .gguf file.
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Perplexity and top-1 next-token accuracy of a causal LM over a text file.
+    Eval {
+        model: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long)]
+        max_tokens: Option<usize>,
+        /// Windows per forward pass (default: about 2048 tokens).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Derive a smaller student of the teacher's family and save it as a Hugging Face folder.
+    DeriveStudent {
+        teacher: String,
+        #[arg(long)]
+        layers: usize,
+        #[arg(long)]
+        hidden: Option<usize>,
+        #[arg(long)]
+        heads: Option<usize>,
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        #[arg(long)]
+        intermediate: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a teacher/student pair: tokenizer, architectures, training memory.
+    Check {
+        teacher: String,
+        student: String,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the hub for models.
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the models in the local hub cache.
+    Cache {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a subcommand; returns the process exit code.
+pub fn run(command: Command) -> i32 {
+    let json = matches!(
+        &command,
+        Command::Inspect { json: true, .. }
+            | Command::Eval { json: true, .. }
+            | Command::DeriveStudent { json: true, .. }
+            | Command::Check { json: true, .. }
+            | Command::Search { json: true, .. }
+            | Command::Cache { json: true }
+    );
+    match dispatch(command) {
+        Ok(()) => 0,
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "event": "error", "message": e.to_string() }));
+            }
+            eprintln!("error: {e}");
+            match e {
+                Error::Cancelled => 130,
+                ref e if e.is_bad_input() => 2,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    let settings = HubSettings::from_env();
+    match command {
+        Command::Inspect { model, json } => {
+            let m = load(&settings, &model, false)?;
+            if json {
+                print_json(&m.info)
+            } else {
+                print_info(&m);
+                Ok(())
+            }
+        }
+        Command::Eval { model, data, seq_len, max_tokens, batch_size, json } => {
+            let text = std::fs::read_to_string(&data).map_err(|e| {
+                Error::Invalid(format!("cannot read --data {}: {e}", data.display()))
+            })?;
+            let m = load(&settings, &model, false)?;
+            let opts = EvalOptions { seq_len, max_tokens, batch_size };
+            let interactive = std::io::stderr().is_terminal();
+            let mut progress = |done: usize, total: usize| {
+                if interactive {
+                    eprint!("\revaluating: window {done}/{total}");
+                    let _ = std::io::stderr().flush();
+                }
+            };
+            let report = evaluate_text(&m, &text, &opts, &mut progress, &AtomicBool::new(false))?;
+            if interactive {
+                eprintln!();
+            }
+            if json {
+                print_json(&report)
+            } else {
+                println!("model           {}", m.info.name);
+                println!("data            {}", data.display());
+                println!("perplexity      {:.4}", report.perplexity);
+                println!("top-1 accuracy  {:.4}", report.top1_accuracy);
+                println!("predicted       {} tokens in {} windows of {}", report.predicted_tokens, report.windows, seq_len);
+                println!("speed           {:.0} tokens/s ({:.1} s)", report.tokens_per_second, report.seconds);
+                Ok(())
+            }
+        }
+        Command::DeriveStudent { teacher, layers, hidden, heads, kv_heads, intermediate, seed, out, json } => {
+            let t = load(&settings, &teacher, false)?;
+            let shape = StudentShape { layers, hidden, heads, kv_heads, intermediate };
+            let report = derive_and_save(&t, &shape, seed, &out)?;
+            if json {
+                print_json(&report)
+            } else {
+                println!(
+                    "student: {} layers, hidden {}, {} heads ({} kv), intermediate {}: {} parameters ({:.1}% of the teacher's {})",
+                    report.layers,
+                    report.hidden,
+                    report.heads,
+                    report.kv_heads,
+                    report.intermediate,
+                    report.parameters,
+                    100.0 * report.parameters as f64 / report.teacher_parameters as f64,
+                    report.teacher_parameters
+                );
+                if report.copied_layers.is_empty() {
+                    println!("init: seeded random (seed {seed}){}", if report.embeddings_copied { ", embeddings copied" } else { "" });
+                } else {
+                    println!("init: copied teacher layers {:?} and the embeddings", report.copied_layers);
+                }
+                println!("saved to {}", report.out.display());
+                Ok(())
+            }
+        }
+        Command::Check { teacher, student, batch_size, seq_len, json } => {
+            let t = load(&settings, &teacher, false)?;
+            let s = load(&settings, &student, false)?;
+            let r = check_pair(&t, &s, batch_size, seq_len)?;
+            if json {
+                return print_json(&r);
+            }
+            println!("teacher   {} ({} parameters)", r.teacher, t.info.parameters);
+            println!("student   {} ({} parameters)", r.student, s.info.parameters);
+            println!("vocab     {}", serde_json::to_string(&r.vocab).unwrap_or_default());
+            let m = &r.memory;
+            println!(
+                "memory    {:.2} GiB for batch {}×{}: teacher {:.2}, student {:.2} + grads {:.2} + AdamW {:.2}, logits {:.2}, activations {:.2}",
+                gib(m.total),
+                r.batch_size,
+                r.seq_len,
+                gib(m.teacher_weights),
+                gib(m.student_weights),
+                gib(m.student_grads),
+                gib(m.optimizer),
+                gib(m.logits),
+                gib(m.activations)
+            );
+            println!(
+                "machine   {:.1} GiB total, {:.1} GiB available: {}",
+                gib(r.machine_total_bytes),
+                gib(r.machine_available_bytes),
+                if r.fits { "fits" } else { "does NOT fit" }
+            );
+            for n in &r.notes {
+                println!("note      {n}");
+            }
+            Ok(())
+        }
+        Command::Search { query, limit, json } => {
+            let found = hub::search(&settings, &query, limit)?;
+            if json {
+                return print_json(&found);
+            }
+            for m in &found {
+                println!(
+                    "{:<60} {:>10} downloads  {}",
+                    m.id,
+                    m.downloads,
+                    m.pipeline_tag.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Cache { json } => {
+            let models = hub::list_cache(&settings)?;
+            if json {
+                return print_json(&models);
+            }
+            println!("{} ({} models)", settings.cache_dir.display(), models.len());
+            for m in &models {
+                let kind = if m.has_safetensors { "safetensors".to_string() } else { m.gguf_files.join(", ") };
+                println!("{:<55} {:>9.1} MB  {}", m.id, m.bytes as f64 / 1e6, kind);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resolves and loads a model, showing download progress on an interactive stderr.
+fn load(settings: &HubSettings, spec: &str, trainable: bool) -> Result<LoadedModel> {
+    let interactive = std::io::stderr().is_terminal();
+    let progress = |p: &DownloadProgress| {
+        if interactive {
+            eprint!("\rdownloading {}: {:.1}/{:.1} MB   ", p.file, p.bytes as f64 / 1e6, p.total as f64 / 1e6);
+            if p.bytes >= p.total {
+                eprintln!();
+            }
+        }
+    };
+    let resolved = resolve(spec, settings, &progress)?;
+    load_model(&resolved, &LoadOptions { trainable, ..LoadOptions::default() })
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn print_info(m: &LoadedModel) {
+    let i = &m.info;
+    println!("model         {}", i.name);
+    println!("architecture  {} ({}, {})", i.architecture, i.model_type, i.task);
+    println!("parameters    {} ({:.1}M)", i.parameters, i.parameters as f64 / 1e6);
+    println!("layers        {}", i.layers);
+    println!("hidden        {} (intermediate {})", i.hidden, i.intermediate);
+    println!("heads         {} (kv {}, head dim {})", i.heads, i.kv_heads, i.head_dim);
+    println!("vocab         {}", i.vocab);
+    println!("context       {}", i.context_length);
+    println!("tied embed.   {}", i.tied_embeddings);
+    println!("dtype         {}", i.dtype);
+    println!("bytes         {} ({:.1} MB, {})", i.bytes, i.bytes as f64 / 1e6, i.format);
+    println!("source        {}", i.source_path);
+    if let Some(rev) = &i.revision {
+        println!("revision      {rev}");
+    }
+    println!("tokenizer     {}", i.tokenizer.as_deref().unwrap_or("none"));
+    if !i.labels.is_empty() {
+        println!("labels        {}", i.labels.join(", "));
+    }
+}

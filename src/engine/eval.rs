@@ -1,0 +1,154 @@
+//! The yardstick every later measurement uses: perplexity and top-1 next-token accuracy over a text.
+//!
+//! Protocol (the same as the transformers reference in the README): tokens = tokenizer(text) without
+//! special tokens; the first `max_tokens`; non-overlapping windows of `seq_len` tokens (a shorter
+//! tail window of at least 2 tokens is evaluated too); each window predicts its positions
+//! 1..len-1 from the ones before; perplexity = exp(mean NLL) over every predicted token.
+
+use crate::engine::loader::LoadedModel;
+use crate::engine::models::Network;
+use crate::engine::tokenizer::encode_plain;
+use crate::engine::{Error, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::ops::log_softmax;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub seq_len: usize,
+    pub max_tokens: Option<usize>,
+    /// Windows per forward pass; `None` picks about 2048 tokens per batch.
+    pub batch_size: Option<usize>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self { seq_len: 512, max_tokens: None, batch_size: None }
+    }
+}
+
+/// Result of an evaluation; `distill-tui eval --json` prints it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EvalReport {
+    pub perplexity: f64,
+    pub top1_accuracy: f64,
+    /// Mean negative log-likelihood per predicted token (nats).
+    pub mean_nll: f64,
+    pub predicted_tokens: usize,
+    /// Tokens fed through the model per second of wall time.
+    pub tokens_per_second: f64,
+    pub windows: usize,
+    pub seq_len: usize,
+    pub seconds: f64,
+}
+
+/// Token windows of the protocol.
+pub fn windows(tokens: &[u32], seq_len: usize) -> Vec<&[u32]> {
+    tokens.chunks(seq_len).filter(|w| w.len() >= 2).collect()
+}
+
+/// Evaluates a causal LM on a text with its own tokenizer.
+pub fn evaluate_text(
+    model: &LoadedModel,
+    text: &str,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<EvalReport> {
+    if !model.config.is_causal_lm() {
+        return Err(Error::Invalid(format!(
+            "{} is a {} model; perplexity needs a causal language model",
+            model.info.name, model.info.task
+        )));
+    }
+    let ctx = model.config.context_length();
+    if opts.seq_len > ctx {
+        return Err(Error::Invalid(format!(
+            "--seq-len {} is longer than the model's context ({ctx} positions); use --seq-len {ctx} or less",
+            opts.seq_len
+        )));
+    }
+    let mut tokens = encode_plain(model.tokenizer()?, text)?;
+    if let Some(max) = opts.max_tokens {
+        tokens.truncate(max);
+    }
+    evaluate_tokens(&model.network, &tokens, opts, &Device::Cpu, progress, cancel)
+}
+
+/// Evaluates a causal LM on token ids.
+pub fn evaluate_tokens(
+    network: &Network,
+    tokens: &[u32],
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<EvalReport> {
+    if opts.seq_len < 2 {
+        return Err(Error::Invalid("--seq-len must be at least 2".into()));
+    }
+    let wins = windows(tokens, opts.seq_len);
+    if wins.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the text gives {} token(s); evaluation needs at least 2",
+            tokens.len()
+        )));
+    }
+    let batch = opts.batch_size.unwrap_or((2048 / opts.seq_len).max(1));
+    let start = Instant::now();
+    let (mut nll, mut correct, mut predicted, mut fed) = (0f64, 0usize, 0usize, 0usize);
+    let mut done = 0;
+    // Full windows go in batches; the tail window (shorter) goes alone.
+    let mut groups: Vec<Vec<&[u32]>> = Vec::new();
+    for w in &wins {
+        match groups.last_mut() {
+            Some(g) if g.len() < batch && g[0].len() == w.len() => g.push(w),
+            _ => groups.push(vec![w]),
+        }
+    }
+    for group in groups {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let t = group[0].len();
+        let flat: Vec<u32> = group.iter().flat_map(|w| w.iter().copied()).collect();
+        let ids = Tensor::from_vec(flat, (group.len(), t), device)?;
+        let (s_nll, s_correct) = window_stats(network, &ids)?;
+        nll += s_nll;
+        correct += s_correct;
+        predicted += group.len() * (t - 1);
+        fed += group.len() * t;
+        done += group.len();
+        progress(done, wins.len());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let mean_nll = nll / predicted as f64;
+    Ok(EvalReport {
+        perplexity: mean_nll.exp(),
+        top1_accuracy: correct as f64 / predicted as f64,
+        mean_nll,
+        predicted_tokens: predicted,
+        tokens_per_second: fed as f64 / seconds.max(1e-9),
+        windows: wins.len(),
+        seq_len: opts.seq_len,
+        seconds,
+    })
+}
+
+/// Summed NLL and correct top-1 predictions of positions 1.. of each row of `ids` `[b, t]`.
+fn window_stats(network: &Network, ids: &Tensor) -> Result<(f64, usize)> {
+    let (b, t) = ids.dims2()?;
+    let hidden = network.hidden_states(&ids.narrow(1, 0, t - 1)?)?;
+    let logits = network.lm_logits(&hidden)?.to_dtype(DType::F32)?;
+    let v = logits.dim(D::Minus1)?;
+    let logits = logits.reshape((b * (t - 1), v))?;
+    let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
+    let logp = log_softmax(&logits, D::Minus1)?;
+    let picked = logp.gather(&labels.unsqueeze(1)?, 1)?;
+    let nll = -(picked.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?);
+    let argmax = logits.argmax(D::Minus1)?;
+    let correct = argmax.eq(&labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    Ok((nll, correct))
+}
