@@ -1,0 +1,313 @@
+//! GGUF files: metadata, tensors (dequantized, HF names), tokenizer from the GGUF vocabulary.
+//!
+//! A `llama` or `qwen2` GGUF as written by llama.cpp loads as an HF-layout model: every tensor is
+//! dequantized to f32 and renamed (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`),
+//! llama's Q/K rows are put back in HF order, the metadata becomes an HF `config.json`, and a
+//! byte-level BPE vocabulary becomes a `tokenizers::Tokenizer`. The result equals what the reference
+//! converter `scripts/gguf_to_hf.py` writes, with three deliberate differences that only show on
+//! files the script mishandles: llama Q/K *biases* are un-permuted too (llama.cpp permutes them),
+//! a missing `rope.freq_base` becomes llama.cpp's default 10000, and `head_dim` / `rope_scaling`
+//! are added when the metadata has `attention.key_length` / `rope.scaling.*`.
+
+mod metadata;
+mod tokenizer;
+
+pub use metadata::gguf_metadata_summary;
+use metadata::{config_from_metadata, meta_req_u64, meta_str, meta_u64};
+pub use tokenizer::{tokenizer_from_gguf, tokenizer_json_from_gguf};
+
+use crate::engine::{Error, Result};
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// `general.architecture` values this loader understands.
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
+
+/// A GGUF teacher, dequantized to f32 with Hugging Face tensor names.
+pub struct GgufModel {
+    /// `general.architecture`: `llama` or `qwen2`.
+    pub arch: String,
+    /// An HF-style `config.json` built from the GGUF metadata.
+    pub config: serde_json::Value,
+    /// Every tensor of the file, f32, HF names, on the requested device.
+    pub tensors: HashMap<String, Tensor>,
+    /// (HF name, GGML storage type such as `q4_1`) in file order.
+    pub tensor_types: Vec<(String, String)>,
+    /// Built from the GGUF vocabulary (byte-level BPE), or a `tokenizer.json` beside the file
+    /// when the vocabulary cannot be converted (sentencepiece); `None` when neither exists.
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+}
+
+impl std::fmt::Debug for GgufModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufModel")
+            .field("arch", &self.arch)
+            .field("config", &self.config)
+            .field("tensors", &self.tensors.len())
+            .field("tokenizer", &self.tokenizer.is_some())
+            .finish()
+    }
+}
+
+/// Loads a llama.cpp GGUF (`llama` or `qwen2`) as f32 HF tensors, an HF config and a tokenizer.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
+    let (content, mut reader) = open_gguf(path)?;
+    let arch = meta_str(&content, "general.architecture")
+        .ok_or_else(|| bad(path, "GGUF metadata lacks `general.architecture`"))?
+        .to_string();
+    if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+        return Err(Error::UnsupportedArch {
+            model_type: arch,
+            path: path.display().to_string(),
+            supported: SUPPORTED_ARCHS.join(", "),
+        });
+    }
+    let n_head = meta_req_u64(&content, path, &format!("{arch}.attention.head_count"))? as usize;
+    let n_kv_head = meta_u64(&content, path, &format!("{arch}.attention.head_count_kv"))?
+        .map_or(n_head, |v| v as usize);
+
+    let mut infos: Vec<_> = content.tensor_infos.iter().collect();
+    infos.sort_by_key(|(_, info)| info.offset);
+    let unknown: Vec<&str> = infos
+        .iter()
+        .filter(|(name, _)| hf_tensor_name(name).is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(bad(
+            path,
+            &format!(
+                "unknown GGUF tensor name(s) for `{arch}`: {}; this loader maps token_embd, output_norm, \
+                 output and blk.N.{{attn_norm,ffn_norm,attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,\
+                 ffn_down}}.{{weight,bias}}",
+                unknown.join(", ")
+            ),
+        ));
+    }
+
+    let mut tensors = HashMap::with_capacity(infos.len());
+    let mut tensor_types = Vec::with_capacity(infos.len());
+    for (name, info) in infos {
+        let hf = hf_tensor_name(name).expect("checked above");
+        let q = info
+            .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
+            .map_err(|e| corrupt(path, &format!("tensor `{name}`: {e}")))?;
+        tensor_types.push((hf.clone(), ggml_dtype_name(q.dtype()).to_string()));
+        let mut w = q.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        if arch == "llama" {
+            // llama.cpp permutes the rows (weights and biases) of Q and K for its interleaved rope.
+            let heads = if name.contains(".attn_q.") {
+                Some(n_head)
+            } else if name.contains(".attn_k.") {
+                Some(n_kv_head)
+            } else {
+                None
+            };
+            if let Some(heads) = heads {
+                w = unpermute_qk_from_gguf(&w, heads)
+                    .map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?;
+            }
+        }
+        tensors.insert(hf, w.to_device(device)?);
+    }
+
+    let config = config_from_metadata(&content, path, &arch, &tensors)?;
+    check_required_tensors(&tensors, &config)?;
+    let tokenizer = match meta_str(&content, "tokenizer.ggml.model") {
+        Some("gpt2") => Some(tokenizer_from_gguf(&content)?),
+        _ => tokenizer_beside(path)?,
+    };
+    Ok(GgufModel {
+        arch,
+        config,
+        tensors,
+        tensor_types,
+        tokenizer,
+    })
+}
+
+/// Opens a GGUF file and reads its header: `BadSource` when it is not GGUF at all,
+/// `CorruptWeights` when the header is cut short or malformed.
+pub fn open_gguf(path: &Path) -> Result<(Content, BufReader<std::fs::File>)> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut reader = BufReader::new(file);
+    let mut magic = Vec::with_capacity(4);
+    (&mut reader)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    if magic != b"GGUF" {
+        return Err(bad(
+            path,
+            &format!(
+                "not a GGUF file (it starts with bytes {magic:02x?}, a GGUF file starts with \"GGUF\")"
+            ),
+        ));
+    }
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let content = Content::read(&mut reader).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("unknown dtype") {
+            bad(
+                path,
+                &format!("uses a GGML tensor type this build cannot read ({msg}); supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q2_k..q8_k"),
+            )
+        } else {
+            corrupt(path, &msg)
+        }
+    })?;
+    Ok((content, reader))
+}
+
+/// HF name of a llama.cpp tensor name, `None` when it is not one this loader maps.
+pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
+    match gguf_name {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let mut parts = gguf_name.split('.');
+    let (blk, layer, part, kind) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if blk != "blk" || parts.next().is_some() || layer.parse::<usize>().is_err() {
+        return None;
+    }
+    if kind != "weight" && kind != "bias" {
+        return None;
+    }
+    let hf = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// HF → GGUF row order of a llama Q or K projection (weight or bias), as llama.cpp's converter does:
+/// `w.reshape(n_head, 2, rows/n_head/2, ..).transpose(1, 2).reshape(w.shape)`.
+pub fn permute_qk_for_gguf(w: &Tensor, n_head: usize) -> Result<Tensor> {
+    permute_rows(w, n_head, true)
+}
+
+/// GGUF → HF row order of a llama Q or K projection; the inverse of [`permute_qk_for_gguf`]:
+/// `w.reshape(n_head, rows/n_head/2, 2, ..).transpose(1, 2).reshape(w.shape)`.
+pub fn unpermute_qk_from_gguf(w: &Tensor, n_head: usize) -> Result<Tensor> {
+    permute_rows(w, n_head, false)
+}
+
+fn permute_rows(w: &Tensor, n_head: usize, to_gguf: bool) -> Result<Tensor> {
+    let dims = w.dims().to_vec();
+    let rows = *dims
+        .first()
+        .ok_or_else(|| Error::Invalid("cannot permute the rows of a scalar".into()))?;
+    if n_head == 0 || rows % (2 * n_head) != 0 {
+        return Err(Error::Invalid(format!(
+            "cannot permute Q/K rows: {rows} rows do not split into {n_head} heads of an even size"
+        )));
+    }
+    let rest: usize = dims[1..].iter().product();
+    let half = rows / n_head / 2;
+    let split = if to_gguf {
+        w.reshape((n_head, 2, half, rest))?
+    } else {
+        w.reshape((n_head, half, 2, rest))?
+    };
+    Ok(split.transpose(1, 2)?.contiguous()?.reshape(dims)?)
+}
+
+/// llama.cpp's name of a GGML storage type (`q4_1`, `q6_k`, `f32`...).
+pub fn ggml_dtype_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "f32",
+        GgmlDType::F16 => "f16",
+        GgmlDType::BF16 => "bf16",
+        GgmlDType::Q4_0 => "q4_0",
+        GgmlDType::Q4_1 => "q4_1",
+        GgmlDType::Q5_0 => "q5_0",
+        GgmlDType::Q5_1 => "q5_1",
+        GgmlDType::Q8_0 => "q8_0",
+        GgmlDType::Q8_1 => "q8_1",
+        GgmlDType::Q2K => "q2_k",
+        GgmlDType::Q3K => "q3_k",
+        GgmlDType::Q4K => "q4_k",
+        GgmlDType::Q5K => "q5_k",
+        GgmlDType::Q6K => "q6_k",
+        GgmlDType::Q8K => "q8_k",
+    }
+}
+
+/// Every tensor the HF llama/qwen2 layout needs must be present.
+fn check_required_tensors(
+    tensors: &HashMap<String, Tensor>,
+    cfg: &serde_json::Value,
+) -> Result<()> {
+    let layers = cfg["num_hidden_layers"].as_u64().unwrap_or(0);
+    let mut required = vec![
+        "model.embed_tokens.weight".to_string(),
+        "model.norm.weight".to_string(),
+    ];
+    for l in 0..layers {
+        for part in [
+            "input_layernorm",
+            "post_attention_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ] {
+            required.push(format!("model.layers.{l}.{part}.weight"));
+        }
+    }
+    match required.into_iter().find(|n| !tensors.contains_key(n)) {
+        Some(name) => Err(Error::MissingTensor {
+            name,
+            context: format!("GGUF with {layers} blocks"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A `tokenizer.json` beside the GGUF file, for vocabularies that are not byte-level BPE.
+fn tokenizer_beside(path: &Path) -> Result<Option<tokenizers::Tokenizer>> {
+    let tj = path.with_file_name("tokenizer.json");
+    if !tj.is_file() {
+        return Ok(None);
+    }
+    tokenizers::Tokenizer::from_file(&tj)
+        .map(Some)
+        .map_err(|e| Error::Tokenizer {
+            path: tj.display().to_string(),
+            detail: e.to_string(),
+        })
+}
+
+fn bad(path: &Path, detail: &str) -> Error {
+    Error::BadSource {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    }
+}
+
+fn corrupt(path: &Path, detail: &str) -> Error {
+    Error::CorruptWeights {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    }
+}
