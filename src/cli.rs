@@ -16,7 +16,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 #[derive(Parser, Debug)]
-#[command(name = "distill-tui", version, about = "A workbench for knowledge distillation and quantization, measured against the teacher.")]
+#[command(
+    name = "distill-tui",
+    version,
+    about = "A workbench for knowledge distillation and quantization, measured against the teacher."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -132,9 +136,8 @@ fn dispatch(command: Command) -> Result<()> {
             }
         }
         Command::Eval { model, data, seq_len, max_tokens, batch_size, json } => {
-            let text = std::fs::read_to_string(&data).map_err(|e| {
-                Error::Invalid(format!("cannot read --data {}: {e}", data.display()))
-            })?;
+            let text = std::fs::read_to_string(&data)
+                .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
             let m = load(&settings, &model, false)?;
             let opts = EvalOptions { seq_len, max_tokens, batch_size };
             let interactive = std::io::stderr().is_terminal();
@@ -155,7 +158,10 @@ fn dispatch(command: Command) -> Result<()> {
                 println!("data            {}", data.display());
                 println!("perplexity      {:.4}", report.perplexity);
                 println!("top-1 accuracy  {:.4}", report.top1_accuracy);
-                println!("predicted       {} tokens in {} windows of {}", report.predicted_tokens, report.windows, seq_len);
+                println!(
+                    "predicted       {} tokens in {} windows of {}",
+                    report.predicted_tokens, report.windows, seq_len
+                );
                 println!("speed           {:.0} tokens/s ({:.1} s)", report.tokens_per_second, report.seconds);
                 Ok(())
             }
@@ -179,7 +185,10 @@ fn dispatch(command: Command) -> Result<()> {
                     report.teacher_parameters
                 );
                 if report.copied_layers.is_empty() {
-                    println!("init: seeded random (seed {seed}){}", if report.embeddings_copied { ", embeddings copied" } else { "" });
+                    println!(
+                        "init: seeded random (seed {seed}){}",
+                        if report.embeddings_copied { ", embeddings copied" } else { "" }
+                    );
                 } else {
                     println!("init: copied teacher layers {:?} and the embeddings", report.copied_layers);
                 }
@@ -227,12 +236,7 @@ fn dispatch(command: Command) -> Result<()> {
                 return print_json(&found);
             }
             for m in &found {
-                println!(
-                    "{:<60} {:>10} downloads  {}",
-                    m.id,
-                    m.downloads,
-                    m.pipeline_tag.as_deref().unwrap_or("")
-                );
+                println!("{:<60} {:>10} downloads  {}", m.id, m.downloads, m.pipeline_tag.as_deref().unwrap_or(""));
             }
             Ok(())
         }

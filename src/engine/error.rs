@@ -7,20 +7,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("model `{id}` is not in the local hub cache ({cache}) and the hub is offline (HF_HUB_OFFLINE is set); \
-             unset HF_HUB_OFFLINE to download it, or check the id with `distill-tui cache`")]
+    #[error(
+        "model `{id}` is not in the local hub cache ({cache}) and the hub is offline (HF_HUB_OFFLINE is set); \
+             unset HF_HUB_OFFLINE to download it, or check the id with `distill-tui cache`"
+    )]
     NotInCache { id: String, cache: PathBuf },
 
-    #[error("model `{id}` was not found on the hub at {endpoint} (HTTP 404); check the id and revision \
-             (`distill-tui search WORDS` lists matching models)")]
+    #[error(
+        "model `{id}` was not found on the hub at {endpoint} (HTTP 404); check the id and revision \
+             (`distill-tui search WORDS` lists matching models)"
+    )]
     NotOnHub { id: String, endpoint: String },
 
-    #[error("the hub refused access to `{id}` (HTTP {status}); the repository is gated or private: \
-             accept its licence on the hub and set HF_TOKEN (or run `huggingface-cli login`)")]
+    #[error(
+        "the hub refused access to `{id}` (HTTP {status}); the repository is gated or private: \
+             accept its licence on the hub and set HF_TOKEN (or run `huggingface-cli login`)"
+    )]
     Unauthorized { id: String, status: u16 },
 
-    #[error("could not reach the hub at {endpoint} for `{id}`: {detail}; check the network or HF_ENDPOINT, \
-             or set HF_HUB_OFFLINE=1 to use the local cache only")]
+    #[error(
+        "could not reach the hub at {endpoint} for `{id}`: {detail}; check the network or HF_ENDPOINT, \
+             or set HF_HUB_OFFLINE=1 to use the local cache only"
+    )]
     Network { id: String, endpoint: String, detail: String },
 
     #[error("`{path}` is not a model: {detail}")]
@@ -32,8 +40,10 @@ pub enum Error {
     #[error("weights are missing tensor `{name}` ({context}); the file does not match its config.json")]
     MissingTensor { name: String, context: String },
 
-    #[error("no tokenizer for {model}: expected {expected}; add a tokenizer.json to the model folder \
-             (or use a GGUF file that carries its vocabulary)")]
+    #[error(
+        "no tokenizer for {model}: expected {expected}; add a tokenizer.json to the model folder \
+             (or use a GGUF file that carries its vocabulary)"
+    )]
     MissingTokenizer { model: String, expected: String },
 
     #[error("tokenizer {path}: {detail}")]
@@ -45,8 +55,10 @@ pub enum Error {
     #[error("config {path}: {detail}")]
     Config { path: PathBuf, detail: String },
 
-    #[error("teacher and student vocabularies differ: {detail}; distillation needs one tokenizer — \
-             pick a student of the same family or derive one with `distill-tui derive-student`")]
+    #[error(
+        "teacher and student vocabularies differ: {detail}; distillation needs one tokenizer — \
+             pick a student of the same family or derive one with `distill-tui derive-student`"
+    )]
     VocabMismatch { detail: String },
 
     #[error("{0}")]

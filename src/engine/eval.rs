@@ -91,10 +91,7 @@ pub fn evaluate_tokens(
     }
     let wins = windows(tokens, opts.seq_len);
     if wins.is_empty() {
-        return Err(Error::Invalid(format!(
-            "the text gives {} token(s); evaluation needs at least 2",
-            tokens.len()
-        )));
+        return Err(Error::Invalid(format!("the text gives {} token(s); evaluation needs at least 2", tokens.len())));
     }
     let batch = opts.batch_size.unwrap_or((2048 / opts.seq_len).max(1));
     let start = Instant::now();

@@ -89,9 +89,10 @@ impl LoadedModel {
 pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<LoadedModel> {
     let (config_json, config_path, source, gguf_tok, format) = match &resolved.files {
         ModelFiles::Hf { config, weights, .. } => {
-            let text = std::fs::read_to_string(config).map_err(|e| Error::io(format!("reading {}", config.display()), e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::Config { path: config.clone(), detail: e.to_string() })?;
+            let text =
+                std::fs::read_to_string(config).map_err(|e| Error::io(format!("reading {}", config.display()), e))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Config { path: config.clone(), detail: e.to_string() })?;
             (json, config.clone(), TensorSource::open(weights)?, None, "safetensors".to_string())
         }
         ModelFiles::Gguf { file } => {
@@ -142,9 +143,11 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         source_path: resolved.path().display().to_string(),
         hub_id: resolved.hub_id.clone(),
         revision: resolved.revision.clone(),
-        tokenizer: resolved.tokenizer.as_ref().map(|p| p.display().to_string()).or_else(|| {
-            tokenizer.as_ref().map(|_| "built from the GGUF vocabulary".to_string())
-        }),
+        tokenizer: resolved
+            .tokenizer
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| tokenizer.as_ref().map(|_| "built from the GGUF vocabulary".to_string())),
         labels: config.labels().to_vec(),
     };
     Ok(LoadedModel { resolved: resolved.clone(), config, config_json, network, tokenizer, params, vars, info })
@@ -198,4 +201,3 @@ fn summarize_counts(counts: BTreeMap<String, usize>) -> String {
     v.sort_by(|a, b| b.1.cmp(&a.1));
     v.iter().map(|(d, n)| format!("{d} ×{n}")).collect::<Vec<_>>().join(", ")
 }
-

@@ -48,7 +48,12 @@ pub struct PairReport {
 }
 
 /// Checks a teacher/student pair for distillation at `batch_size × seq_len`.
-pub fn check_pair(teacher: &LoadedModel, student: &LoadedModel, batch_size: usize, seq_len: usize) -> Result<PairReport> {
+pub fn check_pair(
+    teacher: &LoadedModel,
+    student: &LoadedModel,
+    batch_size: usize,
+    seq_len: usize,
+) -> Result<PairReport> {
     let (t, s) = (&teacher.config, &student.config);
     if t.is_causal_lm() != s.is_causal_lm() {
         return Err(Error::Invalid(format!(
@@ -105,7 +110,9 @@ fn compare_vocab(teacher: &LoadedModel, student: &LoadedModel) -> Result<VocabCh
         _ => {
             if tv != sv {
                 return Err(Error::VocabMismatch {
-                    detail: format!("teacher embeds {tv} tokens, student {sv} (and a tokenizer is missing to tell more)"),
+                    detail: format!(
+                        "teacher embeds {tv} tokens, student {sv} (and a tokenizer is missing to tell more)"
+                    ),
                 });
             }
             return Ok(VocabCheck::Unverified { size: tv, reason: "a tokenizer.json is missing".into() });
@@ -118,7 +125,10 @@ fn compare_vocab(teacher: &LoadedModel, student: &LoadedModel) -> Result<VocabCh
     let tok_size = ta.values().map(|&i| i as usize + 1).max().unwrap_or(0);
     if tok_size > tv.min(sv) {
         return Err(Error::VocabMismatch {
-            detail: format!("the tokenizer has ids up to {tok_size} but an embedding table has only {} rows", tv.min(sv)),
+            detail: format!(
+                "the tokenizer has ids up to {tok_size} but an embedding table has only {} rows",
+                tv.min(sv)
+            ),
         });
     }
     Ok(if tv == sv {
@@ -161,7 +171,8 @@ pub fn estimate_memory(teacher: &LoadedModel, student: &LoadedModel, batch: usiz
     // Per layer and token: ~16 hidden-sized tensors, 3 intermediate-sized, and 2 attention rows per head.
     let per_layer = b * t * (16 * h + 3 * i + 2 * heads * t) * f;
     let tc = &teacher.config;
-    let teacher_transient = b * t * (8 * tc.hidden() as u64 + 3 * tc.intermediate() as u64 + 2 * tc.heads() as u64 * t) * f;
+    let teacher_transient =
+        b * t * (8 * tc.hidden() as u64 + 3 * tc.intermediate() as u64 + 2 * tc.heads() as u64 * t) * f;
     let activations = layers * per_layer + teacher_transient;
     let m = MemoryEstimate {
         teacher_weights: tp * f,

@@ -18,7 +18,9 @@ impl ModelSpec {
     pub fn parse(spec: &str) -> Result<Self> {
         let spec = spec.trim();
         if spec.is_empty() {
-            return Err(Error::Invalid("empty model name; give a hub id like `org/name`, a folder or a .gguf file".into()));
+            return Err(Error::Invalid(
+                "empty model name; give a hub id like `org/name`, a folder or a .gguf file".into(),
+            ));
         }
         let expanded = expand_home(spec);
         let path = Path::new(&expanded);
@@ -135,7 +137,13 @@ pub fn resolve(spec: &str, settings: &HubSettings, progress: &dyn Fn(&DownloadPr
         ModelSpec::Folder(dir) => resolve_folder(spec, &dir, None, None),
         ModelSpec::GgufFile(file) => {
             let tokenizer = file.parent().map(|d| d.join("tokenizer.json")).filter(|p| p.is_file());
-            Ok(ResolvedModel { spec: spec.into(), files: ModelFiles::Gguf { file }, tokenizer, hub_id: None, revision: None })
+            Ok(ResolvedModel {
+                spec: spec.into(),
+                files: ModelFiles::Gguf { file },
+                tokenizer,
+                hub_id: None,
+                revision: None,
+            })
         }
         ModelSpec::Hub { id, revision, gguf } => {
             let repo = HubRepo { id: id.clone(), revision };
@@ -162,7 +170,12 @@ pub fn resolve(spec: &str, settings: &HubSettings, progress: &dyn Fn(&DownloadPr
 }
 
 /// Resolves a Hugging Face layout folder: config.json plus `model.safetensors` or a sharded index.
-pub fn resolve_folder(spec: &str, dir: &Path, hub_id: Option<String>, revision: Option<String>) -> Result<ResolvedModel> {
+pub fn resolve_folder(
+    spec: &str,
+    dir: &Path,
+    hub_id: Option<String>,
+    revision: Option<String>,
+) -> Result<ResolvedModel> {
     let config = dir.join("config.json");
     if !config.is_file() {
         return Err(Error::BadSource { path: dir.into(), detail: "no config.json in this folder".into() });
@@ -208,12 +221,12 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Shard file names from a `model.safetensors.index.json`, in order of first appearance, deduplicated.
 pub fn shard_names(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(format!("reading {}", index.display()), e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Config { path: index.into(), detail: e.to_string() })?;
-    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Config {
-        path: index.into(),
-        detail: "no `weight_map` object".into(),
-    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Config { path: index.into(), detail: e.to_string() })?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Config { path: index.into(), detail: "no `weight_map` object".into() })?;
     let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
     shards.sort();
     shards.dedup();

@@ -14,9 +14,7 @@ pub fn shared_dir() -> PathBuf {
 
 /// The fixture model folders (`$DISTILL_GOLDEN_DIR` or `../shared/fixtures/models`).
 pub fn golden_dir() -> PathBuf {
-    std::env::var_os("DISTILL_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| shared_dir().join("fixtures/models"))
+    std::env::var_os("DISTILL_GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("fixtures/models"))
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -26,7 +24,8 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Loads a model through the same resolver a hub id goes through.
 pub fn load(spec: &str, trainable: bool) -> LoadedModel {
     let resolved = resolve(spec, &HubSettings::from_env(), &|_| {}).unwrap_or_else(|e| panic!("resolving {spec}: {e}"));
-    load_model(&resolved, &LoadOptions { trainable, device: Device::Cpu }).unwrap_or_else(|e| panic!("loading {spec}: {e}"))
+    load_model(&resolved, &LoadOptions { trainable, device: Device::Cpu })
+        .unwrap_or_else(|e| panic!("loading {spec}: {e}"))
 }
 
 pub fn load_fixture(name: &str, trainable: bool) -> LoadedModel {
@@ -42,4 +41,49 @@ pub fn golden(dir: &std::path::Path) -> (Tensor, Tensor) {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// A writable copy of a fixture folder.
+pub fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = entry.unwrap().path();
+        let to = dir.join(p.file_name().unwrap());
+        std::fs::copy(&p, &to).unwrap();
+        let mut perms = std::fs::metadata(&to).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&to, perms).unwrap();
+    }
+    (tmp, dir)
+}
+
+/// Runs the `distill-tui` binary with extra environment; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_distill-tui"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running distill-tui");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// python3 with the given modules importable, or the reason it is not available.
+pub fn python_with(modules: &[&str]) -> Result<(), String> {
+    let code = modules.iter().map(|m| format!("import {m}")).collect::<Vec<_>>().join("; ");
+    match std::process::Command::new("python3").args(["-c", &code]).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "python3 lacks {modules:?}: {}",
+            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+        )),
+        Err(e) => Err(format!("python3 not runnable: {e}")),
+    }
 }

@@ -11,11 +11,7 @@ use std::path::Path;
 /// Every metadata entry as (key, short value), sorted by key; arrays read `[N items]`,
 /// long strings are cut to 60 characters.
 pub fn gguf_metadata_summary(content: &Content) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), short_value(v)))
-        .collect();
+    let mut out: Vec<(String, String)> = content.metadata.iter().map(|(k, v)| (k.clone(), short_value(v))).collect();
     out.sort();
     out
 }
@@ -54,12 +50,7 @@ pub(super) fn config_from_metadata(
         Some(Value::Array(tokens)) => tokens.len(),
         _ => match tensors.get("model.embed_tokens.weight") {
             Some(t) => t.dim(0)?,
-            None => {
-                return Err(bad(
-                    path,
-                    "GGUF has neither `tokenizer.ggml.tokens` nor `token_embd.weight`",
-                ))
-            }
+            None => return Err(bad(path, "GGUF has neither `tokenizer.ggml.tokens` nor `token_embd.weight`")),
         },
     };
     let mut cfg = json!({
@@ -98,11 +89,7 @@ fn rope_scaling(content: &Content, path: &Path, arch: &str) -> Result<Option<ser
         Some("none") => return Ok(None),
         Some(kind) => kind.to_string(),
         None => match meta_f64(content, path, &key("scale_linear"))? {
-            Some(f) if f != 1.0 => {
-                return Ok(Some(
-                    json!({"type": "linear", "rope_type": "linear", "factor": f}),
-                ))
-            }
+            Some(f) if f != 1.0 => return Ok(Some(json!({"type": "linear", "rope_type": "linear", "factor": f}))),
             _ if factor.is_some() => "linear".to_string(),
             _ => return Ok(None),
         },
@@ -142,12 +129,7 @@ pub(super) fn meta_u64(content: &Content, path: &Path, key: &str) -> Result<Opti
         Value::I64(x) => u64::try_from(x).ok(),
         _ => None,
     };
-    n.map(Some).ok_or_else(|| {
-        bad(
-            path,
-            &format!("GGUF metadata `{key}` is {v:?}, expected a non-negative integer"),
-        )
-    })
+    n.map(Some).ok_or_else(|| bad(path, &format!("GGUF metadata `{key}` is {v:?}, expected a non-negative integer")))
 }
 
 fn meta_f64(content: &Content, path: &Path, key: &str) -> Result<Option<f64>> {

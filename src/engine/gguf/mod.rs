@@ -67,16 +67,13 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         });
     }
     let n_head = meta_req_u64(&content, path, &format!("{arch}.attention.head_count"))? as usize;
-    let n_kv_head = meta_u64(&content, path, &format!("{arch}.attention.head_count_kv"))?
-        .map_or(n_head, |v| v as usize);
+    let n_kv_head =
+        meta_u64(&content, path, &format!("{arch}.attention.head_count_kv"))?.map_or(n_head, |v| v as usize);
 
     let mut infos: Vec<_> = content.tensor_infos.iter().collect();
     infos.sort_by_key(|(_, info)| info.offset);
-    let unknown: Vec<&str> = infos
-        .iter()
-        .filter(|(name, _)| hf_tensor_name(name).is_none())
-        .map(|(name, _)| name.as_str())
-        .collect();
+    let unknown: Vec<&str> =
+        infos.iter().filter(|(name, _)| hf_tensor_name(name).is_none()).map(|(name, _)| name.as_str()).collect();
     if !unknown.is_empty() {
         return Err(bad(
             path,
@@ -108,8 +105,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
                 None
             };
             if let Some(heads) = heads {
-                w = unpermute_qk_from_gguf(&w, heads)
-                    .map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?;
+                w = unpermute_qk_from_gguf(&w, heads).map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?;
             }
         }
         tensors.insert(hf, w.to_device(device)?);
@@ -121,37 +117,23 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         Some("gpt2") => Some(tokenizer_from_gguf(&content)?),
         _ => tokenizer_beside(path)?,
     };
-    Ok(GgufModel {
-        arch,
-        config,
-        tensors,
-        tensor_types,
-        tokenizer,
-    })
+    Ok(GgufModel { arch, config, tensors, tensor_types, tokenizer })
 }
 
 /// Opens a GGUF file and reads its header: `BadSource` when it is not GGUF at all,
 /// `CorruptWeights` when the header is cut short or malformed.
 pub fn open_gguf(path: &Path) -> Result<(Content, BufReader<std::fs::File>)> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut reader = BufReader::new(file);
     let mut magic = Vec::with_capacity(4);
-    (&mut reader)
-        .take(4)
-        .read_to_end(&mut magic)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    (&mut reader).take(4).read_to_end(&mut magic).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     if magic != b"GGUF" {
         return Err(bad(
             path,
-            &format!(
-                "not a GGUF file (it starts with bytes {magic:02x?}, a GGUF file starts with \"GGUF\")"
-            ),
+            &format!("not a GGUF file (it starts with bytes {magic:02x?}, a GGUF file starts with \"GGUF\")"),
         ));
     }
-    reader
-        .seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let content = Content::read(&mut reader).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("unknown dtype") {
@@ -211,9 +193,7 @@ pub fn unpermute_qk_from_gguf(w: &Tensor, n_head: usize) -> Result<Tensor> {
 
 fn permute_rows(w: &Tensor, n_head: usize, to_gguf: bool) -> Result<Tensor> {
     let dims = w.dims().to_vec();
-    let rows = *dims
-        .first()
-        .ok_or_else(|| Error::Invalid("cannot permute the rows of a scalar".into()))?;
+    let rows = *dims.first().ok_or_else(|| Error::Invalid("cannot permute the rows of a scalar".into()))?;
     if n_head == 0 || rows % (2 * n_head) != 0 {
         return Err(Error::Invalid(format!(
             "cannot permute Q/K rows: {rows} rows do not split into {n_head} heads of an even size"
@@ -221,11 +201,7 @@ fn permute_rows(w: &Tensor, n_head: usize, to_gguf: bool) -> Result<Tensor> {
     }
     let rest: usize = dims[1..].iter().product();
     let half = rows / n_head / 2;
-    let split = if to_gguf {
-        w.reshape((n_head, 2, half, rest))?
-    } else {
-        w.reshape((n_head, half, 2, rest))?
-    };
+    let split = if to_gguf { w.reshape((n_head, 2, half, rest))? } else { w.reshape((n_head, half, 2, rest))? };
     Ok(split.transpose(1, 2)?.contiguous()?.reshape(dims)?)
 }
 
@@ -251,15 +227,9 @@ pub fn ggml_dtype_name(dtype: GgmlDType) -> &'static str {
 }
 
 /// Every tensor the HF llama/qwen2 layout needs must be present.
-fn check_required_tensors(
-    tensors: &HashMap<String, Tensor>,
-    cfg: &serde_json::Value,
-) -> Result<()> {
+fn check_required_tensors(tensors: &HashMap<String, Tensor>, cfg: &serde_json::Value) -> Result<()> {
     let layers = cfg["num_hidden_layers"].as_u64().unwrap_or(0);
-    let mut required = vec![
-        "model.embed_tokens.weight".to_string(),
-        "model.norm.weight".to_string(),
-    ];
+    let mut required = vec!["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()];
     for l in 0..layers {
         for part in [
             "input_layernorm",
@@ -276,10 +246,7 @@ fn check_required_tensors(
         }
     }
     match required.into_iter().find(|n| !tensors.contains_key(n)) {
-        Some(name) => Err(Error::MissingTensor {
-            name,
-            context: format!("GGUF with {layers} blocks"),
-        }),
+        Some(name) => Err(Error::MissingTensor { name, context: format!("GGUF with {layers} blocks") }),
         None => Ok(()),
     }
 }
@@ -292,22 +259,13 @@ fn tokenizer_beside(path: &Path) -> Result<Option<tokenizers::Tokenizer>> {
     }
     tokenizers::Tokenizer::from_file(&tj)
         .map(Some)
-        .map_err(|e| Error::Tokenizer {
-            path: tj.display().to_string(),
-            detail: e.to_string(),
-        })
+        .map_err(|e| Error::Tokenizer { path: tj.display().to_string(), detail: e.to_string() })
 }
 
 fn bad(path: &Path, detail: &str) -> Error {
-    Error::BadSource {
-        path: path.to_path_buf(),
-        detail: detail.to_string(),
-    }
+    Error::BadSource { path: path.to_path_buf(), detail: detail.to_string() }
 }
 
 fn corrupt(path: &Path, detail: &str) -> Error {
-    Error::CorruptWeights {
-        path: path.to_path_buf(),
-        detail: detail.to_string(),
-    }
+    Error::CorruptWeights { path: path.to_path_buf(), detail: detail.to_string() }
 }

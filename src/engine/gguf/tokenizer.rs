@@ -13,7 +13,8 @@ use std::str::FromStr;
 const SOURCE: &str = "GGUF vocabulary (tokenizer.ggml.*)";
 
 /// The pre-tokenizer regex llama.cpp uses for `tokenizer.ggml.pre == "qwen2"`.
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The tokenizer of a GGUF file's own vocabulary. Byte-level BPE (`tokenizer.ggml.model == "gpt2"`)
 /// is supported; sentencepiece (`llama`) vocabularies are refused with a hint to add a
@@ -45,8 +46,7 @@ pub fn tokenizer_json_from_gguf(content: &Content) -> Result<serde_json::Value> 
         None => {
             return Err(Error::MissingTokenizer {
                 model: "GGUF file".into(),
-                expected: "`tokenizer.ggml.model` and `tokenizer.ggml.tokens` in its metadata"
-                    .into(),
+                expected: "`tokenizer.ggml.model` and `tokenizer.ggml.tokens` in its metadata".into(),
             })
         }
     }
@@ -54,19 +54,11 @@ pub fn tokenizer_json_from_gguf(content: &Content) -> Result<serde_json::Value> 
     let merges = string_array(content, "tokenizer.ggml.merges")?;
     let types = match content.metadata.get("tokenizer.ggml.token_type") {
         Some(Value::Array(items)) => items.iter().map(int_value).collect::<Vec<_>>(),
-        Some(_) => {
-            return Err(tok_err(
-                "`tokenizer.ggml.token_type` is not an array".into(),
-            ))
-        }
+        Some(_) => return Err(tok_err("`tokenizer.ggml.token_type` is not an array".into())),
         None => vec![None; tokens.len()],
     };
     if types.len() != tokens.len() {
-        return Err(tok_err(format!(
-            "{} token types for {} tokens",
-            types.len(),
-            tokens.len()
-        )));
+        return Err(tok_err(format!("{} token types for {} tokens", types.len(), tokens.len())));
     }
 
     let mut vocab = Map::new();
@@ -108,9 +100,7 @@ fn string_array<'a>(content: &'a Content, key: &str) -> Result<Vec<&'a str>> {
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.as_str()),
-                other => Err(tok_err(format!(
-                    "`{key}` holds {other:?}, expected strings"
-                ))),
+                other => Err(tok_err(format!("`{key}` holds {other:?}, expected strings"))),
             })
             .collect(),
         Some(_) => Err(tok_err(format!("`{key}` is not an array"))),
@@ -133,8 +123,5 @@ fn int_value(v: &Value) -> Option<i64> {
 }
 
 fn tok_err(detail: String) -> Error {
-    Error::Tokenizer {
-        path: SOURCE.into(),
-        detail,
-    }
+    Error::Tokenizer { path: SOURCE.into(), detail }
 }

@@ -113,7 +113,8 @@ impl LlamaConfig {
         let d = self.head_dim();
         let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / d as f64)).collect();
         let kind = p.rope_type.clone().unwrap_or_else(|| "default".into());
-        let bad = |what: &str| Error::Config { path: path.to_path_buf(), detail: format!("rope `{kind}` needs {what}") };
+        let bad =
+            |what: &str| Error::Config { path: path.to_path_buf(), detail: format!("rope `{kind}` needs {what}") };
         let freqs = match kind.as_str() {
             "default" => base,
             "linear" => {
@@ -124,8 +125,8 @@ impl LlamaConfig {
                 let f = p.factor.ok_or_else(|| bad("factor"))?;
                 let lo = p.low_freq_factor.ok_or_else(|| bad("low_freq_factor"))?;
                 let hi = p.high_freq_factor.ok_or_else(|| bad("high_freq_factor"))?;
-                let old = p.original_max_position_embeddings.ok_or_else(|| bad("original_max_position_embeddings"))?
-                    as f64;
+                let old =
+                    p.original_max_position_embeddings.ok_or_else(|| bad("original_max_position_embeddings"))? as f64;
                 let (lo_wavelen, hi_wavelen) = (old / lo, old / hi);
                 base.iter()
                     .map(|&freq| {
@@ -169,7 +170,10 @@ impl Attention {
         let (h, hd, nh, nkv) = (c.hidden_size, c.head_dim(), c.num_attention_heads, c.kv_heads());
         let bias = c.qkv_bias();
         let (q_norm, k_norm) = if c.qk_norm() {
-            (Some(RmsNorm::load(&s.pp("q_norm"), hd, c.rms_norm_eps)?), Some(RmsNorm::load(&s.pp("k_norm"), hd, c.rms_norm_eps)?))
+            (
+                Some(RmsNorm::load(&s.pp("q_norm"), hd, c.rms_norm_eps)?),
+                Some(RmsNorm::load(&s.pp("k_norm"), hd, c.rms_norm_eps)?),
+            )
         } else {
             (None, None)
         };
@@ -188,7 +192,8 @@ impl Attention {
 
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let split = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?) };
+        let split =
+            |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?) };
         let mut q = split(self.q.forward(x)?, self.heads)?;
         let mut k = split(self.k.forward(x)?, self.kv_heads)?;
         let v = split(self.v.forward(x)?, self.kv_heads)?;

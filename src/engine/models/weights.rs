@@ -82,10 +82,8 @@ impl TensorSource {
             Self::Init(_) => unreachable!("initialised tensors are drawn by shape in WeightStore::get"),
             Self::Files { files, index } => {
                 let (path, st) = &files[index[name]];
-                st.load(name, device).map_err(|e| Error::CorruptWeights {
-                    path: path.clone(),
-                    detail: format!("tensor `{name}`: {e}"),
-                })
+                st.load(name, device)
+                    .map_err(|e| Error::CorruptWeights { path: path.clone(), detail: format!("tensor `{name}`: {e}") })
             }
         }
     }
@@ -97,10 +95,8 @@ fn open_safetensors(path: &Path) -> Result<MmapedSafetensors> {
         return Err(Error::CorruptWeights { path: path.into(), detail: format!("only {len} bytes") });
     }
     // SAFETY: the file is opened read-only; the engine never writes to a file it has mapped.
-    unsafe { MmapedSafetensors::new(path) }.map_err(|e| Error::CorruptWeights {
-        path: path.into(),
-        detail: e.to_string(),
-    })
+    unsafe { MmapedSafetensors::new(path) }
+        .map_err(|e| Error::CorruptWeights { path: path.into(), detail: e.to_string() })
 }
 
 /// Tensors by name plus the record of which ones a model consumed.
