@@ -134,18 +134,26 @@ pub fn evaluate_tokens(
     })
 }
 
+/// Positions whose logits are materialised at once (keeps `[rows, vocab]` around 100 MB at 49k vocab).
+const LOGIT_ROWS: usize = 512;
+
 /// Summed NLL and correct top-1 predictions of positions 1.. of each row of `ids` `[b, t]`.
 fn window_stats(network: &Network, ids: &Tensor) -> Result<(f64, usize)> {
     let (b, t) = ids.dims2()?;
     let hidden = network.hidden_states(&ids.narrow(1, 0, t - 1)?)?;
-    let logits = network.lm_logits(&hidden)?.to_dtype(DType::F32)?;
-    let v = logits.dim(D::Minus1)?;
-    let logits = logits.reshape((b * (t - 1), v))?;
+    let rows = b * (t - 1);
+    let hidden = hidden.reshape((rows, hidden.dim(D::Minus1)?))?;
     let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
-    let logp = log_softmax(&logits, D::Minus1)?;
-    let picked = logp.gather(&labels.unsqueeze(1)?, 1)?;
-    let nll = -(picked.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?);
-    let argmax = logits.argmax(D::Minus1)?;
-    let correct = argmax.eq(&labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    let (mut nll, mut correct) = (0f64, 0usize);
+    for start in (0..rows).step_by(LOGIT_ROWS) {
+        let n = LOGIT_ROWS.min(rows - start);
+        let logits = network.lm_logits(&hidden.narrow(0, start, n)?)?.to_dtype(DType::F32)?;
+        let labels = labels.narrow(0, start, n)?;
+        let logp = log_softmax(&logits, D::Minus1)?;
+        let picked = logp.gather(&labels.unsqueeze(1)?, 1)?;
+        nll -= picked.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        let argmax = logits.argmax(D::Minus1)?;
+        correct += argmax.eq(&labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    }
     Ok((nll, correct))
 }
