@@ -446,3 +446,41 @@ fn search_sends_the_query_and_the_token_from_the_token_file() {
     let after = hub.requests().len();
     assert_eq!(after, before, "offline search makes no request");
 }
+
+#[test]
+fn the_binary_downloads_through_hf_endpoint_then_runs_offline_with_golden_logits() {
+    let hub = FakeHub::start(vec![(ID, fake_repo(&fixture(""), &FILES))]);
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_distill-tui");
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(bin)
+            .args(["inspect", ID, "--json"])
+            .env_remove("HF_HUB_OFFLINE")
+            .env("HF_HUB_CACHE", c)
+            .env("HF_TOKEN", TOKEN)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN), "the token leaked");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let online = run(&[("HF_ENDPOINT", &hub.url)]);
+    assert_eq!(online["hub_id"], ID);
+    let downloads = hub.requests().len();
+    assert!(downloads >= 3, "config, weights and tokenizer were downloaded");
+    let offline = run(&[("HF_ENDPOINT", &dead_endpoint()), ("HF_HUB_OFFLINE", "1")]);
+    assert_eq!(offline["source_path"], online["source_path"]);
+    assert_eq!(hub.requests().len(), downloads, "offline run made no request");
+    // The downloaded snapshot runs through the same resolver and matches transformers.
+    let offline_settings = settings(&dead_endpoint(), cache.path()).with_offline(true);
+    let resolved = distill_tui::engine::source::resolve(ID, &offline_settings, &|_| {}).unwrap();
+    let model = distill_tui::engine::loader::load_model(&resolved, &Default::default()).unwrap();
+    let golden = candle_core::safetensors::load(fixture("golden.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let ids = golden["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
+    let logits = model.network.forward(&ids).unwrap();
+    let diff = (logits - &golden["logits"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() <= 1e-4);
+}
