@@ -95,3 +95,29 @@ fn eval_rejects_bad_settings_with_actionable_messages() {
     let e = evaluate_text(&cls, "text", &EvalOptions::default(), &mut |_, _| {}, &cancel).unwrap_err().to_string();
     assert!(e.contains("causal language model"), "{e}");
 }
+
+#[test]
+fn compare_reports_zero_kl_and_full_agreement_against_itself_and_positive_kl_otherwise() {
+    use distill_tui::engine::eval::compare_tokens;
+    let teacher = common::load_fixture("tiny-llama", false);
+    let student = common::load_fixture("tiny-llama-student", false);
+    let (ids, _) = common::golden(&common::fixture("tiny-llama"));
+    let tokens: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
+    let opts = EvalOptions { seq_len: 30, max_tokens: None, batch_size: None };
+    let cancel = AtomicBool::new(false);
+    let same =
+        compare_tokens(&teacher.network, &teacher.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &cancel)
+            .unwrap();
+    assert!(same.kl.abs() < 1e-6, "KL to itself {}", same.kl);
+    assert_eq!(same.agreement, 1.0);
+    assert!((same.reference_perplexity - same.candidate.perplexity).abs() < 1e-9);
+    let other =
+        compare_tokens(&teacher.network, &student.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &cancel)
+            .unwrap();
+    assert!(other.kl > 1e-3, "KL teacher‖student {}", other.kl);
+    assert!(other.agreement < 1.0);
+    // The candidate's own numbers equal a plain evaluation of it.
+    let plain = evaluate_tokens(&student.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &cancel).unwrap();
+    assert!((plain.perplexity - other.candidate.perplexity).abs() / plain.perplexity < 1e-6);
+    assert_eq!(plain.top1_accuracy, other.candidate.top1_accuracy);
+}

@@ -134,6 +134,103 @@ pub fn evaluate_tokens(
     })
 }
 
+/// A candidate measured against a reference model (teacher, or the unquantized model) on one text.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CompareReport {
+    /// The candidate's own yardstick numbers.
+    pub candidate: EvalReport,
+    /// Mean KL(reference ‖ candidate) per predicted position at T = 1 (nats).
+    pub kl: f64,
+    /// Fraction of positions where both models' top-1 predictions agree.
+    pub agreement: f64,
+    /// The reference's perplexity on the same windows.
+    pub reference_perplexity: f64,
+}
+
+/// Evaluates `candidate` on `tokens` and compares it with `reference` position by position.
+/// Logits are compared over the shared vocabulary (the first `min(V_ref, V_cand)` ids), so a
+/// padding-only vocabulary difference is harmless.
+pub fn compare_tokens(
+    reference: &Network,
+    candidate: &Network,
+    tokens: &[u32],
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<CompareReport> {
+    let wins = windows(tokens, opts.seq_len);
+    if wins.is_empty() {
+        return Err(Error::Invalid(format!("the text gives {} token(s); evaluation needs at least 2", tokens.len())));
+    }
+    let start = Instant::now();
+    let mut acc = CompareAcc::default();
+    for (i, w) in wins.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let ids = Tensor::from_slice(w, (1, w.len()), device)?;
+        compare_window(reference, candidate, &ids, &mut acc)?;
+        progress(i + 1, wins.len());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let n = acc.predicted as f64;
+    let fed: usize = wins.iter().map(|w| w.len()).sum();
+    Ok(CompareReport {
+        candidate: EvalReport {
+            perplexity: (acc.nll / n).exp(),
+            top1_accuracy: acc.correct as f64 / n,
+            mean_nll: acc.nll / n,
+            predicted_tokens: acc.predicted,
+            tokens_per_second: fed as f64 / seconds.max(1e-9),
+            windows: wins.len(),
+            seq_len: opts.seq_len,
+            seconds,
+        },
+        kl: acc.kl / n,
+        agreement: acc.agree as f64 / n,
+        reference_perplexity: (acc.ref_nll / n).exp(),
+    })
+}
+
+#[derive(Default)]
+struct CompareAcc {
+    nll: f64,
+    ref_nll: f64,
+    kl: f64,
+    correct: usize,
+    agree: usize,
+    predicted: usize,
+}
+
+fn compare_window(reference: &Network, candidate: &Network, ids: &Tensor, acc: &mut CompareAcc) -> Result<()> {
+    let t = ids.dim(1)?;
+    let inputs = ids.narrow(1, 0, t - 1)?;
+    let flat = |h: Tensor| -> Result<Tensor> { Ok(h.reshape((t - 1, h.dim(D::Minus1)?))?) };
+    let (hr, hc) = (flat(reference.hidden_states(&inputs)?)?, flat(candidate.hidden_states(&inputs)?)?);
+    let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
+    for start in (0..t - 1).step_by(LOGIT_ROWS) {
+        let n = LOGIT_ROWS.min(t - 1 - start);
+        let lr = reference.lm_logits(&hr.narrow(0, start, n)?)?.to_dtype(DType::F32)?;
+        let lc = candidate.lm_logits(&hc.narrow(0, start, n)?)?.to_dtype(DType::F32)?;
+        let v = lr.dim(1)?.min(lc.dim(1)?);
+        let (lr, lc) = (lr.narrow(1, 0, v)?, lc.narrow(1, 0, v)?);
+        let labels = labels.narrow(0, start, n)?;
+        let (log_r, log_c) = (log_softmax(&lr, D::Minus1)?, log_softmax(&lc, D::Minus1)?);
+        let sum = |x: Tensor| -> Result<f64> { Ok(x.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?) };
+        acc.kl += sum((log_r.exp()? * (&log_r - &log_c)?)?)?;
+        acc.nll -= sum(log_c.gather(&labels.unsqueeze(1)?, 1)?)?;
+        acc.ref_nll -= sum(log_r.gather(&labels.unsqueeze(1)?, 1)?)?;
+        let (ar, ac) = (lr.argmax(D::Minus1)?, lc.argmax(D::Minus1)?);
+        let count =
+            |x: Tensor| -> Result<usize> { Ok(x.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize) };
+        acc.correct += count(ac.eq(&labels)?)?;
+        acc.agree += count(ac.eq(&ar)?)?;
+        acc.predicted += n;
+    }
+    Ok(())
+}
+
 /// Positions whose logits are materialised at once (keeps `[rows, vocab]` around 100 MB at 49k vocab).
 const LOGIT_ROWS: usize = 512;
 

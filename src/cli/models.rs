@@ -1,7 +1,6 @@
-//! The headless command line: `inspect`, `eval`, `derive-student`, `check`, `search`, `cache`.
-//! Human output by default, one JSON object with `--json`; errors on stderr with exit code 2 for
-//! bad input, 1 for machine failures, 130 when cancelled.
+//! Model commands: `inspect`, `eval`, `derive-student`, `check`, `search`, `cache`.
 
+use super::{print_json, Command};
 use crate::engine::derive::{derive_and_save, StudentShape};
 use crate::engine::eval::{evaluate_text, EvalOptions};
 use crate::engine::hub::{self, DownloadProgress, HubSettings};
@@ -9,121 +8,10 @@ use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::pair::{check_pair, gib};
 use crate::engine::source::resolve;
 use crate::engine::{Error, Result};
-use clap::{Parser, Subcommand};
-use serde::Serialize;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "distill-tui",
-    version,
-    about = "A workbench for knowledge distillation and quantization, measured against the teacher."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Architecture, parameters, shape, dtype, bytes and source of a model.
-    Inspect {
-        /// Hub id (`org/name[@rev]`, `org/name:file.gguf`), HF folder, or .gguf file.
-        model: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Perplexity and top-1 next-token accuracy of a causal LM over a text file.
-    Eval {
-        model: String,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long, default_value_t = 512)]
-        seq_len: usize,
-        #[arg(long)]
-        max_tokens: Option<usize>,
-        /// Windows per forward pass (default: about 2048 tokens).
-        #[arg(long)]
-        batch_size: Option<usize>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Derive a smaller student of the teacher's family and save it as a Hugging Face folder.
-    DeriveStudent {
-        teacher: String,
-        #[arg(long)]
-        layers: usize,
-        #[arg(long)]
-        hidden: Option<usize>,
-        #[arg(long)]
-        heads: Option<usize>,
-        #[arg(long)]
-        kv_heads: Option<usize>,
-        #[arg(long)]
-        intermediate: Option<usize>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check a teacher/student pair: tokenizer, architectures, training memory.
-    Check {
-        teacher: String,
-        student: String,
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 256)]
-        seq_len: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Search the hub for models.
-    Search {
-        query: String,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the models in the local hub cache.
-    Cache {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// Runs a subcommand; returns the process exit code.
-pub fn run(command: Command) -> i32 {
-    let json = matches!(
-        &command,
-        Command::Inspect { json: true, .. }
-            | Command::Eval { json: true, .. }
-            | Command::DeriveStudent { json: true, .. }
-            | Command::Check { json: true, .. }
-            | Command::Search { json: true, .. }
-            | Command::Cache { json: true }
-    );
-    match dispatch(command) {
-        Ok(()) => 0,
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({ "event": "error", "message": e.to_string() }));
-            }
-            eprintln!("error: {e}");
-            match e {
-                Error::Cancelled => 130,
-                ref e if e.is_bad_input() => 2,
-                _ => 1,
-            }
-        }
-    }
-}
-
-fn dispatch(command: Command) -> Result<()> {
+pub(super) fn dispatch(command: Command) -> Result<()> {
     let settings = HubSettings::from_env();
     match command {
         Command::Inspect { model, json } => {
@@ -256,7 +144,7 @@ fn dispatch(command: Command) -> Result<()> {
 }
 
 /// Resolves and loads a model, showing download progress on an interactive stderr.
-fn load(settings: &HubSettings, spec: &str, trainable: bool) -> Result<LoadedModel> {
+pub(crate) fn load(settings: &HubSettings, spec: &str, trainable: bool) -> Result<LoadedModel> {
     let interactive = std::io::stderr().is_terminal();
     let progress = |p: &DownloadProgress| {
         if interactive {
@@ -268,12 +156,6 @@ fn load(settings: &HubSettings, spec: &str, trainable: bool) -> Result<LoadedMod
     };
     let resolved = resolve(spec, settings, &progress)?;
     load_model(&resolved, &LoadOptions { trainable, ..LoadOptions::default() })
-}
-
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
-    println!("{text}");
-    Ok(())
 }
 
 fn print_info(m: &LoadedModel) {

@@ -1,0 +1,123 @@
+//! The headless command line. Human output by default, JSON with `--json`; errors on stderr with
+//! exit code 2 for bad input, 1 for machine failures, 130 when cancelled. One file per area.
+
+mod models;
+
+use crate::engine::Error;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "distill-tui",
+    version,
+    about = "A workbench for knowledge distillation and quantization, measured against the teacher."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Architecture, parameters, shape, dtype, bytes and source of a model.
+    Inspect {
+        /// Hub id (`org/name[@rev]`, `org/name:file.gguf`), HF folder, or .gguf file.
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Perplexity and top-1 next-token accuracy of a causal LM over a text file.
+    Eval {
+        model: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long)]
+        max_tokens: Option<usize>,
+        /// Windows per forward pass (default: about 2048 tokens).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Derive a smaller student of the teacher's family and save it as a Hugging Face folder.
+    DeriveStudent {
+        teacher: String,
+        #[arg(long)]
+        layers: usize,
+        #[arg(long)]
+        hidden: Option<usize>,
+        #[arg(long)]
+        heads: Option<usize>,
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        #[arg(long)]
+        intermediate: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a teacher/student pair: tokenizer, architectures, training memory.
+    Check {
+        teacher: String,
+        student: String,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the hub for models.
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the models in the local hub cache.
+    Cache {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a subcommand; returns the process exit code.
+pub fn run(command: Command) -> i32 {
+    let json = matches!(
+        &command,
+        Command::Inspect { json: true, .. }
+            | Command::Eval { json: true, .. }
+            | Command::DeriveStudent { json: true, .. }
+            | Command::Check { json: true, .. }
+            | Command::Search { json: true, .. }
+            | Command::Cache { json: true }
+    );
+    match models::dispatch(command) {
+        Ok(()) => 0,
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "event": "error", "message": e.to_string() }));
+            }
+            eprintln!("error: {e}");
+            match e {
+                Error::Cancelled => 130,
+                ref e if e.is_bad_input() => 2,
+                _ => 1,
+            }
+        }
+    }
+}
+
+pub(crate) fn print_json<T: Serialize>(value: &T) -> crate::engine::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
