@@ -1,0 +1,322 @@
+//! Recipes: everything a distillation (or pretraining) run needs, in TOML. Unknown keys are
+//! rejected with the key and its line. Input paths (models given as paths, data files) are relative
+//! to the recipe file's folder, so a recipe travels with its data; `output.dir` is relative to the
+//! working directory. The format is documented in `docs/recipe.md`.
+
+use crate::engine::distill::losses::SoftLoss;
+use crate::engine::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Absent in a `pretrain` recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherSection>,
+    pub student: StudentSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub distill: DistillSection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain: Option<PretrainSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<QuantizeSection>,
+    pub output: OutputSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSection {
+    /// Hub id, folder or .gguf (see `distill-tui inspect`).
+    pub model: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentSection {
+    /// An existing student model; or `derive` from the teacher; or `config` for pretraining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive: Option<DeriveSpec>,
+    /// A Hugging Face `config.json` object (inline table) for a model built from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeriveSpec {
+    pub layers: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// A file or a glob (`corpus/*.txt`).
+    pub train: String,
+    /// Held-out text for evaluation.
+    pub eval: String,
+    #[serde(default = "d_seq_len")]
+    pub seq_len: usize,
+    /// Tokens of the eval text used for each evaluation (the first N).
+    #[serde(default = "d_eval_tokens")]
+    pub eval_tokens: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    #[serde(default = "d_loss")]
+    pub loss: String,
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+    /// Weight of the soft loss; `1 - alpha` weighs the hard-label cross-entropy.
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// JSD's mixing weight β (only for `loss = "jsd"`).
+    #[serde(default = "d_beta")]
+    pub jsd_beta: f64,
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step.
+    #[serde(default = "d_one")]
+    pub grad_accum: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// The cosine schedule ends at `lr * min_lr_ratio`.
+    #[serde(default = "d_min_lr")]
+    pub min_lr_ratio: f64,
+    #[serde(default = "d_warmup")]
+    pub warmup_steps: usize,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "d_eval_every")]
+    pub eval_every: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Also train the same student on hard labels only, with the same steps and data.
+    #[serde(default = "d_true")]
+    pub baseline: bool,
+    /// Teacher-logit cache: keep the teacher's top-k logits per position (0 = no cache).
+    #[serde(default = "d_top_k")]
+    pub cache_top_k: usize,
+    #[serde(default = "d_ckpt")]
+    pub checkpoint_every: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainSection {
+    /// Train a byte-level BPE tokenizer on the training text with this vocabulary size
+    /// (absent: use `tokenizer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_tokenizer_vocab: Option<usize>,
+    /// An existing tokenizer.json (relative to the recipe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizeSection {
+    pub formats: Vec<String>,
+    #[serde(default = "d_targets")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    pub dir: String,
+}
+
+fn d_seq_len() -> usize {
+    256
+}
+fn d_eval_tokens() -> usize {
+    16_384
+}
+fn d_loss() -> String {
+    "forward_kl".into()
+}
+fn d_temperature() -> f64 {
+    2.0
+}
+fn d_alpha() -> f64 {
+    0.9
+}
+fn d_beta() -> f64 {
+    0.5
+}
+fn d_steps() -> usize {
+    500
+}
+fn d_batch() -> usize {
+    8
+}
+fn d_one() -> usize {
+    1
+}
+fn d_lr() -> f64 {
+    5e-4
+}
+fn d_min_lr() -> f64 {
+    0.1
+}
+fn d_warmup() -> usize {
+    50
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_eval_every() -> usize {
+    50
+}
+fn d_true() -> bool {
+    true
+}
+fn d_top_k() -> usize {
+    64
+}
+fn d_ckpt() -> usize {
+    100
+}
+fn d_targets() -> Vec<String> {
+    vec!["teacher".into(), "student".into()]
+}
+
+impl Default for DistillSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every distill key has a default")
+    }
+}
+
+/// A recipe with the folder its relative input paths are resolved against.
+#[derive(Clone, Debug)]
+pub struct LoadedRecipe {
+    pub recipe: Recipe,
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+}
+
+impl Recipe {
+    /// Parses and validates recipe text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let recipe: Recipe = toml::from_str(text)
+            .map_err(|e| Error::Invalid(format!("recipe {origin}: {}", e.to_string().trim_end())))?;
+        recipe.validate().map_err(|e| Error::Invalid(format!("recipe {origin}: {e}")))?;
+        Ok(recipe)
+    }
+
+    /// Loads a recipe file.
+    pub fn load(path: &Path) -> Result<LoadedRecipe> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Invalid(format!("cannot read recipe {}: {e}", path.display())))?;
+        let recipe = Self::parse(&text, &path.display().to_string())?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(LoadedRecipe { recipe, path: path.to_path_buf(), base_dir })
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Invalid(format!("writing recipe: {e}")))
+    }
+
+    pub fn soft_loss(&self) -> Result<SoftLoss> {
+        SoftLoss::parse(&self.distill.loss)
+    }
+
+    /// Checks every value a run depends on; the message names the key and the valid range.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let d = &self.distill;
+        let s = &self.student;
+        let sources = [s.model.is_some(), s.derive.is_some(), s.config.is_some()].iter().filter(|x| **x).count();
+        if sources != 1 {
+            return Err("[student] needs exactly one of `model`, `derive` or `config`".into());
+        }
+        if s.derive.is_some() && self.teacher.is_none() {
+            return Err("[student] derive needs a [teacher] to derive from".into());
+        }
+        if self.teacher.is_none() && self.pretrain.is_none() {
+            return Err("a recipe needs a [teacher] (distillation) or a [pretrain] section".into());
+        }
+        SoftLoss::parse(&d.loss).map_err(|e| format!("distill.loss: {e}"))?;
+        let checks: [(bool, &str); 12] = [
+            (d.temperature > 0.0 && d.temperature.is_finite(), "distill.temperature must be > 0"),
+            ((0.0..=1.0).contains(&d.alpha), "distill.alpha must be in [0, 1]"),
+            ((0.0..=1.0).contains(&d.jsd_beta), "distill.jsd_beta must be in [0, 1]"),
+            (d.steps > 0, "distill.steps must be > 0"),
+            (d.batch_size > 0, "distill.batch_size must be > 0"),
+            (d.grad_accum > 0, "distill.grad_accum must be > 0"),
+            (d.lr > 0.0 && d.lr.is_finite(), "distill.lr must be > 0"),
+            ((0.0..=1.0).contains(&d.min_lr_ratio), "distill.min_lr_ratio must be in [0, 1]"),
+            (d.warmup_steps <= d.steps, "distill.warmup_steps must not exceed distill.steps"),
+            (d.weight_decay >= 0.0, "distill.weight_decay must be >= 0"),
+            (d.grad_clip >= 0.0, "distill.grad_clip must be >= 0 (0 disables clipping)"),
+            (self.data.seq_len >= 2, "data.seq_len must be at least 2"),
+        ];
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err((*msg).into());
+        }
+        if d.eval_every == 0 || d.checkpoint_every == 0 {
+            return Err("distill.eval_every and distill.checkpoint_every must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+impl LoadedRecipe {
+    /// A model argument: paths are taken relative to the recipe; hub ids pass through.
+    pub fn model_spec(&self, spec: &str) -> String {
+        let local = self.base_dir.join(spec);
+        if !Path::new(spec).is_absolute() && (spec.starts_with('.') || local.exists()) {
+            local.display().to_string()
+        } else {
+            spec.to_string()
+        }
+    }
+
+    /// A data path or glob relative to the recipe, expanded to existing files (sorted).
+    pub fn data_files(&self, pattern: &str, key: &str) -> Result<Vec<PathBuf>> {
+        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { self.base_dir.join(pattern) };
+        let files = expand_glob(&full)?;
+        if files.is_empty() {
+            return Err(Error::Invalid(format!(
+                "recipe {}: {key} = \"{pattern}\" matches no file (looked for {})",
+                self.path.display(),
+                full.display()
+            )));
+        }
+        Ok(files)
+    }
+
+    /// The output directory (relative to the working directory).
+    pub fn output_dir(&self) -> PathBuf {
+        PathBuf::from(&self.recipe.output.dir)
+    }
+}
+
+/// Expands a glob (`corpus/*.txt`) to the existing files it matches, sorted; a plain path is itself.
+pub fn expand_glob(path: &Path) -> Result<Vec<PathBuf>> {
+    let pattern = path.to_string_lossy();
+    let paths = glob::glob(&pattern).map_err(|e| Error::Invalid(format!("bad file pattern `{pattern}`: {e}")))?;
+    let mut out: Vec<PathBuf> = paths.filter_map(|p| p.ok()).filter(|p| p.is_file()).collect();
+    out.sort();
+    Ok(out)
+}
