@@ -1,3 +1,5 @@
-//! Knowledge distillation: losses (and, as it grows, the trainer and the teacher-logit cache).
+//! Knowledge distillation: losses, the optimizer, the teacher-logit cache and the training loop.
 
 pub mod losses;
+pub mod optim;
+pub mod sparse;
