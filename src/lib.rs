@@ -1,3 +1,4 @@
 pub mod cli;
 pub mod engine;
+pub mod headless;
 pub mod jobs;
