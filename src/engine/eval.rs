@@ -147,6 +147,41 @@ pub struct CompareReport {
     pub reference_perplexity: f64,
 }
 
+/// The reference model's final hidden states on each evaluation window, computed once and reused
+/// by every later comparison (the teacher's body is the expensive part; its head runs per chunk).
+pub struct ReferenceStates {
+    windows: Vec<Vec<u32>>,
+    hidden: Vec<Tensor>,
+}
+
+impl ReferenceStates {
+    pub fn compute(
+        reference: &Network,
+        tokens: &[u32],
+        seq_len: usize,
+        device: &Device,
+        cancel: &AtomicBool,
+    ) -> Result<Self> {
+        let wins: Vec<Vec<u32>> = windows(tokens, seq_len).into_iter().map(|w| w.to_vec()).collect();
+        if wins.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the text gives {} token(s); evaluation needs at least 2",
+                tokens.len()
+            )));
+        }
+        let mut hidden = Vec::with_capacity(wins.len());
+        for w in &wins {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let ids = Tensor::from_slice(&w[..w.len() - 1], (1, w.len() - 1), device)?;
+            let h = reference.hidden_states(&ids)?;
+            hidden.push(h.reshape((w.len() - 1, h.dim(D::Minus1)?))?);
+        }
+        Ok(Self { windows: wins, hidden })
+    }
+}
+
 /// Evaluates `candidate` on `tokens` and compares it with `reference` position by position.
 /// Logits are compared over the shared vocabulary (the first `min(V_ref, V_cand)` ids), so a
 /// padding-only vocabulary difference is harmless.
@@ -159,23 +194,34 @@ pub fn compare_tokens(
     progress: &mut dyn FnMut(usize, usize),
     cancel: &AtomicBool,
 ) -> Result<CompareReport> {
-    let wins = windows(tokens, opts.seq_len);
-    if wins.is_empty() {
-        return Err(Error::Invalid(format!("the text gives {} token(s); evaluation needs at least 2", tokens.len())));
-    }
+    let states = ReferenceStates::compute(reference, tokens, opts.seq_len, device, cancel)?;
+    compare_with_states(reference, &states, candidate, opts, device, progress, cancel)
+}
+
+/// [`compare_tokens`] with the reference's hidden states already computed.
+pub fn compare_with_states(
+    reference: &Network,
+    states: &ReferenceStates,
+    candidate: &Network,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<CompareReport> {
     let start = Instant::now();
     let mut acc = CompareAcc::default();
-    for (i, w) in wins.iter().enumerate() {
+    let total = states.windows.len();
+    for (i, (w, hr)) in states.windows.iter().zip(&states.hidden).enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
         let ids = Tensor::from_slice(w, (1, w.len()), device)?;
-        compare_window(reference, candidate, &ids, &mut acc)?;
-        progress(i + 1, wins.len());
+        compare_window(reference, hr, candidate, &ids, &mut acc)?;
+        progress(i + 1, total);
     }
     let seconds = start.elapsed().as_secs_f64();
     let n = acc.predicted as f64;
-    let fed: usize = wins.iter().map(|w| w.len()).sum();
+    let fed: usize = states.windows.iter().map(|w| w.len()).sum();
     Ok(CompareReport {
         candidate: EvalReport {
             perplexity: (acc.nll / n).exp(),
@@ -183,7 +229,7 @@ pub fn compare_tokens(
             mean_nll: acc.nll / n,
             predicted_tokens: acc.predicted,
             tokens_per_second: fed as f64 / seconds.max(1e-9),
-            windows: wins.len(),
+            windows: total,
             seq_len: opts.seq_len,
             seconds,
         },
@@ -203,11 +249,17 @@ struct CompareAcc {
     predicted: usize,
 }
 
-fn compare_window(reference: &Network, candidate: &Network, ids: &Tensor, acc: &mut CompareAcc) -> Result<()> {
+fn compare_window(
+    reference: &Network,
+    hr: &Tensor,
+    candidate: &Network,
+    ids: &Tensor,
+    acc: &mut CompareAcc,
+) -> Result<()> {
     let t = ids.dim(1)?;
     let inputs = ids.narrow(1, 0, t - 1)?;
-    let flat = |h: Tensor| -> Result<Tensor> { Ok(h.reshape((t - 1, h.dim(D::Minus1)?))?) };
-    let (hr, hc) = (flat(reference.hidden_states(&inputs)?)?, flat(candidate.hidden_states(&inputs)?)?);
+    let hc = candidate.hidden_states(&inputs)?;
+    let hc = hc.reshape((t - 1, hc.dim(D::Minus1)?))?;
     let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
     for start in (0..t - 1).step_by(LOGIT_ROWS) {
         let n = LOGIT_ROWS.min(t - 1 - start);

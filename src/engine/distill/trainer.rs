@@ -10,7 +10,7 @@ use super::step::{accumulate_grads, chunk_rows, LossConfig, LossParts, Targets};
 use super::teacher_cache::{default_root, CacheKey, TeacherCache};
 use crate::engine::data::step_windows;
 use crate::engine::derive::{save_hf_folder, TokenizerOut};
-use crate::engine::eval::{compare_tokens, evaluate_tokens, EvalOptions};
+use crate::engine::eval::{compare_with_states, evaluate_tokens, EvalOptions, ReferenceStates};
 use crate::engine::fsutil::write_atomic;
 use crate::engine::models::Network;
 use crate::engine::recipe::LoadedRecipe;
@@ -137,6 +137,16 @@ pub fn run_with_tokenizer(
         )?),
         None => None,
     };
+    let teacher_states = match &setup.teacher {
+        Some(t) => Some(ReferenceStates::compute(
+            &t.network,
+            &setup.eval_tokens,
+            r.data.seq_len,
+            &Device::Cpu,
+            ctx.cancel_flag(),
+        )?),
+        None => None,
+    };
     for step in start_step..d.steps {
         let windows = step_windows(setup.train.len(), d.seed, step, samples);
         let lr_now = lr_at(step, d.steps, d.warmup_steps, d.lr, d.min_lr_ratio);
@@ -176,7 +186,7 @@ pub fn run_with_tokenizer(
         let done = step + 1;
         if done % d.eval_every == 0 || done == d.steps {
             for t in trainees.iter_mut() {
-                let metrics = evaluate(&setup, &t.network, &eval_opts, ctx)?;
+                let metrics = evaluate(&setup, teacher_states.as_ref(), &t.network, &eval_opts, ctx)?;
                 ctx.emit(JobEvent::Eval { job: ctx.id, role: t.role, step: done, metrics: metrics.clone() });
                 t.evals.push((done, metrics));
             }
@@ -303,13 +313,19 @@ fn train_step(
     Ok((total, norm))
 }
 
-fn evaluate(setup: &Setup, network: &Network, opts: &EvalOptions, ctx: &JobContext) -> Result<EvalMetrics> {
-    Ok(match &setup.teacher {
-        Some(t) => {
-            let c = compare_tokens(
+fn evaluate(
+    setup: &Setup,
+    states: Option<&ReferenceStates>,
+    network: &Network,
+    opts: &EvalOptions,
+    ctx: &JobContext,
+) -> Result<EvalMetrics> {
+    Ok(match (&setup.teacher, states) {
+        (Some(t), Some(states)) => {
+            let c = compare_with_states(
                 &t.network,
+                states,
                 network,
-                &setup.eval_tokens,
                 opts,
                 &Device::Cpu,
                 &mut |_, _| {},
@@ -322,7 +338,7 @@ fn evaluate(setup: &Setup, network: &Network, opts: &EvalOptions, ctx: &JobConte
                 agreement: Some(c.agreement),
             }
         }
-        None => {
+        _ => {
             let e =
                 evaluate_tokens(network, &setup.eval_tokens, opts, &Device::Cpu, &mut |_, _| {}, ctx.cancel_flag())?;
             EvalMetrics {
