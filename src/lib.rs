@@ -1,3 +1,4 @@
 pub mod cli;
 pub mod engine;
 pub mod jobs;
+pub mod tui;
