@@ -59,3 +59,60 @@ fn divergences_vanish_for_identical_distributions_and_are_positive_otherwise() {
     }
     assert!(SoftLoss::parse("kl").unwrap_err().to_string().contains("forward_kl"));
 }
+
+#[test]
+fn top_k_teacher_with_the_whole_vocabulary_equals_the_dense_loss() {
+    use distill_tui::engine::distill::sparse::SparseTeacher;
+    let (s, t, _, _) = inputs();
+    let v = t.dim(1).unwrap();
+    let full = SparseTeacher::from_logits(&t, v).unwrap();
+    for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl, SoftLoss::Jsd, SoftLoss::MseLogits] {
+        for temp in [1.0, 2.0, 5.0] {
+            let dense = scalar(kind.sum(&s, &t, temp, 0.5).unwrap());
+            let sparse = scalar(kind.sum_sparse(&s, &full, temp, 0.5).unwrap());
+            assert!((dense - sparse).abs() <= 1e-4 * dense.abs().max(1.0), "{kind:?} T={temp}: {dense} vs {sparse}");
+        }
+    }
+}
+
+#[test]
+fn top_k_teacher_at_t1_is_the_exact_kl_between_bucketed_distributions() {
+    use distill_tui::engine::distill::sparse::SparseTeacher;
+    let (s, t, _, _) = inputs();
+    let k = 8;
+    let sparse = SparseTeacher::from_logits(&t, k).unwrap();
+    assert_eq!(sparse.k(), k);
+    // Dense reference: group every id outside the teacher's top 8 into one bucket, per row.
+    let (n, v) = t.dims2().unwrap();
+    let tl: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    let sl: Vec<f32> = s.flatten_all().unwrap().to_vec1().unwrap();
+    let idx: Vec<u32> = sparse.indices.flatten_all().unwrap().to_vec1().unwrap();
+    let softmax = |row: &[f32]| {
+        let m = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let z: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+        row.iter().map(|&x| (x as f64 - m).exp() / z).collect::<Vec<f64>>()
+    };
+    let mut want = 0.0;
+    for r in 0..n {
+        let (p, q) = (softmax(&tl[r * v..(r + 1) * v]), softmax(&sl[r * v..(r + 1) * v]));
+        let top = &idx[r * k..(r + 1) * k];
+        let (mut pr, mut qr) = (1.0, 1.0);
+        for &i in top {
+            let (pi, qi) = (p[i as usize], q[i as usize]);
+            want += pi * (pi / qi).ln();
+            pr -= pi;
+            qr -= qi;
+        }
+        want += pr * (pr / qr).ln();
+        // The top k really are the largest teacher probabilities.
+        let min_top = top.iter().map(|&i| p[i as usize]).fold(1.0, f64::min);
+        let max_rest = (0..v).filter(|i| !top.contains(&(*i as u32))).map(|i| p[i]).fold(0.0, f64::max);
+        assert!(min_top >= max_rest);
+    }
+    let got = scalar(SoftLoss::ForwardKl.sum_sparse(&s, &sparse, 1.0, 0.5).unwrap());
+    assert!((got - want).abs() < 1e-3 * want, "bucketed KL {got} vs {want}");
+    let dense = scalar(SoftLoss::ForwardKl.sum(&s, &t, 1.0, 0.5).unwrap());
+    assert!(got <= dense + 1e-4, "coarse-graining cannot increase KL: {got} > {dense}");
+    let mass = sparse.mean_top_mass().unwrap();
+    assert!(mass > 0.0 && mass < 1.0, "top-8 mass {mass}");
+}

@@ -2,6 +2,7 @@
 //! exit code 2 for bad input, 1 for machine failures, 130 when cancelled. One file per area.
 
 mod models;
+mod run;
 
 use crate::engine::Error;
 use clap::{Parser, Subcommand};
@@ -87,10 +88,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a distillation recipe headless: progress lines, or JSON lines with --json.
+    Run {
+        recipe: PathBuf,
+        /// Continue the run in the recipe's output directory from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a subcommand; returns the process exit code.
 pub fn run(command: Command) -> i32 {
+    if let Command::Run { recipe, resume, json } = &command {
+        return run::run(recipe, *resume, *json);
+    }
     let json = matches!(
         &command,
         Command::Inspect { json: true, .. }

@@ -10,7 +10,6 @@ use crate::engine::loader::{build_network, LoadOptions, LoadedModel};
 use crate::engine::models::init::InitSource;
 use crate::engine::models::weights::TensorSource;
 use crate::engine::models::ArchConfig;
-use crate::engine::source::ModelFiles;
 use crate::engine::{Error, Result};
 use candle_core::Tensor;
 use serde::Serialize;
@@ -192,37 +191,50 @@ pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Resu
     write_atomic(path, &bytes)
 }
 
-/// Saves a Hugging Face folder: config.json, model.safetensors and the teacher's tokenizer files.
+/// Where a saved model's tokenizer comes from.
+pub enum TokenizerOut<'a> {
+    /// Copy this tokenizer.json byte for byte (and its sibling tokenizer/generation configs).
+    File(&'a Path),
+    /// Serialise an in-memory tokenizer (e.g. one built from a GGUF vocabulary, or just trained).
+    Built(&'a tokenizers::Tokenizer),
+}
+
+/// Saves a Hugging Face folder: config.json, model.safetensors and tokenizer.json, each atomically.
 pub fn save_hf_folder(
     dir: &Path,
     config_json: &Value,
     tensors: &BTreeMap<String, Tensor>,
-    teacher: &LoadedModel,
+    tokenizer: TokenizerOut,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     save_safetensors(&dir.join("model.safetensors"), tensors)?;
     let text = serde_json::to_string_pretty(config_json).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&dir.join("config.json"), text.as_bytes())?;
-    let teacher_dir = match &teacher.resolved.files {
-        ModelFiles::Hf { dir, .. } => Some(dir.clone()),
-        ModelFiles::Gguf { file } => file.parent().map(Path::to_path_buf),
-    };
-    match &teacher.resolved.tokenizer {
-        Some(tok) => copy_file(tok, &dir.join("tokenizer.json"))?,
-        None => {
-            let tok = teacher.tokenizer()?;
+    match tokenizer {
+        TokenizerOut::File(tok) => {
+            copy_file(tok, &dir.join("tokenizer.json"))?;
+            if let Some(src) = tok.parent() {
+                for extra in ["tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+                    if src.join(extra).is_file() {
+                        copy_file(&src.join(extra), &dir.join(extra))?;
+                    }
+                }
+            }
+        }
+        TokenizerOut::Built(tok) => {
             let text = tok.to_string(false).map_err(|e| Error::Invalid(e.to_string()))?;
             write_atomic(&dir.join("tokenizer.json"), text.as_bytes())?;
         }
     }
-    if let (Some(src), ModelFiles::Hf { .. }) = (teacher_dir, &teacher.resolved.files) {
-        for extra in ["tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
-            if src.join(extra).is_file() {
-                copy_file(&src.join(extra), &dir.join(extra))?;
-            }
-        }
-    }
     Ok(())
+}
+
+/// The tokenizer of a loaded model, as something [`save_hf_folder`] can write.
+pub fn tokenizer_of(model: &LoadedModel) -> Result<TokenizerOut<'_>> {
+    Ok(match &model.resolved.tokenizer {
+        Some(path) => TokenizerOut::File(path),
+        None => TokenizerOut::Built(model.tokenizer()?),
+    })
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
@@ -233,7 +245,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
 /// Derives and saves a student; the `derive-student` command.
 pub fn derive_and_save(teacher: &LoadedModel, shape: &StudentShape, seed: u64, out: &Path) -> Result<DeriveReport> {
     let s = derive_student(teacher, shape, seed)?;
-    save_hf_folder(out, &s.config_json, &s.tensors, teacher)?;
+    save_hf_folder(out, &s.config_json, &s.tensors, tokenizer_of(teacher)?)?;
     Ok(DeriveReport {
         out: out.to_path_buf(),
         parameters: s.parameters,

@@ -54,32 +54,41 @@ fn scaled_log_probs(logits: &Tensor, temperature: f64) -> Result<Tensor> {
     Ok(log_softmax(&x, D::Minus1)?)
 }
 
+/// Σ_rows Σ_i p_i (log p_i − log q_i) for log-probabilities over the last dimension.
+pub fn kl_from_log_probs(log_p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
+    Ok((log_p.exp()? * (log_p - log_q)?)?.sum_all()?)
+}
+
+/// Σ_rows of β·KL(p‖m) + (1−β)·KL(q‖m), m = β·p + (1−β)·q, from log-probabilities.
+pub fn jsd_from_log_probs(log_p: &Tensor, log_q: &Tensor, beta: f64) -> Result<Tensor> {
+    let (p, q) = (log_p.exp()?, log_q.exp()?);
+    let m = ((&p * beta)? + (&q * (1.0 - beta))?)?;
+    // Guard log(0) where both distributions underflow; those terms have zero weight anyway.
+    let log_m = m.clamp(f32::MIN_POSITIVE, 1.0)?.log()?;
+    let kl_p = (&p * (log_p - &log_m)?)?.sum_all()?;
+    let kl_q = (&q * (log_q - &log_m)?)?.sum_all()?;
+    Ok(((kl_p * beta)? + (kl_q * (1.0 - beta))?)?)
+}
+
 /// Σ_positions KL(p_t ‖ p_s) at temperature T, unscaled. The teacher side carries no gradient.
 pub fn forward_kl_sum(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
     let log_s = scaled_log_probs(student, temperature)?;
     let log_t = scaled_log_probs(&teacher.detach(), temperature)?;
-    let p_t = log_t.exp()?;
-    Ok((p_t * (log_t - log_s)?)?.sum_all()?)
+    kl_from_log_probs(&log_t, &log_s)
 }
 
 /// Σ_positions KL(p_s ‖ p_t) at temperature T, unscaled.
 pub fn reverse_kl_sum(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
     let log_s = scaled_log_probs(student, temperature)?;
     let log_t = scaled_log_probs(&teacher.detach(), temperature)?;
-    Ok((log_s.exp()? * (log_s - log_t)?)?.sum_all()?)
+    kl_from_log_probs(&log_s, &log_t)
 }
 
-/// Σ_positions generalised Jensen–Shannon divergence with mix `beta`, unscaled.
+/// Σ_positions generalised Jensen–Shannon divergence with mix `beta` (weight of the teacher), unscaled.
 pub fn jsd_sum(student: &Tensor, teacher: &Tensor, temperature: f64, beta: f64) -> Result<Tensor> {
     let log_s = scaled_log_probs(student, temperature)?;
     let log_t = scaled_log_probs(&teacher.detach(), temperature)?;
-    let (p_s, p_t) = (log_s.exp()?, log_t.exp()?);
-    let m = ((&p_t * beta)? + (&p_s * (1.0 - beta))?)?;
-    // Guard log(0) where both distributions underflow; those terms have zero weight anyway.
-    let log_m = m.clamp(f32::MIN_POSITIVE, 1.0)?.log()?;
-    let kl_t = (&p_t * (log_t - &log_m)?)?.sum_all()?;
-    let kl_s = (&p_s * (log_s - &log_m)?)?.sum_all()?;
-    Ok(((kl_t * beta)? + (kl_s * (1.0 - beta))?)?)
+    jsd_from_log_probs(&log_t, &log_s, beta)
 }
 
 /// Σ_positions mean_v (z_s − z_t)² on raw logits.

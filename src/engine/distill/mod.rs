@@ -1,3 +1,10 @@
-//! Knowledge distillation: losses (and, as it grows, the trainer and the teacher-logit cache).
+//! Knowledge distillation: losses, the optimizer, the teacher-logit cache and the training loop.
 
+pub mod checkpoint;
 pub mod losses;
+pub mod optim;
+pub mod setup;
+pub mod sparse;
+pub mod step;
+pub mod teacher_cache;
+pub mod trainer;

@@ -1,0 +1,116 @@
+//! AdamW (PyTorch semantics, decoupled weight decay, none on norms and biases), the warmup + cosine
+//! schedule, and global-norm gradient clipping. candle has neither a scheduler nor clipping, and its
+//! AdamW keeps its moments private, so resuming a run needs this one.
+
+use crate::engine::Result;
+use candle_core::{DType, Tensor, Var};
+use std::collections::BTreeMap;
+
+/// One trainable parameter with its optimizer state.
+struct Slot {
+    name: String,
+    var: Var,
+    decay: bool,
+    m: Tensor,
+    v: Tensor,
+}
+
+pub struct AdamW {
+    slots: Vec<Slot>,
+    /// Optimizer steps taken (for bias correction).
+    pub t: usize,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamW {
+    /// Parameters in name order; matrices and embeddings decay, 1-D tensors (norms, biases) do not.
+    pub fn new(vars: &BTreeMap<String, Var>, weight_decay: f64) -> Result<Self> {
+        let slots = vars
+            .iter()
+            .map(|(name, var)| {
+                let zeros = var.as_tensor().zeros_like()?;
+                Ok(Slot { name: name.clone(), var: var.clone(), decay: var.rank() >= 2, m: zeros.clone(), v: zeros })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { slots, t: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay })
+    }
+
+    /// The parameters, in the order `step` expects their gradients.
+    pub fn vars(&self) -> Vec<&Var> {
+        self.slots.iter().map(|s| &s.var).collect()
+    }
+
+    /// Applies one update with gradients aligned to [`AdamW::vars`].
+    pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let bc1 = 1.0 - b1.powi(self.t as i32);
+        let bc2 = 1.0 - b2.powi(self.t as i32);
+        for (slot, g) in self.slots.iter_mut().zip(grads) {
+            slot.m = ((&slot.m * b1)? + (g * (1.0 - b1))?)?;
+            slot.v = ((&slot.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let p = slot.var.as_tensor();
+            let p =
+                if slot.decay && self.weight_decay > 0.0 { (p * (1.0 - lr * self.weight_decay))? } else { p.clone() };
+            let update = ((&slot.m / bc1)? / ((&slot.v / bc2)?.sqrt()? + self.eps)?)?;
+            slot.var.set(&(p - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// Moments by name (`m.NAME`, `v.NAME`) for a checkpoint.
+    pub fn state(&self) -> BTreeMap<String, Tensor> {
+        let mut out = BTreeMap::new();
+        for s in &self.slots {
+            out.insert(format!("m.{}", s.name), s.m.clone());
+            out.insert(format!("v.{}", s.name), s.v.clone());
+        }
+        out
+    }
+
+    /// Restores moments saved by [`AdamW::state`] and the step count.
+    pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>, t: usize) -> Result<()> {
+        for s in &mut self.slots {
+            let get = |k: String| {
+                state.get(&k).cloned().ok_or_else(|| crate::engine::Error::MissingTensor {
+                    name: k,
+                    context: "optimizer state of the checkpoint".into(),
+                })
+            };
+            s.m = get(format!("m.{}", s.name))?;
+            s.v = get(format!("v.{}", s.name))?;
+        }
+        self.t = t;
+        Ok(())
+    }
+}
+
+/// Learning rate at `step` (0-based): linear warmup to `lr`, then cosine decay to `lr * min_ratio`.
+pub fn lr_at(step: usize, steps: usize, warmup: usize, lr: f64, min_ratio: f64) -> f64 {
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (steps - warmup).max(1) as f64;
+    let progress = ((step - warmup) as f64 / span).min(1.0);
+    let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    lr * (min_ratio + (1.0 - min_ratio) * cosine)
+}
+
+/// The global L2 norm of `grads`; when above `max_norm` (> 0), scales them down to it.
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+    let mut sq = 0f64;
+    for g in grads.iter() {
+        sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    }
+    let norm = sq.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut() {
+            *g = (&*g * scale)?;
+        }
+    }
+    Ok(norm)
+}

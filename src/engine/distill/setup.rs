@@ -1,0 +1,169 @@
+//! Everything a run needs before its first step: the teacher, the student (loaded, derived or
+//! built from a config), its baseline twin, the tokenizer, the data, all checked up front so a bad
+//! recipe fails in seconds with a message naming the problem.
+
+use crate::engine::data::TokenWindows;
+use crate::engine::derive::{derive_student, StudentShape};
+use crate::engine::hub::HubSettings;
+use crate::engine::loader::{build_network, load_model, Built, LoadOptions, LoadedModel};
+use crate::engine::models::init::InitSource;
+use crate::engine::models::weights::TensorSource;
+use crate::engine::pair::check_pair;
+use crate::engine::recipe::LoadedRecipe;
+use crate::engine::source::resolve;
+use crate::engine::tokenizer::{encode_plain, load_tokenizer};
+use crate::engine::{Error, Result};
+use crate::jobs::JobContext;
+use candle_core::Tensor;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// A prepared run.
+pub struct Setup {
+    pub teacher: Option<LoadedModel>,
+    /// The student's config.json and its initial weights (the baseline starts from the same).
+    pub student_config: serde_json::Value,
+    pub initial: BTreeMap<String, Tensor>,
+    pub tokenizer: Tokenizer,
+    /// Where the tokenizer came from, to save it with the trained models.
+    pub tokenizer_file: Option<std::path::PathBuf>,
+    pub train: TokenWindows,
+    pub eval_tokens: Vec<u32>,
+}
+
+fn load(spec: &str, trainable: bool, ctx: &JobContext) -> Result<LoadedModel> {
+    let progress = |p: &crate::engine::hub::DownloadProgress| {
+        ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
+    };
+    let resolved = resolve(spec, &HubSettings::from_env(), &progress)?;
+    load_model(&resolved, &LoadOptions { trainable, ..LoadOptions::default() })
+}
+
+/// Builds a trainable network from a config and tensors.
+pub fn trainable(config: &serde_json::Value, tensors: &BTreeMap<String, Tensor>) -> Result<Built> {
+    let map: HashMap<String, Tensor> = tensors.iter().map(|(k, v)| (k.clone(), v.detach())).collect();
+    build_network(
+        config,
+        Path::new("(student config)"),
+        TensorSource::Memory(map),
+        &LoadOptions { trainable: true, ..Default::default() },
+    )
+}
+
+pub fn prepare(
+    lr: &LoadedRecipe,
+    tokenizer_override: Option<(Tokenizer, std::path::PathBuf)>,
+    ctx: &JobContext,
+) -> Result<Setup> {
+    let r = &lr.recipe;
+    let teacher = match &r.teacher {
+        Some(t) => {
+            ctx.log(format!("loading teacher {}", t.model));
+            Some(load(&lr.model_spec(&t.model), false, ctx)?)
+        }
+        None => None,
+    };
+    let (student_config, initial, student_model) = if let Some(spec) = &r.student.model {
+        ctx.log(format!("loading student {spec}"));
+        let s = load(&lr.model_spec(spec), false, ctx)?;
+        let initial = s.params.clone();
+        (s.config_json.clone(), initial, Some(s))
+    } else if let Some(d) = &r.student.derive {
+        let t = teacher.as_ref().ok_or_else(|| Error::Invalid("[student] derive needs a [teacher]".into()))?;
+        let shape = StudentShape {
+            layers: d.layers,
+            hidden: d.hidden,
+            heads: d.heads,
+            kv_heads: d.kv_heads,
+            intermediate: d.intermediate,
+        };
+        let s = derive_student(t, &shape, r.distill.seed)?;
+        ctx.log(format!(
+            "derived a student: {} layers, hidden {}, {} parameters ({})",
+            s.config.layers(),
+            s.config.hidden(),
+            s.parameters,
+            if s.copied_layers.is_empty() {
+                "seeded random init".to_string()
+            } else {
+                format!("teacher layers {:?}", s.copied_layers)
+            }
+        ));
+        (s.config_json, s.tensors, None)
+    } else {
+        let table =
+            r.student.config.clone().ok_or_else(|| Error::Invalid("[student] needs model, derive or config".into()))?;
+        let config = serde_json::to_value(table).map_err(|e| Error::Invalid(format!("[student] config: {e}")))?;
+        let init =
+            InitSource::new(r.distill.seed, config.get("initializer_range").and_then(|v| v.as_f64()).unwrap_or(0.02));
+        let built =
+            build_network(&config, Path::new("[student] config"), TensorSource::Init(init), &LoadOptions::default())?;
+        (config, built.params, None)
+    };
+    if let (Some(t), Some(s)) = (&teacher, &student_model) {
+        check_pair(t, s, r.distill.batch_size, r.data.seq_len)?;
+    }
+    let (tokenizer, tokenizer_file) = match tokenizer_override {
+        Some((t, f)) => (t, Some(f)),
+        None => match (&teacher, &student_model) {
+            (Some(t), _) => (t.tokenizer()?.clone(), t.resolved.tokenizer.clone()),
+            (None, Some(s)) => (s.tokenizer()?.clone(), s.resolved.tokenizer.clone()),
+            (None, None) => match r.pretrain.as_ref().and_then(|p| p.tokenizer.as_ref()) {
+                Some(path) => {
+                    let p = lr.base_dir.join(path);
+                    (load_tokenizer(&p)?, Some(p))
+                }
+                None => {
+                    return Err(Error::Invalid(
+                        "a pretrain recipe needs pretrain.tokenizer or pretrain.train_tokenizer_vocab".into(),
+                    ))
+                }
+            },
+        },
+    };
+    let built = trainable(&student_config, &initial)?;
+    let ctx_len =
+        built.config.context_length().min(teacher.as_ref().map(|t| t.config.context_length()).unwrap_or(usize::MAX));
+    if r.data.seq_len > ctx_len {
+        return Err(Error::Invalid(format!(
+            "data.seq_len = {} is longer than the model's context ({ctx_len} positions); lower it to {ctx_len} or less",
+            r.data.seq_len
+        )));
+    }
+    let vocab = built.config.vocab_size();
+    if let Some(t) = &teacher {
+        if t.config.vocab_size() != vocab && r.student.model.is_none() {
+            return Err(Error::VocabMismatch {
+                detail: format!("teacher {} vs student {vocab} rows", t.config.vocab_size()),
+            });
+        }
+    }
+    let train_files = lr.data_files(&r.data.train, "data.train")?;
+    let train = TokenWindows::from_files(&train_files, &tokenizer, r.data.seq_len, "training")?;
+    let eval_files = lr.data_files(&r.data.eval, "data.eval")?;
+    let mut eval_text = String::new();
+    for f in &eval_files {
+        eval_text.push_str(
+            &std::fs::read_to_string(f).map_err(|e| Error::Invalid(format!("cannot read {}: {e}", f.display())))?,
+        );
+    }
+    let mut eval_tokens = encode_plain(&tokenizer, &eval_text)?;
+    eval_tokens.truncate(r.data.eval_tokens);
+    if eval_tokens.len() < r.data.seq_len.min(2) || eval_tokens.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "data.eval ({}) gives {} tokens; evaluation needs at least 2",
+            r.data.eval,
+            eval_tokens.len()
+        )));
+    }
+    if let Some(max_id) = train.tokens.iter().chain(&eval_tokens).max() {
+        if *max_id as usize >= vocab {
+            return Err(Error::VocabMismatch {
+                detail: format!("the tokenizer produces id {max_id} but the student has {vocab} embedding rows"),
+            });
+        }
+    }
+    ctx.log(format!("training data: {} tokens in {} windows of {}", train.tokens.len(), train.len(), r.data.seq_len));
+    Ok(Setup { teacher, student_config, initial, tokenizer, tokenizer_file, train, eval_tokens })
+}

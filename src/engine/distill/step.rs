@@ -1,0 +1,137 @@
+//! Gradients of one micro-batch, with the LM head and the loss computed in chunks of positions.
+//!
+//! The body runs once to the final hidden states `h`. Then, chunk by chunk, the head's logits and
+//! the loss are built from a detached copy of `h` and back-propagated at once, so at most one
+//! chunk of `[rows, vocab]` logits (student and teacher) exists at a time; the chunks' gradients
+//! with respect to `h` are collected and pushed through the body in one more backward pass
+//! (`Σ h ⊙ ∂L/∂h`). The vocabulary may be 150k: no full `[batch, seq, vocab]` tensor is kept.
+
+use super::losses::{hard_ce_sum, SoftLoss};
+use super::sparse::SparseTeacher;
+use crate::engine::models::Network;
+use crate::engine::{Error, Result};
+use candle_core::{backprop::GradStore, DType, Tensor, Var};
+
+/// Logit rows per chunk: about 16M floats (64 MB) whatever the vocabulary.
+pub fn chunk_rows(vocab: usize) -> usize {
+    (16 << 20) / vocab.max(1)
+}
+
+/// What the soft loss compares the student with.
+pub enum Targets<'a> {
+    /// Hard labels only (the baseline, or pretraining).
+    None,
+    /// The teacher's full logits, computed chunk by chunk from its hidden states `[n, hidden]`.
+    Dense { teacher: &'a Network, hidden: Tensor },
+    /// The teacher's top-k representation for each of the `n` positions.
+    Sparse(SparseTeacher),
+}
+
+/// Loss settings of a step.
+#[derive(Clone, Copy, Debug)]
+pub struct LossConfig {
+    pub kind: SoftLoss,
+    pub temperature: f64,
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+/// Mean losses per predicted position.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossParts {
+    pub soft: f64,
+    pub hard: f64,
+    pub total: f64,
+}
+
+fn add_grads(acc: &mut [Option<Tensor>], vars: &[&Var], store: &GradStore) -> Result<()> {
+    for (slot, var) in acc.iter_mut().zip(vars) {
+        if let Some(g) = store.get(var.as_tensor()) {
+            *slot = Some(match slot.take() {
+                Some(prev) => (prev + g)?,
+                None => g.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Adds `scale ×` the gradients of this micro-batch's loss to `acc` (aligned with `vars`) and
+/// returns its losses. `ids` is `[b, t]`: positions 0..t-1 predict 1..t.
+pub fn accumulate_grads(
+    student: &Network,
+    vars: &[&Var],
+    acc: &mut [Option<Tensor>],
+    ids: &Tensor,
+    targets: &Targets,
+    cfg: &LossConfig,
+    scale: f64,
+) -> Result<LossParts> {
+    let (b, t) = ids.dims2()?;
+    let n = b * (t - 1);
+    let hidden = student.hidden_states(&ids.narrow(1, 0, t - 1)?)?;
+    let h_dim = hidden.dim(2)?;
+    let hidden = hidden.reshape((n, h_dim))?;
+    let h_leaf = Var::from_tensor(&hidden.detach())?;
+    let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
+    let use_soft = !matches!(targets, Targets::None) && cfg.alpha > 0.0;
+    let (w_soft, w_hard) = if matches!(targets, Targets::None) { (0.0, 1.0) } else { (cfg.alpha, 1.0 - cfg.alpha) };
+    let mut grad_h: Option<Tensor> = None;
+    let mut parts = LossParts::default();
+    let chunk = chunk_rows(student_vocab(student, &h_leaf)?);
+    let mut start = 0;
+    while start < n {
+        let rows = chunk.min(n - start);
+        let logits = student.lm_logits(&h_leaf.as_tensor().narrow(0, start, rows)?)?;
+        let chunk_labels = labels.narrow(0, start, rows)?;
+        let hard = hard_ce_sum(&logits, &chunk_labels)?;
+        let soft = if use_soft {
+            Some(match targets {
+                Targets::Dense { teacher, hidden } => {
+                    let t_logits = teacher.lm_logits(&hidden.narrow(0, start, rows)?)?.detach();
+                    let v = logits.dim(1)?.min(t_logits.dim(1)?);
+                    cfg.kind.sum(&logits.narrow(1, 0, v)?, &t_logits.narrow(1, 0, v)?, cfg.temperature, cfg.beta)?
+                }
+                Targets::Sparse(sp) => {
+                    cfg.kind.sum_sparse(&logits, &sp.narrow(start, rows)?, cfg.temperature, cfg.beta)?
+                }
+                Targets::None => unreachable!("use_soft is false without targets"),
+            })
+        } else {
+            None
+        };
+        let mut loss = (&hard * (w_hard * scale / n as f64))?;
+        parts.hard += scalar(&hard)? / n as f64;
+        if let Some(s) = &soft {
+            loss = (loss + (s * (w_soft * scale / n as f64))?)?;
+            parts.soft += scalar(s)? / n as f64;
+        }
+        let store = loss.backward()?;
+        add_grads(acc, vars, &store)?;
+        if let Some(g) = store.get(h_leaf.as_tensor()) {
+            grad_h = Some(match grad_h.take() {
+                Some(prev) => (prev + g)?,
+                None => g.clone(),
+            });
+        }
+        start += rows;
+    }
+    parts.total = w_soft * parts.soft + w_hard * parts.hard;
+    if !parts.total.is_finite() {
+        return Err(Error::Invalid(format!("the loss is not finite (soft {}, hard {})", parts.soft, parts.hard)));
+    }
+    if let Some(g) = grad_h {
+        let surrogate = (hidden * g.detach())?.sum_all()?;
+        add_grads(acc, vars, &surrogate.backward()?)?;
+    }
+    Ok(parts)
+}
+
+fn student_vocab(student: &Network, h: &Var) -> Result<usize> {
+    // One row through the head tells the vocabulary without a config lookup.
+    Ok(student.lm_logits(&h.as_tensor().narrow(0, 0, 1)?.detach())?.dim(1)?)
+}

@@ -1,0 +1,415 @@
+//! The training loop: the KD student and its hard-label baseline, step by step on the same
+//! batches, with warmup + cosine, clipping, accumulation, periodic held-out evaluation against the
+//! teacher, atomic checkpoints and `--resume`. Runs on a job thread and reports `JobEvent`s.
+
+use super::checkpoint::{self, CheckpointState};
+use super::optim::{clip_grad_norm, lr_at, AdamW};
+use super::setup::{prepare, trainable, Setup};
+use super::sparse::SparseTeacher;
+use super::step::{accumulate_grads, chunk_rows, LossConfig, LossParts, Targets};
+use super::teacher_cache::{default_root, CacheKey, TeacherCache};
+use crate::engine::data::step_windows;
+use crate::engine::derive::{save_hf_folder, TokenizerOut};
+use crate::engine::eval::{compare_tokens, evaluate_tokens, EvalOptions};
+use crate::engine::fsutil::write_atomic;
+use crate::engine::models::Network;
+use crate::engine::recipe::LoadedRecipe;
+use crate::engine::{Error, Result};
+use crate::jobs::{EvalMetrics, JobContext, JobEvent, RunRole};
+use candle_core::{Device, Tensor, Var};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue from the output directory's last checkpoint.
+    pub resume: bool,
+}
+
+/// One model being trained.
+struct Trainee {
+    role: RunRole,
+    network: Network,
+    vars: BTreeMap<String, Var>,
+    opt: AdamW,
+    evals: Vec<(usize, EvalMetrics)>,
+    seconds: f64,
+    tokens: u64,
+}
+
+impl Trainee {
+    fn name(&self) -> &'static str {
+        match self.role {
+            RunRole::Student => "student",
+            RunRole::Baseline => "baseline",
+            RunRole::Pretrain => "pretrain",
+        }
+    }
+}
+
+/// Runs a recipe to the end (or to cancellation) and returns its summary.
+pub fn run_recipe(lr: &LoadedRecipe, opts: &RunOptions, ctx: &JobContext) -> Result<serde_json::Value> {
+    run_with_tokenizer(lr, opts, None, ctx)
+}
+
+/// [`run_recipe`] with a tokenizer supplied by the caller (pretraining trains its own).
+pub fn run_with_tokenizer(
+    lr: &LoadedRecipe,
+    opts: &RunOptions,
+    tokenizer: Option<(tokenizers::Tokenizer, std::path::PathBuf)>,
+    ctx: &JobContext,
+) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    let r = &lr.recipe;
+    let out = lr.output_dir();
+    let existing = checkpoint::load_state(&out)?;
+    if existing.is_some() && !opts.resume {
+        return Err(Error::Invalid(format!(
+            "{} already holds a run; pass --resume to continue it, or delete the folder / change output.dir",
+            out.display()
+        )));
+    }
+    let setup = prepare(lr, tokenizer, ctx)?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    write_atomic(&out.join("recipe.toml"), r.to_toml()?.as_bytes())?;
+    let d = &r.distill;
+    let loss = LossConfig { kind: r.soft_loss()?, temperature: d.temperature, alpha: d.alpha, beta: d.jsd_beta };
+    let roles = match (&setup.teacher, d.baseline) {
+        (None, _) => vec![RunRole::Pretrain],
+        (Some(_), true) => vec![RunRole::Student, RunRole::Baseline],
+        (Some(_), false) => vec![RunRole::Student],
+    };
+    let mut trainees = roles
+        .iter()
+        .map(|&role| {
+            let built = trainable(&setup.student_config, &setup.initial)?;
+            let opt = AdamW::new(&built.vars, d.weight_decay)?;
+            Ok(Trainee {
+                role,
+                network: built.network,
+                vars: built.vars,
+                opt,
+                evals: Vec::new(),
+                seconds: 0.0,
+                tokens: 0,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut start_step = 0;
+    if let Some(state) = existing {
+        for t in trainees.iter_mut() {
+            checkpoint::restore_role(&out, t.name(), state.step, &t.vars, &mut t.opt)?;
+            let saved = &state.trainer[t.name()];
+            t.evals = serde_json::from_value(saved["evals"].clone()).unwrap_or_default();
+            t.seconds = saved["seconds"].as_f64().unwrap_or(0.0);
+            t.tokens = saved["tokens"].as_u64().unwrap_or(0);
+        }
+        start_step = state.step;
+        ctx.log(format!("resuming {} at step {start_step}", out.display()));
+    }
+    let mut cache = match (&setup.teacher, d.cache_top_k) {
+        (Some(t), k) if k > 0 => {
+            let key = CacheKey::new(
+                &t.resolved.weight_files(),
+                t.resolved.revision.as_deref(),
+                &setup.train.tokens,
+                r.data.seq_len,
+                k,
+                t.config.vocab_size(),
+            );
+            Some(TeacherCache::open(&default_root(), &key)?)
+        }
+        _ => None,
+    };
+    let samples = d.batch_size * d.grad_accum;
+    let eval_opts = EvalOptions { seq_len: r.data.seq_len, max_tokens: None, batch_size: None };
+    let teacher_metrics = match &setup.teacher {
+        Some(t) => Some(evaluate_tokens(
+            &t.network,
+            &setup.eval_tokens,
+            &eval_opts,
+            &Device::Cpu,
+            &mut |_, _| {},
+            ctx.cancel_flag(),
+        )?),
+        None => None,
+    };
+    for step in start_step..d.steps {
+        let windows = step_windows(setup.train.len(), d.seed, step, samples);
+        let lr_now = lr_at(step, d.steps, d.warmup_steps, d.lr, d.min_lr_ratio);
+        for t in trainees.iter_mut() {
+            ctx.check()?;
+            let clock = Instant::now();
+            let (parts, grad_norm) = train_step(
+                t,
+                &setup,
+                &windows,
+                d.batch_size,
+                &loss,
+                cache.as_mut(),
+                d.grad_clip,
+                lr_now,
+                d.cache_top_k,
+            )
+            .map_err(|e| nan_context(e, step, &out))?;
+            let secs = clock.elapsed().as_secs_f64();
+            let tokens = (samples * r.data.seq_len) as u64;
+            t.seconds += secs;
+            t.tokens += tokens;
+            ctx.emit(JobEvent::Step {
+                job: ctx.id,
+                role: t.role,
+                step: step + 1,
+                total_steps: d.steps,
+                loss: parts.total,
+                soft_loss: parts.soft,
+                hard_loss: parts.hard,
+                lr: lr_now,
+                grad_norm,
+                tokens_per_second: tokens as f64 / secs.max(1e-9),
+                elapsed_s: t.seconds,
+            });
+        }
+        let done = step + 1;
+        if done % d.eval_every == 0 || done == d.steps {
+            for t in trainees.iter_mut() {
+                let metrics = evaluate(&setup, &t.network, &eval_opts, ctx)?;
+                ctx.emit(JobEvent::Eval { job: ctx.id, role: t.role, step: done, metrics: metrics.clone() });
+                t.evals.push((done, metrics));
+            }
+        }
+        if done % d.checkpoint_every == 0 || done == d.steps {
+            save_checkpoint(&out, done, &trainees, ctx)?;
+        }
+    }
+    finish(lr, &setup, &trainees, teacher_metrics, cache.as_ref(), started, ctx)
+}
+
+fn nan_context(e: Error, step: usize, out: &Path) -> Error {
+    match e {
+        Error::Invalid(msg) if msg.contains("not finite") => {
+            let last = checkpoint::load_state(out).ok().flatten().map(|s| s.step);
+            Error::Invalid(format!(
+                "{msg} at step {}; the last good checkpoint is {}: lower distill.lr or raise distill.grad_clip, then --resume",
+                step + 1,
+                last.map(|s| format!("step {s} in {}", checkpoint::dir(out).display())).unwrap_or_else(|| "none yet".into())
+            ))
+        }
+        other => other,
+    }
+}
+
+/// The teacher's top-k for each window, from the cache or computed (and cached) now.
+fn sparse_targets(
+    setup: &Setup,
+    windows: &[usize],
+    cache: Option<&mut TeacherCache>,
+    k: usize,
+) -> Result<SparseTeacher> {
+    let teacher = setup.teacher.as_ref().expect("sparse targets need a teacher");
+    let mut cache = cache;
+    let mut parts = Vec::with_capacity(windows.len());
+    for &w in windows {
+        if let Some(c) = cache.as_deref_mut() {
+            if let Some(hit) = c.get(w, &Device::Cpu)? {
+                parts.push(hit);
+                continue;
+            }
+        }
+        let ids = setup.train.window(w);
+        let input = Tensor::from_slice(&ids[..ids.len() - 1], (1, ids.len() - 1), &Device::Cpu)?;
+        let hidden = teacher.network.hidden_states(&input)?.squeeze(0)?;
+        let rows = hidden.dim(0)?;
+        let step = chunk_rows(teacher.config.vocab_size());
+        let mut blocks = Vec::new();
+        for start in (0..rows).step_by(step) {
+            let n = step.min(rows - start);
+            let logits = teacher.network.lm_logits(&hidden.narrow(0, start, n)?)?;
+            blocks.push(SparseTeacher::from_logits(&logits, k)?);
+        }
+        let sp = SparseTeacher::cat(&blocks)?;
+        if let Some(c) = cache.as_deref_mut() {
+            c.put(w, &sp)?;
+        }
+        parts.push(sp);
+    }
+    SparseTeacher::cat(&parts)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    t: &mut Trainee,
+    setup: &Setup,
+    windows: &[usize],
+    batch: usize,
+    loss: &LossConfig,
+    mut cache: Option<&mut TeacherCache>,
+    clip: f64,
+    lr: f64,
+    k: usize,
+) -> Result<(LossParts, f64)> {
+    let vars: Vec<&Var> = t.opt.vars();
+    let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let micro: Vec<&[usize]> = windows.chunks(batch).collect();
+    let scale = 1.0 / micro.len() as f64;
+    let mut total = LossParts::default();
+    for mb in micro {
+        let flat: Vec<u32> = mb.iter().flat_map(|&w| setup.train.window(w).iter().copied()).collect();
+        let ids = Tensor::from_vec(flat, (mb.len(), setup.train.seq_len), &Device::Cpu)?;
+        let targets = match (t.role, &setup.teacher) {
+            (RunRole::Student, Some(_)) if k > 0 => {
+                Targets::Sparse(sparse_targets(setup, mb, cache.as_deref_mut(), k)?)
+            }
+            (RunRole::Student, Some(teacher)) => {
+                let input = ids.narrow(1, 0, setup.train.seq_len - 1)?;
+                let h = teacher.network.hidden_states(&input)?;
+                let n = h.dim(0)? * h.dim(1)?;
+                Targets::Dense { teacher: &teacher.network, hidden: h.reshape((n, h.dim(2)?))? }
+            }
+            _ => Targets::None,
+        };
+        let parts = accumulate_grads(&t.network, &vars, &mut acc, &ids, &targets, loss, scale)?;
+        total.soft += parts.soft * scale;
+        total.hard += parts.hard * scale;
+        total.total += parts.total * scale;
+    }
+    let mut grads = acc
+        .into_iter()
+        .zip(&vars)
+        .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let norm = clip_grad_norm(&mut grads, clip)?;
+    if !norm.is_finite() {
+        return Err(Error::Invalid(format!("the loss is not finite (gradient norm {norm})")));
+    }
+    t.opt.step(&grads, lr)?;
+    Ok((total, norm))
+}
+
+fn evaluate(setup: &Setup, network: &Network, opts: &EvalOptions, ctx: &JobContext) -> Result<EvalMetrics> {
+    Ok(match &setup.teacher {
+        Some(t) => {
+            let c = compare_tokens(
+                &t.network,
+                network,
+                &setup.eval_tokens,
+                opts,
+                &Device::Cpu,
+                &mut |_, _| {},
+                ctx.cancel_flag(),
+            )?;
+            EvalMetrics {
+                perplexity: c.candidate.perplexity,
+                top1_accuracy: c.candidate.top1_accuracy,
+                kl_to_teacher: Some(c.kl),
+                agreement: Some(c.agreement),
+            }
+        }
+        None => {
+            let e =
+                evaluate_tokens(network, &setup.eval_tokens, opts, &Device::Cpu, &mut |_, _| {}, ctx.cancel_flag())?;
+            EvalMetrics {
+                perplexity: e.perplexity,
+                top1_accuracy: e.top1_accuracy,
+                kl_to_teacher: None,
+                agreement: None,
+            }
+        }
+    })
+}
+
+fn save_checkpoint(out: &Path, step: usize, trainees: &[Trainee], ctx: &JobContext) -> Result<()> {
+    let mut trainer = serde_json::Map::new();
+    for t in trainees {
+        checkpoint::save_role(out, t.name(), step, &t.vars, &t.opt)?;
+        trainer.insert(t.name().into(), json!({ "evals": t.evals, "seconds": t.seconds, "tokens": t.tokens }));
+    }
+    let state = CheckpointState {
+        step,
+        roles: trainees.iter().map(|t| t.name().to_string()).collect(),
+        trainer: serde_json::Value::Object(trainer),
+    };
+    checkpoint::commit(out, &state)?;
+    for t in trainees {
+        ctx.emit(JobEvent::Checkpoint {
+            job: ctx.id,
+            role: t.role,
+            step,
+            path: checkpoint::dir(out).display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn finish(
+    lr: &LoadedRecipe,
+    setup: &Setup,
+    trainees: &[Trainee],
+    teacher_metrics: Option<crate::engine::eval::EvalReport>,
+    cache: Option<&TeacherCache>,
+    started: Instant,
+    ctx: &JobContext,
+) -> Result<serde_json::Value> {
+    let out = lr.output_dir();
+    let mut summary = serde_json::Map::new();
+    summary.insert("recipe".into(), json!(lr.path.display().to_string()));
+    summary.insert("output_dir".into(), json!(out.display().to_string()));
+    summary.insert("steps".into(), json!(lr.recipe.distill.steps));
+    if let (Some(t), Some(m)) = (&setup.teacher, &teacher_metrics) {
+        summary.insert(
+            "teacher".into(),
+            json!({ "model": t.info.name, "parameters": t.info.parameters, "perplexity": m.perplexity, "top1_accuracy": m.top1_accuracy }),
+        );
+    }
+    for t in trainees {
+        let dir = out.join(t.name());
+        let weights: BTreeMap<String, Tensor> =
+            t.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let tok = match &setup.tokenizer_file {
+            Some(p) => TokenizerOut::File(p),
+            None => TokenizerOut::Built(&setup.tokenizer),
+        };
+        save_hf_folder(&dir, &setup.student_config, &weights, tok)?;
+        let last = t.evals.last().map(|(_, m)| m.clone()).unwrap_or_default();
+        let params: usize = t.vars.values().map(|v| v.elem_count()).sum();
+        summary.insert(
+            t.name().into(),
+            json!({
+                "parameters": params,
+                "perplexity": last.perplexity,
+                "top1_accuracy": last.top1_accuracy,
+                "kl_to_teacher": last.kl_to_teacher,
+                "agreement": last.agreement,
+                "tokens_per_second": t.tokens as f64 / t.seconds.max(1e-9),
+                "train_seconds": t.seconds,
+                "path": dir.display().to_string(),
+            }),
+        );
+    }
+    if let Some(first) = trainees.first() {
+        summary.insert("tokens_per_second".into(), json!(first.tokens as f64 / first.seconds.max(1e-9)));
+    }
+    if let Some(c) = cache {
+        summary.insert(
+            "teacher_cache".into(),
+            json!({ "dir": c.dir().display().to_string(), "windows": c.windows(), "bytes": c.bytes(), "hits": c.hits, "misses": c.misses, "top_k": lr.recipe.distill.cache_top_k }),
+        );
+    }
+    summary.insert("peak_memory_bytes".into(), json!(peak_memory_bytes()));
+    summary.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
+    let value = serde_json::Value::Object(summary);
+    let text = serde_json::to_string_pretty(&value).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomic(&out.join("summary.json"), text.as_bytes())?;
+    ctx.log(format!("wrote {}", out.join("summary.json").display()));
+    Ok(value)
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), when the platform tells.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

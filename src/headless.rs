@@ -1,0 +1,117 @@
+//! The headless front end: prints a job's events as human lines (stderr-friendly progress on
+//! stdout) or, with `--json`, as one JSON object per line. Same events, same order as the TUI.
+//! Exit codes: 0 done, 2 bad input, 1 other failure, 130 cancelled (Ctrl-C).
+
+use crate::jobs::{JobEvent, JobHandle, RunRole};
+use std::io::Write;
+
+/// Output style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Human,
+    Json,
+}
+
+/// Streams `handle`'s events to stdout until its terminal event; Ctrl-C cancels the job.
+pub fn follow(handle: JobHandle, mode: Mode) -> i32 {
+    let cancel = handle.cancel_flag();
+    let _ = ctrlc::set_handler(move || cancel.store(true, std::sync::atomic::Ordering::Relaxed));
+    let mut code = 1;
+    let mut out = std::io::stdout().lock();
+    for event in handle.events.iter() {
+        let terminal = event.is_terminal();
+        match mode {
+            Mode::Json => {
+                let _ = writeln!(out, "{}", serde_json::to_string(&event).unwrap_or_default());
+            }
+            Mode::Human => {
+                if let Some(line) = human_line(&event) {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+        }
+        let _ = out.flush();
+        if terminal {
+            code = match &event {
+                JobEvent::Summary { .. } => 0,
+                JobEvent::Cancelled { .. } => 130,
+                JobEvent::Failed { bad_input: true, error, .. } => {
+                    eprintln!("error: {error}");
+                    2
+                }
+                JobEvent::Failed { error, .. } => {
+                    eprintln!("error: {error}");
+                    1
+                }
+                _ => 1,
+            };
+            break;
+        }
+    }
+    handle.join();
+    code
+}
+
+fn role(r: RunRole) -> &'static str {
+    match r {
+        RunRole::Student => "student ",
+        RunRole::Baseline => "baseline",
+        RunRole::Pretrain => "model   ",
+    }
+}
+
+/// The human rendering of an event (`None`: not worth a line).
+pub fn human_line(event: &JobEvent) -> Option<String> {
+    Some(match event {
+        JobEvent::Started { description, .. } => format!("started: {description}"),
+        JobEvent::Log { message, .. } => message.clone(),
+        JobEvent::Progress { stage, done, total, unit, .. } => {
+            if done != total {
+                return None;
+            }
+            format!("{stage}: {done} {unit}")
+        }
+        JobEvent::Step { role: r, step, total_steps, loss, soft_loss, hard_loss, lr, tokens_per_second, .. } => {
+            if *step != 1 && step % 10 != 0 && step != total_steps {
+                return None;
+            }
+            format!(
+                "{} step {step:>5}/{total_steps}  loss {loss:.4} (soft {soft_loss:.4}, hard {hard_loss:.4})  lr {lr:.2e}  {tokens_per_second:.0} tok/s",
+                role(*r)
+            )
+        }
+        JobEvent::Eval { role: r, step, metrics, .. } => {
+            let vs = match (metrics.kl_to_teacher, metrics.agreement) {
+                (Some(kl), Some(a)) => format!("  KL {kl:.4}  agreement {a:.4}"),
+                _ => String::new(),
+            };
+            format!(
+                "{} eval @{step}: perplexity {:.3}  top-1 {:.4}{vs}",
+                role(*r),
+                metrics.perplexity,
+                metrics.top1_accuracy
+            )
+        }
+        JobEvent::Checkpoint { step, path, role: r, .. } => {
+            if *r == RunRole::Baseline {
+                return None;
+            }
+            format!("checkpoint @{step} → {path}")
+        }
+        JobEvent::Point { point, .. } => format!(
+            "{} {:<10} {:>5.2} bits/weight {:>8.1} MB  perplexity {:.3}  KL {:.4}  agreement {:.4}",
+            point.model,
+            point.format,
+            point.bits_per_weight,
+            point.bytes as f64 / 1e6,
+            point.perplexity,
+            point.kl,
+            point.agreement
+        ),
+        JobEvent::Summary { summary, .. } => {
+            format!("summary: {}", serde_json::to_string_pretty(summary).unwrap_or_default())
+        }
+        JobEvent::Failed { .. } => return None,
+        JobEvent::Cancelled { .. } => "cancelled; the last checkpoint is kept (continue with --resume)".into(),
+    })
+}
