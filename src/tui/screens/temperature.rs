@@ -31,6 +31,8 @@ pub struct State {
     pub top_k: usize,
     pub teacher: Option<Logits>,
     pub student: Option<Logits>,
+    /// The student a finished run saved; preferred over the recipe's starting student.
+    pub trained_student: Option<String>,
 }
 
 impl Default for State {
@@ -44,6 +46,7 @@ impl Default for State {
             top_k: 10,
             teacher: None,
             student: None,
+            trained_student: None,
         }
     }
 }
@@ -102,7 +105,8 @@ pub fn run(app: &mut App) {
         app.popup = Some(Popup::Error("choose a teacher on the Models screen first".into()));
         return;
     };
-    let student = r.student.model.as_ref().map(|m| app.model_spec(m));
+    let student =
+        app.temperature.trained_student.clone().or_else(|| r.student.model.as_ref().map(|m| app.model_spec(m)));
     let prompt = app.temperature.prompt.text.clone();
     app.temperature.student = None;
     for (role, spec) in [("teacher", Some(teacher)), ("student", student)] {

@@ -1,10 +1,13 @@
 //! Train: live curves of a distillation run (soft loss, hard CE, total; eval perplexity and KL on
 //! their own axes) for the student and the hard-label baseline, with step rate, tokens/s and ETA.
 
+use crate::engine::distill::checkpoint;
+use crate::engine::distill::trainer::{run_recipe, RunOptions};
 use crate::jobs::{JobEvent, JobId, RunRole};
 use crate::tui::app::{Action, App, Popup};
 use crate::tui::fmt;
 use crate::tui::history::History;
+use crate::tui::tradeoff::{Origin, Point};
 use crate::tui::widgets::loss_chart::{chart, Series};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -147,9 +150,25 @@ pub fn start(app: &mut App, resume: bool) {
         app.popup = Some(Popup::Error(format!("fix the recipe first: {e}")));
         return;
     }
-    let _ = resume;
-    app.popup =
-        Some(Popup::Error("this build has no distillation trainer yet: it lands with the distillation engine".into()));
+    let out = app.recipe.output_dir();
+    if !resume && matches!(checkpoint::load_state(&out), Ok(Some(_))) {
+        app.popup = Some(Popup::Error(format!(
+            "{} already holds a run: p resumes it, or change output.dir on the Recipe screen",
+            out.display()
+        )));
+        return;
+    }
+    if !resume {
+        app.train = State::default();
+    }
+    let recipe = app.recipe.clone();
+    let what = if resume { "resume" } else { "run" };
+    let id = app.spawn("distill", format!("{what} {}", recipe.path.display()), move |ctx, _| {
+        run_recipe(&recipe, &RunOptions { resume }, ctx)
+    });
+    app.train.job = Some(id);
+    app.train.paused = false;
+    app.train.outcome = None;
 }
 
 pub fn pause_or_resume(app: &mut App) {
@@ -179,6 +198,37 @@ pub fn on_job_end(app: &mut App, event: &JobEvent) {
         (JobEvent::Failed { error, .. }, _) => format!("failed: {error}"),
         _ => format!("finished: {at} steps"),
     });
+    if let JobEvent::Summary { summary, .. } = event {
+        let points = summary_points(summary);
+        if !points.is_empty() {
+            app.compare.set_float_points(points);
+        }
+        if let Some(path) = summary.pointer("/student/path").and_then(|p| p.as_str()) {
+            app.temperature.trained_student = Some(path.to_string());
+        }
+    }
+}
+
+/// The float points a finished run measured: the teacher, the KD student and the baseline.
+pub fn summary_points(summary: &serde_json::Value) -> Vec<Point> {
+    let point = |key: &str, origin: Origin| {
+        let m = summary.get(key)?;
+        let f = |k: &str| m.get(k).and_then(|v| v.as_f64());
+        let teacher = origin == Origin::Teacher;
+        Some(Point {
+            origin,
+            format: "float".into(),
+            bytes: m.get("parameters")?.as_u64()? * 4,
+            perplexity: f("perplexity")?,
+            top1_accuracy: f("top1_accuracy")?,
+            kl: if teacher { 0.0 } else { f("kl_to_teacher")? },
+            agreement: if teacher { 1.0 } else { f("agreement")? },
+        })
+    };
+    [("teacher", Origin::Teacher), ("student", Origin::Student), ("baseline", Origin::Baseline)]
+        .into_iter()
+        .filter_map(|(k, o)| point(k, o))
+        .collect()
 }
 
 fn status_line(name: &str, s: &RunSeries) -> Line<'static> {
