@@ -185,7 +185,7 @@ fn pair_lines(pair: &Result<PairReport, String>) -> Vec<Line<'static>> {
     let mut lines = vec![
         Line::from(format!("pair: vocabulary {vocab}")),
         Line::from(format!(
-            "  training memory {:.2} GiB (batch {}×{}) vs {:.1} GiB free: {}",
+            "  memory {:.2} GiB for batch {}×{}; {:.1} GiB free: {}",
             gib(r.memory.total),
             r.batch_size,
             r.seq_len,

@@ -132,7 +132,10 @@ fn column(l: &Logits, position: usize, t: f64, k: usize, width: usize) -> Vec<Li
     let entries: Vec<(String, f64)> = s.top.iter().map(|&(i, p)| (name(i), p)).collect();
     let label_width = 10.min(width / 3);
     let bar_width = width.saturating_sub(label_width + 8).max(1);
-    let mut lines = vec![Line::from(format!("T={t:.1}  H={:.2} nats  top-{k} mass {:.3}", s.entropy, s.top_mass))];
+    let mut lines = vec![
+        Line::from(format!("T={t:.1}  H={:.2} nats", s.entropy)),
+        Line::from(format!("top-{k} mass {:.3}", s.top_mass)),
+    ];
     lines.extend(dist_bars::lines(&entries, label_width, bar_width));
     lines
 }

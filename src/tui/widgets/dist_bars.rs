@@ -25,14 +25,16 @@ pub fn visible(token: &str) -> String {
         .collect()
 }
 
-/// One line per `(label, probability)`, the label column `label_width` wide and bars scaled so
-/// that probability 1 fills `bar_width` cells.
+/// One line per `(label, probability)`, the label column `label_width` wide. Bars are scaled to
+/// the largest probability shown (a flat distribution over 50k tokens would otherwise draw
+/// nothing); the printed numbers are the absolute probabilities.
 pub fn lines(entries: &[(String, f64)], label_width: usize, bar_width: usize) -> Vec<Line<'static>> {
+    let top = entries.iter().map(|e| e.1).fold(0.0, f64::max).max(1e-12);
     entries
         .iter()
         .map(|(label, p)| {
             let label: String = visible(label).chars().take(label_width).collect();
-            let b = bar(*p, bar_width);
+            let b = bar(*p / top, bar_width);
             Line::from(format!("{label:<label_width$} {b:<bar_width$} {p:.3}"))
         })
         .collect()
