@@ -17,9 +17,10 @@ fn filters() -> insta::Settings {
     s.set_prepend_module_to_snapshot(false);
     for (pattern, replacement) in [
         (r"/tmp/\.tmp[A-Za-z0-9]{6}", "[tmp]"),
-        (r"\d+\.\d+ steps/s", "[r] steps/s"),
-        (r"\d+ tok/s", "[r] tok/s"),
-        (r"ETA \S+", "ETA [t]"),
+        // Rates and ETAs are printed at fixed widths, so masking them keeps the layout.
+        (r" *\d+\.\d+ steps/s", " [r] steps/s"),
+        (r" *\d+ tok/s", " [r] tok/s"),
+        (r"ETA +\S+", "ETA [t]"),
         (r"\d+\.\d GiB free", "[m] GiB free"),
         (r"#\d+ *", "#[id] "),
     ] {
@@ -28,9 +29,28 @@ fn filters() -> insta::Settings {
     s
 }
 
+/// A hub cache holding the tiny-llama fixture as `fixtures/tiny-llama`, so the Models screen's
+/// cache list shows the same thing on every machine.
+fn fixture_hub_cache(root: &std::path::Path) {
+    let repo = root.join("models--fixtures--tiny-llama");
+    let snap = repo.join("snapshots/0123456789abcdef0123456789abcdef01234567");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef0123456789abcdef01234567").unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let from = tui_support::shared_dir().join("fixtures/models/tiny-llama").join(f);
+        std::os::unix::fs::symlink(from, snap.join(f)).unwrap();
+    }
+}
+
 #[test]
 fn every_screen_populated_by_the_engine() {
     let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("hub");
+    fixture_hub_cache(&cache);
+    // The only test in this binary, so changing the environment races with nothing.
+    std::env::set_var("HF_HUB_CACHE", &cache);
+    std::env::set_var("HF_HUB_OFFLINE", "1");
     let recipe = fixture_recipe(dir.path(), 12);
     let mut h = Harness::new(&recipe);
     // Models: load both fixtures and check the pair.

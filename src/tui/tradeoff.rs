@@ -101,9 +101,9 @@ impl Point {
             (Origin::Teacher, true) => "teacher as is",
             (Origin::Teacher, false) => "quantize",
             (Origin::Student, true) => "distill",
-            (Origin::Student, false) => "distill then quantize",
-            (Origin::Baseline, true) => "train small (no KD)",
-            (Origin::Baseline, false) => "train small, quantize",
+            (Origin::Student, false) => "distill+quantize",
+            (Origin::Baseline, true) => "small, no KD",
+            (Origin::Baseline, false) => "small, no KD+quant",
         }
     }
 
@@ -168,7 +168,7 @@ impl Verdict {
             Some(i) => {
                 let p = &points[i];
                 format!(
-                    "{} of {} points meet the budget; smallest: {} ({:.2} MB, ppl {:.2}) → {}",
+                    "{}/{} in budget · best: {} ({:.2} MB, ppl {:.2}) via {}",
                     self.meets.iter().filter(|m| **m).count(),
                     points.len(),
                     p.name(),
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(v.meets, vec![false, true, false, false, false]);
         assert_eq!(pts[v.best.unwrap()].path(), "quantize");
         let v = apply_budget(&pts, &Budget { max_mb: Some(20.0), max_ppl_increase_pct: Some(50.0) });
-        assert_eq!(pts[v.best.unwrap()].path(), "distill then quantize");
+        assert_eq!(pts[v.best.unwrap()].path(), "distill+quantize");
         let v = apply_budget(&pts, &Budget { max_mb: Some(10.0), max_ppl_increase_pct: None });
         assert_eq!(v.best, None);
         assert!(v.summary(&pts).starts_with("no measured point"));

@@ -161,20 +161,17 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         f.render_widget(data.chart(s.metric), chart_area);
     }
     let mut rows = vec![Line::from(format!(
-        "  {:<18} {:>10} {:>10} {:>7} {:>8} {:>7}  {}",
-        "point", "size", "perplexity", "top-1", "KL*", "agree*", "path"
+        "   {:<15} {:>9} {:>9} {:>6} {:>7} {:>6}  {}",
+        "point", "size", "ppl", "top-1", "KL", "agree", "path"
     ))];
     let height = table_area.height.saturating_sub(3) as usize;
     let first = s.row.saturating_sub(height.saturating_sub(1));
     rows.extend(s.points.iter().enumerate().skip(first).take(height).map(|(i, p)| {
-        let mark = match (front[i], verdict.meets[i]) {
-            (_, true) if s.budget.is_set() => "$",
-            (true, _) => "*",
-            _ => " ",
-        };
+        let budget = if s.budget.is_set() && verdict.meets[i] { '$' } else { ' ' };
         Line::styled(
             format!(
-                "{mark} {:<18} {:>7.3} MB {:>10.3} {:>7.4} {:>8.4} {:>7.4}  {}",
+                "{}{budget} {:<15} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4}  {}",
+                if front[i] { '*' } else { ' ' },
                 p.name(),
                 p.megabytes(),
                 p.perplexity,
@@ -186,7 +183,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
             selected(i == s.row),
         )
     }));
-    let title = "points (* Pareto front, $ in budget; *KL/agreement vs the teacher, quantized: vs their float model)";
+    let title = "points: * Pareto front, $ in budget (quantized KL/agree: vs their float model)";
     f.render_widget(Paragraph::new(rows).block(panel(title)), table_area);
     let show = |v: Option<f64>, unit: &str| v.map(|v| format!("{v}{unit}")).unwrap_or_else(|| "none".into());
     let mut lines = vec![Line::from(match &s.input {

@@ -51,7 +51,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         .map(|(i, e)| {
             let progress = match (&e.progress, e.status == Status::Running) {
                 (Some((_, done, total, unit)), _) => bar(*done, *total, unit, bar_width),
-                (None, _) => String::new(),
+                (None, _) => " ".repeat(bar_width),
             };
             let eta = e.eta_s().filter(|_| e.status == Status::Running).map(fmt::duration).unwrap_or_default();
             Line::styled(

@@ -151,9 +151,8 @@ pub fn check_pair(app: &mut App) {
         (None, None) => StudentChoice::None,
     };
     let (batch, seq) = (r.distill.batch_size, r.data.seq_len);
-    app.spawn("check", format!("load and check {teacher}"), move |ctx, out| {
-        work::inspect_pair(ctx, out, &teacher, &student, batch, seq)
-    });
+    let what = format!("load and check {}", r.teacher.as_ref().map(|t| t.model.as_str()).unwrap_or_default());
+    app.spawn("check", what, move |ctx, out| work::inspect_pair(ctx, out, &teacher, &student, batch, seq));
 }
 
 fn model_lines(role: &str, m: &LoadedModel) -> Vec<Line<'static>> {
@@ -162,7 +161,7 @@ fn model_lines(role: &str, m: &LoadedModel) -> Vec<Line<'static>> {
         Line::from(format!("{role}: {}", i.name)),
         Line::from(format!("  {} ({}, {})", i.architecture, i.model_type, i.task)),
         Line::from(format!(
-            "  {} params · {} · vocab {} · {} layers × {}",
+            "  {} params · {} · vocab {} · {}L×{}",
             fmt::params(i.parameters),
             fmt::mb(i.bytes),
             i.vocab,
@@ -184,11 +183,9 @@ fn pair_lines(pair: &Result<PairReport, String>) -> Vec<Line<'static>> {
     };
     let mut lines = vec![
         Line::from(format!("pair: vocabulary {vocab}")),
+        Line::from(format!("  training memory {:.2} GiB (batch {}×{})", gib(r.memory.total), r.batch_size, r.seq_len)),
         Line::from(format!(
-            "  memory {:.2} GiB for batch {}×{}; {:.1} GiB free: {}",
-            gib(r.memory.total),
-            r.batch_size,
-            r.seq_len,
+            "  this machine: {:.1} GiB free → {}",
             gib(r.machine_available_bytes),
             if r.fits { "fits" } else { "does NOT fit" }
         )),

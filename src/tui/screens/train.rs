@@ -163,9 +163,9 @@ pub fn start(app: &mut App, resume: bool) {
     }
     let recipe = app.recipe.clone();
     let what = if resume { "resume" } else { "run" };
-    let id = app.spawn("distill", format!("{what} {}", recipe.path.display()), move |ctx, _| {
-        run_recipe(&recipe, &RunOptions { resume }, ctx)
-    });
+    let name = recipe.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id =
+        app.spawn("distill", format!("{what} {name}"), move |ctx, _| run_recipe(&recipe, &RunOptions { resume }, ctx));
     app.train.job = Some(id);
     app.train.paused = false;
     app.train.outcome = None;
@@ -235,7 +235,7 @@ fn status_line(name: &str, s: &RunSeries) -> Line<'static> {
     match &s.last {
         None => Line::from(format!("{name:<8} waiting for the first step")),
         Some(l) => Line::from(format!(
-            "{name:<8} step {}/{} · loss {:.4} · {:.2} steps/s · {:.0} tok/s · ETA {} · lr {:.2e}",
+            "{name:<8} {}/{} · loss {:.4} · {:>6.2} steps/s · {:>7.0} tok/s · ETA {:>5} · lr {:.1e}",
             l.step,
             l.total_steps,
             l.loss,

@@ -18,7 +18,8 @@ fn bounds(values: impl Iterator<Item = f64>) -> Option<[f64; 2]> {
         return None;
     }
     let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-3).max(1e-9);
-    Some([lo - pad, hi + pad])
+    // Losses and perplexities are never negative: keep the axis from dipping below zero.
+    Some([if lo >= 0.0 { (lo - pad).max(0.0) } else { lo - pad }, hi + pad])
 }
 
 fn label(v: f64) -> String {
