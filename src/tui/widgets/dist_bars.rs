@@ -45,7 +45,7 @@ mod tests {
     #[test]
     fn bars_round_to_eighths() {
         assert_eq!(super::bar(0.5, 4), "██");
-        assert_eq!(super::bar(1.0 / 16.0, 4), "▍");
+        assert_eq!(super::bar(1.0 / 16.0, 4), "▎");
         assert_eq!(super::visible(" a\n"), "␣a⏎");
     }
 }
