@@ -97,12 +97,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model from scratch on text (and a BPE tokenizer when the recipe asks).
+    Pretrain {
+        recipe: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a subcommand; returns the process exit code.
 pub fn run(command: Command) -> i32 {
-    if let Command::Run { recipe, resume, json } = &command {
-        return run::run(recipe, *resume, *json);
+    match &command {
+        Command::Run { recipe, resume, json } => return run::run(recipe, run::Kind::Distill, *resume, *json),
+        Command::Pretrain { recipe, resume, json } => return run::run(recipe, run::Kind::Pretrain, *resume, *json),
+        _ => {}
     }
     let json = matches!(
         &command,

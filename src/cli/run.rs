@@ -1,11 +1,19 @@
-//! `run RECIPE`: a distillation recipe, headless.
+//! `run RECIPE` (distillation) and `pretrain RECIPE`, headless.
 
 use crate::engine::distill::trainer::{run_recipe, RunOptions};
+use crate::engine::pretrain::run_pretrain;
 use crate::engine::recipe::Recipe;
 use crate::headless::{follow, Mode};
 use std::path::Path;
 
-pub fn run(recipe: &Path, resume: bool, json: bool) -> i32 {
+/// Which loop a recipe runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Distill,
+    Pretrain,
+}
+
+pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool) -> i32 {
     let loaded = match Recipe::load(recipe) {
         Ok(r) => r,
         Err(e) => {
@@ -16,8 +24,14 @@ pub fn run(recipe: &Path, resume: bool, json: bool) -> i32 {
             return 2;
         }
     };
-    let description = format!("distill {}", recipe.display());
-    let handle =
-        crate::jobs::spawn("distill", description, move |ctx| run_recipe(&loaded, &RunOptions { resume }, ctx));
+    let opts = RunOptions { resume };
+    let handle = match kind {
+        Kind::Distill => crate::jobs::spawn("distill", format!("distill {}", recipe.display()), move |ctx| {
+            run_recipe(&loaded, &opts, ctx)
+        }),
+        Kind::Pretrain => crate::jobs::spawn("pretrain", format!("pretrain {}", recipe.display()), move |ctx| {
+            run_pretrain(&loaded, &opts, ctx)
+        }),
+    };
     follow(handle, if json { Mode::Json } else { Mode::Human })
 }

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod loader;
 pub mod models;
 pub mod pair;
+pub mod pretrain;
 pub mod recipe;
 pub mod source;
 pub mod tokenizer;

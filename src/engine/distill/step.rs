@@ -71,6 +71,21 @@ pub fn accumulate_grads(
     cfg: &LossConfig,
     scale: f64,
 ) -> Result<LossParts> {
+    accumulate_grads_chunked(student, vars, acc, ids, targets, cfg, scale, None)
+}
+
+/// [`accumulate_grads`] with an explicit number of logit rows per chunk (default: [`chunk_rows`]).
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_grads_chunked(
+    student: &Network,
+    vars: &[&Var],
+    acc: &mut [Option<Tensor>],
+    ids: &Tensor,
+    targets: &Targets,
+    cfg: &LossConfig,
+    scale: f64,
+    chunk: Option<usize>,
+) -> Result<LossParts> {
     let (b, t) = ids.dims2()?;
     let n = b * (t - 1);
     let hidden = student.hidden_states(&ids.narrow(1, 0, t - 1)?)?;
@@ -82,7 +97,10 @@ pub fn accumulate_grads(
     let (w_soft, w_hard) = if matches!(targets, Targets::None) { (0.0, 1.0) } else { (cfg.alpha, 1.0 - cfg.alpha) };
     let mut grad_h: Option<Tensor> = None;
     let mut parts = LossParts::default();
-    let chunk = chunk_rows(student_vocab(student, &h_leaf)?);
+    let chunk = match chunk {
+        Some(c) => c.max(1),
+        None => chunk_rows(student_vocab(student, &h_leaf)?),
+    };
     let mut start = 0;
     while start < n {
         let rows = chunk.min(n - start);

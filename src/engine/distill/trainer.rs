@@ -44,7 +44,7 @@ impl Trainee {
         match self.role {
             RunRole::Student => "student",
             RunRole::Baseline => "baseline",
-            RunRole::Pretrain => "pretrain",
+            RunRole::Pretrain => "model",
         }
     }
 }
@@ -73,6 +73,7 @@ pub fn run_with_tokenizer(
     }
     let setup = prepare(lr, tokenizer, ctx)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    remove_stale_temporaries(&out);
     write_atomic(&out.join("recipe.toml"), r.to_toml()?.as_bytes())?;
     let d = &r.distill;
     let loss = LossConfig { kind: r.soft_loss()?, temperature: d.temperature, alpha: d.alpha, beta: d.jsd_beta };
@@ -185,6 +186,20 @@ pub fn run_with_tokenizer(
         }
     }
     finish(lr, &setup, &trainees, teacher_metrics, cache.as_ref(), started, ctx)
+}
+
+/// Deletes temporary files a killed process left behind (`.NAME.tmp-PID`, see `fsutil`), so the
+/// output directory holds only complete files.
+fn remove_stale_temporaries(out: &Path) {
+    for dir in [out.to_path_buf(), checkpoint::dir(out)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 fn nan_context(e: Error, step: usize, out: &Path) -> Error {

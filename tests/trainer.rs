@@ -1,0 +1,241 @@
+//! The distillation trainer: chunked gradients equal the plain ones, the loss goes down, runs are
+//! deterministic, a cached run equals an uncached one, kill -9 + `--resume` equals an uninterrupted
+//! run with every output file complete, and bad recipes fail with messages naming the problem.
+
+mod common;
+
+use candle_core::{Device, Var};
+use distill_tui::engine::distill::losses::SoftLoss;
+use distill_tui::engine::distill::step::{accumulate_grads_chunked, LossConfig, Targets};
+use std::path::{Path, PathBuf};
+
+const METRICS: [&str; 4] = ["perplexity", "top1_accuracy", "kl_to_teacher", "agreement"];
+
+#[test]
+fn chunked_loss_gradients_equal_a_single_backward_pass() {
+    let teacher = common::load_fixture("tiny-llama", false);
+    let student = common::load_fixture("tiny-llama-student", true);
+    let (ids, _) = common::golden(&common::fixture("tiny-llama"));
+    let t = ids.dim(1).unwrap();
+    let vars: Vec<&Var> = student.vars.values().collect();
+    let cfg = LossConfig { kind: SoftLoss::ForwardKl, temperature: 2.0, alpha: 0.7, beta: 0.5 };
+    let input = ids.narrow(1, 0, t - 1).unwrap();
+    let hidden = teacher.network.hidden_states(&input).unwrap();
+    let n = hidden.dim(0).unwrap() * hidden.dim(1).unwrap();
+    let targets = Targets::Dense { teacher: &teacher.network, hidden: hidden.reshape((n, 64)).unwrap() };
+    let mut chunked = vec![None; vars.len()];
+    let parts =
+        accumulate_grads_chunked(&student.network, &vars, &mut chunked, &ids, &targets, &cfg, 1.0, Some(7)).unwrap();
+    // Reference: the whole loss at once.
+    let s = student.network.forward(&input).unwrap().reshape((n, 512)).unwrap();
+    let te = teacher.network.forward(&input).unwrap().reshape((n, 512)).unwrap();
+    let labels = ids.narrow(1, 1, t - 1).unwrap().flatten_all().unwrap();
+    let soft = SoftLoss::ForwardKl.sum(&s, &te, 2.0, 0.5).unwrap();
+    let hard = distill_tui::engine::distill::losses::hard_ce_sum(&s, &labels).unwrap();
+    let loss = ((soft * 0.7).unwrap() + (hard * 0.3).unwrap()).unwrap().affine(1.0 / n as f64, 0.0).unwrap();
+    let total: f64 = loss.to_scalar::<f32>().unwrap() as f64;
+    assert!((parts.total - total).abs() < 1e-5 * total, "loss {} vs {total}", parts.total);
+    let grads = loss.backward().unwrap();
+    for ((name, var), got) in student.vars.iter().zip(&chunked) {
+        let want = grads.get(var.as_tensor()).unwrap();
+        let got = got.as_ref().unwrap_or_else(|| panic!("{name}: no chunked gradient"));
+        let scale = common::max_abs_diff(want, &want.zeros_like().unwrap()).max(1e-12);
+        let diff = common::max_abs_diff(want, got);
+        assert!(diff <= 1e-4 * scale, "{name}: gradient differs by {diff} (scale {scale})");
+    }
+}
+
+/// A recipe over the fixture models and a slice of Austen, written into `dir`.
+fn recipe(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let austen = common::shared_dir().join("data/austen");
+    let train = dir.join("train.txt");
+    if !train.exists() {
+        let text = std::fs::read_to_string(austen.join("emma.txt")).unwrap();
+        std::fs::write(&train, &text[..120_000]).unwrap();
+        let eval = std::fs::read_to_string(austen.join("persuasion.txt")).unwrap();
+        std::fs::write(dir.join("eval.txt"), &eval[..20_000]).unwrap();
+    }
+    let teacher = common::fixture("tiny-llama");
+    let text = format!(
+        "[teacher]\nmodel = \"{}\"\n[student]\nderive = {{ layers = 2 }}\n[data]\ntrain = \"train.txt\"\neval = \"eval.txt\"\nseq_len = 32\neval_tokens = 1024\n\
+         [distill]\nsteps = 24\nbatch_size = 4\nwarmup_steps = 2\neval_every = 8\ncheckpoint_every = 4\ncache_top_k = 16\n{extra}\n[output]\ndir = \"{}\"\n",
+        teacher.display(),
+        dir.join(name).display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(recipe: &Path, cache: &Path, resume: bool) -> (i32, Vec<serde_json::Value>, String) {
+    let mut args = vec!["run", recipe.to_str().unwrap(), "--json"];
+    if resume {
+        args.push("--resume");
+    }
+    let (code, stdout, stderr) = common::run_cli(&args, &[("DISTILL_CACHE_DIR", cache.to_str().unwrap())]);
+    let events = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (code, events, stderr)
+}
+
+fn summary(events: &[serde_json::Value]) -> serde_json::Value {
+    let last = events.last().expect("events");
+    assert_eq!(last["event"], "summary", "last event: {last}");
+    last["summary"].clone()
+}
+
+fn assert_same_metrics(a: &serde_json::Value, b: &serde_json::Value) {
+    for role in ["student", "baseline"] {
+        for m in METRICS {
+            assert_eq!(a[role][m], b[role][m], "{role}.{m} differs");
+        }
+    }
+}
+
+#[test]
+fn a_run_is_deterministic_its_loss_falls_and_the_cache_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (code, events, err) = run(&recipe(dir.path(), "a", ""), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let a = summary(&events);
+    let losses: Vec<f64> = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["role"] == "student")
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 24);
+    let (first, last) = (losses[..4].iter().sum::<f64>(), losses[20..].iter().sum::<f64>());
+    assert!(last < first, "student loss did not fall: {losses:?}");
+    assert_eq!(a["teacher_cache"]["misses"], 96, "24 steps × 4 windows computed once");
+    // Same recipe again: every window from the cache, identical metrics.
+    let (code, events, err) = run(&recipe(dir.path(), "b", ""), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let b = summary(&events);
+    assert_eq!(b["teacher_cache"]["hits"], 96);
+    assert_same_metrics(&a, &b);
+    assert!(b["student"]["kl_to_teacher"].as_f64().unwrap() > 0.0);
+    // The trained models are Hugging Face folders that load again.
+    let student = common::load(a["student"]["path"].as_str().unwrap(), false);
+    assert_eq!(student.config.layers(), 2);
+    // Rerunning into a directory that holds a run needs --resume.
+    let (code, _, err) = run(&recipe(dir.path(), "a", ""), &cache, false);
+    assert_eq!(code, 2);
+    assert!(err.contains("--resume"), "{err}");
+}
+
+fn all_files_complete(out: &Path) {
+    for dir in [out.to_path_buf(), out.join("checkpoint")] {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".safetensors") {
+                candle_core::safetensors::load(&p, &Device::Cpu)
+                    .unwrap_or_else(|e| panic!("{name} is incomplete: {e}"));
+            } else if name.ends_with(".json") {
+                serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&p).unwrap())
+                    .unwrap_or_else(|e| panic!("{name} is incomplete: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn kill_9_then_resume_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (code, events, err) = run(&recipe(dir.path(), "whole", ""), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let whole = summary(&events);
+    let path = recipe(dir.path(), "killed", "");
+    let out = dir.path().join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distill-tui"))
+        .args(["run", path.to_str().unwrap(), "--json"])
+        .env("DISTILL_CACHE_DIR", &cache)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pointer = out.join("checkpoint/checkpoint.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let step = std::fs::read_to_string(&pointer)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["step"].as_u64());
+        if step.is_some_and(|s| s >= 8) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    all_files_complete(&out);
+    let (code, events, err) = run(&path, &cache, true);
+    assert_eq!(code, 0, "{err}");
+    assert!(events.iter().any(|e| e["event"] == "log" && e["message"].as_str().unwrap_or("").contains("resuming")));
+    assert_same_metrics(&whole, &summary(&events));
+    all_files_complete(&out);
+}
+
+fn bad_recipe(extra_toml: &str, replace: (&str, &str)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recipe(dir.path(), "bad", extra_toml);
+    let text = std::fs::read_to_string(&path).unwrap().replace(replace.0, replace.1);
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(&path, &dir.path().join("cache"), false);
+    assert_eq!(code, 2, "exit code for bad input; stderr: {err}");
+    err
+}
+
+#[test]
+fn bad_recipes_fail_with_messages_naming_the_problem() {
+    let e = bad_recipe("colour = 3", ("", ""));
+    assert!(e.contains("unknown field `colour`") && e.contains("line 17"), "{e}");
+    let e = bad_recipe("", ("train = \"train.txt\"", "train = \"missing/*.txt\""));
+    assert!(e.contains("data.train") && e.contains("matches no file"), "{e}");
+    let e = bad_recipe("", ("seq_len = 32", "seq_len = 4096"));
+    assert!(e.contains("seq_len = 4096") && e.contains("256"), "{e}");
+    let e = bad_recipe("", ("eval = \"eval.txt\"", "eval = \"empty.txt\""));
+    assert!(e.contains("data.eval") && e.contains("matches no file"), "{e}");
+    let e = bad_recipe("alpha = 1.5", ("", ""));
+    assert!(e.contains("distill.alpha"), "{e}");
+    let e = bad_recipe("loss = \"kl\"", ("", ""));
+    assert!(e.contains("forward_kl, reverse_kl, jsd, mse_logits"), "{e}");
+}
+
+#[test]
+fn an_empty_corpus_and_a_vocabulary_mismatch_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recipe(dir.path(), "empty", "");
+    std::fs::write(dir.path().join("train.txt"), "Too short.").unwrap();
+    let (code, _, err) = run(&path, &dir.path().join("cache"), false);
+    assert_eq!(code, 2);
+    assert!(err.contains("fewer than one window"), "{err}");
+    // A student whose tokenizer differs from the teacher's.
+    let (_tmp, student) = common::copy_fixture("tiny-llama-student");
+    let tok_path = student.join("tokenizer.json");
+    let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tok_path).unwrap()).unwrap();
+    tok["model"]["vocab"].as_object_mut().unwrap().insert("zz-new".into(), 600.into());
+    std::fs::write(&tok_path, tok.to_string()).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let path = recipe(dir2.path(), "mismatch", "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("derive = { layers = 2 }", &format!("model = \"{}\"", student.display()));
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(&path, &dir2.path().join("cache"), false);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("vocabularies differ"), "{err}");
+}
+
+#[test]
+fn a_loss_that_turns_nan_stops_with_the_step_and_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recipe(dir.path(), "nan", "lr = 1e30\ngrad_clip = 0.0");
+    let (code, events, err) = run(&path, &dir.path().join("cache"), false);
+    assert_ne!(code, 0);
+    let failed = events.last().unwrap();
+    assert_eq!(failed["event"], "failed", "{failed}");
+    let msg = failed["error"].as_str().unwrap();
+    assert!(msg.contains("not finite") && msg.contains("at step") && msg.contains("checkpoint"), "{msg}\n{err}");
+}
