@@ -44,7 +44,7 @@ keys() { tmux send-keys -t "$SESSION" "$@"; }
 
 # The step the Train screen shows for the student, and the number of plotted braille cells.
 student_step() { grep -Eo 'student +[0-9]+/' "$LOG" | grep -Eo '[0-9]+' | head -1; }
-curve_cells() { grep -o '[⠁-⣿]' "$LOG" | wc -l; }
+curve_cells() { perl -CSD -ne '$n += () = /[\x{2801}-\x{28FF}]/g; END { print $n + 0 }' "$LOG"; }
 
 tmux new-session -d -s "$SESSION" -x 100 -y 30 -c "$WORK"
 keys "PS1='e2e\$ '; clear" Enter
