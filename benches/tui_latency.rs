@@ -92,6 +92,9 @@ fn main() {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let q = |f: f64| ms(latencies[((latencies.len() - 1) as f64 * f).round() as usize]);
     println!("recipe {path}: {} keys while training ({steps} student steps done)", latencies.len());
-    println!("process CPU while measuring: {load:.2} cores busy of {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "process CPU while measuring: {load:.2} cores busy of {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
     println!("key → redraw latency: median {:.1} ms, p90 {:.1} ms, max {:.1} ms", q(0.5), q(0.9), q(1.0));
 }

@@ -7,7 +7,8 @@
 #   cargo build --release && bash tests/tui_e2e.sh
 #
 # E2E_BIN overrides the binary, E2E_WORKDIR the working directory (default: a fresh temporary
-# one, so the run's output does not touch the checkout), E2E_RUN_TIMEOUT the seconds a run may take.
+# one, so the run's output does not touch the checkout), E2E_RUN_TIMEOUT the seconds a run may take;
+# with E2E_CAPTURES=DIR the Train, Temperature and Compare screens are saved there as text.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,6 +42,7 @@ wait_for() {
 }
 
 keys() { tmux send-keys -t "$SESSION" "$@"; }
+save() { [ -z "${E2E_CAPTURES:-}" ] || { mkdir -p "$E2E_CAPTURES" && cp "$LOG" "$E2E_CAPTURES/$1.txt"; }; }
 
 # The step the Train screen shows for the student, and the number of plotted braille cells.
 student_step() { grep -Eo 'student +[0-9]+/' "$LOG" | grep -Eo '[0-9]+' | head -1; }
@@ -75,12 +77,15 @@ keys Enter Enter
 wait_for 'T=1\.0' 120
 keys +
 wait_for 'T=5\.5' 10
+save temperature
 echo "tui_e2e: Temperature shows T1=1.0 and T2 raised to 5.5"
 
 keys 3
 wait_for 'finished: [0-9]+ steps' "$RUN_TIMEOUT"
+save train
 keys 4
 wait_for 'student float' 10
+save compare
 grep -q 'teacher float' "$LOG" || fail "Compare lacks the teacher point"
 echo "tui_e2e: Compare shows the run's points"
 

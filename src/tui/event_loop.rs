@@ -30,7 +30,7 @@ pub async fn run<B, S>(
 ) -> std::io::Result<()>
 where
     B: Backend,
-    B::Error: Into<std::io::Error>,
+    B::Error: std::error::Error + Send + Sync + 'static,
     S: Stream<Item = std::io::Result<Event>> + Unpin,
 {
     let mut idle = interval(IDLE_REDRAW);
@@ -60,7 +60,7 @@ where
                 }
             },
             _ = sleep_until(last_draw + FRAME), if dirty => {
-                terminal.draw(|f| ui::draw(f, app)).map_err(Into::into)?;
+                terminal.draw(|f| ui::draw(f, app)).map_err(std::io::Error::other)?;
                 last_draw = Instant::now();
                 dirty = false;
                 on_draw(app);
