@@ -26,14 +26,14 @@ impl History {
         }
         self.last = Some((x, y));
         self.pushed += 1;
-        if (self.pushed - 1) % self.stride != 0 {
+        if !(self.pushed - 1).is_multiple_of(self.stride) {
             return;
         }
         if self.points.len() == self.capacity {
             let kept: Vec<(f64, f64)> = self.points.iter().copied().step_by(2).collect();
             self.points = kept;
             self.stride *= 2;
-            if (self.pushed - 1) % self.stride != 0 {
+            if !(self.pushed - 1).is_multiple_of(self.stride) {
                 return;
             }
         }

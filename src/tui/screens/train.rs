@@ -36,8 +36,10 @@ impl StepInfo {
         self.step as f64 / self.elapsed_s.max(1e-9)
     }
 
-    pub fn eta_s(&self) -> f64 {
-        self.total_steps.saturating_sub(self.step) as f64 / self.steps_per_second().max(1e-9)
+    /// Seconds left at the job's wall-clock pace so far (which includes the other model's steps
+    /// and the evaluations, unlike `elapsed_s`, the model's own training time).
+    pub fn eta_s(&self, wall_s: f64) -> f64 {
+        self.total_steps.saturating_sub(self.step) as f64 * wall_s / self.step.max(1) as f64
     }
 }
 
@@ -231,7 +233,7 @@ pub fn summary_points(summary: &serde_json::Value) -> Vec<Point> {
         .collect()
 }
 
-fn status_line(name: &str, s: &RunSeries) -> Line<'static> {
+fn status_line(name: &str, s: &RunSeries, wall_s: f64) -> Line<'static> {
     match &s.last {
         None => Line::from(format!("{name:<8} waiting for the first step")),
         Some(l) => Line::from(format!(
@@ -241,7 +243,7 @@ fn status_line(name: &str, s: &RunSeries) -> Line<'static> {
             l.loss,
             l.steps_per_second(),
             l.tokens_per_second,
-            fmt::duration(l.eta_s()),
+            fmt::duration(l.eta_s(wall_s)),
             l.lr
         )),
     }
@@ -249,7 +251,8 @@ fn status_line(name: &str, s: &RunSeries) -> Line<'static> {
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.train;
-    let mut head = vec![status_line("student", &t.student), status_line("baseline", &t.baseline)];
+    let wall = t.job.and_then(|id| app.jobs.get(id)).map(|e| e.started.elapsed().as_secs_f64()).unwrap_or(0.0);
+    let mut head = vec![status_line("student", &t.student, wall), status_line("baseline", &t.baseline, wall)];
     head.push(Line::from(match (running(app), &t.outcome) {
         (true, _) => "running · p pause · x cancel".to_string(),
         (false, Some(o)) => o.clone(),

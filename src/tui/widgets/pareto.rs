@@ -38,29 +38,15 @@ impl ParetoData {
     }
 
     pub fn chart(&self, metric: Metric) -> Chart<'_> {
+        let set = |name: &'static str, marker, kind, color, data| {
+            Dataset::default().name(name).marker(marker).graph_type(kind).style(Style::default().fg(color)).data(data)
+        };
         let mut sets = vec![
-            Dataset::default()
-                .name("front")
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::default().fg(Color::Green))
-                .data(&self.front),
-            Dataset::default()
-                .name("measured")
-                .marker(Marker::Dot)
-                .graph_type(GraphType::Scatter)
-                .style(Style::default().fg(Color::Cyan))
-                .data(&self.all),
+            set("front", Marker::Braille, GraphType::Line, Color::Green, &self.front),
+            set("measured", Marker::Dot, GraphType::Scatter, Color::Cyan, &self.all),
         ];
         if !self.admitted.is_empty() {
-            sets.push(
-                Dataset::default()
-                    .name("in budget")
-                    .marker(Marker::Block)
-                    .graph_type(GraphType::Scatter)
-                    .style(Style::default().fg(Color::Yellow))
-                    .data(&self.admitted),
-            );
+            sets.push(set("in budget", Marker::Block, GraphType::Scatter, Color::Yellow, &self.admitted));
         }
         let lab = |v: f64| Span::raw(if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") });
         Chart::new(sets)
