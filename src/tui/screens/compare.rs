@@ -1,0 +1,205 @@
+//! Compare: every measured point as size against quality (perplexity, KL or agreement), the
+//! Pareto front, a table of the exact numbers, and a budget that says which path meets it.
+
+use crate::engine::eval::EvalOptions;
+use crate::jobs::QuantPoint;
+use crate::tui::app::{Action, App, Popup};
+use crate::tui::input::{Edit, TextInput};
+use crate::tui::keymap::{nav, step};
+use crate::tui::screens::{panel, selected};
+use crate::tui::tradeoff::{apply_budget, pareto_front, Budget, Metric, Origin, Point};
+use crate::tui::widgets::pareto::ParetoData;
+use crate::tui::work;
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Line;
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetField {
+    MaxMb,
+    MaxPplIncrease,
+}
+
+pub struct State {
+    pub points: Vec<Point>,
+    pub metric: Metric,
+    pub budget: Budget,
+    pub row: usize,
+    pub input: Option<(BudgetField, TextInput)>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self { points: Vec::new(), metric: Metric::Perplexity, budget: Budget::default(), row: 0, input: None }
+    }
+}
+
+impl State {
+    pub fn editing(&self) -> bool {
+        self.input.is_some()
+    }
+
+    /// Replaces the float points of the models just measured, keeping quantized points.
+    pub fn set_float_points(&mut self, points: Vec<Point>) {
+        self.points.retain(|p| !(p.is_float() && points.iter().any(|n| n.origin == p.origin)));
+        self.points.extend(points);
+        self.sort();
+    }
+
+    /// A point of a quantization sweep; its KL and agreement are against its unquantized model.
+    pub fn add_quant_point(&mut self, q: &QuantPoint) {
+        let origin = Origin::from_name(&q.model);
+        self.points.retain(|p| !(p.origin == origin && p.format == q.format));
+        self.points.push(Point {
+            origin,
+            format: q.format.clone(),
+            bytes: q.bytes,
+            perplexity: q.perplexity,
+            top1_accuracy: q.top1_accuracy,
+            kl: q.kl,
+            agreement: q.agreement,
+        });
+        self.sort();
+    }
+
+    fn sort(&mut self) {
+        self.points.sort_by(|a, b| a.origin.cmp(&b.origin).then(b.bytes.cmp(&a.bytes)));
+    }
+
+    pub fn key(&mut self, key: KeyEvent) -> Option<Action> {
+        if let Some((field, input)) = &mut self.input {
+            let field = *field;
+            match input.key(&key) {
+                Edit::Changed => return None,
+                Edit::Cancel => {}
+                Edit::Submit => {
+                    let text = input.text.trim().to_string();
+                    let value = if text.is_empty() {
+                        None
+                    } else {
+                        match text.parse::<f64>() {
+                            Ok(v) if v >= 0.0 && v.is_finite() => Some(v),
+                            _ => return Some(Action::Error(format!("budget: `{text}` is not a number ≥ 0"))),
+                        }
+                    };
+                    match field {
+                        BudgetField::MaxMb => self.budget.max_mb = value,
+                        BudgetField::MaxPplIncrease => self.budget.max_ppl_increase_pct = value,
+                    }
+                }
+            }
+            self.input = None;
+            return None;
+        }
+        let show = |v: Option<f64>| TextInput::new(v.map(|v| v.to_string()).unwrap_or_default());
+        match key.code {
+            KeyCode::Char('e') => return Some(Action::Measure),
+            KeyCode::Char('m') => self.metric = self.metric.next(),
+            KeyCode::Char('b') => self.input = Some((BudgetField::MaxMb, show(self.budget.max_mb))),
+            KeyCode::Char('d') => {
+                self.input = Some((BudgetField::MaxPplIncrease, show(self.budget.max_ppl_increase_pct)))
+            }
+            _ => self.row = step(self.row, self.points.len(), nav(&key)?),
+        }
+        None
+    }
+}
+
+/// Measures the float teacher and student on the recipe's eval text, on a job thread.
+pub fn measure(app: &mut App) {
+    let r = &app.recipe.recipe;
+    let Some(teacher_spec) = r.teacher.as_ref().map(|t| app.model_spec(&t.model)) else {
+        app.popup = Some(Popup::Error("the recipe has no teacher to measure against".into()));
+        return;
+    };
+    let eval_files = match app.recipe.data_files(&r.data.eval, "data.eval") {
+        Ok(files) => files,
+        Err(e) => {
+            app.popup = Some(Popup::Error(e.to_string()));
+            return;
+        }
+    };
+    let student_spec = r.student.model.as_ref().map(|m| app.model_spec(m));
+    let teacher = app.loaded.get(&teacher_spec).cloned();
+    let student = student_spec.as_ref().and_then(|s| app.loaded.get(s).cloned());
+    let opts = EvalOptions { seq_len: r.data.seq_len, max_tokens: Some(r.data.eval_tokens), batch_size: None };
+    app.spawn("eval", format!("measure {teacher_spec} (float)"), move |ctx, out| {
+        let text = eval_files
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p).map_err(|e| crate::engine::Error::io(format!("reading {}", p.display()), e))
+            })
+            .collect::<crate::engine::Result<Vec<_>>>()?
+            .join("\n");
+        let teacher = match teacher {
+            Some(t) => t,
+            None => work::load(ctx, &teacher_spec)?,
+        };
+        let student = match (student, &student_spec) {
+            (Some(s), _) => Some(s),
+            (None, Some(spec)) => Some(work::load(ctx, spec)?),
+            (None, None) => None,
+        };
+        work::float_points(ctx, out, teacher, student, &text, &opts)
+    });
+}
+
+pub fn render(f: &mut Frame, area: Rect, app: &App) {
+    let s = &app.compare;
+    let front = pareto_front(&s.points, s.metric);
+    let verdict = apply_budget(&s.points, &s.budget);
+    let table_height = (s.points.len() as u16 + 3).clamp(4, area.height / 2);
+    let [chart_area, table_area, budget_area] =
+        Layout::vertical([Constraint::Min(6), Constraint::Length(table_height), Constraint::Length(4)]).areas(area);
+    if s.points.is_empty() {
+        let msg = "no points yet: e measures the float teacher and student; runs and quantization sweeps add theirs";
+        f.render_widget(Paragraph::new(msg).block(panel("accuracy vs size")), chart_area);
+    } else {
+        let data = ParetoData::new(&s.points, s.metric, &front, &verdict.meets);
+        f.render_widget(data.chart(s.metric), chart_area);
+    }
+    let mut rows = vec![Line::from(format!(
+        "   {:<15} {:>9} {:>9} {:>6} {:>7} {:>6}  {}",
+        "point", "size", "ppl", "top-1", "KL", "agree", "path"
+    ))];
+    let height = table_area.height.saturating_sub(3) as usize;
+    let first = s.row.saturating_sub(height.saturating_sub(1));
+    rows.extend(s.points.iter().enumerate().skip(first).take(height).map(|(i, p)| {
+        let budget = if s.budget.is_set() && verdict.meets[i] { '$' } else { ' ' };
+        Line::styled(
+            format!(
+                "{}{budget} {:<15} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4}  {}",
+                if front[i] { '*' } else { ' ' },
+                p.name(),
+                p.megabytes(),
+                p.perplexity,
+                p.top1_accuracy,
+                p.kl,
+                p.agreement,
+                p.path()
+            ),
+            selected(i == s.row),
+        )
+    }));
+    let title = "points: * Pareto front, $ in budget (quantized KL/agree: vs their float model)";
+    f.render_widget(Paragraph::new(rows).block(panel(title)), table_area);
+    let show = |v: Option<f64>, unit: &str| v.map(|v| format!("{v}{unit}")).unwrap_or_else(|| "none".into());
+    let mut lines = vec![Line::from(match &s.input {
+        Some((BudgetField::MaxMb, input)) => format!("max size (MB): {}", input.with_cursor()),
+        Some((BudgetField::MaxPplIncrease, input)) => format!("max perplexity increase (%): {}", input.with_cursor()),
+        None => format!(
+            "budget: max size {} · max perplexity increase {} · axis: {} (m)",
+            show(s.budget.max_mb, " MB"),
+            show(s.budget.max_ppl_increase_pct, "%"),
+            s.metric.label()
+        ),
+    })];
+    if s.budget.is_set() {
+        lines.push(Line::from(verdict.summary(&s.points)));
+    } else {
+        lines.push(Line::from("b sets a size budget, d a quality budget"));
+    }
+    f.render_widget(Paragraph::new(lines).block(panel("Budget")), budget_area);
+}

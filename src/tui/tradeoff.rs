@@ -1,0 +1,262 @@
+//! The Compare screen's arithmetic, kept pure so it is unit-tested: which measured points are on
+//! the size/quality Pareto front, which meet a budget, and which compression path reaches them.
+
+use serde::Serialize;
+
+/// Which model a point measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Origin {
+    Teacher,
+    Student,
+    Baseline,
+}
+
+impl Origin {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Teacher => "teacher",
+            Self::Student => "student",
+            Self::Baseline => "baseline",
+        }
+    }
+
+    /// Recognises the model name a quantization point carries (`teacher`, `student`, …).
+    pub fn from_name(name: &str) -> Self {
+        let n = name.to_ascii_lowercase();
+        if n.contains("baseline") {
+            Self::Baseline
+        } else if n.contains("student") {
+            Self::Student
+        } else {
+            Self::Teacher
+        }
+    }
+}
+
+/// The quality axis of the chart, switchable with a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Metric {
+    Perplexity,
+    Kl,
+    Agreement,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 3] = [Metric::Perplexity, Metric::Kl, Metric::Agreement];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Perplexity => "perplexity",
+            Self::Kl => "KL to teacher",
+            Self::Agreement => "agreement",
+        }
+    }
+
+    /// Lower is better for perplexity and KL; higher for agreement.
+    pub fn lower_is_better(self) -> bool {
+        !matches!(self, Self::Agreement)
+    }
+
+    pub fn next(self) -> Self {
+        let i = Self::ALL.iter().position(|m| *m == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+}
+
+/// One measured configuration: a model at a precision, with its size and quality against the teacher.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Point {
+    pub origin: Origin,
+    /// `float` for the unquantized weights, else the quantization format (`q8_0`, `q4_k`, …).
+    pub format: String,
+    pub bytes: u64,
+    pub perplexity: f64,
+    pub top1_accuracy: f64,
+    /// KL(teacher ‖ point) per position; 0 for the float teacher.
+    pub kl: f64,
+    /// Top-1 agreement with the teacher; 1 for the float teacher.
+    pub agreement: f64,
+}
+
+impl Point {
+    pub fn megabytes(&self) -> f64 {
+        self.bytes as f64 / 1e6
+    }
+
+    pub fn value(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::Perplexity => self.perplexity,
+            Metric::Kl => self.kl,
+            Metric::Agreement => self.agreement,
+        }
+    }
+
+    pub fn is_float(&self) -> bool {
+        self.format == "float"
+    }
+
+    /// How this point is reached from the teacher.
+    pub fn path(&self) -> &'static str {
+        match (self.origin, self.is_float()) {
+            (Origin::Teacher, true) => "teacher as is",
+            (Origin::Teacher, false) => "quantize",
+            (Origin::Student, true) => "distill",
+            (Origin::Student, false) => "distill+quantize",
+            (Origin::Baseline, true) => "small, no KD",
+            (Origin::Baseline, false) => "small, no KD+quant",
+        }
+    }
+
+    pub fn name(&self) -> String {
+        format!("{} {}", self.origin.label(), self.format)
+    }
+}
+
+/// `true` for each point no other point beats: at most its size and at least its quality, one of
+/// them strictly.
+pub fn pareto_front(points: &[Point], metric: Metric) -> Vec<bool> {
+    let better = |a: f64, b: f64| if metric.lower_is_better() { a < b } else { a > b };
+    let at_least = |a: f64, b: f64| a == b || better(a, b);
+    points
+        .iter()
+        .map(|p| {
+            !points.iter().any(|q| {
+                let (qv, pv) = (q.value(metric), p.value(metric));
+                q.bytes <= p.bytes && at_least(qv, pv) && (q.bytes < p.bytes || better(qv, pv))
+            })
+        })
+        .collect()
+}
+
+/// A size and quality budget; either bound may be absent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Budget {
+    pub max_mb: Option<f64>,
+    /// Allowed perplexity increase over the float teacher, in percent.
+    pub max_ppl_increase_pct: Option<f64>,
+}
+
+impl Budget {
+    pub fn is_set(&self) -> bool {
+        self.max_mb.is_some() || self.max_ppl_increase_pct.is_some()
+    }
+
+    /// Whether `p` fits, judged against the teacher's perplexity `teacher_ppl`.
+    pub fn admits(&self, p: &Point, teacher_ppl: Option<f64>) -> bool {
+        let size_ok = self.max_mb.is_none_or(|mb| p.megabytes() <= mb);
+        let quality_ok = match (self.max_ppl_increase_pct, teacher_ppl) {
+            (None, _) => true,
+            (Some(pct), Some(t)) => p.perplexity <= t * (1.0 + pct / 100.0),
+            (Some(_), None) => false,
+        };
+        size_ok && quality_ok
+    }
+}
+
+/// What the budget says: which points meet it and the best of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub meets: Vec<bool>,
+    /// Index of the smallest admitted point (ties: lower perplexity).
+    pub best: Option<usize>,
+}
+
+impl Verdict {
+    /// One line for the screen: which path reaches the budget, or that none does.
+    pub fn summary(&self, points: &[Point]) -> String {
+        match self.best {
+            Some(i) => {
+                let p = &points[i];
+                format!(
+                    "{}/{} in budget · best: {} ({:.2} MB, ppl {:.2}) via {}",
+                    self.meets.iter().filter(|m| **m).count(),
+                    points.len(),
+                    p.name(),
+                    p.megabytes(),
+                    p.perplexity,
+                    p.path()
+                )
+            }
+            None => "no measured point meets the budget: loosen it, or measure more formats/students".into(),
+        }
+    }
+}
+
+/// Applies `budget` to `points`; the float teacher's perplexity is the quality reference.
+pub fn apply_budget(points: &[Point], budget: &Budget) -> Verdict {
+    let teacher_ppl = points.iter().find(|p| p.origin == Origin::Teacher && p.is_float()).map(|p| p.perplexity);
+    let meets: Vec<bool> = points.iter().map(|p| budget.admits(p, teacher_ppl)).collect();
+    let best = (0..points.len()).filter(|&i| meets[i]).min_by(|&a, &b| {
+        let (pa, pb) = (&points[a], &points[b]);
+        pa.bytes.cmp(&pb.bytes).then(pa.perplexity.total_cmp(&pb.perplexity))
+    });
+    Verdict { meets, best }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pt(origin: Origin, format: &str, mb: u64, ppl: f64, kl: f64, agree: f64) -> Point {
+        Point {
+            origin,
+            format: format.into(),
+            bytes: mb * 1_000_000,
+            perplexity: ppl,
+            top1_accuracy: 0.3,
+            kl,
+            agreement: agree,
+        }
+    }
+
+    fn sample() -> Vec<Point> {
+        vec![
+            pt(Origin::Teacher, "float", 100, 10.0, 0.0, 1.0),
+            pt(Origin::Teacher, "q8_0", 27, 10.1, 0.01, 0.97),
+            pt(Origin::Student, "float", 50, 14.0, 0.3, 0.7),
+            pt(Origin::Student, "q8_0", 14, 14.2, 0.31, 0.69),
+            pt(Origin::Baseline, "float", 50, 16.0, 0.5, 0.6),
+        ]
+    }
+
+    #[test]
+    fn front_drops_dominated_points() {
+        let front = pareto_front(&sample(), Metric::Perplexity);
+        assert_eq!(front, vec![true, true, false, true, false]);
+        let front = pareto_front(&sample(), Metric::Agreement);
+        assert_eq!(front, vec![true, true, false, true, false]);
+    }
+
+    #[test]
+    fn equal_points_both_stay_on_the_front() {
+        let p = vec![pt(Origin::Teacher, "float", 10, 5.0, 0.0, 1.0), pt(Origin::Student, "float", 10, 5.0, 0.0, 1.0)];
+        assert_eq!(pareto_front(&p, Metric::Perplexity), vec![true, true]);
+    }
+
+    #[test]
+    fn budget_picks_the_smallest_admitted_path() {
+        let pts = sample();
+        let v = apply_budget(&pts, &Budget { max_mb: Some(30.0), max_ppl_increase_pct: Some(5.0) });
+        assert_eq!(v.meets, vec![false, true, false, false, false]);
+        assert_eq!(pts[v.best.unwrap()].path(), "quantize");
+        let v = apply_budget(&pts, &Budget { max_mb: Some(20.0), max_ppl_increase_pct: Some(50.0) });
+        assert_eq!(pts[v.best.unwrap()].path(), "distill+quantize");
+        let v = apply_budget(&pts, &Budget { max_mb: Some(10.0), max_ppl_increase_pct: None });
+        assert_eq!(v.best, None);
+        assert!(v.summary(&pts).starts_with("no measured point"));
+    }
+
+    #[test]
+    fn quality_bound_without_a_teacher_admits_nothing() {
+        let pts = vec![pt(Origin::Student, "float", 5, 3.0, 0.1, 0.9)];
+        let v = apply_budget(&pts, &Budget { max_mb: None, max_ppl_increase_pct: Some(10.0) });
+        assert_eq!(v.meets, vec![false]);
+    }
+
+    #[test]
+    fn origin_from_quant_point_names() {
+        assert_eq!(Origin::from_name("student"), Origin::Student);
+        assert_eq!(Origin::from_name("out/baseline"), Origin::Baseline);
+        assert_eq!(Origin::from_name("tiny-llama"), Origin::Teacher);
+    }
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# End-to-end test of the workbench as a new user meets it: the release binary in tmux at 100×30
+# opens on the demo, checks the pair, starts a run (the step counter and the curve grow between
+# two captures), changes T on the Temperature screen, opens Compare after the run, quits, and the
+# pane is back at the shell with the terminal restored. Exits non-zero with a message on failure.
+#
+#   cargo build --release && bash tests/tui_e2e.sh
+#
+# E2E_BIN overrides the binary, E2E_WORKDIR the working directory (default: a fresh temporary
+# one, so the run's output does not touch the checkout), E2E_RUN_TIMEOUT the seconds a run may take;
+# with E2E_CAPTURES=DIR the Train, Temperature and Compare screens are saved there as text.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${E2E_BIN:-$ROOT/target/release/distill-tui}
+RUN_TIMEOUT=${E2E_RUN_TIMEOUT:-600}
+SESSION=distill-e2e-$$
+WORK=${E2E_WORKDIR:-$(mktemp -d)}
+LOG=$(mktemp)
+
+fail() {
+    echo "tui_e2e: FAIL: $*" >&2
+    echo "---- last capture ----" >&2
+    tmux capture-pane -p -t "$SESSION" >&2 2>/dev/null || cat "$LOG" >&2
+    exit 1
+}
+cleanup() { tmux kill-session -t "$SESSION" 2>/dev/null || true; }
+trap cleanup EXIT
+
+command -v tmux >/dev/null || { echo "tui_e2e: tmux is not installed" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "tui_e2e: $BIN missing; run cargo build --release first" >&2; exit 1; }
+
+capture() { tmux capture-pane -p -t "$SESSION" | tee "$LOG"; }
+
+# Waits until the screen matches the extended regex $1 (within $2 seconds, default 30).
+wait_for() {
+    local pattern=$1 limit=${2:-30} start=$SECONDS
+    until capture | grep -Eq -- "$pattern"; do
+        (( SECONDS - start < limit )) || fail "waited ${limit}s for /$pattern/"
+        sleep 0.2
+    done
+}
+
+keys() { tmux send-keys -t "$SESSION" "$@"; }
+save() { [ -z "${E2E_CAPTURES:-}" ] || { mkdir -p "$E2E_CAPTURES" && cp "$LOG" "$E2E_CAPTURES/$1.txt"; }; }
+
+# The step the Train screen shows for the student, and the number of plotted braille cells.
+student_step() { grep -Eo 'student +[0-9]+/' "$LOG" | grep -Eo '[0-9]+' | head -1; }
+curve_cells() { perl -CSD -ne '$n += () = /[\x{2801}-\x{28FF}]/g; END { print $n + 0 }' "$LOG"; }
+
+tmux new-session -d -s "$SESSION" -x 100 -y 30 -c "$WORK"
+keys "PS1='e2e\$ '; clear" Enter
+wait_for '^e2e\$' 10
+keys "$BIN" Enter
+wait_for '1 Models' 20
+echo "tui_e2e: opened on the Models screen"
+grep -q 'teacher' "$LOG" || fail "the Models screen shows no teacher"
+
+keys c
+wait_for 'pair: vocabulary' 120
+echo "tui_e2e: pair checked"
+
+keys 3
+keys s
+wait_for 'student +[0-9]+/[0-9]+' 180
+capture >/dev/null
+first_step=$(student_step); first_cells=$(curve_cells)
+sleep 3
+capture >/dev/null
+second_step=$(student_step); second_cells=$(curve_cells)
+echo "tui_e2e: step $first_step → $second_step, curve cells $first_cells → $second_cells"
+(( second_step > first_step )) || fail "the step counter did not grow ($first_step → $second_step)"
+(( second_cells != first_cells )) || fail "the curve did not change between two captures"
+
+keys 5
+keys Enter Enter
+wait_for 'T=1\.0' 120
+keys +
+wait_for 'T=5\.5' 10
+save temperature
+echo "tui_e2e: Temperature shows T1=1.0 and T2 raised to 5.5"
+
+keys 3
+wait_for 'finished: [0-9]+ steps' "$RUN_TIMEOUT"
+save train
+keys 4
+wait_for 'student float' 10
+save compare
+grep -q 'teacher float' "$LOG" || fail "Compare lacks the teacher point"
+echo "tui_e2e: Compare shows the run's points"
+
+keys q
+wait_for '^e2e\$' 10
+[ "$(tmux display -p -t "$SESSION" '#{alternate_on}')" = 0 ] || fail "still on the alternate screen after quitting"
+[ "$(tmux display -p -t "$SESSION" '#{cursor_flag}')" = 1 ] || fail "the cursor is still hidden after quitting"
+keys "stty -a | grep -Eo -- '-?icanon' | head -1" Enter
+wait_for '^-?icanon$' 10
+grep -qx 'icanon' <(grep -Eo -- '^-?icanon$' "$LOG") || fail "the terminal is still in raw mode"
+echo "tui_e2e: quit; the shell is back with the terminal restored"
+echo "tui_e2e: 1 passed, 0 failed"

@@ -1,0 +1,193 @@
+//! The workbench's state machine driven by key events, with real jobs behind it.
+
+mod tui_support;
+
+use crossterm::event::{KeyCode, KeyModifiers};
+use distill_tui::tui::app::{Popup, Screen};
+use distill_tui::tui::recipe_fields::FIELDS;
+use distill_tui::tui::tasks::Status;
+use tui_support::{fixture_recipe, Harness};
+
+fn harness(steps: usize) -> (tempfile::TempDir, Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = fixture_recipe(dir.path(), steps);
+    let h = Harness::new(&recipe);
+    (dir, h)
+}
+
+#[test]
+fn tab_digits_and_back_tab_move_between_screens() {
+    let (_d, mut h) = harness(4);
+    assert_eq!(h.app.screen, Screen::Models);
+    h.key(KeyCode::Tab);
+    assert_eq!(h.app.screen, Screen::Recipe);
+    h.key(KeyCode::BackTab);
+    h.key(KeyCode::BackTab);
+    assert_eq!(h.app.screen, Screen::Export);
+    for (i, screen) in Screen::ALL.iter().enumerate() {
+        h.key(KeyCode::Char(char::from(b'1' + i as u8)));
+        assert_eq!(h.app.screen, *screen);
+    }
+}
+
+#[test]
+fn help_opens_and_any_key_closes_it() {
+    let (_d, mut h) = harness(4);
+    h.key(KeyCode::Char('?'));
+    assert!(h.app.help);
+    assert!(h.render(80, 24).contains("Keys (any key closes)"));
+    h.key(KeyCode::Char('3'));
+    assert!(!h.app.help);
+    assert_eq!(h.app.screen, Screen::Models, "the key that closes help does nothing else");
+}
+
+#[test]
+fn quit_without_jobs_is_immediate() {
+    let (_d, mut h) = harness(4);
+    h.key(KeyCode::Char('q'));
+    assert!(h.app.should_quit);
+}
+
+#[test]
+fn quit_while_a_run_trains_asks_first_and_cancels_it() {
+    let (_d, mut h) = harness(10_000);
+    h.keys(&[KeyCode::Char('3'), KeyCode::Char('s')]);
+    assert_eq!(h.app.popup, None);
+    let job = h.app.train.job.expect("the run started");
+    h.wait_until("the first step", |app| app.train.student.last.is_some());
+    h.key(KeyCode::Char('q'));
+    assert_eq!(h.app.popup, Some(Popup::ConfirmQuit));
+    assert!(!h.app.should_quit);
+    h.key(KeyCode::Char('n'));
+    assert_eq!(h.app.popup, None);
+    assert!(!h.app.should_quit);
+    h.key(KeyCode::Char('q'));
+    h.key(KeyCode::Char('y'));
+    assert!(h.app.should_quit);
+    h.settle();
+    assert_eq!(h.app.jobs.get(job).unwrap().status, Status::Cancelled);
+}
+
+#[test]
+fn arrows_and_vim_keys_move_the_recipe_cursor() {
+    let (_d, mut h) = harness(4);
+    h.key(KeyCode::Char('2'));
+    h.keys(&[KeyCode::Down, KeyCode::Char('j'), KeyCode::Char('j')]);
+    assert_eq!(h.app.recipe_screen.row, 3);
+    h.keys(&[KeyCode::Up, KeyCode::Char('k')]);
+    assert_eq!(h.app.recipe_screen.row, 1);
+    h.key(KeyCode::Char('G'));
+    assert_eq!(h.app.recipe_screen.row, FIELDS.len() - 1);
+    h.key(KeyCode::Char('g'));
+    assert_eq!(h.app.recipe_screen.row, 0);
+}
+
+fn select_field(h: &mut Harness, key: &str) {
+    h.key(KeyCode::Char('2'));
+    h.key(KeyCode::Char('g'));
+    let row = FIELDS.iter().position(|f| f.key == key).unwrap();
+    (0..row).for_each(|_| h.key(KeyCode::Down));
+}
+
+#[test]
+fn an_invalid_recipe_value_is_flagged_as_typed_and_not_applied() {
+    let (_d, mut h) = harness(4);
+    select_field(&mut h, "distill.alpha");
+    h.key(KeyCode::Enter);
+    h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    h.type_text("1.5");
+    let verdict = h.app.recipe_screen.verdict.clone().unwrap();
+    assert_eq!(verdict, Err("distill.alpha must be in [0, 1]".to_string()));
+    assert!(h.render(80, 24).contains("✗ distill.alpha must be in [0, 1]"));
+    h.key(KeyCode::Enter);
+    assert!(h.app.recipe_screen.editing(), "Enter keeps an invalid value in the field");
+    assert_eq!(h.app.recipe.recipe.distill.alpha, 0.9);
+    h.key(KeyCode::Backspace);
+    h.key(KeyCode::Backspace);
+    assert_eq!(h.app.recipe_screen.verdict, Some(Ok(())));
+    h.key(KeyCode::Enter);
+    assert!(!h.app.recipe_screen.editing());
+    assert_eq!(h.app.recipe.recipe.distill.alpha, 1.0);
+}
+
+#[test]
+fn letters_typed_into_a_field_are_text_not_commands() {
+    let (_d, mut h) = harness(4);
+    select_field(&mut h, "output.dir");
+    h.key(KeyCode::Enter);
+    h.type_text("q1?");
+    assert!(!h.app.should_quit && !h.app.help);
+    assert_eq!(h.app.screen, Screen::Recipe);
+    h.key(KeyCode::Esc);
+    assert!(!h.app.recipe.recipe.output.dir.ends_with("q1?"), "Esc drops the edit");
+}
+
+#[test]
+fn recipe_saves_and_opens_again() {
+    let (dir, mut h) = harness(4);
+    select_field(&mut h, "distill.temperature");
+    h.key(KeyCode::Enter);
+    h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    h.type_text("4");
+    h.key(KeyCode::Enter);
+    let saved = dir.path().join("saved.toml");
+    h.key(KeyCode::Char('s'));
+    h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    h.type_text(saved.to_str().unwrap());
+    h.key(KeyCode::Enter);
+    assert_eq!(h.app.popup, None);
+    let reopened = distill_tui::engine::recipe::Recipe::load(&saved).unwrap();
+    assert_eq!(reopened.recipe.distill.temperature, 4.0);
+    assert_eq!(reopened.recipe, h.app.recipe.recipe);
+}
+
+#[test]
+fn a_bad_model_path_shows_an_error_popup_and_the_app_goes_on() {
+    let (_d, mut h) = harness(4);
+    h.key(KeyCode::Enter);
+    h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    h.type_text("./no/such/model");
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Char('c'));
+    h.settle();
+    match &h.app.popup {
+        Some(Popup::Error(msg)) => assert!(msg.contains("no such file or folder"), "{msg}"),
+        other => panic!("expected an error popup, got {other:?}"),
+    }
+    h.key(KeyCode::Esc);
+    assert_eq!(h.app.popup, None);
+    assert!(!h.app.should_quit);
+}
+
+#[test]
+fn changing_the_temperature_reuses_the_logits() {
+    let (_d, mut h) = harness(4);
+    h.key(KeyCode::Char('5'));
+    h.key(KeyCode::Enter);
+    h.key(KeyCode::Enter);
+    h.settle();
+    let jobs = h.app.jobs.entries.len();
+    let last = h.app.temperature.teacher.as_ref().unwrap().rows.len() - 1;
+    assert_eq!(h.app.temperature.position, last);
+    assert_eq!(h.app.temperature.t, [1.0, 5.0]);
+    h.keys(&[KeyCode::Char('+'), KeyCode::Char('t'), KeyCode::Char('-'), KeyCode::Left, KeyCode::Char('h')]);
+    assert_eq!(h.app.temperature.t, [0.5, 5.5]);
+    assert_eq!(h.app.temperature.position, last - 2);
+    assert_eq!(h.app.jobs.entries.len(), jobs, "no model was run again");
+}
+
+#[test]
+fn compare_budget_and_axis_keys() {
+    let (_d, mut h) = harness(4);
+    h.key(KeyCode::Char('4'));
+    h.key(KeyCode::Char('m'));
+    assert_eq!(h.app.compare.metric, distill_tui::tui::tradeoff::Metric::Kl);
+    h.key(KeyCode::Char('b'));
+    h.type_text("0.5");
+    h.key(KeyCode::Enter);
+    assert_eq!(h.app.compare.budget.max_mb, Some(0.5));
+    h.key(KeyCode::Char('d'));
+    h.type_text("abc");
+    h.key(KeyCode::Enter);
+    assert!(matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("not a number")));
+}

@@ -1,0 +1,87 @@
+//! Snapshots of every screen in a populated state, at 80×24 and 120×40, driven by the real engine
+//! on the fixture models: the pair check, a short distillation run (KD student and baseline), the
+//! Temperature screen on a prompt, and the Compare points the run measured.
+//!
+//! Numbers that depend on the machine (rates, ETAs, free memory) and temporary paths are masked;
+//! everything else, the losses and perplexities included, is compared exactly. A mismatch fails
+//! the test (`INSTA_UPDATE=no` in CI; review changes with `cargo insta review`).
+
+mod tui_support;
+
+use crossterm::event::KeyCode;
+use tui_support::{fixture_recipe, Harness};
+
+fn filters() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path("snapshots");
+    s.set_prepend_module_to_snapshot(false);
+    for (pattern, replacement) in [
+        (r"/tmp/\.tmp[A-Za-z0-9]{6}", "[tmp]"),
+        // Rates and ETAs are printed at fixed widths, so masking them keeps the layout.
+        (r" *\d+\.\d+ steps/s", " [r] steps/s"),
+        (r" *\d+ tok/s", " [r] tok/s"),
+        (r"ETA +\S+", "ETA [t]"),
+        (r"\d+\.\d GiB free", "[m] GiB free"),
+        (r"#\d+ *", "#[id] "),
+    ] {
+        s.add_filter(pattern, replacement);
+    }
+    s
+}
+
+/// A hub cache holding the tiny-llama fixture as `fixtures/tiny-llama`, so the Models screen's
+/// cache list shows the same thing on every machine.
+fn fixture_hub_cache(root: &std::path::Path) {
+    let repo = root.join("models--fixtures--tiny-llama");
+    let snap = repo.join("snapshots/0123456789abcdef0123456789abcdef01234567");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef0123456789abcdef01234567").unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let from = tui_support::shared_dir().join("fixtures/models/tiny-llama").join(f);
+        std::os::unix::fs::symlink(from, snap.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn every_screen_populated_by_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("hub");
+    fixture_hub_cache(&cache);
+    // The only test in this binary, so changing the environment races with nothing.
+    std::env::set_var("HF_HUB_CACHE", &cache);
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let recipe = fixture_recipe(dir.path(), 12);
+    let mut h = Harness::new(&recipe);
+    // Models: load both fixtures and check the pair.
+    h.key(KeyCode::Char('c'));
+    h.settle();
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    // Train: a real 12-step run of the KD student and the baseline.
+    h.keys(&[KeyCode::Char('3'), KeyCode::Char('s')]);
+    h.settle();
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    assert_eq!(h.app.train.student.last.as_ref().unwrap().step, 12);
+    // Temperature: the teacher and the trained student on the default prompt, T2 raised to 6.
+    h.keys(&[KeyCode::Char('5'), KeyCode::Enter, KeyCode::Enter]);
+    h.settle();
+    h.keys(&[KeyCode::Char('+'), KeyCode::Left]);
+    // Compare: the run's float points with a size budget.
+    h.keys(&[KeyCode::Char('4'), KeyCode::Char('b')]);
+    h.keys(&[KeyCode::Char('0'), KeyCode::Char('.'), KeyCode::Char('5'), KeyCode::Enter]);
+    let settings = filters();
+    let _guard = settings.bind_to_scope();
+    for (key, name) in [
+        ('1', "models"),
+        ('2', "recipe"),
+        ('3', "train"),
+        ('4', "compare"),
+        ('5', "temperature"),
+        ('6', "jobs"),
+        ('7', "export"),
+    ] {
+        h.key(KeyCode::Char(key));
+        insta::assert_snapshot!(format!("{name}_80x24"), h.render(80, 24));
+        insta::assert_snapshot!(format!("{name}_120x40"), h.render(120, 40));
+    }
+}

@@ -1,0 +1,126 @@
+//! Helpers for the TUI tests: a recipe over the fixture models, an app wired to real job threads,
+//! key presses, waiting for jobs, and rendering into a `TestBackend`.
+#![allow(dead_code)]
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use distill_tui::engine::recipe::Recipe;
+use distill_tui::tui::app::App;
+use distill_tui::tui::tasks::{Msg, Spawner};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub fn shared_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// A recipe in `dir` distilling the tiny-llama fixture into tiny-llama-student for `steps` steps.
+/// Models and data are reached through symlinks beside the recipe, so every path the screens
+/// show is short and the same on every checkout.
+pub fn fixture_recipe(dir: &Path, steps: usize) -> PathBuf {
+    std::os::unix::fs::symlink(shared_dir().join("fixtures/models"), dir.join("models")).unwrap();
+    std::os::unix::fs::symlink(shared_dir().join("data/austen"), dir.join("data")).unwrap();
+    let text = format!(
+        r#"[teacher]
+model = "models/tiny-llama"
+[student]
+model = "models/tiny-llama-student"
+[data]
+train = "data/persuasion.txt"
+eval = "data/northangerabbey.txt"
+seq_len = 32
+eval_tokens = 1024
+[distill]
+steps = {steps}
+batch_size = 4
+lr = 0.003
+warmup_steps = 2
+eval_every = 4
+checkpoint_every = 4
+[output]
+dir = "{}"
+"#,
+        dir.join("run").display()
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub struct Harness {
+    pub app: App,
+    pub msgs: UnboundedReceiver<Msg>,
+}
+
+impl Harness {
+    pub fn new(recipe: &Path) -> Self {
+        let (spawner, msgs) = Spawner::new();
+        let mut app = App::new(spawner, Recipe::load(recipe).unwrap());
+        app.start();
+        let mut h = Self { app, msgs };
+        h.settle();
+        h
+    }
+
+    /// Feeds one key through `handle_event` and `handle_action`, as the event loop does.
+    pub fn key(&mut self, code: KeyCode) {
+        self.key_with(code, KeyModifiers::NONE);
+    }
+
+    pub fn key_with(&mut self, code: KeyCode, modifiers: KeyModifiers) {
+        if let Some(action) = self.app.handle_event(Event::Key(KeyEvent::new(code, modifiers))) {
+            self.app.handle_action(action);
+        }
+    }
+
+    pub fn keys(&mut self, codes: &[KeyCode]) {
+        codes.iter().for_each(|c| self.key(*c));
+    }
+
+    pub fn type_text(&mut self, text: &str) {
+        text.chars().for_each(|c| self.key(KeyCode::Char(c)));
+    }
+
+    /// Applies job messages until no job runs (at most five minutes).
+    pub fn settle(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self.app.jobs.running() > 0 {
+            assert!(Instant::now() < deadline, "jobs still running after 5 minutes");
+            match self.msgs.try_recv() {
+                Ok(msg) => self.app.handle_msg(msg),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        while let Ok(msg) = self.msgs.try_recv() {
+            self.app.handle_msg(msg);
+        }
+    }
+
+    /// Applies job messages until `done` holds.
+    pub fn wait_until(&mut self, what: &str, done: impl Fn(&App) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !done(&self.app) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            match self.msgs.try_recv() {
+                Ok(msg) => self.app.handle_msg(msg),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// The screen as text, `width`×`height`, trailing blanks trimmed.
+    pub fn render(&self, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|f| distill_tui::tui::ui::draw(f, &self.app)).unwrap();
+        let buf = terminal.backend().buffer();
+        let mut out = String::new();
+        for y in 0..buf.area.height {
+            let line: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
