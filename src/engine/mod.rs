@@ -10,6 +10,7 @@ pub mod hub;
 pub mod loader;
 pub mod models;
 pub mod pair;
+pub mod quant;
 pub mod source;
 pub mod tokenizer;
 
