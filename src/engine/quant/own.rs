@@ -247,3 +247,44 @@ fn refit_affine(xs: &[f32], imp: &[f32], codes: &[u8]) -> Option<(f32, f32)> {
     let m = (sqq * sx - sq * sqx) / det;
     (s > 0.0).then_some((s as f32, m as f32))
 }
+
+impl IntTensor {
+    /// Rebuilds a tensor from its stored layout (the inverse of [`IntTensor::packed_codes`] and
+    /// the scale/minimum arrays); checks every length.
+    pub fn from_packed(
+        format: IntFormat,
+        rows: usize,
+        cols: usize,
+        packed: &[u8],
+        scales: Vec<f32>,
+        mins: Vec<f32>,
+    ) -> Result<Self> {
+        let bits = format.bits as usize;
+        let n = rows * cols;
+        let groups = n / format.group.unwrap_or(cols.max(1));
+        let want_mins = if format.symmetric { 0 } else { groups };
+        if packed.len() != (n * bits).div_ceil(8) || scales.len() != groups || mins.len() != want_mins {
+            return Err(Error::Invalid(format!(
+                "stored {rows}x{cols} tensor has {} code bytes, {} scales, {} minima; expected {}, {groups}, {want_mins}",
+                packed.len(),
+                scales.len(),
+                mins.len(),
+                (n * bits).div_ceil(8)
+            )));
+        }
+        let codes = (0..n)
+            .map(|i| {
+                let (mut value, mut got) = (0u16, 0);
+                while got < bits {
+                    let pos = i * bits + got;
+                    let (byte, shift) = (pos / 8, pos % 8);
+                    let take = (bits - got).min(8 - shift);
+                    value |= (((packed[byte] >> shift) as u16) & ((1 << take) - 1)) << got;
+                    got += take;
+                }
+                value as u8
+            })
+            .collect();
+        Ok(Self { format, rows, cols, codes, scales, mins })
+    }
+}
