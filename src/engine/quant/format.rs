@@ -139,7 +139,7 @@ impl QuantFormat {
     /// about the same size: Q2K/Q3K → Q4_0, Q4K → Q5_0, Q5K → Q5_1, Q6K → Q8_0; legacy formats to
     /// F16), and per-channel scales of the same bit width for a group-wise own format.
     pub fn for_width(&self, width: usize) -> QuantFormat {
-        if width % self.block_size() == 0 {
+        if width.is_multiple_of(self.block_size()) {
             return *self;
         }
         let next = match self {

@@ -47,7 +47,7 @@ impl IntTensor {
         importance: Option<&[f32]>,
     ) -> Result<Self> {
         let group = format.group.unwrap_or(cols);
-        if w.len() != rows * cols || cols == 0 || cols % group != 0 {
+        if w.len() != rows * cols || cols == 0 || !cols.is_multiple_of(group) {
             return Err(Error::Invalid(format!(
                 "cannot quantize a [{rows}, {cols}] weight ({} values) with groups of {group}; \
                  the row width must be a multiple of the group size",
