@@ -2,6 +2,7 @@
 //! exit code 2 for bad input, 1 for machine failures, 130 when cancelled. One file per area.
 
 mod models;
+mod quant;
 mod run;
 
 use crate::engine::Error;
@@ -105,6 +106,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Quantize a model to one format and write it as GGUF or safetensors.
+    Quantize(quant::QuantizeArgs),
+    /// Quantize models to several formats, each point measured against the unquantized model.
+    Sweep(quant::SweepArgs),
 }
 
 /// Runs a subcommand; returns the process exit code.
@@ -122,8 +127,15 @@ pub fn run(command: Command) -> i32 {
             | Command::Check { json: true, .. }
             | Command::Search { json: true, .. }
             | Command::Cache { json: true }
+            | Command::Quantize(quant::QuantizeArgs { json: true, .. })
+            | Command::Sweep(quant::SweepArgs { json: true, .. })
     );
-    match models::dispatch(command) {
+    let outcome = match command {
+        Command::Quantize(args) => quant::quantize(args),
+        Command::Sweep(args) => quant::sweep(args),
+        other => models::dispatch(other),
+    };
+    match outcome {
         Ok(()) => 0,
         Err(e) => {
             if json {

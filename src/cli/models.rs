@@ -141,6 +141,7 @@ pub(super) fn dispatch(command: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Quantize(_) | Command::Sweep(_) => unreachable!("dispatched to cli::quant by cli::run"),
     }
 }
 

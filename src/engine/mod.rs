@@ -12,6 +12,7 @@ pub mod loader;
 pub mod models;
 pub mod pair;
 pub mod pretrain;
+pub mod quant;
 pub mod recipe;
 pub mod source;
 pub mod tokenizer;

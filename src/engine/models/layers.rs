@@ -5,34 +5,63 @@
 
 use super::weights::Scope;
 use crate::engine::Result;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor, D};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
-/// A dense layer. `weight` is stored `[out, in]` (torch `nn.Linear`) or `[in, out]` (GPT-2 `Conv1D`).
+/// A dense layer. `weight` is stored `[out, in]` (torch `nn.Linear`) or `[in, out]` (GPT-2 `Conv1D`),
+/// or — when the weight store holds a GGML-quantized version — as a candle `QMatMul` `[out, in]`
+/// that multiplies without dequantizing (inference only: it records no gradient).
 #[derive(Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
-    transposed: bool,
+    /// Where to record the inputs (an importance matrix), with the weight's name.
+    tap: Option<(String, Arc<InputRecorder>)>,
+}
+
+#[derive(Clone)]
+enum LinearWeight {
+    Dense { weight: Tensor, transposed: bool },
+    Quantized(QMatMul),
 }
 
 impl Linear {
     /// torch `nn.Linear` layout: weight `[out, in]`.
     pub fn load(s: &Scope, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = s.get("weight", (out_dim, in_dim))?;
+        let weight = Self::load_weight(s, in_dim, out_dim, false)?;
         let bias = if bias { Some(s.get("bias", out_dim)?) } else { None };
-        Ok(Self { weight, bias, transposed: false })
+        Ok(Self { weight, bias, tap: Self::tap(s) })
     }
 
-    /// GPT-2 `Conv1D` layout: weight `[in, out]`.
+    /// GPT-2 `Conv1D` layout: weight `[in, out]` (a quantized version is stored `[out, in]`).
     pub fn load_conv1d(s: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
-        let weight = s.get("weight", (in_dim, out_dim))?;
+        let weight = Self::load_weight(s, in_dim, out_dim, true)?;
         let bias = Some(s.get("bias", out_dim)?);
-        Ok(Self { weight, bias, transposed: true })
+        Ok(Self { weight, bias, tap: Self::tap(s) })
+    }
+
+    fn load_weight(s: &Scope, in_dim: usize, out_dim: usize, transposed: bool) -> Result<LinearWeight> {
+        Ok(match s.quantized("weight", (out_dim, in_dim))? {
+            Some(q) => LinearWeight::Quantized(QMatMul::from_arc(q)?),
+            None if transposed => LinearWeight::Dense { weight: s.get("weight", (in_dim, out_dim))?, transposed },
+            None => LinearWeight::Dense { weight: s.get("weight", (out_dim, in_dim))?, transposed },
+        })
+    }
+
+    fn tap(s: &Scope) -> Option<(String, Arc<InputRecorder>)> {
+        s.recorder().map(|r| (s.name("weight"), r))
     }
 
     /// A layer that reuses another tensor (tied embeddings), `[out, in]`.
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight, bias: None, transposed: false }
+        Self { weight: LinearWeight::Dense { weight, transposed: false }, bias: None, tap: None }
+    }
+
+    /// True when the layer multiplies with a GGML-quantized weight.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.weight, LinearWeight::Quantized(_))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -40,7 +69,14 @@ impl Linear {
         let in_dim = *dims.last().expect("linear input has a last dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let y = if self.transposed { x2.matmul(&self.weight)? } else { x2.matmul(&self.weight.t()?)? };
+        if let Some((name, recorder)) = &self.tap {
+            recorder.record(name, &x2)?;
+        }
+        let y = match &self.weight {
+            LinearWeight::Dense { weight, transposed: true } => x2.matmul(weight)?,
+            LinearWeight::Dense { weight, transposed: false } => x2.matmul(&weight.t()?)?,
+            LinearWeight::Quantized(q) => q.forward(&x2.contiguous()?)?,
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -48,6 +84,35 @@ impl Linear {
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = y.dim(1)?;
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// Accumulates, per named linear layer, the sum of squares of each input column over every row it
+/// sees: the importance matrix of activation-aware quantization (llama.cpp's `imatrix`).
+#[derive(Default)]
+pub struct InputRecorder {
+    sums: Mutex<BTreeMap<String, (Vec<f64>, usize)>>,
+}
+
+impl InputRecorder {
+    fn record(&self, name: &str, x: &Tensor) -> Result<()> {
+        let rows = x.dim(0)?;
+        let sq: Vec<f32> = x.detach().to_dtype(DType::F32)?.sqr()?.sum(0)?.to_vec1()?;
+        let mut sums = self.sums.lock().expect("input recorder poisoned");
+        let (acc, n) = sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; sq.len()], 0));
+        for (a, v) in acc.iter_mut().zip(&sq) {
+            *a += *v as f64;
+        }
+        *n += rows;
+        Ok(())
+    }
+
+    /// Mean square of each input column, by weight name.
+    pub fn means(&self) -> BTreeMap<String, Vec<f32>> {
+        let sums = self.sums.lock().expect("input recorder poisoned");
+        sums.iter()
+            .map(|(name, (acc, n))| (name.clone(), acc.iter().map(|a| (a / (*n).max(1) as f64) as f32).collect()))
+            .collect()
     }
 }
 

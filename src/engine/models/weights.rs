@@ -5,12 +5,15 @@
 //! optimizer and the gradient checks see exactly the parameters the model uses (tied weights once).
 
 use super::init::InitSource;
+use super::layers::InputRecorder;
 use crate::engine::{Error, Result};
+use candle_core::quantized::QTensor;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where tensors come from: memory (GGUF), memory-mapped safetensors files read lazily (a tensor
 /// the model does not use is never loaded), or seeded initialisation (any name exists).
@@ -107,6 +110,10 @@ pub struct WeightStore {
     device: Device,
     used: RefCell<BTreeMap<String, Tensor>>,
     vars: RefCell<BTreeMap<String, Var>>,
+    /// GGML-quantized linear weights (`[out, in]`) that layers use instead of a dense tensor.
+    quantized: HashMap<String, Arc<QTensor>>,
+    /// Records the inputs of every linear layer (calibration for activation-aware quantization).
+    recorder: Option<Arc<InputRecorder>>,
 }
 
 impl WeightStore {
@@ -118,7 +125,21 @@ impl WeightStore {
             device: device.clone(),
             used: RefCell::new(BTreeMap::new()),
             vars: RefCell::new(BTreeMap::new()),
+            quantized: HashMap::new(),
+            recorder: None,
         }
+    }
+
+    /// Linear weights by name that layers multiply in quantized form (see `Linear::load`).
+    pub fn with_quantized(mut self, quantized: HashMap<String, Arc<QTensor>>) -> Self {
+        self.quantized = quantized;
+        self
+    }
+
+    /// Makes every linear layer built from this store record its inputs into `recorder`.
+    pub fn with_recorder(mut self, recorder: Arc<InputRecorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     pub fn root(&self) -> Scope<'_> {
@@ -206,6 +227,30 @@ impl<'a> Scope<'a> {
 
     pub fn contains(&self, name: &str) -> bool {
         self.store.contains(&self.full(name))
+    }
+
+    /// The full name of `name` under this scope, e.g. `model.layers.3.mlp.up_proj.weight`.
+    pub fn name(&self, name: &str) -> String {
+        self.full(name)
+    }
+
+    /// The GGML-quantized version of a weight, if the store holds one; its shape must be `shape`.
+    pub fn quantized(&self, name: &str, shape: impl Into<Shape>) -> Result<Option<Arc<QTensor>>> {
+        let full = self.full(name);
+        let Some(q) = self.store.quantized.get(&full) else { return Ok(None) };
+        let shape: Shape = shape.into();
+        if q.shape() != &shape {
+            return Err(Error::MissingTensor {
+                name: full,
+                context: format!("quantized shape {:?}, the config implies {:?}", q.shape().dims(), shape.dims()),
+            });
+        }
+        Ok(Some(q.clone()))
+    }
+
+    /// The input recorder of the store, if calibration is on.
+    pub fn recorder(&self) -> Option<Arc<InputRecorder>> {
+        self.store.recorder.clone()
     }
 
     pub fn device(&self) -> &Device {

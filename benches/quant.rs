@@ -1,0 +1,67 @@
+//! Quantization throughput (Mparams/s) and quantized evaluation speed (tokens/s) against f32.
+//!
+//! `cargo bench --bench quant -- MODEL TEXT FORMATS [TOKENS] [RUNS]`, e.g.
+//! `cargo bench --bench quant -- offline/SmolLM2-135M-Instruct-dequantized ../shared/data/austen/persuasion.txt
+//! f32,q8_0,q6_k,q4_k,q4_0,int4-g64 1024 3`. Prints a markdown table of medians over RUNS runs.
+
+use distill_tui::engine::eval::{evaluate_tokens, EvalOptions};
+use distill_tui::engine::hub::HubSettings;
+use distill_tui::engine::loader::{load_model, LoadOptions};
+use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions};
+use distill_tui::engine::source::resolve;
+use distill_tui::engine::tokenizer::encode_plain;
+use std::sync::atomic::AtomicBool;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let [model, text, formats, rest @ ..] = args.as_slice() else {
+        eprintln!("usage: cargo bench --bench quant -- MODEL TEXT FORMATS [TOKENS] [RUNS]");
+        return Ok(());
+    };
+    let tokens_n: usize = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(1024);
+    let runs: usize = rest.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let m = load_model(&resolve(model, &HubSettings::from_env(), &|_| {})?, &LoadOptions::default())?;
+    let mut tokens = encode_plain(m.tokenizer()?, &std::fs::read_to_string(text)?)?;
+    tokens.truncate(tokens_n);
+    let cancel = AtomicBool::new(false);
+    let opts = EvalOptions { seq_len: 512, max_tokens: None, batch_size: None };
+    let params = m.parameter_count() as f64 / 1e6;
+    println!("{model}: {params:.1}M parameters, {} tokens in windows of 512, median of {runs} runs\n", tokens.len());
+    println!("| format | bits/weight | MB | quantize Mparams/s | eval tokens/s | vs first row |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut first_speed = None;
+    for format in QuantFormat::parse_list(formats)? {
+        let (mut qspeed, mut espeed, mut last) = (Vec::new(), Vec::new(), None);
+        for _ in 0..runs {
+            let q = quantize_model(&m, format, &QuantOptions::default(), &cancel)?;
+            qspeed.push(params / q.seconds.max(1e-9));
+            last = Some(q);
+        }
+        let q = last.expect("at least one run");
+        let network = q.network(&m)?;
+        for _ in 0..runs {
+            espeed.push(
+                evaluate_tokens(&network, &tokens, &opts, &candle_core::Device::Cpu, &mut |_, _| {}, &cancel)?
+                    .tokens_per_second,
+            );
+        }
+        let e = median(espeed);
+        let base = *first_speed.get_or_insert(e);
+        println!(
+            "| {format} | {:.3} | {:.1} | {:.0} | {e:.0} | {:.2}× |",
+            q.size.bits_per_weight,
+            q.size.bytes as f64 / 1e6,
+            median(qspeed),
+            e / base
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Quantization commands: `quantize` (one model, one format, to GGUF or safetensors) and `sweep`
+//! ({models} × {formats} as a background job, one line per finished point).
+
+use super::models::load;
+use super::print_json;
+use crate::engine::eval::EvalOptions;
+use crate::engine::hub::HubSettings;
+use crate::engine::quant::sweep::read_text;
+use crate::engine::quant::{
+    calibrate, export, quantize_model, ExportKind, QuantFormat, QuantOptions, QuantPolicy, QuantizedModel,
+    SweepOptions, SweepRequest, TensorRule,
+};
+use crate::engine::{Error, Result};
+use crate::jobs::{spawn, JobEvent};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+/// Options shared by `quantize` and `sweep`.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Embedding tables: `high` (8-bit of the format's family, as llama.cpp), `keep` (f32), `same`, or a format.
+    #[arg(long, default_value = "high")]
+    pub embeddings: String,
+    /// The output head (a tied head follows this rule): `high`, `keep`, `same`, or a format.
+    #[arg(long, default_value = "high")]
+    pub head: String,
+    /// Window length for calibration and evaluation.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Tokens of the calibration/evaluation text to use.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> Result<QuantPolicy> {
+        Ok(QuantPolicy { embeddings: TensorRule::parse(&self.embeddings)?, head: TensorRule::parse(&self.head)? })
+    }
+
+    fn eval(&self) -> EvalOptions {
+        EvalOptions { seq_len: self.seq_len, max_tokens: self.max_tokens, batch_size: None }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    pub model: String,
+    /// q8_0, q6_k, q5_1, q5_0, q5_k, q4_1, q4_0, q4_k, q3_k, q2_k, f16, f32, or int{8,4,3,2}[-g{32,64,128}][-sym].
+    #[arg(long)]
+    pub format: String,
+    /// Calibration text for an importance matrix (K-quants and the int formats use it).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// `FILE.gguf` (GGML formats, llama/qwen2) or `FILE.safetensors` (float and int formats).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[arg(required = true)]
+    pub models: Vec<String>,
+    /// Comma-separated formats, e.g. `f32,q8_0,q4_k,int4-g64`.
+    #[arg(long)]
+    pub formats: String,
+    /// The held-out text every point is measured on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Calibration text: formats that support it use its importance matrix.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Tokens timed for tokens/s.
+    #[arg(long, default_value_t = 1024)]
+    pub speed_tokens: usize,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `distill-tui quantize`.
+pub(super) fn quantize(args: QuantizeArgs) -> Result<()> {
+    let format = QuantFormat::parse(&args.format)?;
+    let policy = args.policy.policy()?;
+    ExportKind::from_path(&args.out)?;
+    let calibration = args.imatrix.as_ref().map(|p| read_text(p, "--imatrix")).transpose()?;
+    let model = load(&HubSettings::from_env(), &args.model, false)?;
+    let cancel = AtomicBool::new(false);
+    let imatrix = match &calibration {
+        Some(text) => Some(calibrate(&model, text, &args.policy.eval(), &mut |_, _| {}, &cancel)?),
+        None => None,
+    };
+    let q = quantize_model(&model, format, &QuantOptions { policy, imatrix: imatrix.as_ref() }, &cancel)?;
+    let export = export(&model, &q, &args.out)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "model": model.info.name,
+            "format": format.name(),
+            "imatrix_tokens": imatrix.as_ref().map(|m| m.tokens),
+            "size": q.size,
+            "quantize_seconds": q.seconds,
+            "export": export,
+            "tensors": q.report,
+        }));
+    }
+    print_quantized(&model.info.name, &q);
+    println!("wrote {} ({:.1} MB, {} tensors)", export.path, export.bytes as f64 / 1e6, export.tensors);
+    Ok(())
+}
+
+fn print_quantized(name: &str, q: &QuantizedModel) {
+    let mut by_format: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for r in &q.report {
+        let e = by_format.entry(r.format.as_str()).or_default();
+        e.0 += 1;
+        e.1 += r.bytes;
+    }
+    println!("model       {name}");
+    println!("format      {}{}", q.format, if q.imatrix { " with importance matrix" } else { "" });
+    for (format, (count, bytes)) in by_format {
+        println!("  {format:<12} {count:>4} tensors {:>10.2} MB", bytes as f64 / 1e6);
+    }
+    for r in q.report.iter().filter(|r| r.note.is_some()) {
+        println!("  fallback  {} {:?}: {}", r.name, r.shape, r.note.as_deref().unwrap_or(""));
+    }
+    println!(
+        "size        {:.2} MB ({:.3} bits/weight over {} parameters; f32 {:.2} MB), quantized in {:.2} s",
+        q.size.bytes as f64 / 1e6,
+        q.size.bits_per_weight,
+        q.size.parameters,
+        q.size.f32_bytes as f64 / 1e6,
+        q.seconds
+    );
+}
+
+/// `distill-tui sweep`: the sweep runs as a job; its events are printed as they arrive.
+pub(super) fn sweep(args: SweepArgs) -> Result<()> {
+    let formats = QuantFormat::parse_list(&args.formats)?;
+    let request = SweepRequest {
+        models: args.models.clone(),
+        formats,
+        data: args.data.clone(),
+        imatrix: args.imatrix.clone(),
+        opts: SweepOptions {
+            eval: args.policy.eval(),
+            policy: args.policy.policy()?,
+            calibration: None,
+            speed_tokens: args.speed_tokens,
+        },
+    };
+    let job =
+        spawn("sweep", format!("sweep {} × {}", args.models.join(", "), args.formats), move |ctx| request.run(ctx));
+    let interactive = std::io::stderr().is_terminal();
+    if !args.json {
+        println!(
+            "{:<40} {:<16} {:>8} {:>9} {:>10} {:>7} {:>8} {:>7} {:>9}",
+            "model", "format", "bits/w", "MB", "perplexity", "top-1", "KL", "agree", "tokens/s"
+        );
+    }
+    let mut outcome = Ok(());
+    for event in job.events.iter() {
+        match &event {
+            JobEvent::Point { point: p, .. } if !args.json => println!(
+                "{:<40} {:<16} {:>8.3} {:>9.2} {:>10.4} {:>7.4} {:>8.5} {:>7.4} {:>9.0}",
+                p.model,
+                p.format,
+                p.bits_per_weight,
+                p.bytes as f64 / 1e6,
+                p.perplexity,
+                p.top1_accuracy,
+                p.kl,
+                p.agreement,
+                p.tokens_per_second
+            ),
+            JobEvent::Point { .. } | JobEvent::Summary { .. } if args.json => {
+                println!("{}", serde_json::to_string(&event).unwrap_or_default())
+            }
+            JobEvent::Log { message, .. } if !args.json => eprintln!("{message}"),
+            JobEvent::Progress { stage, done, total, unit, .. } if interactive => {
+                eprint!("\r{stage}: {done}/{total} {unit}        ");
+                let _ = std::io::stderr().flush();
+            }
+            JobEvent::Failed { error, bad_input: true, .. } => outcome = Err(Error::Invalid(error.clone())),
+            JobEvent::Failed { error, .. } => outcome = Err(Error::io("sweep", std::io::Error::other(error.clone()))),
+            JobEvent::Cancelled { .. } => outcome = Err(Error::Cancelled),
+            _ => {}
+        }
+        if event.is_terminal() {
+            break;
+        }
+    }
+    job.join();
+    outcome
+}

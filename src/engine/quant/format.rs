@@ -1,0 +1,211 @@
+//! Quantization format names, parsing, nominal bits and the per-tensor fallback rule.
+//!
+//! Two families: llama.cpp's GGML block formats (stored and multiplied by candle, exported to GGUF)
+//! and the project's own round-to-nearest integer formats (`int4-g64` …), which are evaluated
+//! through dequantized weights and exported as packed safetensors.
+
+use crate::engine::{Error, Result};
+use candle_core::quantized::GgmlDType;
+use std::fmt;
+
+/// The GGML block formats a sweep can use, in the order `valid_names` lists them.
+const GGML_FORMATS: &[GgmlDType] = &[
+    GgmlDType::Q8_0,
+    GgmlDType::Q6K,
+    GgmlDType::Q5_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5K,
+    GgmlDType::Q4_1,
+    GgmlDType::Q4_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q3K,
+    GgmlDType::Q2K,
+];
+
+/// Group sizes of the own formats (columns per scale); `None` in [`IntFormat::group`] is per-channel.
+pub const INT_GROUPS: &[usize] = &[32, 64, 128];
+/// Bit widths of the own formats.
+pub const INT_BITS: &[u8] = &[8, 4, 3, 2];
+
+/// One of the project's own integer formats: `bits`-bit codes, one scale (and, asymmetric, one
+/// minimum) per `group` consecutive weights of a row, or per row when `group` is `None`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IntFormat {
+    pub bits: u8,
+    pub group: Option<usize>,
+    /// Symmetric: `w ≈ s·(q − 2^(b−1))`, one f16 scale. Asymmetric: `w ≈ s·q + m`, f16 scale and minimum.
+    pub symmetric: bool,
+}
+
+impl IntFormat {
+    /// Scale/minimum bytes per group or row: f16 each.
+    pub fn meta_bytes_per_group(&self) -> usize {
+        if self.symmetric {
+            2
+        } else {
+            4
+        }
+    }
+}
+
+/// A weight storage format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    /// Unquantized f32 (the reference point of a sweep).
+    F32,
+    /// IEEE half precision, stored as GGML F16.
+    F16,
+    /// A GGML block format (Q8_0 … Q2K).
+    Ggml(GgmlDType),
+    /// An own round-to-nearest integer format.
+    Int(IntFormat),
+}
+
+impl QuantFormat {
+    /// Parses a format name, case-insensitively: `f32`, `f16`, `q8_0`, `q4_k` (or `q4k`),
+    /// `int4-g64`, `int8`, `int3-g128-sym`. Unknown names list the valid ones.
+    pub fn parse(name: &str) -> Result<Self> {
+        let lower = name.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "f32" => return Ok(Self::F32),
+            "f16" => return Ok(Self::F16),
+            _ => {}
+        }
+        let compact = lower.replace('_', "");
+        if let Some(d) = GGML_FORMATS.iter().find(|d| ggml_name(**d).replace('_', "") == compact) {
+            return Ok(Self::Ggml(*d));
+        }
+        parse_int(&lower).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown quantization format `{name}`; valid formats: {} (int formats: int{{8,4,3,2}}, \
+                 optionally -g{{32,64,128}} for group-wise scales and -sym for symmetric)",
+                valid_names().join(", ")
+            ))
+        })
+    }
+
+    /// Parses a comma-separated list such as `q8_0,q4_k,int4-g64`.
+    pub fn parse_list(names: &str) -> Result<Vec<Self>> {
+        names.split(',').filter(|s| !s.trim().is_empty()).map(Self::parse).collect()
+    }
+
+    /// Canonical name: `q8_0`, `q4_k`, `int4-g64`, `int8-sym`, `f32`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::F32 => "f32".into(),
+            Self::F16 => "f16".into(),
+            Self::Ggml(d) => ggml_name(*d).into(),
+            Self::Int(f) => {
+                let group = f.group.map(|g| format!("-g{g}")).unwrap_or_default();
+                format!("int{}{group}{}", f.bits, if f.symmetric { "-sym" } else { "" })
+            }
+        }
+    }
+
+    /// Weights per block (GGML), per group (own group-wise), 1 otherwise. A row's width must be a
+    /// multiple of it for the format to apply to the tensor as is.
+    pub fn block_size(&self) -> usize {
+        match self {
+            Self::F32 | Self::F16 => 1,
+            Self::Ggml(d) => d.block_size(),
+            Self::Int(f) => f.group.unwrap_or(1),
+        }
+    }
+
+    /// Nominal bits per weight of a tensor of rows `width` wide (scales and minima included).
+    pub fn bits_per_weight(&self, width: usize) -> f64 {
+        match self {
+            Self::F32 => 32.0,
+            Self::F16 => 16.0,
+            Self::Ggml(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
+            Self::Int(f) => {
+                let per = f.group.unwrap_or(width.max(1));
+                f.bits as f64 + 8.0 * f.meta_bytes_per_group() as f64 / per as f64
+            }
+        }
+    }
+
+    /// True for the K-quants, the GGML formats candle can quantize with an importance matrix.
+    pub fn supports_imatrix(&self) -> bool {
+        matches!(
+            self,
+            Self::Int(_)
+                | Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
+        )
+    }
+
+    /// The format a tensor whose rows are `width` wide actually gets: `self` when the width is a
+    /// multiple of the block size, otherwise llama.cpp's fallback (K-quants to the legacy format of
+    /// about the same size: Q2K/Q3K → Q4_0, Q4K → Q5_0, Q5K → Q5_1, Q6K → Q8_0; legacy formats to
+    /// F16), and per-channel scales of the same bit width for a group-wise own format.
+    pub fn for_width(&self, width: usize) -> QuantFormat {
+        if width.is_multiple_of(self.block_size()) {
+            return *self;
+        }
+        let next = match self {
+            Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K) => Self::Ggml(GgmlDType::Q4_0),
+            Self::Ggml(GgmlDType::Q4K) => Self::Ggml(GgmlDType::Q5_0),
+            Self::Ggml(GgmlDType::Q5K) => Self::Ggml(GgmlDType::Q5_1),
+            Self::Ggml(GgmlDType::Q6K) => Self::Ggml(GgmlDType::Q8_0),
+            Self::Ggml(_) => Self::F16,
+            Self::Int(f) => Self::Int(IntFormat { group: None, ..*f }),
+            Self::F32 | Self::F16 => *self,
+        };
+        next.for_width(width)
+    }
+
+    /// The 8-bit format of the same family: what embeddings and the output head get by default,
+    /// as llama.cpp keeps them at higher precision.
+    pub fn high_precision(&self) -> QuantFormat {
+        match self {
+            Self::F32 | Self::F16 => *self,
+            Self::Ggml(_) => Self::Ggml(GgmlDType::Q8_0),
+            Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true }),
+        }
+    }
+}
+
+impl fmt::Display for QuantFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Every format name a user can give (the own formats in their canonical spellings).
+pub fn valid_names() -> Vec<String> {
+    let mut names = vec!["f32".to_string(), "f16".to_string()];
+    names.extend(GGML_FORMATS.iter().map(|d| ggml_name(*d).to_string()));
+    for &bits in INT_BITS {
+        names.push(format!("int{bits}"));
+        names.extend(INT_GROUPS.iter().map(|g| format!("int{bits}-g{g}")));
+    }
+    names
+}
+
+fn ggml_name(d: GgmlDType) -> &'static str {
+    crate::engine::gguf::ggml_dtype_name(d)
+}
+
+/// `int{bits}[-g{group}][-sym|-asym]`.
+fn parse_int(name: &str) -> Option<QuantFormat> {
+    let mut parts = name.split('-');
+    let bits: u8 = parts.next()?.strip_prefix("int")?.parse().ok()?;
+    if !INT_BITS.contains(&bits) {
+        return None;
+    }
+    let mut f = IntFormat { bits, group: None, symmetric: false };
+    for part in parts {
+        match part {
+            "sym" => f.symmetric = true,
+            "asym" => f.symmetric = false,
+            g => {
+                let group: usize = g.strip_prefix('g')?.parse().ok()?;
+                if !INT_GROUPS.contains(&group) || f.group.is_some() {
+                    return None;
+                }
+                f.group = Some(group);
+            }
+        }
+    }
+    Some(QuantFormat::Int(f))
+}

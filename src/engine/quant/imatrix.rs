@@ -1,0 +1,80 @@
+//! Calibration for activation-aware quantization: an importance matrix from activations.
+//!
+//! A linear layer's output error from a weight error `Δw` is `Δw·x`; over a text its expected
+//! square is `Σⱼ Δwⱼ² E[xⱼ²]` for uncorrelated inputs. So the importance of input column `j` of a
+//! layer is the mean square of its input activations, measured by running the unquantized model
+//! on a calibration text — the quantity llama.cpp's `imatrix` tool collects. K-quants use it through
+//! candle's `QTensor::quantize_imatrix`, the own formats through weighted rounding.
+
+use crate::engine::eval::{windows, EvalOptions};
+use crate::engine::loader::LoadedModel;
+use crate::engine::models::layers::InputRecorder;
+use crate::engine::models::weights::{TensorSource, WeightStore};
+use crate::engine::models::Network;
+use crate::engine::tokenizer::encode_plain;
+use crate::engine::{Error, Result};
+use candle_core::{Device, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Per-column importance of every linear weight, by the weight's Hugging Face name.
+#[derive(Clone, Debug, Default)]
+pub struct Imatrix {
+    /// Mean square input activation per input column.
+    pub columns: BTreeMap<String, Vec<f32>>,
+    /// Tokens the model was run on.
+    pub tokens: usize,
+}
+
+/// Runs `model` (a causal LM) over `text` — windows of `opts.seq_len`, at most `opts.max_tokens`
+/// tokens — and records the input of every named linear layer. A tied head has no weight of its
+/// own and gets no entry (it is quantized plainly).
+pub fn calibrate(
+    model: &LoadedModel,
+    text: &str,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<Imatrix> {
+    if !model.config.is_causal_lm() {
+        return Err(Error::Invalid(format!(
+            "{} is a {} model; calibration runs a causal language model over text",
+            model.info.name, model.info.task
+        )));
+    }
+    let mut tokens = encode_plain(model.tokenizer()?, text)?;
+    if let Some(max) = opts.max_tokens {
+        tokens.truncate(max);
+    }
+    let seq_len = opts.seq_len.min(model.config.context_length()).max(2);
+    let wins = windows(&tokens, seq_len);
+    if wins.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the calibration text gives {} token(s); calibration needs at least 2",
+            tokens.len()
+        )));
+    }
+    let recorder = Arc::new(InputRecorder::default());
+    let network = recording_network(model, recorder.clone())?;
+    for (i, w) in wins.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let ids = Tensor::from_slice(w, (1, w.len()), &Device::Cpu)?;
+        network.forward(&ids)?;
+        progress(i + 1, wins.len());
+    }
+    Ok(Imatrix { columns: recorder.means(), tokens: wins.iter().map(|w| w.len()).sum() })
+}
+
+/// The same network over the same (shared, not copied) tensors, with every linear layer recording.
+fn recording_network(model: &LoadedModel, recorder: Arc<InputRecorder>) -> Result<Network> {
+    let tensors: HashMap<String, Tensor> = model
+        .params
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.detach().to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    let store = WeightStore::new(TensorSource::Memory(tensors), false, &Device::Cpu).with_recorder(recorder);
+    Network::build(&model.config, &store.root(), model.resolved.path())
+}

@@ -1,0 +1,247 @@
+//! A model's parameters → quantized tensors, a per-tensor report and true sizes, and the network
+//! that runs them.
+//!
+//! Quantization blocks run along a weight's input dimension (each row of `[out, in]`), as in
+//! llama.cpp. GPT-2's `Conv1D` weights are stored `[in, out]`, so for that family every block
+//! linear weight is transposed before quantizing (its embeddings and any untied head are not).
+
+use super::format::QuantFormat;
+use super::imatrix::Imatrix;
+use super::own::IntTensor;
+use super::policy::{QuantPolicy, TensorRole};
+use crate::engine::loader::LoadedModel;
+use crate::engine::models::weights::{TensorSource, WeightStore};
+use crate::engine::models::Network;
+use crate::engine::{Error, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The stored form of one tensor.
+#[derive(Clone, Debug)]
+pub enum QuantData {
+    /// Unquantized f32, in the Hugging Face orientation.
+    Float(Tensor),
+    /// GGML blocks (including the F16 fallback), `[out, in]`.
+    Ggml(Arc<QTensor>),
+    /// An own integer format, `[out, in]`.
+    Int(IntTensor),
+}
+
+/// One quantized parameter.
+#[derive(Clone, Debug)]
+pub struct QuantTensor {
+    pub role: TensorRole,
+    /// The Hugging Face shape.
+    pub shape: Vec<usize>,
+    /// The quantized form holds the transpose of the Hugging Face tensor (GPT-2 `Conv1D`).
+    pub transposed: bool,
+    pub data: QuantData,
+}
+
+impl QuantTensor {
+    /// The format the tensor was stored in.
+    pub fn format(&self) -> QuantFormat {
+        match &self.data {
+            QuantData::Float(_) => QuantFormat::F32,
+            QuantData::Ggml(q) => match q.dtype() {
+                GgmlDType::F32 => QuantFormat::F32,
+                GgmlDType::F16 => QuantFormat::F16,
+                d => QuantFormat::Ggml(d),
+            },
+            QuantData::Int(t) => QuantFormat::Int(t.format),
+        }
+    }
+
+    /// Bytes as stored: blocks, or packed codes plus scales and minima, or 4 per f32 value.
+    pub fn bytes(&self) -> u64 {
+        match &self.data {
+            QuantData::Float(t) => 4 * t.elem_count() as u64,
+            QuantData::Ggml(q) => q.storage_size_in_bytes() as u64,
+            QuantData::Int(t) => t.storage_bytes(),
+        }
+    }
+
+    /// The dequantized f32 tensor in the Hugging Face orientation.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        let t = match &self.data {
+            QuantData::Float(t) => return Ok(t.clone()),
+            QuantData::Ggml(q) => q.dequantize(&Device::Cpu)?,
+            QuantData::Int(t) => Tensor::from_vec(t.dequantize(), (t.rows, t.cols), &Device::Cpu)?,
+        };
+        Ok(if self.transposed { t.t()?.contiguous()? } else { t })
+    }
+}
+
+/// What one tensor got; `quantize` prints these.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub role: TensorRole,
+    pub shape: Vec<usize>,
+    /// The format the policy asked for.
+    pub requested: String,
+    /// The format it got (differs after a block-size fallback).
+    pub format: String,
+    pub bytes: u64,
+    pub bits_per_weight: f64,
+    /// Quantized with the importance matrix.
+    pub imatrix: bool,
+    /// Why the format differs from the requested one.
+    pub note: Option<String>,
+}
+
+/// Sizes over every parameter: quantized weights with their scales, and everything left f32.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SizeReport {
+    pub parameters: u64,
+    pub bytes: u64,
+    pub bits_per_weight: f64,
+    /// The same parameters in f32.
+    pub f32_bytes: u64,
+    /// Tensors that fell back to another format because of their width.
+    pub fallbacks: usize,
+}
+
+/// A quantized model: every parameter of the source model, by Hugging Face name.
+pub struct QuantizedModel {
+    pub format: QuantFormat,
+    pub tensors: BTreeMap<String, QuantTensor>,
+    pub report: Vec<TensorReport>,
+    pub size: SizeReport,
+    /// An importance matrix was applied to at least one tensor.
+    pub imatrix: bool,
+    /// Wall time of quantization.
+    pub seconds: f64,
+}
+
+/// How to quantize.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuantOptions<'a> {
+    pub policy: QuantPolicy,
+    /// Per-column importance from calibration; used where the format supports it.
+    pub imatrix: Option<&'a Imatrix>,
+}
+
+/// Quantizes every parameter of `model` according to `format` and the policy.
+pub fn quantize_model(
+    model: &LoadedModel,
+    format: QuantFormat,
+    opts: &QuantOptions,
+    cancel: &AtomicBool,
+) -> Result<QuantizedModel> {
+    let start = Instant::now();
+    let tied = model.config.tied_embeddings();
+    let conv1d = model.config.model_type() == "gpt2";
+    let mut tensors = BTreeMap::new();
+    let mut report = Vec::with_capacity(model.params.len());
+    for (name, t) in &model.params {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let role = TensorRole::of(name, t.dims(), tied);
+        let requested = opts.policy.format_for(role, format);
+        let transposed = conv1d && role == TensorRole::Linear;
+        let importance = opts.imatrix.and_then(|m| m.columns.get(name)).map(|v| v.as_slice());
+        let (q, r) = quantize_tensor(name, t, role, requested, transposed, importance)?;
+        tensors.insert(name.clone(), q);
+        report.push(r);
+    }
+    let parameters: u64 = model.params.values().map(|t| t.elem_count() as u64).sum();
+    let bytes: u64 = report.iter().map(|r| r.bytes).sum();
+    let size = SizeReport {
+        parameters,
+        bytes,
+        bits_per_weight: 8.0 * bytes as f64 / parameters.max(1) as f64,
+        f32_bytes: 4 * parameters,
+        fallbacks: report.iter().filter(|r| r.note.is_some()).count(),
+    };
+    let imatrix = report.iter().any(|r| r.imatrix);
+    Ok(QuantizedModel { format, tensors, report, size, imatrix, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// Quantizes one parameter, falling back per tensor when its width does not fit the blocks.
+pub fn quantize_tensor(
+    name: &str,
+    t: &Tensor,
+    role: TensorRole,
+    requested: QuantFormat,
+    transposed: bool,
+    importance: Option<&[f32]>,
+) -> Result<(QuantTensor, TensorReport)> {
+    let shape = t.dims().to_vec();
+    let t = t.detach().to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let w = if transposed { t.t()?.contiguous()? } else { t.contiguous()? };
+    let width = *w.dims().last().unwrap_or(&1);
+    let applied = if w.rank() == 2 { requested.for_width(width) } else { QuantFormat::F32 };
+    let use_imatrix = importance.is_some() && applied.supports_imatrix();
+    let imp = importance.filter(|_| use_imatrix);
+    let (data, transposed) = match applied {
+        QuantFormat::F32 => (QuantData::Float(t), false),
+        QuantFormat::F16 => (QuantData::Ggml(Arc::new(QTensor::quantize(&w, GgmlDType::F16)?)), transposed),
+        QuantFormat::Ggml(d) => {
+            let q = match imp {
+                Some(imp) => QTensor::quantize_imatrix(&w, imp, d)?,
+                None => QTensor::quantize(&w, d)?,
+            };
+            (QuantData::Ggml(Arc::new(q)), transposed)
+        }
+        QuantFormat::Int(f) => {
+            let (rows, cols) = w.dims2()?;
+            let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
+            (QuantData::Int(IntTensor::quantize(&values, rows, cols, f, imp)?), transposed)
+        }
+    };
+    let note = (applied != requested && w.rank() == 2).then(|| {
+        format!(
+            "rows are {width} wide, not a multiple of {requested}'s block of {}: stored as {applied}",
+            requested.block_size()
+        )
+    });
+    let q = QuantTensor { role, shape: shape.clone(), transposed, data };
+    let bytes = q.bytes();
+    let numel: usize = shape.iter().product();
+    let r = TensorReport {
+        name: name.to_string(),
+        role,
+        shape,
+        requested: requested.name(),
+        format: q.format().name(),
+        bytes,
+        bits_per_weight: 8.0 * bytes as f64 / numel.max(1) as f64,
+        imatrix: use_imatrix,
+        note,
+    };
+    Ok((q, r))
+}
+
+impl QuantizedModel {
+    /// The network of `model`'s family running these weights: GGML-quantized linear weights
+    /// multiply through candle's `QMatMul` (F16 fallbacks are dequantized by candle); embeddings,
+    /// a tied head and the own integer formats run on their dequantized f32 values.
+    pub fn network(&self, model: &LoadedModel) -> Result<Network> {
+        let mut dense = HashMap::new();
+        let mut quantized = HashMap::new();
+        for (name, t) in &self.tensors {
+            match &t.data {
+                QuantData::Ggml(q) if t.role.is_matmul() && q.dtype() != GgmlDType::F16 => {
+                    quantized.insert(name.clone(), q.clone());
+                }
+                _ => {
+                    dense.insert(name.clone(), t.dequantize()?);
+                }
+            }
+        }
+        let store = WeightStore::new(TensorSource::Memory(dense), false, &Device::Cpu).with_quantized(quantized);
+        Network::build(&model.config, &store.root(), model.resolved.path())
+    }
+
+    /// Every parameter dequantized, by Hugging Face name.
+    pub fn dequantized(&self) -> Result<BTreeMap<String, Tensor>> {
+        self.tensors.iter().map(|(n, t)| Ok((n.clone(), t.dequantize()?))).collect()
+    }
+}

@@ -1,0 +1,174 @@
+//! Sweeps: {models} × {formats}, each point measured against the unquantized model on one text.
+//!
+//! Per point: quantize (timed: the throughput in Mparams/s), build the network that runs the
+//! quantized weights, compare it with the unquantized network window by window
+//! (`eval::compare_tokens`: perplexity, top-1, KL(unquantized‖quantized), agreement), and time
+//! the quantized network alone over the first `speed_tokens` tokens (tokens/s of what actually
+//! runs: QMatMul for GGML formats, dequantized f32 for the own formats).
+
+use super::format::QuantFormat;
+use super::imatrix::{calibrate, Imatrix};
+use super::policy::QuantPolicy;
+use super::quantize::{quantize_model, QuantOptions};
+use crate::engine::eval::{compare_tokens, evaluate_tokens, EvalOptions};
+use crate::engine::hub::HubSettings;
+use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
+use crate::engine::source::resolve;
+use crate::engine::tokenizer::encode_plain;
+use crate::engine::{Error, Result};
+use crate::jobs::{JobContext, JobEvent, QuantPoint};
+use candle_core::Device;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// How to run a sweep.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// Windows and token budget of the evaluation text.
+    pub eval: EvalOptions,
+    pub policy: QuantPolicy,
+    /// A calibration text: formats that support it are quantized with its importance matrix.
+    pub calibration: Option<String>,
+    /// Tokens timed for tokens/s (the quantized network alone).
+    pub speed_tokens: usize,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        Self { eval: EvalOptions::default(), policy: QuantPolicy::default(), calibration: None, speed_tokens: 1024 }
+    }
+}
+
+/// A finished point with what the accuracy-vs-size view does not need but a benchmark does.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepResult {
+    #[serde(flatten)]
+    pub point: QuantPoint,
+    pub quantize_seconds: f64,
+    /// Parameters quantized per second, in millions.
+    pub mparams_per_second: f64,
+    /// Tensors that fell back to another format because of their width.
+    pub fallbacks: usize,
+    pub imatrix: bool,
+    /// The unquantized model's perplexity on the same windows.
+    pub reference_perplexity: f64,
+}
+
+/// Runs every format on every model; emits a `Point` event per finished point.
+pub fn sweep(
+    models: &[&LoadedModel],
+    formats: &[QuantFormat],
+    data: &str,
+    opts: &SweepOptions,
+    ctx: &JobContext,
+) -> Result<Vec<SweepResult>> {
+    if formats.is_empty() {
+        return Err(Error::Invalid("no formats to sweep; pass --formats q8_0,q4_k,…".into()));
+    }
+    let total = (models.len() * formats.len()) as u64;
+    let mut results = Vec::with_capacity(total as usize);
+    for model in models {
+        let mut tokens = encode_plain(model.tokenizer()?, data)?;
+        if let Some(max) = opts.eval.max_tokens {
+            tokens.truncate(max);
+        }
+        let imatrix = match &opts.calibration {
+            Some(text) if formats.iter().any(|f| f.supports_imatrix()) => {
+                ctx.log(format!("calibrating {} for the importance matrix", model.info.name));
+                let mut progress = |d: usize, t: usize| ctx.progress("calibration", d as u64, t as u64, "windows");
+                Some(calibrate(model, text, &opts.eval, &mut progress, ctx.cancel_flag())?)
+            }
+            _ => None,
+        };
+        for format in formats {
+            ctx.check()?;
+            let r = sweep_point(model, *format, &tokens, imatrix.as_ref(), opts, ctx)?;
+            ctx.emit(JobEvent::Point { job: ctx.id, point: r.point.clone() });
+            results.push(r);
+            ctx.progress("sweep", results.len() as u64, total, "points");
+        }
+    }
+    Ok(results)
+}
+
+fn sweep_point(
+    model: &LoadedModel,
+    format: QuantFormat,
+    tokens: &[u32],
+    imatrix: Option<&Imatrix>,
+    opts: &SweepOptions,
+    ctx: &JobContext,
+) -> Result<SweepResult> {
+    let qopts = QuantOptions { policy: opts.policy, imatrix };
+    let q = quantize_model(model, format, &qopts, ctx.cancel_flag())?;
+    let network = q.network(model)?;
+    let label = format!("{}{}", format.name(), if q.imatrix { "+imatrix" } else { "" });
+    ctx.log(format!(
+        "{} {label}: {:.2} bits/weight, {:.1} MB, quantized in {:.2} s",
+        model.info.name,
+        q.size.bits_per_weight,
+        q.size.bytes as f64 / 1e6,
+        q.seconds
+    ));
+    let mut progress = |d: usize, t: usize| ctx.progress(&format!("evaluating {label}"), d as u64, t as u64, "windows");
+    let cmp =
+        compare_tokens(&model.network, &network, tokens, &opts.eval, &Device::Cpu, &mut progress, ctx.cancel_flag())?;
+    let timed = &tokens[..opts.speed_tokens.max(2).min(tokens.len())];
+    let speed = evaluate_tokens(&network, timed, &opts.eval, &Device::Cpu, &mut |_, _| {}, ctx.cancel_flag())?;
+    Ok(SweepResult {
+        point: QuantPoint {
+            model: model.info.name.clone(),
+            format: label,
+            bits_per_weight: q.size.bits_per_weight,
+            bytes: q.size.bytes,
+            perplexity: cmp.candidate.perplexity,
+            top1_accuracy: cmp.candidate.top1_accuracy,
+            kl: cmp.kl,
+            agreement: cmp.agreement,
+            tokens_per_second: speed.tokens_per_second,
+        },
+        quantize_seconds: q.seconds,
+        mparams_per_second: q.size.parameters as f64 / 1e6 / q.seconds.max(1e-9),
+        fallbacks: q.size.fallbacks,
+        imatrix: q.imatrix,
+        reference_perplexity: cmp.reference_perplexity,
+    })
+}
+
+/// A sweep as a job: model specs resolved through the hub, data and calibration read from files.
+#[derive(Clone, Debug)]
+pub struct SweepRequest {
+    pub models: Vec<String>,
+    pub formats: Vec<QuantFormat>,
+    pub data: PathBuf,
+    /// A calibration text file for the importance matrix.
+    pub imatrix: Option<PathBuf>,
+    pub opts: SweepOptions,
+}
+
+impl SweepRequest {
+    /// The job body: loads the models, runs [`sweep`], returns `{"points": [...]}`.
+    pub fn run(mut self, ctx: &JobContext) -> Result<serde_json::Value> {
+        let data = read_text(&self.data, "--data")?;
+        if let Some(path) = &self.imatrix {
+            self.opts.calibration = Some(read_text(path, "--imatrix")?);
+        }
+        let settings = HubSettings::from_env();
+        let mut loaded = Vec::with_capacity(self.models.len());
+        for spec in &self.models {
+            ctx.check()?;
+            ctx.log(format!("loading {spec}"));
+            let resolved = resolve(spec, &settings, &|p| ctx.progress(&p.file, p.bytes, p.total, "bytes"))?;
+            loaded.push(load_model(&resolved, &LoadOptions::default())?);
+        }
+        let refs: Vec<&LoadedModel> = loaded.iter().collect();
+        let results = sweep(&refs, &self.formats, &data, &self.opts, ctx)?;
+        Ok(serde_json::json!({ "data": self.data.display().to_string(), "points": results }))
+    }
+}
+
+/// Reads a text file named by a command-line option.
+pub fn read_text(path: &std::path::Path, option: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Invalid(format!("cannot read {option} {}: {e}; give a UTF-8 text file", path.display())))
+}

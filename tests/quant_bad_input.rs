@@ -1,0 +1,75 @@
+//! Bad input to `quantize` and `sweep` through the real binary: a width that does not fit the
+//! blocks falls back per tensor (reported), an unknown format lists the valid ones, an output that
+//! cannot be written leaves nothing behind.
+
+mod common;
+
+use common::{fixture, run_cli};
+
+#[test]
+fn widths_that_do_not_fit_the_blocks_fall_back_per_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let model = fixture("tiny-llama");
+    let args = ["quantize", model.to_str().unwrap(), "--format", "q4_k", "--out", out.to_str().unwrap(), "--json"];
+    let (code, stdout, stderr) = run_cli(&args, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let tensors = report["tensors"].as_array().unwrap();
+    let down = tensors.iter().find(|t| t["name"] == "model.layers.0.mlp.down_proj.weight").unwrap();
+    // 172-wide rows: not a multiple of 256 (q4_k) nor of 32 (q5_0, its fallback) → f16.
+    assert_eq!(down["requested"], "q4_k");
+    assert_eq!(down["format"], "f16");
+    assert!(down["note"].as_str().unwrap().contains("172"), "{down}");
+    let q = tensors.iter().find(|t| t["name"] == "model.layers.0.self_attn.q_proj.weight").unwrap();
+    assert_eq!(q["format"], "q5_0", "64-wide rows take llama.cpp's fallback of q4_k: {q}");
+    let fallbacks = tensors.iter().filter(|t| !t["note"].is_null()).count();
+    assert_eq!(report["size"]["fallbacks"].as_u64().unwrap() as usize, fallbacks);
+    assert!(fallbacks >= 28, "every 2-D tensor of this model falls back: {fallbacks}");
+    assert!(out.is_file());
+}
+
+#[test]
+fn unknown_format_lists_the_valid_ones() {
+    let model = fixture("tiny-llama");
+    let m = model.to_str().unwrap();
+    for args in [
+        vec!["quantize", m, "--format", "q7_x", "--out", "/tmp/never-written.gguf"],
+        vec!["sweep", m, "--formats", "q8_0,q7_x", "--data", "/dev/null"],
+    ] {
+        let (code, _, stderr) = run_cli(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        for needle in ["unknown quantization format `q7_x`", "q8_0", "q4_k", "int4-g64"] {
+            assert!(stderr.contains(needle), "{args:?}: stderr lacks `{needle}`: {stderr}");
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/never-written.gguf").exists());
+}
+
+#[test]
+fn an_output_that_cannot_be_written_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let model = fixture("tiny-llama");
+    for (out, format) in [(blocker.join("m.gguf"), "q8_0"), (blocker.join("m.safetensors"), "int4-g64")] {
+        let args = ["quantize", model.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()];
+        let (code, _, stderr) = run_cli(&args, &[]);
+        assert_ne!(code, 0, "{stderr}");
+        assert!(stderr.contains("not-a-folder"), "the error names the path: {stderr}");
+    }
+    // An own format cannot go to GGUF: refused before writing, nothing left in the folder.
+    let out = dir.path().join("m.gguf");
+    let args = ["quantize", model.to_str().unwrap(), "--format", "int4-g64", "--out", out.to_str().unwrap()];
+    let (code, _, stderr) = run_cli(&args, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(".safetensors"), "{stderr}");
+    // A wrong extension is refused before any work.
+    let (code, _, stderr) = run_cli(
+        &["quantize", model.to_str().unwrap(), "--format", "q8_0", "--out", dir.path().join("m.bin").to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("not-a-folder")], "partial output left behind");
+}
