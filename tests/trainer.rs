@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{Device, Var};
 use distill_tui::engine::distill::losses::SoftLoss;
-use distill_tui::engine::distill::step::{accumulate_grads_chunked, LossConfig, Targets};
+use distill_tui::engine::distill::step::{accumulate_grads, LossConfig, Targets};
 use std::path::{Path, PathBuf};
 
 const METRICS: [&str; 4] = ["perplexity", "top1_accuracy", "kl_to_teacher", "agreement"];
@@ -18,14 +18,13 @@ fn chunked_loss_gradients_equal_a_single_backward_pass() {
     let (ids, _) = common::golden(&common::fixture("tiny-llama"));
     let t = ids.dim(1).unwrap();
     let vars: Vec<&Var> = student.vars.values().collect();
-    let cfg = LossConfig { kind: SoftLoss::ForwardKl, temperature: 2.0, alpha: 0.7, beta: 0.5 };
+    let cfg = LossConfig { kind: SoftLoss::ForwardKl, temperature: 2.0, alpha: 0.7, beta: 0.5, chunk_rows: Some(7) };
     let input = ids.narrow(1, 0, t - 1).unwrap();
     let hidden = teacher.network.hidden_states(&input).unwrap();
     let n = hidden.dim(0).unwrap() * hidden.dim(1).unwrap();
     let targets = Targets::Dense { teacher: &teacher.network, hidden: hidden.reshape((n, 64)).unwrap() };
     let mut chunked = vec![None; vars.len()];
-    let parts =
-        accumulate_grads_chunked(&student.network, &vars, &mut chunked, &ids, &targets, &cfg, 1.0, Some(7)).unwrap();
+    let parts = accumulate_grads(&student.network, &vars, &mut chunked, &ids, &targets, &cfg, 1.0).unwrap();
     // Reference: the whole loss at once.
     let s = student.network.forward(&input).unwrap().reshape((n, 512)).unwrap();
     let te = teacher.network.forward(&input).unwrap().reshape((n, 512)).unwrap();

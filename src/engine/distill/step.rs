@@ -34,6 +34,8 @@ pub struct LossConfig {
     pub temperature: f64,
     pub alpha: f64,
     pub beta: f64,
+    /// Logit rows per chunk; `None` picks about 64 MB of logits ([`chunk_rows`]).
+    pub chunk_rows: Option<usize>,
 }
 
 /// Mean losses per predicted position.
@@ -71,21 +73,6 @@ pub fn accumulate_grads(
     cfg: &LossConfig,
     scale: f64,
 ) -> Result<LossParts> {
-    accumulate_grads_chunked(student, vars, acc, ids, targets, cfg, scale, None)
-}
-
-/// [`accumulate_grads`] with an explicit number of logit rows per chunk (default: [`chunk_rows`]).
-#[allow(clippy::too_many_arguments)]
-pub fn accumulate_grads_chunked(
-    student: &Network,
-    vars: &[&Var],
-    acc: &mut [Option<Tensor>],
-    ids: &Tensor,
-    targets: &Targets,
-    cfg: &LossConfig,
-    scale: f64,
-    chunk: Option<usize>,
-) -> Result<LossParts> {
     let (b, t) = ids.dims2()?;
     let n = b * (t - 1);
     let hidden = student.hidden_states(&ids.narrow(1, 0, t - 1)?)?;
@@ -97,7 +84,7 @@ pub fn accumulate_grads_chunked(
     let (w_soft, w_hard) = if matches!(targets, Targets::None) { (0.0, 1.0) } else { (cfg.alpha, 1.0 - cfg.alpha) };
     let mut grad_h: Option<Tensor> = None;
     let mut parts = LossParts::default();
-    let chunk = match chunk {
+    let chunk = match cfg.chunk_rows {
         Some(c) => c.max(1),
         None => chunk_rows(student_vocab(student, &h_leaf)?),
     };

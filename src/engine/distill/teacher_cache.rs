@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// What a cache is keyed by.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CacheKey {
-    /// Identity of the teacher's weights: files with sizes and modification times, and the revision.
+    /// Identity of the teacher's weights: canonical paths with sizes and modification times, and the revision.
     pub teacher: String,
     /// sha256 of the training tokens.
     pub tokens_sha256: String,
@@ -40,6 +40,8 @@ impl CacheKey {
     ) -> Self {
         let mut id = revision.map(|r| format!("rev={r};")).unwrap_or_default();
         for f in teacher_files {
+            // The same files reached by another path (relative, through a symlink) are the same teacher.
+            let f = &std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
             let meta = std::fs::metadata(f).ok();
             let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
             let mtime = meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());

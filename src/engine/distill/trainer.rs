@@ -76,7 +76,13 @@ pub fn run_with_tokenizer(
     remove_stale_temporaries(&out);
     write_atomic(&out.join("recipe.toml"), r.to_toml()?.as_bytes())?;
     let d = &r.distill;
-    let loss = LossConfig { kind: r.soft_loss()?, temperature: d.temperature, alpha: d.alpha, beta: d.jsd_beta };
+    let loss = LossConfig {
+        kind: r.soft_loss()?,
+        temperature: d.temperature,
+        alpha: d.alpha,
+        beta: d.jsd_beta,
+        chunk_rows: None,
+    };
     let roles = match (&setup.teacher, d.baseline) {
         (None, _) => vec![RunRole::Pretrain],
         (Some(_), true) => vec![RunRole::Student, RunRole::Baseline],
