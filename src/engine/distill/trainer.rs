@@ -232,7 +232,8 @@ fn nan_context(e: Error, step: usize, out: &Path) -> Error {
     }
 }
 
-/// The teacher's top-k for each window, from the cache or computed (and cached) now.
+/// The teacher's top-k for each window, from the cache or computed (and cached) now; the windows
+/// the cache lacks go through the teacher in one batch.
 fn sparse_targets(
     setup: &Setup,
     windows: &[usize],
@@ -241,32 +242,36 @@ fn sparse_targets(
 ) -> Result<SparseTeacher> {
     let teacher = setup.teacher.as_ref().expect("sparse targets need a teacher");
     let mut cache = cache;
-    let mut parts = Vec::with_capacity(windows.len());
+    let mut parts: Vec<Option<SparseTeacher>> = Vec::with_capacity(windows.len());
     for &w in windows {
-        if let Some(c) = cache.as_deref_mut() {
-            if let Some(hit) = c.get(w, &Device::Cpu)? {
-                parts.push(hit);
-                continue;
-            }
-        }
-        let ids = setup.train.window(w);
-        let input = Tensor::from_slice(&ids[..ids.len() - 1], (1, ids.len() - 1), &Device::Cpu)?;
-        let hidden = teacher.network.hidden_states(&input)?.squeeze(0)?;
-        let rows = hidden.dim(0)?;
-        let step = chunk_rows(teacher.config.vocab_size());
-        let mut blocks = Vec::new();
-        for start in (0..rows).step_by(step) {
-            let n = step.min(rows - start);
-            let logits = teacher.network.lm_logits(&hidden.narrow(0, start, n)?)?;
-            blocks.push(SparseTeacher::from_logits(&logits, k)?);
-        }
-        let sp = SparseTeacher::cat(&blocks)?;
-        if let Some(c) = cache.as_deref_mut() {
-            c.put(w, &sp)?;
-        }
-        parts.push(sp);
+        parts.push(match cache.as_deref_mut() {
+            Some(c) => c.get(w, &Device::Cpu)?,
+            None => None,
+        });
     }
-    SparseTeacher::cat(&parts)
+    let missing: Vec<usize> = (0..windows.len()).filter(|&i| parts[i].is_none()).collect();
+    if !missing.is_empty() {
+        let t = setup.train.seq_len - 1;
+        let flat: Vec<u32> =
+            missing.iter().flat_map(|&i| setup.train.window(windows[i])[..t].iter().copied()).collect();
+        let hidden = teacher.network.hidden_states(&Tensor::from_vec(flat, (missing.len(), t), &Device::Cpu)?)?;
+        let hidden = hidden.reshape((missing.len() * t, hidden.dim(2)?))?;
+        let step = chunk_rows(teacher.config.vocab_size());
+        for (j, &i) in missing.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for start in (0..t).step_by(step) {
+                let n = step.min(t - start);
+                let logits = teacher.network.lm_logits(&hidden.narrow(0, j * t + start, n)?)?;
+                blocks.push(SparseTeacher::from_logits(&logits, k)?);
+            }
+            let sp = SparseTeacher::cat(&blocks)?;
+            if let Some(c) = cache.as_deref_mut() {
+                c.put(windows[i], &sp)?;
+            }
+            parts[i] = Some(sp);
+        }
+    }
+    SparseTeacher::cat(&parts.into_iter().map(|p| p.expect("every window filled")).collect::<Vec<_>>())
 }
 
 #[allow(clippy::too_many_arguments)]
