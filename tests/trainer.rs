@@ -238,3 +238,30 @@ fn a_loss_that_turns_nan_stops_with_the_step_and_the_last_checkpoint() {
     let msg = failed["error"].as_str().unwrap();
     assert!(msg.contains("not finite") && msg.contains("at step") && msg.contains("checkpoint"), "{msg}\n{err}");
 }
+
+#[test]
+fn a_quantize_section_sweeps_the_trained_models_and_bad_formats_fail_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = recipe(dir.path(), "q", "");
+    let text = std::fs::read_to_string(&path).unwrap().replace("steps = 24", "steps = 4").replace(
+        "[output]",
+        "[quantize]\nformats = [\"q8_0\", \"int4-g32\"]\ntargets = [\"teacher\", \"student\"]\n[output]",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, events, err) = run(&path, &dir.path().join("cache"), false);
+    assert_eq!(code, 0, "{err}");
+    let points: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "point").collect();
+    assert_eq!(points.len(), 4, "2 targets × 2 formats");
+    let s = summary(&events);
+    let q = s["quantize"].as_array().unwrap();
+    assert_eq!(q.len(), 4);
+    assert!(q.iter().all(|p| p["kl"].as_f64().unwrap() >= 0.0 && p["bytes"].as_u64().unwrap() > 0));
+    // An unknown format is refused before anything trains.
+    let bad = recipe(dir.path(), "qbad", "");
+    let text = std::fs::read_to_string(&bad).unwrap().replace("[output]", "[quantize]\nformats = [\"q9_9\"]\n[output]");
+    std::fs::write(&bad, text).unwrap();
+    let (code, events, err) = run(&bad, &dir.path().join("cache"), false);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("q9_9") && err.contains("q8_0"), "{err}");
+    assert!(!events.iter().any(|e| e["event"] == "step"), "nothing trained");
+}

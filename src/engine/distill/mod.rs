@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod losses;
 pub mod optim;
+pub mod post_quant;
 pub mod setup;
 pub mod sparse;
 pub mod step;

@@ -71,6 +71,7 @@ pub fn run_with_tokenizer(
             out.display()
         )));
     }
+    let quant_formats = super::post_quant::formats(lr)?;
     let setup = prepare(lr, tokenizer, ctx)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     remove_stale_temporaries(&out);
@@ -201,7 +202,7 @@ pub fn run_with_tokenizer(
             save_checkpoint(&out, done, &trainees, ctx)?;
         }
     }
-    finish(lr, &setup, &trainees, teacher_metrics, cache.as_ref(), started, ctx)
+    finish(lr, &setup, &trainees, teacher_metrics, cache.as_ref(), quant_formats.as_deref(), started, ctx)
 }
 
 /// Deletes temporary files a killed process left behind (`.NAME.tmp-PID`, see `fsutil`), so the
@@ -385,12 +386,14 @@ fn save_checkpoint(out: &Path, step: usize, trainees: &[Trainee], ctx: &JobConte
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     lr: &LoadedRecipe,
     setup: &Setup,
     trainees: &[Trainee],
     teacher_metrics: Option<crate::engine::eval::EvalReport>,
     cache: Option<&TeacherCache>,
+    quant_formats: Option<&[crate::engine::quant::QuantFormat]>,
     started: Instant,
     ctx: &JobContext,
 ) -> Result<serde_json::Value> {
@@ -438,6 +441,9 @@ fn finish(
             "teacher_cache".into(),
             json!({ "dir": c.dir().display().to_string(), "windows": c.windows(), "bytes": c.bytes(), "hits": c.hits, "misses": c.misses, "top_k": lr.recipe.distill.cache_top_k }),
         );
+    }
+    if let Some(formats) = quant_formats {
+        summary.insert("quantize".into(), super::post_quant::run(lr, setup, formats, ctx)?);
     }
     summary.insert("peak_memory_bytes".into(), json!(peak_memory_bytes()));
     summary.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
