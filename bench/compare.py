@@ -135,6 +135,7 @@ def run_distill(args, student, k, work):
     steps_ev = [e for e in events if e.get("event") == "step" and e.get("role", "student") == "student"]
     tps = [e["tokens_per_second"] for e in steps_ev][args.warmup_dt:]
     summary = next((e for e in reversed(events) if e.get("event") == "summary"), {})
+    summary = summary.get("summary", summary)
     tokens = args.batch * args.seq_len
     med = statistics.median(tps)
     return {"tokens_per_second": med, "median_step_seconds": tokens / med,
