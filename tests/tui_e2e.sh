@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=${E2E_BIN:-$ROOT/target/release/distill-tui}
+BIN=${E2E_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/distill-tui}
 RUN_TIMEOUT=${E2E_RUN_TIMEOUT:-600}
 SESSION=distill-e2e-$$
 WORK=${E2E_WORKDIR:-$(mktemp -d)}

@@ -7,5 +7,6 @@ pub mod post_quant;
 pub mod setup;
 pub mod sparse;
 pub mod step;
+pub mod summary;
 pub mod teacher_cache;
 pub mod trainer;
