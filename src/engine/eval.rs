@@ -49,6 +49,15 @@ pub fn windows(tokens: &[u32], seq_len: usize) -> Vec<&[u32]> {
     tokens.chunks(seq_len).filter(|w| w.len() >= 2).collect()
 }
 
+/// [`windows`], or an error when the text yields nothing to predict.
+fn checked_windows(tokens: &[u32], seq_len: usize) -> Result<Vec<&[u32]>> {
+    let wins = windows(tokens, seq_len);
+    if wins.is_empty() {
+        return Err(Error::Invalid(format!("the text gives {} token(s); evaluation needs at least 2", tokens.len())));
+    }
+    Ok(wins)
+}
+
 /// Evaluates a causal LM on a text with its own tokenizer.
 pub fn evaluate_text(
     model: &LoadedModel,
@@ -89,10 +98,7 @@ pub fn evaluate_tokens(
     if opts.seq_len < 2 {
         return Err(Error::Invalid("--seq-len must be at least 2".into()));
     }
-    let wins = windows(tokens, opts.seq_len);
-    if wins.is_empty() {
-        return Err(Error::Invalid(format!("the text gives {} token(s); evaluation needs at least 2", tokens.len())));
-    }
+    let wins = checked_windows(tokens, opts.seq_len)?;
     let batch = opts.batch_size.unwrap_or((2048 / opts.seq_len).max(1));
     let start = Instant::now();
     let (mut nll, mut correct, mut predicted, mut fed) = (0f64, 0usize, 0usize, 0usize);
@@ -162,13 +168,7 @@ impl ReferenceStates {
         device: &Device,
         cancel: &AtomicBool,
     ) -> Result<Self> {
-        let wins: Vec<Vec<u32>> = windows(tokens, seq_len).into_iter().map(|w| w.to_vec()).collect();
-        if wins.is_empty() {
-            return Err(Error::Invalid(format!(
-                "the text gives {} token(s); evaluation needs at least 2",
-                tokens.len()
-            )));
-        }
+        let wins: Vec<Vec<u32>> = checked_windows(tokens, seq_len)?.into_iter().map(|w| w.to_vec()).collect();
         let mut hidden = Vec::with_capacity(wins.len());
         for w in &wins {
             if cancel.load(Ordering::Relaxed) {
