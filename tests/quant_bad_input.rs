@@ -73,3 +73,22 @@ fn an_output_that_cannot_be_written_leaves_nothing_behind() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("not-a-folder")], "partial output left behind");
 }
+
+#[test]
+fn a_recipe_quantize_section_is_checked_as_it_is_read() {
+    use distill_tui::engine::recipe::Recipe;
+    let base = "[teacher]\nmodel = \"t\"\n[student]\nmodel = \"s\"\n[data]\ntrain = \"a\"\neval = \"b\"\n[output]\ndir = \"o\"\n";
+    let with = |q: &str| Recipe::parse(&format!("{base}[quantize]\n{q}\n"), "test.toml");
+    // group_size applies to the own formats named without a group, and to nothing else.
+    let r = with("formats = [\"int4\", \"int3-g128\", \"q4_0\"]\ngroup_size = 32\nimatrix = true").unwrap();
+    let names: Vec<String> = r.quantize.as_ref().unwrap().parsed_formats().unwrap().iter().map(|f| f.name()).collect();
+    assert_eq!(names, ["int4-g32", "int3-g128", "q4_0"]);
+    for (q, needle) in [
+        ("formats = [\"q9_9\"]", "quantize.formats: unknown quantization format `q9_9`"),
+        ("formats = [\"int4\"]\ngroup_size = 48", "quantize.group_size: 48 is not one of 32, 64, 128"),
+        ("formats = [\"q8_0\"]\ntargets = [\"student\", \"pupil\"]", "unknown target `pupil`"),
+    ] {
+        let err = with(q).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}

@@ -256,6 +256,16 @@ fn a_quantize_section_sweeps_the_trained_models_and_bad_formats_fail_before_trai
     let q = s["quantize"].as_array().unwrap();
     assert_eq!(q.len(), 4);
     assert!(q.iter().all(|p| p["kl"].as_f64().unwrap() >= 0.0 && p["bytes"].as_u64().unwrap() > 0));
+    // Every point is also measured against the teacher: the teacher's own points against itself,
+    // the student's against the teacher (far more than its quantization error alone).
+    for p in q {
+        let (kl, to_teacher) = (p["kl"].as_f64().unwrap(), p["kl_to_teacher"].as_f64().unwrap());
+        if p["model"].as_str().unwrap().contains("student") {
+            assert!(to_teacher > 10.0 * kl && to_teacher > 1e-3, "{p}");
+        } else {
+            assert_eq!(to_teacher, kl, "{p}");
+        }
+    }
     // An unknown format is refused before anything trains.
     let bad = recipe(dir.path(), "qbad", "");
     let text = std::fs::read_to_string(&bad).unwrap().replace("[output]", "[quantize]\nformats = [\"q9_9\"]\n[output]");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the workbench as a new user meets it: the release binary in tmux at 100×30
 # opens on the demo, checks the pair, starts a run (the step counter and the curve grow between
-# two captures), changes T on the Temperature screen, opens Compare after the run, quits, and the
+# two captures), changes T on the Temperature screen, opens Compare after the run (float and
+# quantized points) and sets a budget, quits, and the
 # pane is back at the shell with the terminal restored. Exits non-zero with a message on failure.
 #
 #   cargo build --release && bash tests/tui_e2e.sh
@@ -77,7 +78,6 @@ keys Enter Enter
 wait_for 'T=1\.0' 120
 keys +
 wait_for 'T=5\.5' 10
-save temperature
 echo "tui_e2e: Temperature shows T1=1.0 and T2 raised to 5.5"
 
 keys 3
@@ -85,9 +85,20 @@ wait_for 'finished: [0-9]+ steps' "$RUN_TIMEOUT"
 save train
 keys 4
 wait_for 'student float' 10
-save compare
 grep -q 'teacher float' "$LOG" || fail "Compare lacks the teacher point"
-echo "tui_e2e: Compare shows the run's points"
+grep -Eq 'teacher q8_0|student q4_0' "$LOG" || fail "Compare lacks the quantized points of the run's [quantize] sweep"
+# A budget: at most 1 MB and 5% more perplexity than the teacher; the verdict names the path.
+keys b 1 Enter d 5 Enter
+wait_for 'in budget · best: ' 10
+save compare
+echo "tui_e2e: Compare shows the run's float and quantized points and a budget verdict"
+
+# Temperature again: the prompt rerun now shows the trained student beside the teacher.
+keys 5
+keys Enter Enter
+wait_for 'student T1' 60
+save temperature
+echo "tui_e2e: Temperature shows the trained student beside the teacher"
 
 keys q
 wait_for '^e2e\$' 10

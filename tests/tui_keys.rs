@@ -191,3 +191,32 @@ fn compare_budget_and_axis_keys() {
     h.key(KeyCode::Enter);
     assert!(matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("not a number")));
 }
+
+#[test]
+fn z_on_compare_quantizes_the_recipe_models_with_the_formats_set_on_the_recipe_screen() {
+    let (_d, mut h) = harness(4);
+    h.keys(&[KeyCode::Char('4'), KeyCode::Char('z')]);
+    assert!(matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("quantize.formats")), "{:?}", h.app.popup);
+    h.key(KeyCode::Esc);
+    for (key, text) in [("quantize.formats", "q8_0, int4"), ("quantize.group_size", "32")] {
+        select_field(&mut h, key);
+        h.key(KeyCode::Enter);
+        h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
+        h.type_text(text);
+        h.key(KeyCode::Enter);
+        assert!(!h.app.recipe_screen.editing(), "{key} = {text} applies");
+    }
+    h.keys(&[KeyCode::Char('4'), KeyCode::Char('z')]);
+    assert!(h.app.jobs.running_of("sweep").is_some());
+    h.settle();
+    assert_eq!(h.app.popup, None);
+    let names: Vec<String> = h.app.compare.points.iter().map(|p| p.name()).collect();
+    // No run yet: the teacher and the recipe's own student, each in both formats.
+    for want in ["teacher q8_0", "teacher int4-g32", "student q8_0", "student int4-g32"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    // KL is to the teacher for every point: the untrained student is far from it, q8_0 is not.
+    let kl = |name: &str| h.app.compare.points.iter().find(|p| p.name() == name).unwrap().kl;
+    assert!(kl("teacher q8_0") < 0.01 && kl("student q8_0") > 10.0 * kl("teacher q8_0"));
+    assert!(h.render(100, 30).contains("teacher int4-g32"));
+}

@@ -1,6 +1,6 @@
 //! Snapshots of every screen in a populated state, at 80×24 and 120×40, driven by the real engine
 //! on the fixture models: the pair check, a short distillation run (KD student and baseline), the
-//! Temperature screen on a prompt, and the Compare points the run measured.
+//! Temperature screen on a prompt, and the Compare points the run and a quantization sweep measured.
 //!
 //! Numbers that depend on the machine (rates, ETAs, free memory) and temporary paths are masked;
 //! everything else, the losses and perplexities included, is compared exactly. A mismatch fails
@@ -9,6 +9,7 @@
 mod tui_support;
 
 use crossterm::event::KeyCode;
+use distill_tui::tui::app::Action;
 use tui_support::{fixture_recipe, Harness};
 
 fn filters() -> insta::Settings {
@@ -66,8 +67,15 @@ fn every_screen_populated_by_the_engine() {
     h.keys(&[KeyCode::Char('5'), KeyCode::Enter, KeyCode::Enter]);
     h.settle();
     h.keys(&[KeyCode::Char('+'), KeyCode::Left]);
-    // Compare: the run's float points with a size budget.
-    h.keys(&[KeyCode::Char('4'), KeyCode::Char('b')]);
+    // Compare: the run's float points, a quantization sweep of the teacher and the trained student
+    // started from the screen (formats set as on the Recipe screen), and a size budget.
+    let formats = Action::SetField { key: "quantize.formats".into(), text: "q8_0, q4_0".into() };
+    h.app.handle_action(formats);
+    h.keys(&[KeyCode::Char('4'), KeyCode::Char('z')]);
+    h.settle();
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    assert_eq!(h.app.compare.points.len(), 7, "3 float points + 2 models × 2 formats");
+    h.key(KeyCode::Char('b'));
     h.keys(&[KeyCode::Char('0'), KeyCode::Char('.'), KeyCode::Char('5'), KeyCode::Enter]);
     let settings = filters();
     let _guard = settings.bind_to_scope();

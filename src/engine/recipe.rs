@@ -4,6 +4,7 @@
 //! working directory. The format is documented in `docs/recipe.md`.
 
 use crate::engine::distill::losses::SoftLoss;
+use crate::engine::quant::format::{IntFormat, QuantFormat, INT_GROUPS};
 use crate::engine::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -136,6 +137,14 @@ pub struct QuantizeSection {
     pub formats: Vec<String>,
     #[serde(default = "d_targets")]
     pub targets: Vec<String>,
+    /// Columns per scale for the own `intN` formats named without a `-gN` (32, 64 or 128);
+    /// absent: those formats use one scale per row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_size: Option<usize>,
+    /// Quantize the formats that support it (K-quants, int) with an importance matrix computed
+    /// on the training text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub imatrix: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,7 +286,39 @@ impl Recipe {
         if d.eval_every == 0 || d.checkpoint_every == 0 {
             return Err("distill.eval_every and distill.checkpoint_every must be > 0".into());
         }
+        if let Some(q) = &self.quantize {
+            q.parsed_formats().map_err(|e| e.to_string())?;
+        }
         Ok(())
+    }
+}
+
+impl QuantizeSection {
+    /// The formats to sweep, `group_size` applied to the own formats named without a group; checks
+    /// the targets too. Errors name the key and list the valid values.
+    pub fn parsed_formats(&self) -> Result<Vec<QuantFormat>> {
+        for t in &self.targets {
+            if !matches!(t.as_str(), "teacher" | "student" | "baseline") {
+                return Err(Error::Invalid(format!(
+                    "quantize.targets: unknown target `{t}`; valid: teacher, student, baseline"
+                )));
+            }
+        }
+        if let Some(g) = self.group_size.filter(|g| !INT_GROUPS.contains(g)) {
+            let valid: Vec<String> = INT_GROUPS.iter().map(|g| g.to_string()).collect();
+            return Err(Error::Invalid(format!("quantize.group_size: {g} is not one of {}", valid.join(", "))));
+        }
+        let parsed = QuantFormat::parse_list(&self.formats.join(","))
+            .map_err(|e| Error::Invalid(format!("quantize.formats: {e}")))?;
+        Ok(parsed
+            .into_iter()
+            .map(|f| match (f, self.group_size) {
+                (QuantFormat::Int(i @ IntFormat { group: None, .. }), Some(g)) => {
+                    QuantFormat::Int(IntFormat { group: Some(g), ..i })
+                }
+                (f, _) => f,
+            })
+            .collect())
     }
 }
 

@@ -42,6 +42,12 @@ pub struct QuantPoint {
     pub kl: f64,
     /// Top-1 agreement with the unquantized model.
     pub agreement: f64,
+    /// KL(teacher ‖ quantized), when the sweep had a teacher to measure against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_to_teacher: Option<f64>,
+    /// Top-1 agreement with the teacher, when the sweep had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_with_teacher: Option<f64>,
     pub tokens_per_second: f64,
 }
 

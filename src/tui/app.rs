@@ -84,6 +84,7 @@ pub enum Action {
     PauseRun,
     CancelRun,
     Measure,
+    Quantize,
     RunPrompt,
     CancelJob(JobId),
 }
@@ -216,6 +217,7 @@ impl App {
             Action::PauseRun => train::pause_or_resume(self),
             Action::CancelRun => train::cancel(self),
             Action::Measure => compare::measure(self),
+            Action::Quantize => compare::quantize(self),
             Action::RunPrompt => temperature::run(self),
             Action::CancelJob(id) => {
                 if let Some(e) = self.jobs.get(id) {

@@ -78,6 +78,7 @@ pub fn screen_help(screen: Screen) -> &'static [(&'static str, &'static str)] {
         ],
         Screen::Compare => &[
             ("e", "measure the float teacher and student"),
+            ("z", "quantize: sweep the recipe's formats over its targets"),
             ("m", "switch the quality axis: perplexity, KL, agreement"),
             ("b", "budget: max size in MB"),
             ("d", "budget: max perplexity increase over the teacher, %"),

@@ -60,6 +60,8 @@ pub const FIELDS: &[Field] = &[
     f("distill.checkpoint_every", Kind::Int, "steps between checkpoints"),
     f("quantize.formats", Kind::List, "formats/bit-widths to sweep, comma separated"),
     f("quantize.targets", Kind::List, "models to quantize: teacher, student, baseline"),
+    f("quantize.group_size", Kind::OptInt, "columns per scale for intN formats: 32, 64, 128"),
+    f("quantize.imatrix", Kind::Bool, "importance matrix from the training text"),
     f("output.dir", Kind::Text, "where runs write (relative to the working dir)"),
 ];
 

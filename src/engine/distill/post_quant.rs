@@ -1,8 +1,8 @@
-//! A recipe's `[quantize]` section: after training, every target (teacher, student, baseline) is
-//! swept over the listed formats on the held-out text, each point measured against its own
-//! unquantized model and reported as a `Point` event (the data of the accuracy-vs-size view).
+//! A recipe's `[quantize]` section: every target (teacher, student, baseline) swept over the listed
+//! formats on the held-out text, each point measured against its own unquantized model and against
+//! the teacher, and reported as a `Point` event (the data of the accuracy-vs-size view). Runs after
+//! training, or on its own from the workbench.
 
-use super::setup::Setup;
 use crate::engine::eval::EvalOptions;
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::quant::{sweep, QuantFormat, SweepOptions};
@@ -11,51 +11,78 @@ use crate::engine::source::resolve_folder;
 use crate::engine::{Error, Result};
 use crate::jobs::JobContext;
 
-/// The formats of a `[quantize]` section, checked before any training starts.
+/// The formats of a `[quantize]` section, checked before any work starts.
 pub fn formats(lr: &LoadedRecipe) -> Result<Option<Vec<QuantFormat>>> {
-    let Some(q) = &lr.recipe.quantize else { return Ok(None) };
-    for t in &q.targets {
-        if !matches!(t.as_str(), "teacher" | "student" | "baseline") {
-            return Err(Error::Invalid(format!(
-                "quantize.targets: unknown target `{t}`; valid: teacher, student, baseline"
-            )));
-        }
-    }
-    Ok(Some(QuantFormat::parse_list(&q.formats.join(","))?))
+    lr.recipe.quantize.as_ref().map(|q| q.parsed_formats()).transpose()
 }
 
-/// Sweeps the targets after training; returns the points for the summary.
-pub fn run(lr: &LoadedRecipe, setup: &Setup, formats: &[QuantFormat], ctx: &JobContext) -> Result<serde_json::Value> {
-    let q = lr.recipe.quantize.as_ref().expect("formats() found a [quantize] section");
-    let out = lr.output_dir();
+/// Reads and joins the files a data key names.
+fn read_files(lr: &LoadedRecipe, pattern: &str, key: &str) -> Result<String> {
+    let mut text = String::new();
+    for f in lr.data_files(pattern, key)? {
+        text.push_str(
+            &std::fs::read_to_string(&f).map_err(|e| Error::Invalid(format!("cannot read {}: {e}", f.display())))?,
+        );
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The trained model of `role` in the run's output folder; before any run, the recipe's own
+/// student for the `student` target.
+fn target_model(lr: &LoadedRecipe, role: &str) -> Result<Option<LoadedModel>> {
+    let dir = lr.output_dir().join(role);
+    if dir.join("config.json").is_file() {
+        return Ok(Some(load_model(&resolve_folder(role, &dir, None, None)?, &LoadOptions::default())?));
+    }
+    match (role, &lr.recipe.student.model) {
+        ("student", Some(spec)) => {
+            let spec = lr.model_spec(spec);
+            let resolved =
+                crate::engine::source::resolve(&spec, &crate::engine::hub::HubSettings::from_env(), &|_| {})?;
+            Ok(Some(load_model(&resolved, &LoadOptions::default())?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Sweeps the recipe's targets over `formats`; `teacher` is the loaded teacher (the reference
+/// for KL and agreement, and the `teacher` target). Returns the points for the summary.
+pub fn run(
+    lr: &LoadedRecipe,
+    teacher: Option<&LoadedModel>,
+    formats: &[QuantFormat],
+    ctx: &JobContext,
+) -> Result<serde_json::Value> {
+    let q = lr.recipe.quantize.as_ref().ok_or_else(|| {
+        Error::Invalid("the recipe has no [quantize] section: set quantize.formats (e.g. q8_0, q4_0, int4-g64)".into())
+    })?;
     let mut owned: Vec<LoadedModel> = Vec::new();
     let mut use_teacher = false;
     for t in &q.targets {
+        ctx.check()?;
         match t.as_str() {
-            "teacher" => use_teacher = setup.teacher.is_some(),
-            role => {
-                let dir = out.join(role);
-                if dir.join("config.json").is_file() {
-                    owned.push(load_model(&resolve_folder(role, &dir, None, None)?, &LoadOptions::default())?);
-                }
-            }
+            "teacher" => use_teacher = teacher.is_some(),
+            role => match target_model(lr, role)? {
+                Some(m) => owned.push(m),
+                None => ctx.log(format!("no {role} to quantize yet (run the recipe first)")),
+            },
         }
     }
     let mut models: Vec<&LoadedModel> = Vec::new();
     if use_teacher {
-        models.extend(setup.teacher.as_ref());
+        models.extend(teacher);
     }
     models.extend(owned.iter());
-    let mut text = String::new();
-    for f in lr.data_files(&lr.recipe.data.eval, "data.eval")? {
-        text.push_str(
-            &std::fs::read_to_string(&f).map_err(|e| Error::Invalid(format!("cannot read {}: {e}", f.display())))?,
-        );
+    if models.is_empty() {
+        return Err(Error::Invalid(format!("nothing to quantize: targets {} found no model", q.targets.join(", "))));
     }
+    let text = read_files(lr, &lr.recipe.data.eval, "data.eval")?;
     let eval =
         EvalOptions { seq_len: lr.recipe.data.seq_len, max_tokens: Some(lr.recipe.data.eval_tokens), batch_size: None };
-    let opts = SweepOptions { eval, ..SweepOptions::default() };
+    let calibration = if q.imatrix { Some(read_files(lr, &lr.recipe.data.train, "data.train")?) } else { None };
+    let opts = SweepOptions { eval, calibration, ..SweepOptions::default() };
     ctx.log(format!("quantizing {} model(s) × {} format(s)", models.len(), formats.len()));
-    let results = sweep(&models, formats, &text, &opts, ctx)?;
+    let results = sweep(&models, teacher, formats, &text, &opts, ctx)?;
     serde_json::to_value(&results).map_err(|e| Error::Invalid(e.to_string()))
 }

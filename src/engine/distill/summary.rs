@@ -71,7 +71,7 @@ pub(super) fn finish(
         );
     }
     if let Some(formats) = quant_formats {
-        summary.insert("quantize".into(), super::post_quant::run(lr, setup, formats, ctx)?);
+        summary.insert("quantize".into(), super::post_quant::run(lr, setup.teacher.as_ref(), formats, ctx)?);
     }
     summary.insert("peak_memory_bytes".into(), json!(peak_memory_bytes()));
     summary.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));

@@ -2,7 +2,8 @@
 //!
 //! Per point: quantize (timed: the throughput in Mparams/s), build the network that runs the
 //! quantized weights, compare it with the unquantized network window by window
-//! (`eval::compare_tokens`: perplexity, top-1, KL(unquantized‖quantized), agreement), and time
+//! (`eval::compare_with_states`: perplexity, top-1, KL(unquantized‖quantized), agreement; with a
+//! teacher, KL and agreement to the teacher as well), and time
 //! the quantized network alone over the first `speed_tokens` tokens (tokens/s of what actually
 //! runs: QMatMul for GGML formats, dequantized f32 for the own formats).
 
@@ -10,7 +11,7 @@ use super::format::QuantFormat;
 use super::imatrix::{calibrate, Imatrix};
 use super::policy::QuantPolicy;
 use super::quantize::{quantize_model, QuantOptions};
-use crate::engine::eval::{compare_tokens, evaluate_tokens, EvalOptions};
+use crate::engine::eval::{compare_with_states, evaluate_tokens, EvalOptions, ReferenceStates};
 use crate::engine::hub::HubSettings;
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::source::resolve;
@@ -54,9 +55,19 @@ pub struct SweepResult {
     pub reference_perplexity: f64,
 }
 
-/// Runs every format on every model; emits a `Point` event per finished point.
+/// The model every point is also measured against (KL and agreement to the teacher), with its
+/// hidden states on the evaluation windows computed once.
+struct TeacherRef<'a> {
+    model: &'a LoadedModel,
+    states: ReferenceStates,
+}
+
+/// Runs every format on every model; emits a `Point` event per finished point. With a `teacher`,
+/// each point also gets its KL and agreement to the teacher (the models must share its
+/// tokenizer), so quantized students sit on the same axis as float ones.
 pub fn sweep(
     models: &[&LoadedModel],
+    teacher: Option<&LoadedModel>,
     formats: &[QuantFormat],
     data: &str,
     opts: &SweepOptions,
@@ -67,11 +78,22 @@ pub fn sweep(
     }
     let total = (models.len() * formats.len()) as u64;
     let mut results = Vec::with_capacity(total as usize);
-    for model in models {
-        let mut tokens = encode_plain(model.tokenizer()?, data)?;
-        if let Some(max) = opts.eval.max_tokens {
-            tokens.truncate(max);
+    let seq_len = opts.eval.seq_len;
+    let teacher = match teacher {
+        Some(t) => {
+            ctx.log(format!("reference: {} (KL and agreement to the teacher)", t.info.name));
+            let tokens = eval_tokens(t, data, opts)?;
+            let states = ReferenceStates::compute(&t.network, &tokens, seq_len, &Device::Cpu, ctx.cancel_flag())?;
+            Some(TeacherRef { model: t, states })
         }
+        None => None,
+    };
+    for model in models {
+        let tokens = eval_tokens(model, data, opts)?;
+        let own = ReferenceStates::compute(&model.network, &tokens, seq_len, &Device::Cpu, ctx.cancel_flag())?;
+        // The teacher's own points are already measured against the teacher.
+        let is_teacher = teacher.as_ref().is_some_and(|t| std::ptr::eq(t.model, *model));
+        let teacher = teacher.as_ref().filter(|_| !is_teacher);
         let imatrix = match &opts.calibration {
             Some(text) if formats.iter().any(|f| f.supports_imatrix()) => {
                 ctx.log(format!("calibrating {} for the importance matrix", model.info.name));
@@ -82,7 +104,11 @@ pub fn sweep(
         };
         for format in formats {
             ctx.check()?;
-            let r = sweep_point(model, *format, &tokens, imatrix.as_ref(), opts, ctx)?;
+            let mut r = sweep_point(model, *format, &tokens, &own, teacher, imatrix.as_ref(), opts, ctx)?;
+            if is_teacher {
+                r.point.kl_to_teacher = Some(r.point.kl);
+                r.point.agreement_with_teacher = Some(r.point.agreement);
+            }
             ctx.emit(JobEvent::Point { job: ctx.id, point: r.point.clone() });
             results.push(r);
             ctx.progress("sweep", results.len() as u64, total, "points");
@@ -91,10 +117,22 @@ pub fn sweep(
     Ok(results)
 }
 
+/// The first `max_tokens` of `data` in `model`'s tokenizer.
+fn eval_tokens(model: &LoadedModel, data: &str, opts: &SweepOptions) -> Result<Vec<u32>> {
+    let mut tokens = encode_plain(model.tokenizer()?, data)?;
+    if let Some(max) = opts.eval.max_tokens {
+        tokens.truncate(max);
+    }
+    Ok(tokens)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn sweep_point(
     model: &LoadedModel,
     format: QuantFormat,
     tokens: &[u32],
+    own: &ReferenceStates,
+    teacher: Option<&TeacherRef>,
     imatrix: Option<&Imatrix>,
     opts: &SweepOptions,
     ctx: &JobContext,
@@ -111,8 +149,25 @@ fn sweep_point(
         q.seconds
     ));
     let mut progress = |d: usize, t: usize| ctx.progress(&format!("evaluating {label}"), d as u64, t as u64, "windows");
-    let cmp =
-        compare_tokens(&model.network, &network, tokens, &opts.eval, &Device::Cpu, &mut progress, ctx.cancel_flag())?;
+    let cpu = Device::Cpu;
+    let cmp = compare_with_states(&model.network, own, &network, &opts.eval, &cpu, &mut progress, ctx.cancel_flag())?;
+    let to_teacher = match teacher {
+        Some(t) => {
+            let mut progress =
+                |d: usize, n: usize| ctx.progress(&format!("{label} vs teacher"), d as u64, n as u64, "windows");
+            let c = compare_with_states(
+                &t.model.network,
+                &t.states,
+                &network,
+                &opts.eval,
+                &cpu,
+                &mut progress,
+                ctx.cancel_flag(),
+            )?;
+            Some((c.kl, c.agreement))
+        }
+        None => None,
+    };
     let timed = &tokens[..opts.speed_tokens.max(2).min(tokens.len())];
     let speed = evaluate_tokens(&network, timed, &opts.eval, &Device::Cpu, &mut |_, _| {}, ctx.cancel_flag())?;
     Ok(SweepResult {
@@ -125,6 +180,8 @@ fn sweep_point(
             top1_accuracy: cmp.candidate.top1_accuracy,
             kl: cmp.kl,
             agreement: cmp.agreement,
+            kl_to_teacher: to_teacher.map(|t| t.0),
+            agreement_with_teacher: to_teacher.map(|t| t.1),
             tokens_per_second: speed.tokens_per_second,
         },
         quantize_seconds: q.seconds,
@@ -162,7 +219,7 @@ impl SweepRequest {
             loaded.push(load_model(&resolved, &LoadOptions::default())?);
         }
         let refs: Vec<&LoadedModel> = loaded.iter().collect();
-        let results = sweep(&refs, &self.formats, &data, &self.opts, ctx)?;
+        let results = sweep(&refs, None, &self.formats, &data, &self.opts, ctx)?;
         Ok(serde_json::json!({ "data": self.data.display().to_string(), "points": results }))
     }
 }

@@ -1,6 +1,7 @@
 //! Compare: every measured point as size against quality (perplexity, KL or agreement), the
 //! Pareto front, a table of the exact numbers, and a budget that says which path meets it.
 
+use crate::engine::distill::post_quant;
 use crate::engine::eval::EvalOptions;
 use crate::jobs::QuantPoint;
 use crate::tui::app::{Action, App, Popup};
@@ -48,7 +49,8 @@ impl State {
         self.sort();
     }
 
-    /// A point of a quantization sweep; its KL and agreement are against its unquantized model.
+    /// A point of a quantization sweep. Its KL and agreement are to the teacher when the sweep
+    /// measured them (the workbench's sweeps do), else to its own unquantized model.
     pub fn add_quant_point(&mut self, q: &QuantPoint) {
         let origin = Origin::from_name(&q.model);
         self.points.retain(|p| !(p.origin == origin && p.format == q.format));
@@ -58,8 +60,8 @@ impl State {
             bytes: q.bytes,
             perplexity: q.perplexity,
             top1_accuracy: q.top1_accuracy,
-            kl: q.kl,
-            agreement: q.agreement,
+            kl: q.kl_to_teacher.unwrap_or(q.kl),
+            agreement: q.agreement_with_teacher.unwrap_or(q.agreement),
         });
         self.sort();
     }
@@ -96,6 +98,7 @@ impl State {
         let show = |v: Option<f64>| TextInput::new(v.map(|v| v.to_string()).unwrap_or_default());
         match key.code {
             KeyCode::Char('e') => return Some(Action::Measure),
+            KeyCode::Char('z') => return Some(Action::Quantize),
             KeyCode::Char('m') => self.metric = self.metric.next(),
             KeyCode::Char('b') => self.input = Some((BudgetField::MaxMb, show(self.budget.max_mb))),
             KeyCode::Char('d') => {
@@ -146,6 +149,38 @@ pub fn measure(app: &mut App) {
     });
 }
 
+/// Sweeps the recipe's `[quantize]` formats over its targets (the teacher, and the run's student
+/// and baseline once trained), on a job thread; each point arrives as a `Point` event.
+pub fn quantize(app: &mut App) {
+    let lr = app.recipe.clone();
+    let formats = match post_quant::formats(&lr) {
+        Ok(Some(f)) if !f.is_empty() => f,
+        Ok(_) => {
+            let msg = "no formats to sweep: set quantize.formats on the Recipe screen (2), e.g. q8_0, q4_0, int4-g64";
+            app.popup = Some(Popup::Error(msg.into()));
+            return;
+        }
+        Err(e) => {
+            app.popup = Some(Popup::Error(e.to_string()));
+            return;
+        }
+    };
+    let Some(teacher_spec) = lr.recipe.teacher.as_ref().map(|t| app.model_spec(&t.model)) else {
+        app.popup = Some(Popup::Error("the recipe has no teacher to measure against".into()));
+        return;
+    };
+    let teacher = app.loaded.get(&teacher_spec).cloned();
+    let names: Vec<String> = formats.iter().map(|f| f.name()).collect();
+    let targets = lr.recipe.quantize.as_ref().map(|q| q.targets.join("+")).unwrap_or_default();
+    app.spawn("sweep", format!("quantize {targets}: {}", names.join(", ")), move |ctx, _| {
+        let teacher = match teacher {
+            Some(t) => t,
+            None => work::load(ctx, &teacher_spec)?,
+        };
+        post_quant::run(&lr, Some(&teacher), &formats, ctx)
+    });
+}
+
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.compare;
     let front = pareto_front(&s.points, s.metric);
@@ -154,14 +189,15 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let [chart_area, table_area, budget_area] =
         Layout::vertical([Constraint::Min(6), Constraint::Length(table_height), Constraint::Length(4)]).areas(area);
     if s.points.is_empty() {
-        let msg = "no points yet: e measures the float teacher and student; runs and quantization sweeps add theirs";
+        let msg = "no points yet: e measures the float teacher and student, z quantizes them; runs add theirs";
         f.render_widget(Paragraph::new(msg).block(panel("accuracy vs size")), chart_area);
     } else {
         let data = ParetoData::new(&s.points, s.metric, &front, &verdict.meets);
         f.render_widget(data.chart(s.metric), chart_area);
     }
+    let w = s.points.iter().map(|p| p.name().chars().count()).max().unwrap_or(0).max(15);
     let mut rows = vec![Line::from(format!(
-        "   {:<15} {:>9} {:>9} {:>6} {:>7} {:>6}  {}",
+        "   {:<w$} {:>9} {:>9} {:>6} {:>7} {:>6}  {}",
         "point", "size", "ppl", "top-1", "KL", "agree", "path"
     ))];
     let height = table_area.height.saturating_sub(3) as usize;
@@ -170,7 +206,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         let budget = if s.budget.is_set() && verdict.meets[i] { '$' } else { ' ' };
         Line::styled(
             format!(
-                "{}{budget} {:<15} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4}  {}",
+                "{}{budget} {:<w$} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4}  {}",
                 if front[i] { '*' } else { ' ' },
                 p.name(),
                 p.megabytes(),
@@ -183,7 +219,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
             selected(i == s.row),
         )
     }));
-    let title = "points: * Pareto front, $ in budget (quantized KL/agree: vs their float model)";
+    let title = "points: * Pareto front, $ in budget; KL and agreement to the teacher";
     f.render_widget(Paragraph::new(rows).block(panel(title)), table_area);
     let show = |v: Option<f64>, unit: &str| v.map(|v| format!("{v}{unit}")).unwrap_or_else(|| "none".into());
     let mut lines = vec![Line::from(match &s.input {
