@@ -10,7 +10,22 @@ use std::io::IsTerminal;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (its index in `mi_option_t`, the same in mimalloc 2 and 3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// By default mimalloc hands freed memory back to the kernel 10 ms later, so the next step's
+/// temporaries of the same size fault in fresh pages that the kernel must zero: 30% of a SmolLM2
+/// KD step's time. Never purging keeps those pages for reuse (sys time of a 3-step run: 24 s →
+/// 9 s); the price is that the resident size stays at its peak. `MIMALLOC_PURGE_DELAY` overrides.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one process-wide allocator option, before any other thread exists.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Some(command) => {
