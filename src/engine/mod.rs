@@ -5,6 +5,7 @@ pub mod derive;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod gguf;
 pub mod hub;
