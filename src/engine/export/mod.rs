@@ -46,7 +46,7 @@ impl Target {
 }
 
 /// What to export.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ExportRequest {
     pub run_dir: PathBuf,
     pub point: String,
