@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod derive;
+pub mod device;
 pub mod distill;
 pub mod error;
 pub mod eval;

@@ -32,7 +32,12 @@ pub fn run(lr: &LoadedRecipe, setup: &Setup, formats: &[QuantFormat], ctx: &JobC
     let mut use_teacher = false;
     for t in &q.targets {
         match t.as_str() {
-            "teacher" => use_teacher = setup.teacher.is_some(),
+            // The sweep quantizes and measures on the CPU: a teacher on a GPU is loaded again.
+            "teacher" => match &setup.teacher {
+                Some(t) if !setup.device.is_cpu() => owned.push(load_model(&t.resolved, &LoadOptions::default())?),
+                Some(_) => use_teacher = true,
+                None => {}
+            },
             role => {
                 let dir = out.join(role);
                 if dir.join("config.json").is_file() {
