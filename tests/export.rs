@@ -188,7 +188,9 @@ fn trl_project_step_zero_loss_equals_ours() {
         println!("step {k}: distill-tui loss {:.7}, transformers loss {theirs:.7}", ours[k]);
         assert!((theirs - ours[k]).abs() < 1e-3, "step {k}: {theirs} vs {}", ours[k]);
     }
-    assert!(tmp.path().join("trl-out/student/model.safetensors").is_file());
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(tmp.path().join("trl-out/student").join(f).is_file(), "the trl run saved no {f}");
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 
 import torch
@@ -172,7 +173,13 @@ def main():
     if trainer.accelerator.device.type != "cpu":
         teacher.to(trainer.accelerator.device)
     trainer.train()
-    trainer.save_model(os.path.join(args.output_dir, "student"))
+    out = os.path.join(args.output_dir, "student")
+    trainer.save_model(out)
+    if trainer.is_world_process_zero():
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            src = os.path.join(rel(kd["student_init"]), name)
+            if os.path.isfile(src):
+                shutil.copyfile(src, os.path.join(out, name))
 
 
 if __name__ == "__main__":

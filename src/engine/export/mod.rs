@@ -55,7 +55,7 @@ pub struct ExportRequest {
 }
 
 /// The run's recipe, resolved against the folder the run resolved it against.
-pub fn run_recipe(run: &FinishedRun) -> LoadedRecipe {
+pub fn recipe_of(run: &FinishedRun) -> LoadedRecipe {
     let base_dir = match &run.provenance {
         Some(p) => p.recipe_dir.clone(),
         // Runs made before provenance was recorded: the summary names the recipe file.
@@ -74,7 +74,7 @@ pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::V
             Target::LlamaCpp => llamacpp::check(&point, &run)?,
         }
     }
-    let lr = run_recipe(&run);
+    let lr = recipe_of(&run);
     let mut warnings = Vec::new();
     let prov = match &run.provenance {
         Some(p) => {

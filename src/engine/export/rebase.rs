@@ -93,3 +93,22 @@ pub fn relative_to(target: &Path, base: &Path) -> PathBuf {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_rebased_lexically_and_hub_ids_pinned() {
+        let from = Path::new("/w/assets/recipes");
+        assert_eq!(
+            rebase_path("../corpus/train/*.txt", from, Path::new("/w/exports/demo")),
+            "../../assets/corpus/train/*.txt"
+        );
+        assert_eq!(rebase_path("eval.txt", from, Path::new("/w/assets/recipes/out")), "../eval.txt");
+        assert_eq!(rebase_path("/abs/eval.txt", from, Path::new("/elsewhere")), "/abs/eval.txt");
+        assert_eq!(relative_to(Path::new("/a/b"), Path::new("/a/b")), PathBuf::from("."));
+        assert_eq!(pin("org/name", "abc123"), "org/name@abc123");
+        assert_eq!(pin("org/name:m.Q4_0.gguf", "abc123"), "org/name@abc123:m.Q4_0.gguf");
+    }
+}
