@@ -71,14 +71,11 @@ pub fn run_with_tokenizer(
         )));
     }
     let quant_formats = super::post_quant::formats(lr)?;
-    if let Some(p) = &r.provenance {
-        ctx.log("checking the inputs against the recipe's [provenance] (sha256)");
-        p.check(lr)?;
-    }
+    let provenance = crate::engine::export::provenance::for_run(lr, ctx)?;
     let setup = prepare(lr, tokenizer, ctx)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     remove_stale_temporaries(&out);
-    crate::engine::export::provenance::record(lr, &out)?;
+    crate::engine::export::provenance::record(lr, &provenance, &out)?;
     write_atomic(&out.join("recipe.toml"), r.to_toml()?.as_bytes())?;
     let d = &r.distill;
     let loss = LossConfig {

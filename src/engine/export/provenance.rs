@@ -68,14 +68,22 @@ impl RunProvenance {
     }
 }
 
-/// Hashes the recipe's inputs and writes `provenance.json` into the run directory.
-pub fn record(lr: &LoadedRecipe, out: &Path) -> Result<Provenance> {
-    let prov = collect(lr)?;
-    let recipe_dir = absolute(&lr.base_dir);
-    let run = RunProvenance { recipe_dir, provenance: prov.clone() };
+/// The inputs of a run about to start: checked against the recipe's `[provenance]` when it has one.
+pub fn for_run(lr: &LoadedRecipe, ctx: &crate::jobs::JobContext) -> Result<Provenance> {
+    match &lr.recipe.provenance {
+        Some(p) => {
+            ctx.log("checking the inputs against the recipe's [provenance] (sha256)");
+            p.check(lr)
+        }
+        None => collect(lr),
+    }
+}
+
+/// Writes a run's `provenance.json` (the inputs of `lr` as [`collect`] found them).
+pub fn record(lr: &LoadedRecipe, prov: &Provenance, out: &Path) -> Result<()> {
+    let run = RunProvenance { recipe_dir: absolute(&lr.base_dir), provenance: prov.clone() };
     let text = serde_json::to_string_pretty(&run).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&out.join(RUN_FILE), text.as_bytes())?;
-    Ok(prov)
+    write_atomic(&out.join(RUN_FILE), text.as_bytes())
 }
 
 /// The provenance of a recipe's inputs as they are now.
@@ -103,8 +111,8 @@ pub fn collect(lr: &LoadedRecipe) -> Result<Provenance> {
 }
 
 impl Provenance {
-    /// Compares the recorded hashes with the files now; the error names every file that changed.
-    pub fn check(&self, lr: &LoadedRecipe) -> Result<()> {
+    /// Compares the recorded hashes with the files now (returned); the error names every file that changed.
+    pub fn check(&self, lr: &LoadedRecipe) -> Result<Provenance> {
         let now = collect(lr)?;
         let mut problems = Vec::new();
         for m in &self.models {
@@ -125,7 +133,7 @@ impl Provenance {
         }
         compare("data", &self.data, &now.data, &mut problems);
         if problems.is_empty() {
-            return Ok(());
+            return Ok(now);
         }
         Err(Error::Invalid(format!(
             "inputs changed since the run (sha256 mismatch): {}; restore them, or run the recipe without its [provenance] section to accept the new files",
