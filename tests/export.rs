@@ -15,6 +15,11 @@ use std::sync::atomic::AtomicBool;
 /// A small distillation with a quantization sweep over the fixture teacher, run in `dir`.
 /// Returns the run directory and the run's JSON events.
 fn finished_run(dir: &Path) -> (PathBuf, Vec<Value>) {
+    run_recipe(dir, "derive = { layers = 2 }", "temperature = 2.0\nalpha = 0.7\n")
+}
+
+/// [`finished_run`] with another `[student]` line and more `[distill]` keys.
+fn run_recipe(dir: &Path, student: &str, distill: &str) -> (PathBuf, Vec<Value>) {
     let austen = common::shared_dir().join("data/austen");
     let text = std::fs::read_to_string(austen.join("emma.txt")).unwrap();
     std::fs::write(dir.join("train.txt"), &text[..60_000]).unwrap();
@@ -22,9 +27,9 @@ fn finished_run(dir: &Path) -> (PathBuf, Vec<Value>) {
     std::fs::write(dir.join("eval.txt"), &eval[..12_000]).unwrap();
     let run_dir = dir.join("runs/a");
     let recipe = format!(
-        "[teacher]\nmodel = \"{}\"\n[student]\nderive = {{ layers = 2 }}\n[data]\ntrain = \"train.txt\"\neval = \"eval.txt\"\n\
+        "[teacher]\nmodel = \"{}\"\n[student]\n{student}\n[data]\ntrain = \"train.txt\"\neval = \"eval.txt\"\n\
          seq_len = 32\neval_tokens = 512\n[distill]\nsteps = 4\nbatch_size = 4\nwarmup_steps = 1\neval_every = 2\n\
-         checkpoint_every = 2\ncache_top_k = 0\ntemperature = 2.0\nalpha = 0.7\n\
+         checkpoint_every = 2\ncache_top_k = 0\n{distill}\n\
          [quantize]\nformats = [\"q8_0\", \"q4_0\"]\ntargets = [\"student\"]\n[output]\ndir = \"{}\"\n",
         common::fixture("tiny-llama").display(),
         run_dir.display()
@@ -160,36 +165,55 @@ fn trl_project_step_zero_loss_equals_ours() {
     assert!(stderr.contains("student-q8_0") && !tmp.path().join("export").exists(), "{stderr}");
     let (code, _, stderr) = export(tmp.path(), &run, "student-q4_0", &["--target", "trl", "--target", "llama.cpp"]);
     assert_eq!(code, 0, "{stderr}");
-    let project = tmp.path().join("export/trl");
     let commands = std::fs::read_to_string(tmp.path().join("export/llama.cpp/commands.sh")).unwrap();
     assert!(commands.contains("llama-quantize student-f32.gguf student-q4_0-llama.gguf Q4_0"), "{commands}");
     assert!(commands.contains("llama-perplexity -m ../student-q4_0.gguf -f eval.txt -c 32"), "{commands}");
+    trl_losses_match(tmp.path(), &events);
+}
+
+#[test]
+fn trl_project_matches_with_jsd_accumulation_and_a_given_student() {
+    let tmp = tempfile::tempdir().unwrap();
+    let student = format!("model = \"{}\"", common::fixture("tiny-llama-student").display());
+    let distill = "loss = \"jsd\"\njsd_beta = 0.3\ntemperature = 3.0\nalpha = 0.5\ngrad_accum = 2\n";
+    let (run, events) = run_recipe(tmp.path(), &student, distill);
+    let (code, _, stderr) = export(tmp.path(), &run, "student", &["--target", "trl"]);
+    assert_eq!(code, 0, "{stderr}");
+    trl_losses_match(tmp.path(), &events);
+}
+
+/// Runs the exported trl project for two steps on the CPU; each step's loss (the mean over its
+/// micro-batches) must equal distill-tui's within 1e-3. Skips when python3 lacks the packages.
+fn trl_losses_match(dir: &Path, events: &[Value]) {
     if let Err(reason) = common::python_with(&["torch", "transformers", "accelerate", "trl"]) {
         eprintln!("skipped: {reason}");
         return;
     }
     let o = std::process::Command::new("python3")
-        .arg(project.join("train.py"))
-        .args(["--max-steps", "2", "--cpu", "--output-dir", tmp.path().join("trl-out").to_str().unwrap()])
+        .arg(dir.join("export/trl/train.py"))
+        .args(["--max-steps", "2", "--cpu", "--output-dir", dir.join("trl-out").to_str().unwrap()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    let steps: Vec<Value> =
+    let micro: Vec<Value> =
         stdout.lines().filter(|l| l.starts_with("{\"kd_step\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(steps.iter().map(|s| s["kd_step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1], "{stdout}");
     let ours: Vec<f64> = events
         .iter()
         .filter(|e| e["event"] == "step" && e["role"] == "student")
         .map(|e| e["loss"].as_f64().unwrap())
         .collect();
-    for (k, s) in steps.iter().enumerate() {
-        let theirs = s["loss"].as_f64().unwrap();
+    for step in 0..2u64 {
+        let losses: Vec<f64> =
+            micro.iter().filter(|m| m["kd_step"] == step).map(|m| m["loss"].as_f64().unwrap()).collect();
+        assert!(!losses.is_empty(), "no loss printed for step {step}:\n{stdout}");
+        let theirs = losses.iter().sum::<f64>() / losses.len() as f64;
+        let k = step as usize;
         println!("step {k}: distill-tui loss {:.7}, transformers loss {theirs:.7}", ours[k]);
         assert!((theirs - ours[k]).abs() < 1e-3, "step {k}: {theirs} vs {}", ours[k]);
     }
     for f in ["model.safetensors", "config.json", "tokenizer.json"] {
-        assert!(tmp.path().join("trl-out/student").join(f).is_file(), "the trl run saved no {f}");
+        assert!(dir.join("trl-out/student").join(f).is_file(), "the trl run saved no {f}");
     }
 }
 
