@@ -248,4 +248,9 @@ fn bad_input_unknown_point_missing_run_and_changed_files() {
     let (code, _, stderr) = export(tmp.path(), &run, "student", &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("sha256 mismatch") && stderr.contains("eval.txt"), "{stderr}");
+    // A run made before runs recorded provenance: exported with the hashes as they are now, and said so.
+    std::fs::remove_file(run.join("provenance.json")).unwrap();
+    let (code, stdout, stderr) = export(tmp.path(), &run, "student", &["--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("predates provenance recording"), "{stdout}");
 }
