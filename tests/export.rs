@@ -73,7 +73,9 @@ fn export_then_verify_reproduces_identical_metrics() {
     let (code, stdout, stderr) =
         cli(tmp.path(), &["run", out.join("recipe.toml").to_str().unwrap(), "--verify", "--json"]);
     assert_eq!(code, 0, "{stderr}");
-    let verify: Value = stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).next_back().unwrap();
+    let lines: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("--json prints JSON lines")).collect();
+    let verify = lines.last().unwrap();
     assert_eq!(verify["event"], "verify");
     let rows = verify["metrics"].as_array().unwrap();
     assert!(rows.len() >= 20, "{verify}");

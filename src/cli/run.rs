@@ -97,7 +97,9 @@ fn report(expected: &Expected, out: &Path, json: bool) -> i32 {
         }
     }
     if failed.is_empty() {
-        println!("verified: {} metrics match within a relative tolerance of {:e}", rows.len(), expected.tolerance);
+        if !json {
+            println!("verified: {} metrics match within a relative tolerance of {:e}", rows.len(), expected.tolerance);
+        }
         return 0;
     }
     let names: Vec<String> = failed
