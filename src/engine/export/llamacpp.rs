@@ -45,9 +45,9 @@ pub fn write(lr: &LoadedRecipe, point: &Point, dir: &Path) -> Result<Vec<PathBuf
         "teacher" => {
             let spec = r.teacher.as_ref().map(|t| t.model.clone()).unwrap_or_default();
             if Path::new(&spec).is_absolute() {
-                spec
+                format!("\"{spec}\"")
             } else if lr.model_spec(&spec) != spec {
-                format!("../{spec}")
+                format!("\"../{spec}\"")
             } else {
                 let (repo, _) = spec.split_once(':').unwrap_or((&spec, ""));
                 let (id, rev) = repo.split_once('@').unwrap_or((repo, "main"));
