@@ -92,4 +92,12 @@ fn every_screen_populated_by_the_engine() {
         insta::assert_snapshot!(format!("{name}_80x24"), h.render(80, 24));
         insta::assert_snapshot!(format!("{name}_120x40"), h.render(120, 40));
     }
+    // Export (the screen is open): `x` exports the run's student through the engine's export job.
+    h.key(KeyCode::Char('x'));
+    h.settle();
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    let out = std::path::PathBuf::from(h.app.export.fields[2].text.trim());
+    for f in ["recipe.toml", "model/model.safetensors", "model/README.md"] {
+        assert!(out.join(f).is_file(), "the export wrote no {f}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The headless command line. Human output by default, JSON with `--json`; errors on stderr with
 //! exit code 2 for bad input, 1 for machine failures, 130 when cancelled. One file per area.
 
+mod export;
 mod models;
 mod quant;
 mod run;
@@ -95,6 +96,10 @@ pub enum Command {
         /// Continue the run in the recipe's output directory from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Rerun an exported recipe (into `verify-run/` beside it) and compare every metric with its
+        /// `[expected]` values: exit 1 naming each metric beyond the tolerance.
+        #[arg(long, conflicts_with = "resume")]
+        verify: bool,
         #[arg(long)]
         json: bool,
     },
@@ -106,6 +111,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a point of a finished run: a reproducible recipe, the model and its quantized file.
+    Export(export::ExportArgs),
     /// Quantize a model to one format and write it as GGUF or safetensors.
     Quantize(quant::QuantizeArgs),
     /// Quantize models to several formats, each point measured against the unquantized model.
@@ -115,10 +122,18 @@ pub enum Command {
 /// Runs a subcommand; returns the process exit code.
 pub fn run(command: Command) -> i32 {
     match &command {
-        Command::Run { recipe, resume, json } => return run::run(recipe, run::Kind::Distill, *resume, *json),
-        Command::Pretrain { recipe, resume, json } => return run::run(recipe, run::Kind::Pretrain, *resume, *json),
+        Command::Run { recipe, resume, json, verify } => {
+            return run::run(recipe, run::Kind::Distill, *resume, *json, *verify)
+        }
+        Command::Pretrain { recipe, resume, json } => {
+            return run::run(recipe, run::Kind::Pretrain, *resume, *json, false)
+        }
         _ => {}
     }
+    let command = match command {
+        Command::Export(args) => return export::export(args),
+        other => other,
+    };
     let json = matches!(
         &command,
         Command::Inspect { json: true, .. }

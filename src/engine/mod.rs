@@ -2,9 +2,11 @@
 
 pub mod data;
 pub mod derive;
+pub mod device;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod gguf;
 pub mod hub;

@@ -24,6 +24,12 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<QuantizeSection>,
     pub output: OutputSection,
+    /// The exact inputs of the run an export was made from (sha256 per file); checked before a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::engine::export::provenance::Provenance>,
+    /// The metrics that run measured; `distill-tui run --verify` compares a rerun with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<crate::engine::export::verify::Expected>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

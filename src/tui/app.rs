@@ -87,6 +87,7 @@ pub enum Action {
     Quantize,
     RunPrompt,
     CancelJob(JobId),
+    Export(crate::engine::export::ExportRequest),
 }
 
 pub struct App {
@@ -188,6 +189,15 @@ impl App {
     }
 
     pub fn handle_action(&mut self, action: Action) {
+        let before = self.screen;
+        self.apply(action);
+        if self.screen == Screen::Export && before != Screen::Export {
+            // The run may have finished since: read its points as the screen opens.
+            self.export.refresh();
+        }
+    }
+
+    fn apply(&mut self, action: Action) {
         match action {
             Action::Quit if self.jobs.running() > 0 => self.popup = Some(Popup::ConfirmQuit),
             Action::Quit | Action::ConfirmQuit => {
@@ -219,6 +229,7 @@ impl App {
             Action::Measure => compare::measure(self),
             Action::Quantize => compare::quantize(self),
             Action::RunPrompt => temperature::run(self),
+            Action::Export(req) => export::start(self, req),
             Action::CancelJob(id) => {
                 if let Some(e) = self.jobs.get(id) {
                     e.cancel();

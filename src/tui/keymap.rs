@@ -91,6 +91,12 @@ pub fn screen_help(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("+ / -", "raise / lower the selected temperature"),
         ],
         Screen::Jobs => &[("↑↓ / j k", "select a job"), ("x", "cancel the selected job")],
-        Screen::Export => &[("Enter / e", "edit the path"), ("w", "write the recipe TOML there")],
+        Screen::Export => &[
+            ("↑↓ / j k", "select run directory, point or output folder"),
+            ("Enter / e", "edit it"),
+            ("t / l", "also write the trl / llama.cpp project"),
+            ("r", "re-read the run's points"),
+            ("x", "export the point"),
+        ],
     }
 }

@@ -77,7 +77,7 @@ pub fn restore_role(out: &Path, role: &str, step: usize, vars: &BTreeMap<String,
             name: name.clone(),
             context: format!("{role} checkpoint at step {step}"),
         })?;
-        var.set(t)?;
+        var.set(&t.to_device(var.device())?)?;
     }
     opt.load_state(&load("optim")?, step)
 }

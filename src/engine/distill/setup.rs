@@ -14,7 +14,7 @@ use crate::engine::source::resolve;
 use crate::engine::tokenizer::{encode_plain, load_tokenizer};
 use crate::engine::{Error, Result};
 use crate::jobs::JobContext;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tokenizers::Tokenizer;
@@ -30,24 +30,27 @@ pub struct Setup {
     pub tokenizer_file: Option<std::path::PathBuf>,
     pub train: TokenWindows,
     pub eval_tokens: Vec<u32>,
+    /// Where the run computes (`DISTILL_DEVICE`; the CPU by default).
+    pub device: Device,
 }
 
-fn load(spec: &str, trainable: bool, ctx: &JobContext) -> Result<LoadedModel> {
+fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContext) -> Result<LoadedModel> {
     let progress = |p: &crate::engine::hub::DownloadProgress| {
         ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
     };
     let resolved = resolve(spec, &HubSettings::from_env(), &progress)?;
-    load_model(&resolved, &LoadOptions { trainable, ..LoadOptions::default() })
+    load_model(&resolved, &LoadOptions { trainable, device: device.clone() })
 }
 
-/// Builds a trainable network from a config and tensors.
-pub fn trainable(config: &serde_json::Value, tensors: &BTreeMap<String, Tensor>) -> Result<Built> {
-    let map: HashMap<String, Tensor> = tensors.iter().map(|(k, v)| (k.clone(), v.detach())).collect();
+/// Builds a trainable network from a config and tensors, on `device`.
+pub fn trainable(config: &serde_json::Value, tensors: &BTreeMap<String, Tensor>, device: &Device) -> Result<Built> {
+    let map: HashMap<String, Tensor> =
+        tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_device(device)?.detach()))).collect::<Result<_>>()?;
     build_network(
         config,
         Path::new("(student config)"),
         TensorSource::Memory(map),
-        &LoadOptions { trainable: true, ..Default::default() },
+        &LoadOptions { trainable: true, device: device.clone() },
     )
 }
 
@@ -57,16 +60,17 @@ pub fn prepare(
     ctx: &JobContext,
 ) -> Result<Setup> {
     let r = &lr.recipe;
+    let device = crate::engine::device::selected()?;
     let teacher = match &r.teacher {
         Some(t) => {
             ctx.log(format!("loading teacher {}", t.model));
-            Some(load(&lr.model_spec(&t.model), false, ctx)?)
+            Some(load(&lr.model_spec(&t.model), false, &device, ctx)?)
         }
         None => None,
     };
     let (student_config, initial, student_model) = if let Some(spec) = &r.student.model {
         ctx.log(format!("loading student {spec}"));
-        let s = load(&lr.model_spec(spec), false, ctx)?;
+        let s = load(&lr.model_spec(spec), false, &device, ctx)?;
         let initial = s.params.clone();
         (s.config_json.clone(), initial, Some(s))
     } else if let Some(d) = &r.student.derive {
@@ -122,7 +126,7 @@ pub fn prepare(
             },
         },
     };
-    let built = trainable(&student_config, &initial)?;
+    let built = trainable(&student_config, &initial, &device)?;
     let ctx_len =
         built.config.context_length().min(teacher.as_ref().map(|t| t.config.context_length()).unwrap_or(usize::MAX));
     if r.data.seq_len > ctx_len {
@@ -165,5 +169,5 @@ pub fn prepare(
         }
     }
     ctx.log(format!("training data: {} tokens in {} windows of {}", train.tokens.len(), train.len(), r.data.seq_len));
-    Ok(Setup { teacher, student_config, initial, tokenizer, tokenizer_file, train, eval_tokens })
+    Ok(Setup { teacher, student_config, initial, tokenizer, tokenizer_file, train, eval_tokens, device })
 }

@@ -6,6 +6,7 @@ use super::teacher_cache::TeacherCache;
 use super::trainer::Trainee;
 use crate::engine::derive::{save_hf_folder, TokenizerOut};
 use crate::engine::fsutil::write_atomic;
+use crate::engine::loader::{load_model, LoadOptions};
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::{Error, Result};
 use crate::jobs::JobContext;
@@ -71,7 +72,13 @@ pub(super) fn finish(
         );
     }
     if let Some(formats) = quant_formats {
-        summary.insert("quantize".into(), super::post_quant::run(lr, setup.teacher.as_ref(), formats, ctx)?);
+        // The sweep quantizes and measures on the CPU: a teacher on a GPU is loaded again.
+        let cpu_teacher = match &setup.teacher {
+            Some(t) if !setup.device.is_cpu() => Some(load_model(&t.resolved, &LoadOptions::default())?),
+            _ => None,
+        };
+        let teacher = cpu_teacher.as_ref().or(setup.teacher.as_ref());
+        summary.insert("quantize".into(), super::post_quant::run(lr, teacher, formats, ctx)?);
     }
     summary.insert("peak_memory_bytes".into(), json!(peak_memory_bytes()));
     summary.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));

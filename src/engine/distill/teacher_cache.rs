@@ -8,6 +8,7 @@
 //! time holds an exclusive lock on the log; a second run that finds it locked reads only.
 
 use super::sparse::SparseTeacher;
+use crate::engine::fsutil::hex;
 use crate::engine::fsutil::write_atomic;
 use crate::engine::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -58,10 +59,6 @@ impl CacheKey {
         let text = serde_json::to_string(self).expect("serializable");
         hex(&Sha256::digest(text.as_bytes()))[..24].to_string()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn fnv64(bytes: &[u8]) -> u64 {

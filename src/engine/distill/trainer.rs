@@ -15,7 +15,7 @@ use crate::engine::models::Network;
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::{Error, Result};
 use crate::jobs::{EvalMetrics, JobContext, JobEvent, RunRole};
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -71,9 +71,11 @@ pub fn run_with_tokenizer(
         )));
     }
     let quant_formats = super::post_quant::formats(lr)?;
+    let provenance = crate::engine::export::provenance::for_run(lr, ctx)?;
     let setup = prepare(lr, tokenizer, ctx)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     remove_stale_temporaries(&out);
+    crate::engine::export::provenance::record(lr, &provenance, &out)?;
     write_atomic(&out.join("recipe.toml"), r.to_toml()?.as_bytes())?;
     let d = &r.distill;
     let loss = LossConfig {
@@ -91,7 +93,7 @@ pub fn run_with_tokenizer(
     let mut trainees = roles
         .iter()
         .map(|&role| {
-            let built = trainable(&setup.student_config, &setup.initial)?;
+            let built = trainable(&setup.student_config, &setup.initial, &setup.device)?;
             let opt = AdamW::new(&built.vars, d.weight_decay)?;
             Ok(Trainee {
                 role,
@@ -137,7 +139,7 @@ pub fn run_with_tokenizer(
             &t.network,
             &setup.eval_tokens,
             &eval_opts,
-            &Device::Cpu,
+            &setup.device,
             &mut |_, _| {},
             ctx.cancel_flag(),
         )?),
@@ -148,7 +150,7 @@ pub fn run_with_tokenizer(
             &t.network,
             &setup.eval_tokens,
             r.data.seq_len,
-            &Device::Cpu,
+            &setup.device,
             ctx.cancel_flag(),
         )?),
         None => None,
@@ -254,7 +256,7 @@ fn sparse_targets(
     let mut parts: Vec<Option<SparseTeacher>> = Vec::with_capacity(windows.len());
     for &w in windows {
         parts.push(match cache.as_deref_mut() {
-            Some(c) => c.get(w, &Device::Cpu)?,
+            Some(c) => c.get(w, &setup.device)?,
             None => None,
         });
     }
@@ -263,7 +265,7 @@ fn sparse_targets(
         let t = setup.train.seq_len - 1;
         let flat: Vec<u32> =
             missing.iter().flat_map(|&i| setup.train.window(windows[i])[..t].iter().copied()).collect();
-        let hidden = teacher.network.hidden_states(&Tensor::from_vec(flat, (missing.len(), t), &Device::Cpu)?)?;
+        let hidden = teacher.network.hidden_states(&Tensor::from_vec(flat, (missing.len(), t), &setup.device)?)?;
         let hidden = hidden.reshape((missing.len() * t, hidden.dim(2)?))?;
         let step = chunk_rows(teacher.config.vocab_size());
         for (j, &i) in missing.iter().enumerate() {
@@ -302,7 +304,7 @@ fn train_step(
     let mut total = LossParts::default();
     for mb in micro {
         let flat: Vec<u32> = mb.iter().flat_map(|&w| setup.train.window(w).iter().copied()).collect();
-        let ids = Tensor::from_vec(flat, (mb.len(), setup.train.seq_len), &Device::Cpu)?;
+        let ids = Tensor::from_vec(flat, (mb.len(), setup.train.seq_len), &setup.device)?;
         let targets = match (t.role, &setup.teacher) {
             (RunRole::Student, Some(_)) if k > 0 => {
                 Targets::Sparse(sparse_targets(setup, mb, cache.as_deref_mut(), k)?)
@@ -347,7 +349,7 @@ fn evaluate(
                 states,
                 network,
                 opts,
-                &Device::Cpu,
+                &setup.device,
                 &mut |_, _| {},
                 ctx.cancel_flag(),
             )?;
@@ -360,7 +362,7 @@ fn evaluate(
         }
         _ => {
             let e =
-                evaluate_tokens(network, &setup.eval_tokens, opts, &Device::Cpu, &mut |_, _| {}, ctx.cancel_flag())?;
+                evaluate_tokens(network, &setup.eval_tokens, opts, &setup.device, &mut |_, _| {}, ctx.cancel_flag())?;
             EvalMetrics {
                 perplexity: e.perplexity,
                 top1_accuracy: e.top1_accuracy,

@@ -1,0 +1,181 @@
+//! Export: one point of a finished run as a reproducible recipe plus deployable artifacts, and
+//! optionally as projects for other engines (`trl`: Hugging Face transformers on many GPUs;
+//! `llama.cpp`: the quantize and perplexity commands). Documented in `docs/export.md`.
+//!
+//! `OUT/recipe.toml` is the run's recipe with its paths rebased to `OUT`, hub models pinned to the
+//! revision the run used, a `[provenance]` section (sha256 of every model and data file, the tool
+//! version) and an `[expected]` section (every deterministic metric the run measured), which
+//! `distill-tui run OUT/recipe.toml --verify` reproduces.
+
+pub mod llamacpp;
+pub mod model_card;
+pub mod points;
+pub mod provenance;
+mod rebase;
+pub mod trl;
+pub mod verify;
+
+use crate::engine::fsutil::{write_atomic, write_atomic_with};
+use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
+use crate::engine::quant::{export, quantize_model, QuantFormat, QuantOptions};
+use crate::engine::recipe::{LoadedRecipe, Recipe};
+use crate::engine::source::resolve_folder;
+use crate::engine::{Error, Result};
+use crate::jobs::JobContext;
+use points::{metrics_of, FinishedRun, Point};
+use provenance::{absolute, collect, resolve_spec};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use verify::Expected;
+
+/// An engine to write a project for, besides the recipe and the artifacts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Trl,
+    LlamaCpp,
+}
+
+impl Target {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "trl" => Ok(Self::Trl),
+            "llama.cpp" | "llamacpp" => Ok(Self::LlamaCpp),
+            other => Err(Error::Invalid(format!("unknown export target `{other}`; valid: trl, llama.cpp"))),
+        }
+    }
+}
+
+/// What to export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportRequest {
+    pub run_dir: PathBuf,
+    pub point: String,
+    pub out: PathBuf,
+    pub targets: Vec<Target>,
+}
+
+/// The run's recipe, resolved against the folder the run resolved it against.
+pub fn recipe_of(run: &FinishedRun) -> LoadedRecipe {
+    let base_dir = match &run.provenance {
+        Some(p) => p.recipe_dir.clone(),
+        // Runs made before provenance was recorded: the summary names the recipe file.
+        None => run.summary["recipe"].as_str().and_then(|r| Path::new(r).parent()).map(absolute).unwrap_or_default(),
+    };
+    LoadedRecipe { recipe: run.recipe.clone(), path: run.dir.join("recipe.toml"), base_dir }
+}
+
+/// Exports a point; returns a report naming every file written.
+pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::Value> {
+    let run = FinishedRun::open(&req.run_dir)?;
+    let point = run.point(&req.point)?;
+    for t in &req.targets {
+        match t {
+            Target::Trl => trl::check(&run)?,
+            Target::LlamaCpp => llamacpp::check(&point, &run)?,
+        }
+    }
+    let lr = recipe_of(&run);
+    let mut warnings = Vec::new();
+    let prov = match &run.provenance {
+        Some(p) => {
+            ctx.log("checking the run's inputs against their recorded sha256");
+            p.provenance.check(&lr)?;
+            p.provenance.clone()
+        }
+        None => {
+            warnings.push(
+                "the run predates provenance recording: the sha256 values are of the files as they are now".to_string(),
+            );
+            collect(&lr)?
+        }
+    };
+    std::fs::create_dir_all(&req.out).map_err(|e| Error::io(format!("creating {}", req.out.display()), e))?;
+    let out = absolute(&req.out);
+    let mut recipe = rebase::recipe(&lr, &prov, &out);
+    recipe.expected = Some(Expected {
+        point: Some(point.name.clone()),
+        tolerance: verify::d_tolerance(),
+        metrics: metrics_of(&run.summary),
+    });
+    let recipe_text = recipe.to_toml()?;
+    let mut files = vec![out.join("recipe.toml")];
+    write_atomic(&files[0], recipe_text.as_bytes())?;
+    if matches!(point.role.as_str(), "student" | "baseline" | "model") {
+        ctx.log(format!("writing the {} as a Hugging Face folder", point.role));
+        let dir = out.join("model");
+        files.extend(copy_hf_folder(&run.dir.join(&point.role), &dir)?);
+        let card = model_card::render(&point, &run.summary, &recipe_text);
+        write_atomic(&dir.join("README.md"), card.as_bytes())?;
+        files.push(dir.join("README.md"));
+    }
+    if let Some(format) = point.format {
+        ctx.log(format!("quantizing the {} to {}", point.role, format.name()));
+        let model = point_model(&lr, &run, &point)?;
+        let q = quantize_model(&model, format, &QuantOptions::default(), ctx.cancel_flag())?;
+        let path = out.join(quant_file_name(&point, format));
+        export(&model, &q, &path)?;
+        files.push(path);
+    }
+    let exported = LoadedRecipe { recipe, path: out.join("recipe.toml"), base_dir: out.clone() };
+    for t in &req.targets {
+        files.extend(match t {
+            Target::Trl => trl::write(&exported, &out.join("trl"), ctx)?,
+            Target::LlamaCpp => llamacpp::write(&exported, &point, &out.join("llama.cpp"))?,
+        });
+    }
+    warnings.extend(trl_warnings(&req.targets, &exported.recipe));
+    for w in &warnings {
+        ctx.log(format!("warning: {w}"));
+    }
+    Ok(json!({
+        "point": point.name,
+        "out": out.display().to_string(),
+        "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "warnings": warnings,
+    }))
+}
+
+fn trl_warnings(targets: &[Target], r: &Recipe) -> Option<String> {
+    (targets.contains(&Target::Trl) && r.distill.cache_top_k > 0).then(|| {
+        format!(
+            "the run used the teacher top-{} cache; the trl script uses the full-vocabulary loss (identical when cache_top_k = 0)",
+            r.distill.cache_top_k
+        )
+    })
+}
+
+/// The GGUF file of a GGML (or float) point, safetensors for the own integer formats.
+pub fn quant_file_name(point: &Point, format: QuantFormat) -> String {
+    let ext = if matches!(format, QuantFormat::Int(_)) { "safetensors" } else { "gguf" };
+    format!("{}.{ext}", point.name)
+}
+
+/// The unquantized model a point was made from.
+fn point_model(lr: &LoadedRecipe, run: &FinishedRun, point: &Point) -> Result<LoadedModel> {
+    let resolved = if point.role == "teacher" {
+        let spec = lr.recipe.teacher.as_ref().map(|t| t.model.clone()).unwrap_or_default();
+        resolve_spec(lr, &spec)?
+    } else {
+        resolve_folder(&point.role, &run.dir.join(&point.role), None, None)?
+    };
+    load_model(&resolved, &LoadOptions::default())
+}
+
+/// Copies a Hugging Face folder's files (not sub-folders), each atomically.
+fn copy_hf_folder(from: &Path, to: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(from).map_err(|e| Error::io(format!("reading {}", from.display()), e))?;
+    let mut written = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_file() || name.starts_with('.') {
+            continue;
+        }
+        let dest = to.join(&name);
+        let mut src = std::fs::File::open(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        write_atomic_with(&dest, |f| std::io::copy(&mut src, f).map(|_| ()))?;
+        written.push(dest);
+    }
+    written.sort();
+    Ok(written)
+}
