@@ -1,5 +1,6 @@
 //! `run RECIPE` (distillation) and `pretrain RECIPE`, headless.
 
+use crate::engine::classify::recipe::is_classification;
 use crate::engine::distill::trainer::{run_recipe, RunOptions};
 use crate::engine::pretrain::run_pretrain;
 use crate::engine::recipe::Recipe;
@@ -14,6 +15,14 @@ pub enum Kind {
 }
 
 pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool) -> i32 {
+    let text = std::fs::read_to_string(recipe).unwrap_or_default();
+    if kind == Kind::Distill && is_classification(&text) {
+        if resume {
+            eprintln!("error: classification runs have no checkpoints to resume from; run without --resume");
+            return 2;
+        }
+        return super::classify::run(recipe, super::classify::Stage::Run, json);
+    }
     let loaded = match Recipe::load(recipe) {
         Ok(r) => r,
         Err(e) => {

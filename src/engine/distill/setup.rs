@@ -32,7 +32,7 @@ pub struct Setup {
     pub eval_tokens: Vec<u32>,
 }
 
-fn load(spec: &str, trainable: bool, ctx: &JobContext) -> Result<LoadedModel> {
+pub(crate) fn load(spec: &str, trainable: bool, ctx: &JobContext) -> Result<LoadedModel> {
     let progress = |p: &crate::engine::hub::DownloadProgress| {
         ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
     };
