@@ -119,16 +119,18 @@ fn count(vars: &std::collections::BTreeMap<String, candle_core::Var>) -> usize {
     vars.values().map(|v| v.elem_count()).sum()
 }
 
-/// Eval logits and the best of three timed passes over the eval set (examples per second).
-fn timed_predict(net: &Network, eval: &Encoded) -> Result<(Vec<Vec<f32>>, f64)> {
-    let mut best = f64::INFINITY;
-    let mut logits = Vec::new();
+/// Inference speed (eval examples per second) of each network: three rounds that time every network
+/// in turn, best round per network, so a change in machine load hits all of them alike.
+fn speeds(nets: &[&Network], eval: &Encoded) -> Result<Vec<f64>> {
+    let mut best = vec![f64::INFINITY; nets.len()];
     for _ in 0..3 {
-        let start = Instant::now();
-        logits = predict(net, eval, 32)?;
-        best = best.min(start.elapsed().as_secs_f64());
+        for (b, net) in best.iter_mut().zip(nets) {
+            let start = Instant::now();
+            predict(net, eval, 32)?;
+            *b = b.min(start.elapsed().as_secs_f64());
+        }
     }
-    Ok((logits, eval.ids.len() as f64 / best.max(1e-9)))
+    Ok(best.iter().map(|s| eval.ids.len() as f64 / s.max(1e-9)).collect())
 }
 
 fn tokenizer_out(p: &Prepared) -> TokenizerOut<'_> {
@@ -166,7 +168,8 @@ pub fn run_finetune(lr: &LoadedClassify, ctx: &JobContext) -> Result<Value> {
         return Err(Error::Invalid(format!("recipe {}: `finetune` needs a [finetune] section", lr.path.display())));
     }
     let p = prepare_teacher(lr, ctx)?;
-    let (logits, speed) = timed_predict(&p.teacher.network, &p.eval)?;
+    let logits = predict(&p.teacher.network, &p.eval, 32)?;
+    let speed = speeds(&[&p.teacher.network], &p.eval)?[0];
     let summary = json!({
         "recipe": lr.path.display().to_string(),
         "classes": p.classes,
@@ -202,7 +205,7 @@ pub fn run_classification(lr: &LoadedClassify, ctx: &JobContext) -> Result<Value
         return run_finetune(lr, ctx);
     };
     let p = prepare_teacher(lr, ctx)?;
-    let (teacher_eval, teacher_speed) = timed_predict(&p.teacher.network, &p.eval)?;
+    let teacher_eval = predict(&p.teacher.network, &p.eval, 32)?;
     ctx.log("teacher logits of the training set (computed once)");
     let teacher_train = predict(&p.teacher.network, &p.train, 32)?;
     let shape = StudentShape { layers: student.layers, ..Default::default() };
@@ -216,29 +219,37 @@ pub fn run_classification(lr: &LoadedClassify, ctx: &JobContext) -> Result<Value
     if d.baseline() {
         roles.push((RunRole::Baseline, None));
     }
+    let mut models = Vec::new();
+    for (role, te) in roles {
+        let built = trainable(&derived.config_json, &derived.tensors)?;
+        let mut trained = train(&built, &p.train, &p.eval, d, te, role, ctx)?;
+        let logits = predict(&built.network, &p.eval, 32)?;
+        trained.metrics = super::metrics::class_metrics(&logits, &p.eval.labels, Some(&teacher_eval));
+        let name = if role == RunRole::Student { "student" } else { "baseline" };
+        let dir = lr.output_dir().join(name);
+        save_hf_folder(&dir, &derived.config_json, &weights_of(&built), tokenizer_out(&p))?;
+        models.push((name, built, trained, dir));
+    }
+    ctx.log("timing inference on the eval set (teacher and students in turn)");
+    let mut nets = vec![&p.teacher.network];
+    nets.extend(models.iter().map(|(_, b, _, _)| &b.network));
+    let speed = speeds(&nets, &p.eval)?;
     let mut summary = serde_json::Map::new();
     summary.insert("recipe".into(), json!(lr.path.display().to_string()));
     summary.insert("classes".into(), json!(p.classes));
     summary.insert("train_examples".into(), json!(p.train.ids.len()));
     summary.insert("eval_examples".into(), json!(p.eval.ids.len()));
-    summary.insert("teacher".into(), teacher_json(&p, &teacher_eval, teacher_speed));
+    let teacher_entry = teacher_json(&p, &teacher_eval, speed[0]);
+    let t_acc = teacher_entry["accuracy"].as_f64().unwrap_or(0.0);
+    summary.insert("teacher".into(), teacher_entry);
     let t_params = p.teacher.parameter_count() as f64;
-    let t_acc = summary["teacher"]["accuracy"].as_f64().unwrap_or(0.0);
-    for (role, te) in roles {
-        let built = trainable(&derived.config_json, &derived.tensors)?;
-        let trained = train(&built, &p.train, &p.eval, d, te, role, ctx)?;
-        let (logits, speed) = timed_predict(&built.network, &p.eval)?;
-        let mut trained = trained;
-        trained.metrics = super::metrics::class_metrics(&logits, &p.eval.labels, Some(&teacher_eval));
-        let name = if role == RunRole::Student { "student" } else { "baseline" };
-        let dir = lr.output_dir().join(name);
-        save_hf_folder(&dir, &derived.config_json, &weights_of(&built), tokenizer_out(&p))?;
+    for ((name, built, trained, dir), s) in models.iter().zip(&speed[1..]) {
         let params = count(&built.vars);
-        let mut entry = trained_json(name, &trained, params, student.layers, speed, &dir);
+        let mut entry = trained_json(name, trained, params, student.layers, *s, dir);
         entry["accuracy_kept"] = json!(trained.metrics.accuracy / t_acc.max(1e-12));
         entry["fewer_parameters"] = json!(1.0 - params as f64 / t_params);
-        entry["speedup"] = json!(speed / teacher_speed);
-        summary.insert(name.into(), entry);
+        entry["speedup"] = json!(s / speed[0]);
+        summary.insert((*name).into(), entry);
     }
     let summary = Value::Object(summary);
     write_summary(lr, &summary)?;
