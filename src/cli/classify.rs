@@ -17,13 +17,7 @@ pub enum Stage {
 pub fn run(recipe: &Path, stage: Stage, json: bool) -> i32 {
     let loaded = match ClassifyRecipe::load(recipe) {
         Ok(r) => r,
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({ "event": "failed", "error": e.to_string(), "bad_input": true }));
-            }
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(e) => return super::run::bad_recipe(&e, json),
     };
     let handle = match stage {
         Stage::Finetune => crate::jobs::spawn("finetune", format!("finetune {}", recipe.display()), move |ctx| {

@@ -25,13 +25,7 @@ pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool) -> i32 {
     }
     let loaded = match Recipe::load(recipe) {
         Ok(r) => r,
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({ "event": "failed", "error": e.to_string(), "bad_input": true }));
-            }
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(e) => return bad_recipe(&e, json),
     };
     let opts = RunOptions { resume };
     let handle = match kind {
@@ -43,4 +37,13 @@ pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool) -> i32 {
         }),
     };
     follow(handle, if json { Mode::Json } else { Mode::Human })
+}
+
+/// Reports a recipe that does not load (a `failed` JSON line with `--json`); exit code 2.
+pub(super) fn bad_recipe(e: &crate::engine::Error, json: bool) -> i32 {
+    if json {
+        println!("{}", serde_json::json!({ "event": "failed", "error": e.to_string(), "bad_input": true }));
+    }
+    eprintln!("error: {e}");
+    2
 }
