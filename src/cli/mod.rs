@@ -1,6 +1,7 @@
 //! The headless command line. Human output by default, JSON with `--json`; errors on stderr with
 //! exit code 2 for bad input, 1 for machine failures, 130 when cancelled. One file per area.
 
+mod classify;
 mod export;
 mod models;
 mod quant;
@@ -103,6 +104,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fine-tune a classifier teacher (a `task = "classification"` recipe; `run` continues to the student).
+    Finetune {
+        recipe: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Train a model from scratch on text (and a BPE tokenizer when the recipe asks).
     Pretrain {
         recipe: PathBuf,
@@ -128,6 +135,7 @@ pub fn run(command: Command) -> i32 {
         Command::Pretrain { recipe, resume, json } => {
             return run::run(recipe, run::Kind::Pretrain, *resume, *json, false)
         }
+        Command::Finetune { recipe, json } => return classify::run(recipe, classify::Stage::Finetune, *json),
         _ => {}
     }
     let command = match command {

@@ -128,7 +128,9 @@ pub(super) fn dispatch(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { .. } | Command::Pretrain { .. } | Command::Export(_) => unreachable!("dispatched in cli::run"),
+        Command::Run { .. } | Command::Pretrain { .. } | Command::Export(_) | Command::Finetune { .. } => {
+            unreachable!("dispatched in cli::run")
+        }
         Command::Cache { json } => {
             let models = hub::list_cache(&settings)?;
             if json {

@@ -1,6 +1,7 @@
 //! `run RECIPE` (distillation, `--verify` to rerun an exported recipe and compare its metrics) and
 //! `pretrain RECIPE`, headless.
 
+use crate::engine::classify::recipe::is_classification;
 use crate::engine::distill::trainer::{run_recipe, RunOptions};
 use crate::engine::export::verify::{compare, verify_dir, Expected};
 use crate::engine::pretrain::run_pretrain;
@@ -24,6 +25,13 @@ fn bad_input(message: &str, json: bool) -> i32 {
 }
 
 pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool, verify: bool) -> i32 {
+    let text = std::fs::read_to_string(recipe).unwrap_or_default();
+    if kind == Kind::Distill && is_classification(&text) {
+        if resume || verify {
+            return bad_input("classification runs have no checkpoints to resume from and no --verify yet", json);
+        }
+        return super::classify::run(recipe, super::classify::Stage::Run, json);
+    }
     let mut loaded = match Recipe::load(recipe) {
         Ok(r) => r,
         Err(e) => return bad_input(&e.to_string(), json),
@@ -115,4 +123,9 @@ fn report(expected: &Expected, out: &Path, json: bool) -> i32 {
         expected.tolerance
     );
     1
+}
+
+/// Reports a recipe that does not load (a `failed` JSON line with `--json`); exit code 2.
+pub(super) fn bad_recipe(e: &crate::engine::Error, json: bool) -> i32 {
+    bad_input(&e.to_string(), json)
 }

@@ -1,5 +1,6 @@
 //! The engine: models, hub, data, evaluation. No terminal dependency; usable as a library.
 
+pub mod classify;
 pub mod data;
 pub mod derive;
 pub mod device;

@@ -331,12 +331,7 @@ impl QuantizeSection {
 impl LoadedRecipe {
     /// A model argument: paths are taken relative to the recipe; hub ids pass through.
     pub fn model_spec(&self, spec: &str) -> String {
-        let local = self.base_dir.join(spec);
-        if !Path::new(spec).is_absolute() && (spec.starts_with('.') || local.exists()) {
-            local.display().to_string()
-        } else {
-            spec.to_string()
-        }
+        model_spec_in(&self.base_dir, spec)
     }
 
     /// A data path or glob relative to the recipe, expanded to existing files (sorted).
@@ -356,6 +351,16 @@ impl LoadedRecipe {
     /// The output directory (relative to the working directory).
     pub fn output_dir(&self) -> PathBuf {
         PathBuf::from(&self.recipe.output.dir)
+    }
+}
+
+/// A model argument relative to `base_dir` when it names a path there; hub ids pass through.
+pub fn model_spec_in(base_dir: &Path, spec: &str) -> String {
+    let local = base_dir.join(spec);
+    if !Path::new(spec).is_absolute() && (spec.starts_with('.') || local.exists()) {
+        local.display().to_string()
+    } else {
+        spec.to_string()
     }
 }
 

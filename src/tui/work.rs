@@ -129,12 +129,18 @@ pub fn prompt_logits(
         None => load(ctx, spec)?,
     };
     let tok = model.tokenizer()?;
-    let ids = encode_plain(tok, prompt)?;
-    if ids.is_empty() {
+    let ctx_len = model.config.context_length();
+    let ids = if model.config.is_causal_lm() {
+        let ids = encode_plain(tok, prompt)?;
+        ids[ids.len().saturating_sub(ctx_len)..].to_vec()
+    } else {
+        // A classifier reads the whole sentence with its special tokens ([CLS] … [SEP]).
+        let enc = tok.encode(prompt, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
+        enc.get_ids().iter().copied().take(ctx_len).collect()
+    };
+    if ids.is_empty() || (!model.config.is_causal_lm() && prompt.trim().is_empty()) {
         return Err(Error::Invalid("the prompt gives no tokens; type some text".into()));
     }
-    let ctx_len = model.config.context_length();
-    let ids: Vec<u32> = ids[ids.len().saturating_sub(ctx_len)..].to_vec();
     let tokens: Vec<String> = ids.iter().map(|&i| token_text(tok, i)).collect();
     let input = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu)?;
     let logits = model.network.forward(&input)?.to_dtype(DType::F32)?;

@@ -34,7 +34,7 @@ pub struct Setup {
     pub device: Device,
 }
 
-fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContext) -> Result<LoadedModel> {
+pub(crate) fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContext) -> Result<LoadedModel> {
     let progress = |p: &crate::engine::hub::DownloadProgress| {
         ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
     };

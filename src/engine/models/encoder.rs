@@ -305,9 +305,14 @@ impl Encoder {
 
     /// Class logits `[b, classes]` (or the first token's representation for a bare encoder).
     pub fn classify(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.classify_with_hidden(ids, mask)?.0)
+    }
+
+    /// Class logits and the last layer's hidden states `[b, t, hidden]` (for a hidden-state loss).
+    pub fn classify_with_hidden(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         let hidden = self.hidden_states(ids, mask)?;
         let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        Ok(match &self.head {
+        let logits = match &self.head {
             Head::Pooler { pooler, classifier } => {
                 let pooled = pooler.forward(&first)?.tanh()?;
                 match classifier {
@@ -317,6 +322,7 @@ impl Encoder {
             }
             Head::PreClassifier { pre, classifier } => classifier.forward(&pre.forward(&first)?.relu()?)?,
             Head::None => first,
-        })
+        };
+        Ok((logits, hidden))
     }
 }

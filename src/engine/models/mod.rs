@@ -187,6 +187,14 @@ impl Network {
         }
     }
 
+    /// Encoder class logits and last hidden states `[b, t, hidden]`, with a padding mask.
+    pub fn classify_with_hidden(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        match self {
+            Self::Encoder(m) => m.classify_with_hidden(ids, mask),
+            _ => Err(Error::Invalid("this model is a causal language model, not a classifier".into())),
+        }
+    }
+
     /// Encoder classification with a padding mask `[b, t]` (1 = token, 0 = padding).
     pub fn classify(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         match self {

@@ -1,5 +1,6 @@
 //! Temperature: for a prompt and a position in it, the teacher's next-token distribution at two
 //! temperatures side by side (entropy, top-k mass), and the student's beside it once one exists.
+//! For a classifier teacher the sentence is classified whole: the bars are its classes.
 //! The logits are kept, so changing T or the position never reruns a model.
 
 use crate::tui::app::{Action, App, Popup};
@@ -122,6 +123,7 @@ pub fn run(app: &mut App) {
 fn column(l: &Logits, position: usize, t: f64, k: usize, width: usize) -> Vec<Line<'static>> {
     let row = if l.labels.is_empty() { l.rows.get(position) } else { l.rows.first() };
     let Some(row) = row else { return vec![Line::from("(no position)")] };
+    let k = k.min(row.len());
     let s = soften(row, t, k);
     let tok = l.model.tokenizer.as_ref();
     let name = |i: usize| match (l.labels.get(i), tok) {
@@ -144,7 +146,17 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.temperature;
     let [prompt_area, body] = Layout::vertical([Constraint::Length(4), Constraint::Min(4)]).areas(area);
     let mut prompt_lines = vec![Line::from(if s.editing { s.prompt.with_cursor() } else { s.prompt.text.clone() })];
-    if let Some(t) = &s.teacher {
+    if let Some(t) = s.teacher.as_ref().filter(|t| !t.labels.is_empty()) {
+        let classes = t.labels.join(", ");
+        prompt_lines = vec![
+            Line::from(format!(
+                "classifier: {} classes ({classes}), sentence of {} tokens:",
+                t.labels.len(),
+                t.tokens.len()
+            )),
+            Line::from(s.prompt.text.clone()),
+        ];
+    } else if let Some(t) = &s.teacher {
         let tokens: Vec<String> = t
             .tokens
             .iter()

@@ -1,0 +1,252 @@
+//! Classification recipes (`task = "classification"`): labelled data, a teacher (a classifier, or
+//! an encoder to fine-tune with a new head, or a config to train from scratch), a student derived
+//! DistilBERT-style, and the training settings of each stage. Documented in `docs/classification.md`.
+
+use super::data::Columns;
+use crate::engine::recipe::{expand_glob, model_spec_in, OutputSection};
+use crate::engine::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The value of the top-level `task` key that selects this recipe type.
+pub const TASK: &str = "classification";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRecipe {
+    pub task: String,
+    pub data: ClassData,
+    pub teacher: ClassTeacher,
+    /// Fine-tune the teacher on the labels first (needed when it has no classification head).
+    #[serde(default)]
+    pub finetune: Option<TrainSection>,
+    #[serde(default)]
+    pub student: Option<ClassStudent>,
+    #[serde(default)]
+    pub distill: Option<TrainSection>,
+    pub output: OutputSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassData {
+    /// CSV, TSV or JSON lines with a header / keys.
+    pub train: String,
+    pub eval: String,
+    #[serde(default = "d_text")]
+    pub text_column: String,
+    #[serde(default = "d_label")]
+    pub label_column: String,
+    /// Tokens per example, special tokens included; longer texts are cut.
+    #[serde(default = "d_max_len")]
+    pub max_len: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassTeacher {
+    /// Hub id or folder of a `bert`/`distilbert` classifier or bare encoder.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Or a `config.json` (inline table) for an encoder trained from scratch; needs `tokenizer`.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassStudent {
+    /// Layers of the student; it copies teacher layers 0, L/n, 2L/n, … (every other one for L/2).
+    pub layers: usize,
+}
+
+/// One training stage. `alpha`, `temperature`, `cosine` and `baseline` belong to `[distill]` only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub steps: usize,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    /// Evaluate every N steps (0: at the end only).
+    #[serde(default)]
+    pub eval_every: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Weight of the soft (KD) term; the hard-label CE gets 1 − alpha.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Weight of the cosine loss between student and teacher last hidden states (DistilBERT).
+    #[serde(default)]
+    pub cosine: Option<f64>,
+    /// Also train the same student on labels alone.
+    #[serde(default)]
+    pub baseline: Option<bool>,
+}
+
+fn d_text() -> String {
+    "text".into()
+}
+fn d_label() -> String {
+    "label".into()
+}
+fn d_max_len() -> usize {
+    128
+}
+fn d_batch() -> usize {
+    16
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn d_clip() -> f64 {
+    1.0
+}
+
+impl TrainSection {
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(0.5)
+    }
+    pub fn temperature(&self) -> f64 {
+        self.temperature.unwrap_or(2.0)
+    }
+    pub fn cosine(&self) -> f64 {
+        self.cosine.unwrap_or(0.0)
+    }
+    pub fn baseline(&self) -> bool {
+        self.baseline.unwrap_or(true)
+    }
+
+    fn validate(&self, name: &str) -> std::result::Result<(), String> {
+        let checks = [
+            (self.steps > 0, "steps must be > 0"),
+            (self.batch_size > 0, "batch_size must be > 0"),
+            (self.lr > 0.0 && self.lr.is_finite(), "lr must be > 0"),
+            (self.warmup_steps <= self.steps, "warmup_steps must not exceed steps"),
+            (self.weight_decay >= 0.0, "weight_decay must be >= 0"),
+            (self.grad_clip >= 0.0, "grad_clip must be >= 0 (0 disables clipping)"),
+            ((0.0..=1.0).contains(&self.alpha()), "alpha must be in [0, 1]"),
+            (self.temperature() > 0.0 && self.temperature().is_finite(), "temperature must be > 0"),
+            (self.cosine() >= 0.0, "cosine must be >= 0"),
+        ];
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(format!("{name}.{msg}"));
+        }
+        if name == "finetune" {
+            let extra = [
+                ("alpha", self.alpha.is_some()),
+                ("temperature", self.temperature.is_some()),
+                ("cosine", self.cosine.is_some()),
+                ("baseline", self.baseline.is_some()),
+            ];
+            if let Some((key, _)) = extra.iter().find(|(_, set)| *set) {
+                return Err(format!("finetune.{key} belongs to [distill]: fine-tuning trains on labels only"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A classification recipe with the folder its relative paths are resolved against.
+#[derive(Clone, Debug)]
+pub struct LoadedClassify {
+    pub recipe: ClassifyRecipe,
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+}
+
+impl ClassifyRecipe {
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let r: Self = toml::from_str(text)
+            .map_err(|e| Error::Invalid(format!("recipe {origin}: {}", e.to_string().trim_end())))?;
+        r.validate().map_err(|e| Error::Invalid(format!("recipe {origin}: {e}")))?;
+        Ok(r)
+    }
+
+    pub fn load(path: &Path) -> Result<LoadedClassify> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Invalid(format!("cannot read recipe {}: {e}", path.display())))?;
+        let recipe = Self::parse(&text, &path.display().to_string())?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(LoadedClassify { recipe, path: path.to_path_buf(), base_dir })
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.task != TASK {
+            return Err(format!("task = \"{}\" is not known here; this recipe type is task = \"{TASK}\"", self.task));
+        }
+        let t = &self.teacher;
+        if t.model.is_some() == t.config.is_some() {
+            return Err("[teacher] needs exactly one of `model` or `config`".into());
+        }
+        if t.config.is_some() && (t.tokenizer.is_none() || self.finetune.is_none()) {
+            return Err("[teacher] config (a model from scratch) needs `tokenizer` and a [finetune] section".into());
+        }
+        if self.data.max_len < 2 {
+            return Err("data.max_len must be at least 2".into());
+        }
+        if let Some(f) = &self.finetune {
+            f.validate("finetune")?;
+        }
+        match (&self.student, &self.distill) {
+            (Some(s), Some(d)) if s.layers > 0 => d.validate("distill"),
+            (Some(_), Some(_)) => Err("student.layers must be > 0".into()),
+            (None, None) => Ok(()),
+            _ => Err("[student] and [distill] come together".into()),
+        }
+    }
+}
+
+/// True when a recipe text selects the classification path (`task = "classification"`).
+pub fn is_classification(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).ok().and_then(|t| t.get("task").and_then(|v| v.as_str().map(|s| s == TASK)))
+        == Some(true)
+}
+
+impl LoadedClassify {
+    /// A path relative to the recipe's folder (absolute paths pass through).
+    pub fn input(&self, p: &str) -> PathBuf {
+        if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// A model argument: paths relative to the recipe; hub ids pass through.
+    pub fn model_spec(&self, spec: &str) -> String {
+        model_spec_in(&self.base_dir, spec)
+    }
+
+    /// One data file (`key` names it in errors).
+    pub fn data_file(&self, p: &str, key: &str) -> Result<PathBuf> {
+        let full = self.input(p);
+        match expand_glob(&full)?.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::Invalid(format!("recipe {}: {key} = \"{p}\" matches no file", self.path.display()))),
+            many => Err(Error::Invalid(format!(
+                "recipe {}: {key} = \"{p}\" matches {} files",
+                self.path.display(),
+                many.len()
+            ))),
+        }
+    }
+
+    pub fn columns(&self) -> Columns {
+        Columns { text: self.recipe.data.text_column.clone(), label: self.recipe.data.label_column.clone() }
+    }
+
+    pub fn output_dir(&self) -> PathBuf {
+        PathBuf::from(&self.recipe.output.dir)
+    }
+}
