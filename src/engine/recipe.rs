@@ -223,6 +223,26 @@ impl Default for DistillSection {
     }
 }
 
+/// Deserialises recipe text (unknown keys are errors with their line) and checks it with
+/// `validate`; every error names `origin`.
+pub(crate) fn parse_checked<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    validate: impl FnOnce(&T) -> std::result::Result<(), String>,
+) -> Result<T> {
+    let recipe: T =
+        toml::from_str(text).map_err(|e| Error::Invalid(format!("recipe {origin}: {}", e.to_string().trim_end())))?;
+    validate(&recipe).map_err(|e| Error::Invalid(format!("recipe {origin}: {e}")))?;
+    Ok(recipe)
+}
+
+/// A recipe file's text and the folder its relative paths are resolved against.
+pub(crate) fn read_recipe(path: &Path) -> Result<(String, PathBuf)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Invalid(format!("cannot read recipe {}: {e}", path.display())))?;
+    Ok((text, path.parent().map(Path::to_path_buf).unwrap_or_default()))
+}
+
 /// A recipe with the folder its relative input paths are resolved against.
 #[derive(Clone, Debug)]
 pub struct LoadedRecipe {
@@ -234,18 +254,13 @@ pub struct LoadedRecipe {
 impl Recipe {
     /// Parses and validates recipe text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let recipe: Recipe = toml::from_str(text)
-            .map_err(|e| Error::Invalid(format!("recipe {origin}: {}", e.to_string().trim_end())))?;
-        recipe.validate().map_err(|e| Error::Invalid(format!("recipe {origin}: {e}")))?;
-        Ok(recipe)
+        parse_checked(text, origin, Recipe::validate)
     }
 
     /// Loads a recipe file.
     pub fn load(path: &Path) -> Result<LoadedRecipe> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Invalid(format!("cannot read recipe {}: {e}", path.display())))?;
+        let (text, base_dir) = read_recipe(path)?;
         let recipe = Self::parse(&text, &path.display().to_string())?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(LoadedRecipe { recipe, path: path.to_path_buf(), base_dir })
     }
 

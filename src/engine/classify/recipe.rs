@@ -167,17 +167,12 @@ pub struct LoadedClassify {
 
 impl ClassifyRecipe {
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let r: Self = toml::from_str(text)
-            .map_err(|e| Error::Invalid(format!("recipe {origin}: {}", e.to_string().trim_end())))?;
-        r.validate().map_err(|e| Error::Invalid(format!("recipe {origin}: {e}")))?;
-        Ok(r)
+        crate::engine::recipe::parse_checked(text, origin, Self::validate)
     }
 
     pub fn load(path: &Path) -> Result<LoadedClassify> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Invalid(format!("cannot read recipe {}: {e}", path.display())))?;
+        let (text, base_dir) = crate::engine::recipe::read_recipe(path)?;
         let recipe = Self::parse(&text, &path.display().to_string())?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(LoadedClassify { recipe, path: path.to_path_buf(), base_dir })
     }
 
