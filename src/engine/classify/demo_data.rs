@@ -20,7 +20,7 @@ pub struct DemoSpec {
 
 impl Default for DemoSpec {
     fn default() -> Self {
-        Self { words: 32, train_per_class: 400, eval_per_class: 100, held_out: 0.15 }
+        Self { words: 32, train_per_class: 2500, eval_per_class: 200, held_out: 0.15 }
     }
 }
 
