@@ -3,51 +3,14 @@
 
 mod common;
 
+use common::animals::{sentences, write_csv, write_jsonl};
 use common::{fixture, run_cli};
 use distill_tui::engine::classify::pipeline::run_classification;
 use distill_tui::engine::classify::recipe::ClassifyRecipe;
 use distill_tui::jobs::JobContext;
-use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-const WORDS: [(&str, &[&str]); 3] = [
-    ("cat", &["cat", "kitten", "purred", "mouse", "whiskers", "milk"]),
-    ("dog", &["dog", "puppy", "barked", "bone", "kennel", "fetch"]),
-    ("horse", &["horse", "pony", "galloped", "saddle", "stable", "hay"]),
-];
-const FILLER: &[&str] = &["the", "little", "one", "was", "near", "her", "house", "in", "morning", "very", "happy"];
-
-/// Seeded sentences: filler words with two words of the class mixed in.
-fn sentences(n: usize, seed: u64) -> Vec<(String, &'static str)> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|i| {
-            let (label, words) = WORDS[i % 3];
-            let mut s: Vec<&str> = (0..6).map(|_| FILLER[rng.random_range(0..FILLER.len())]).collect();
-            for _ in 0..2 {
-                let at = rng.random_range(0..=s.len());
-                s.insert(at, words[rng.random_range(0..words.len())]);
-            }
-            (s.join(" "), label)
-        })
-        .collect()
-}
-
-fn write_csv(path: &Path, rows: &[(String, &str)], header: &str) {
-    let mut text = format!("{header}\n");
-    for (t, l) in rows {
-        text.push_str(&format!("\"{t}\",{l}\n"));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-fn write_jsonl(path: &Path, rows: &[(String, &str)]) {
-    let lines: Vec<String> =
-        rows.iter().map(|(t, l)| serde_json::json!({ "sentence": t, "animal": l }).to_string()).collect();
-    std::fs::write(path, lines.join("\n")).unwrap();
-}
 
 fn recipe(dir: &Path, train: &str, extra: &str) -> std::path::PathBuf {
     let model = fixture("tiny-bert-cls");

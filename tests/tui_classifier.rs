@@ -3,7 +3,6 @@
 
 mod tui_support;
 
-use crossterm::event::KeyCode;
 use tui_support::{shared_dir, Harness};
 
 #[test]
@@ -16,14 +15,7 @@ fn temperature_shows_class_bars_for_a_classifier() {
                 train = \"data/persuasion.txt\"\neval = \"data/northangerabbey.txt\"\n[output]\ndir = \"run\"\n";
     std::fs::write(&recipe, text).unwrap();
     let mut h = Harness::new(&recipe);
-    h.keys(&[KeyCode::Char('5'), KeyCode::Char('e')]);
-    // Replace the default prompt with a sentence.
-    for _ in 0..80 {
-        h.key(KeyCode::Backspace);
-    }
-    h.type_text("The horse would not stand still in the stable.");
-    h.key(KeyCode::Enter);
-    h.settle();
+    h.run_prompt("The horse would not stand still in the stable.");
     assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
     let teacher = h.app.temperature.teacher.as_ref().expect("teacher logits");
     assert_eq!(teacher.labels, ["cat", "dog", "horse"]);

@@ -10,25 +10,7 @@ mod tui_support;
 
 use crossterm::event::KeyCode;
 use distill_tui::tui::app::Action;
-use tui_support::{fixture_recipe, Harness};
-
-fn filters() -> insta::Settings {
-    let mut s = insta::Settings::clone_current();
-    s.set_snapshot_path("snapshots");
-    s.set_prepend_module_to_snapshot(false);
-    for (pattern, replacement) in [
-        (r"/tmp/\.tmp[A-Za-z0-9]{6}", "[tmp]"),
-        // Rates and ETAs are printed at fixed widths, so masking them keeps the layout.
-        (r" *\d+\.\d+ steps/s", " [r] steps/s"),
-        (r" *\d+ tok/s", " [r] tok/s"),
-        (r"ETA +\S+", "ETA [t]"),
-        (r"\d+\.\d GiB free", "[m] GiB free"),
-        (r"#\d+ *", "#[id] "),
-    ] {
-        s.add_filter(pattern, replacement);
-    }
-    s
-}
+use tui_support::{filters, fixture_recipe, Harness};
 
 /// A hub cache holding the tiny-llama fixture as `fixtures/tiny-llama`, so the Models screen's
 /// cache list shows the same thing on every machine.

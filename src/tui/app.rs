@@ -2,6 +2,7 @@
 //! job messages change the state (`handle_action`, `handle_msg`). Nothing here touches a terminal
 //! or blocks, so tests drive it with key events and real engine jobs alone.
 
+use crate::engine::classify::recipe::LoadedClassify;
 use crate::engine::loader::LoadedModel;
 use crate::engine::recipe::{LoadedRecipe, Recipe};
 use crate::jobs::{JobEvent, JobId};
@@ -96,6 +97,8 @@ pub struct App {
     pub popup: Option<Popup>,
     pub should_quit: bool,
     pub recipe: LoadedRecipe,
+    /// A classification recipe opened on the Recipe screen; while set, Train runs it instead.
+    pub classify: Option<LoadedClassify>,
     pub jobs: Jobs,
     pub models: models::State,
     pub recipe_screen: recipe::State,
@@ -118,6 +121,7 @@ impl App {
             popup: None,
             should_quit: false,
             recipe,
+            classify: None,
             jobs: Jobs::default(),
             models: models::State::default(),
             recipe_screen: recipe::State::default(),
@@ -179,7 +183,7 @@ impl App {
         let recipe = &self.recipe.recipe;
         match self.screen {
             Screen::Models => self.models.key(key, recipe),
-            Screen::Recipe => self.recipe_screen.key(key, &self.recipe),
+            Screen::Recipe => self.recipe_screen.key(key, &self.recipe, self.classify.is_some()),
             Screen::Train => train::key(key),
             Screen::Compare => self.compare.key(key),
             Screen::Temperature => self.temperature.key(key),
@@ -226,6 +230,13 @@ impl App {
             Action::StartRun => train::start(self, false),
             Action::PauseRun => train::pause_or_resume(self),
             Action::CancelRun => train::cancel(self),
+            Action::Measure | Action::Quantize if self.classify.is_some() => {
+                self.popup = Some(Popup::Error(
+                    "Compare shows a classification run's teacher, student and baseline; measuring and \
+                     quantizing work on language-model recipes (o on the Recipe screen opens one)"
+                        .into(),
+                ))
+            }
             Action::Measure => compare::measure(self),
             Action::Quantize => compare::quantize(self),
             Action::RunPrompt => temperature::run(self),

@@ -12,6 +12,26 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// Snapshot settings: `tests/snapshots`, with machine-dependent numbers (rates, ETAs, free memory),
+/// temporary paths and job ids masked.
+pub fn filters() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path("snapshots");
+    s.set_prepend_module_to_snapshot(false);
+    for (pattern, replacement) in [
+        (r"/tmp/\.tmp[A-Za-z0-9]{6}", "[tmp]"),
+        // Rates and ETAs are printed at fixed widths, so masking them keeps the layout.
+        (r" *\d+\.\d+ steps/s", " [r] steps/s"),
+        (r" *\d+ tok/s", " [r] tok/s"),
+        (r"ETA +\S+", "ETA [t]"),
+        (r"\d+\.\d GiB free", "[m] GiB free"),
+        (r"#\d+ *", "#[id] "),
+    ] {
+        s.add_filter(pattern, replacement);
+    }
+    s
+}
+
 pub fn shared_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
@@ -81,6 +101,16 @@ impl Harness {
 
     pub fn type_text(&mut self, text: &str) {
         text.chars().for_each(|c| self.key(KeyCode::Char(c)));
+    }
+
+    /// On the Temperature screen: replaces the prompt with `text`, runs it and waits for the logits.
+    pub fn run_prompt(&mut self, text: &str) {
+        self.keys(&[KeyCode::Char('5'), KeyCode::Char('e')]);
+        let old = self.app.temperature.prompt.text.chars().count();
+        (0..old).for_each(|_| self.key(KeyCode::Backspace));
+        self.type_text(text);
+        self.key(KeyCode::Enter);
+        self.settle();
     }
 
     /// Applies job messages until no job runs (at most five minutes).

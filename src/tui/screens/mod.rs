@@ -1,5 +1,6 @@
 //! One module per screen: its state, its keys, and how it draws.
 
+pub mod classify;
 pub mod compare;
 pub mod export;
 pub mod jobs;

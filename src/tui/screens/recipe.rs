@@ -1,6 +1,7 @@
 //! Recipe: every knob of the recipe, edited with the keyboard and validated as it is typed;
 //! saved to and opened from a recipe TOML.
 
+use crate::engine::classify::recipe::is_classification;
 use crate::engine::fsutil::write_atomic;
 use crate::engine::recipe::{LoadedRecipe, Recipe};
 use crate::tui::app::{Action, App, Popup};
@@ -39,7 +40,14 @@ impl State {
         self.input.is_some()
     }
 
-    pub fn key(&mut self, key: KeyEvent, loaded: &LoadedRecipe) -> Option<Action> {
+    /// `read_only`: a classification recipe is shown, which only `o` (open another) applies to.
+    pub fn key(&mut self, key: KeyEvent, loaded: &LoadedRecipe, read_only: bool) -> Option<Action> {
+        if read_only && self.input.is_none() {
+            if key.code == KeyCode::Char('o') {
+                self.input = Some((Editing::OpenPath, TextInput::default()));
+            }
+            return None;
+        }
         let recipe = &loaded.recipe;
         let field = FIELDS[self.row].key;
         if let Some((what, input)) = &mut self.input {
@@ -104,9 +112,15 @@ pub fn save(app: &mut App, path: PathBuf) {
 }
 
 pub fn open(app: &mut App, path: PathBuf) {
+    if std::fs::read_to_string(&path).is_ok_and(|text| is_classification(&text)) {
+        return super::classify::open(app, path);
+    }
     match Recipe::load(&path) {
         Ok(loaded) => {
             app.recipe_screen.status = Some(format!("opened {}", path.display()));
+            if app.classify.take().is_some() {
+                super::classify::forget_run(app);
+            }
             app.recipe = loaded;
         }
         Err(e) => app.popup = Some(Popup::Error(e.to_string())),
@@ -115,6 +129,10 @@ pub fn open(app: &mut App, path: PathBuf) {
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.recipe_screen;
+    if let Some(c) = &app.classify {
+        let typing = s.input.as_ref().map(|(_, input)| format!("open path: {}", input.with_cursor()));
+        return super::classify::render_recipe(f, area, c, typing.as_deref().or(s.status.as_deref()));
+    }
     let r = &app.recipe.recipe;
     let [list, foot] = Layout::vertical([Constraint::Min(3), Constraint::Length(4)]).areas(area);
     let height = list.height.saturating_sub(2) as usize;

@@ -34,6 +34,8 @@ pub struct State {
     pub student: Option<Logits>,
     /// The student a finished run saved; preferred over the recipe's starting student.
     pub trained_student: Option<String>,
+    /// The teacher a finished classification run fine-tuned.
+    pub trained_teacher: Option<String>,
 }
 
 impl Default for State {
@@ -48,6 +50,7 @@ impl Default for State {
             teacher: None,
             student: None,
             trained_student: None,
+            trained_teacher: None,
         }
     }
 }
@@ -102,12 +105,23 @@ impl State {
 /// Runs the teacher (and the recipe's student, if it names one) on the prompt, on job threads.
 pub fn run(app: &mut App) {
     let r = &app.recipe.recipe;
-    let Some(teacher) = r.teacher.as_ref().map(|t| app.model_spec(&t.model)).filter(|t| !t.is_empty()) else {
-        app.popup = Some(Popup::Error("choose a teacher on the Models screen first".into()));
+    let teacher = match &app.classify {
+        // A classification recipe's teacher: the one its run fine-tuned, else its own classifier.
+        Some(c) => app.temperature.trained_teacher.clone().or_else(|| {
+            c.recipe.teacher.model.as_ref().filter(|_| c.recipe.finetune.is_none()).map(|m| c.model_spec(m))
+        }),
+        None => r.teacher.as_ref().map(|t| app.model_spec(&t.model)).filter(|t| !t.is_empty()),
+    };
+    let Some(teacher) = teacher else {
+        let msg = match app.classify {
+            Some(_) => "the classification recipe's teacher is trained by its run: s on Train first",
+            None => "choose a teacher on the Models screen first",
+        };
+        app.popup = Some(Popup::Error(msg.into()));
         return;
     };
-    let student =
-        app.temperature.trained_student.clone().or_else(|| r.student.model.as_ref().map(|m| app.model_spec(m)));
+    let recipe_student = r.student.model.as_ref().filter(|_| app.classify.is_none()).map(|m| app.model_spec(m));
+    let student = app.temperature.trained_student.clone().or(recipe_student);
     let prompt = app.temperature.prompt.text.clone();
     app.temperature.student = None;
     for (role, spec) in [("teacher", Some(teacher)), ("student", student)] {

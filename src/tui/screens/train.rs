@@ -1,5 +1,6 @@
 //! Train: live curves of a distillation run (soft loss, hard CE, total; eval perplexity and KL on
 //! their own axes) for the student and the hard-label baseline, with step rate, tokens/s and ETA.
+//! A classification run adds the teacher's fine-tuning, and plots eval accuracy for perplexity.
 
 use crate::engine::distill::checkpoint;
 use crate::engine::distill::trainer::{run_recipe, RunOptions};
@@ -49,6 +50,7 @@ pub struct RunSeries {
     pub soft: History,
     pub hard: History,
     pub perplexity: History,
+    pub accuracy: History,
     pub kl: History,
     pub last: Option<StepInfo>,
 }
@@ -56,13 +58,15 @@ pub struct RunSeries {
 impl Default for RunSeries {
     fn default() -> Self {
         let h = || History::new(CAPACITY);
-        Self { loss: h(), soft: h(), hard: h(), perplexity: h(), kl: h(), last: None }
+        Self { loss: h(), soft: h(), hard: h(), perplexity: h(), accuracy: h(), kl: h(), last: None }
     }
 }
 
 #[derive(Default)]
 pub struct State {
     pub job: Option<JobId>,
+    /// The teacher's own training (a classification run's fine-tuning).
+    pub teacher: RunSeries,
     pub student: RunSeries,
     pub baseline: RunSeries,
     /// Paused: the run was stopped after a checkpoint and resumes from it.
@@ -105,6 +109,7 @@ impl State {
             JobEvent::Eval { role, step, metrics, .. } => {
                 let s = self.series(*role);
                 s.perplexity.push(*step as f64, metrics.perplexity);
+                s.accuracy.push(*step as f64, metrics.top1_accuracy);
                 if let Some(kl) = metrics.kl_to_teacher {
                     s.kl.push(*step as f64, kl);
                 }
@@ -116,12 +121,13 @@ impl State {
     fn series(&mut self, role: RunRole) -> &mut RunSeries {
         match role {
             RunRole::Baseline => &mut self.baseline,
-            RunRole::Student | RunRole::Pretrain => &mut self.student,
+            RunRole::Student => &mut self.student,
+            RunRole::Pretrain => &mut self.teacher,
         }
     }
 
     fn total_steps(&self) -> f64 {
-        [&self.student, &self.baseline]
+        [&self.teacher, &self.student, &self.baseline]
             .iter()
             .filter_map(|s| s.last.as_ref())
             .map(|l| l.total_steps as f64)
@@ -147,6 +153,9 @@ pub fn start(app: &mut App, resume: bool) {
     if running(app) {
         app.popup = Some(Popup::Error("a run is already going; x cancels it, p pauses it".into()));
         return;
+    }
+    if let Some(c) = app.classify.clone() {
+        return crate::tui::screens::classify::start(app, c);
     }
     if let Err(e) = app.recipe.recipe.validate() {
         app.popup = Some(Popup::Error(format!("fix the recipe first: {e}")));
@@ -174,7 +183,10 @@ pub fn start(app: &mut App, resume: bool) {
 }
 
 pub fn pause_or_resume(app: &mut App) {
-    if running(app) {
+    if app.classify.is_some() {
+        let msg = "a classification run keeps no checkpoints, so it cannot pause; x cancels it";
+        app.popup = Some(Popup::Error(msg.into()));
+    } else if running(app) {
         app.train.paused = true;
         cancel(app);
     } else if app.train.paused {
@@ -193,7 +205,8 @@ pub fn on_job_end(app: &mut App, event: &JobEvent) {
     if app.train.job != Some(event.job()) {
         return;
     }
-    let at = app.train.student.last.as_ref().map(|l| l.step).unwrap_or(0);
+    let t = &app.train;
+    let at = t.student.last.as_ref().or(t.teacher.last.as_ref()).map(|l| l.step).unwrap_or(0);
     app.train.outcome = Some(match (event, app.train.paused) {
         (JobEvent::Cancelled { .. }, true) => format!("paused at step {at}: p resumes from the last checkpoint"),
         (JobEvent::Cancelled { .. }, false) => format!("cancelled at step {at}"),
@@ -208,10 +221,17 @@ pub fn on_job_end(app: &mut App, event: &JobEvent) {
         if let Some(path) = summary.pointer("/student/path").and_then(|p| p.as_str()) {
             app.temperature.trained_student = Some(path.to_string());
         }
+        if app.classify.is_some() {
+            // A teacher fine-tuned by the run lives in its output folder.
+            app.temperature.trained_teacher =
+                summary.pointer("/teacher/path").and_then(|p| p.as_str()).map(str::to_string);
+        }
     }
 }
 
-/// The float points a finished run measured: the teacher, the KD student and the baseline.
+/// The float points a finished run measured: the teacher, the KD student and the baseline. A
+/// classification summary's class accuracy stands for top-1 accuracy and exp(cross-entropy) of
+/// the labels for perplexity.
 pub fn summary_points(summary: &serde_json::Value) -> Vec<Point> {
     let point = |key: &str, origin: Origin| {
         let m = summary.get(key)?;
@@ -221,8 +241,8 @@ pub fn summary_points(summary: &serde_json::Value) -> Vec<Point> {
             origin,
             format: "float".into(),
             bytes: m.get("parameters")?.as_u64()? * 4,
-            perplexity: f("perplexity")?,
-            top1_accuracy: f("top1_accuracy")?,
+            perplexity: f("perplexity").or_else(|| f("cross_entropy").map(f64::exp))?,
+            top1_accuracy: f("top1_accuracy").or_else(|| f("accuracy"))?,
             kl: if teacher { 0.0 } else { f("kl_to_teacher")? },
             agreement: if teacher { 1.0 } else { f("agreement")? },
         })
@@ -251,28 +271,47 @@ fn status_line(name: &str, s: &RunSeries, wall_s: f64) -> Line<'static> {
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.train;
+    let classify = app.classify.is_some();
     let wall = t.job.and_then(|id| app.jobs.get(id)).map(|e| e.started.elapsed().as_secs_f64()).unwrap_or(0.0);
-    let mut head = vec![status_line("student", &t.student, wall), status_line("baseline", &t.baseline, wall)];
+    let mut head = Vec::new();
+    if classify {
+        head.push(status_line("teacher", &t.teacher, wall));
+    }
+    head.extend([status_line("student", &t.student, wall), status_line("baseline", &t.baseline, wall)]);
     head.push(Line::from(match (running(app), &t.outcome) {
+        (true, _) if classify => "running · x cancel".to_string(),
         (true, _) => "running · p pause · x cancel".to_string(),
         (false, Some(o)) => o.clone(),
+        (false, None) if classify => "s starts the classification recipe's run (teacher, student, baseline)".into(),
         (false, None) => "s starts the recipe's run".to_string(),
     }));
-    let [top, charts] = Layout::vertical([Constraint::Length(5), Constraint::Min(6)]).areas(area);
+    let head_height = head.len() as u16 + 2;
+    let [top, charts] = Layout::vertical([Constraint::Length(head_height), Constraint::Min(6)]).areas(area);
     f.render_widget(Paragraph::new(head).block(crate::tui::screens::panel("Run")), top);
     let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(charts);
-    let [ppl_area, kl_area] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
+    let [eval_area, kl_area] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
     let x_max = t.total_steps();
     let s = |name: &str, color: Color, h: &History| Series { name: name.into(), color, points: h.points() };
-    let losses = [
+    let mut losses = vec![
         s("total", Color::White, &t.student.loss),
         s("soft", Color::Cyan, &t.student.soft),
         s("hard CE", Color::Yellow, &t.student.hard),
         s("baseline", Color::Red, &t.baseline.hard),
     ];
-    f.render_widget(chart("loss (student; baseline hard CE)", &losses, x_max), left);
-    let ppl = [s("student", Color::Cyan, &t.student.perplexity), s("baseline", Color::Red, &t.baseline.perplexity)];
-    f.render_widget(chart("eval perplexity", &ppl, x_max), ppl_area);
+    if classify {
+        losses.push(s("teacher", Color::Green, &t.teacher.hard));
+        f.render_widget(chart("loss (student; baseline and teacher CE)", &losses, x_max), left);
+        let acc = [
+            s("teacher", Color::Green, &t.teacher.accuracy),
+            s("student", Color::Cyan, &t.student.accuracy),
+            s("baseline", Color::Red, &t.baseline.accuracy),
+        ];
+        f.render_widget(chart("eval accuracy", &acc, x_max), eval_area);
+    } else {
+        f.render_widget(chart("loss (student; baseline hard CE)", &losses, x_max), left);
+        let ppl = [s("student", Color::Cyan, &t.student.perplexity), s("baseline", Color::Red, &t.baseline.perplexity)];
+        f.render_widget(chart("eval perplexity", &ppl, x_max), eval_area);
+    }
     let kl = [s("student", Color::Cyan, &t.student.kl), s("baseline", Color::Red, &t.baseline.kl)];
     f.render_widget(chart("eval KL to teacher", &kl, x_max), kl_area);
 }
