@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod fake_hub;
+
 use candle_core::{DType, Device, Tensor};
 use distill_tui::engine::hub::HubSettings;
 use distill_tui::engine::loader::{load_model, LoadOptions, LoadedModel};
