@@ -1,5 +1,6 @@
 //! The engine's error type: every failure a user can cause names the thing and says what to do.
 
+use crate::engine::hub::RepoKind;
 use std::path::PathBuf;
 
 /// Result alias used throughout the engine.
@@ -8,16 +9,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "model `{id}` is not in the local hub cache ({cache}) and the hub is offline (HF_HUB_OFFLINE is set); \
-             unset HF_HUB_OFFLINE to download it, or check the id with `distill-tui cache`"
+        "{kind} `{id}` is not in the local hub cache ({cache}) and the hub is offline (HF_HUB_OFFLINE is set); \
+             unset HF_HUB_OFFLINE to download it{hint}",
+        hint = kind.cache_hint()
     )]
-    NotInCache { id: String, cache: PathBuf },
+    NotInCache { kind: RepoKind, id: String, cache: PathBuf },
 
     #[error(
-        "model `{id}` was not found on the hub at {endpoint} (HTTP 404); check the id and revision \
-             (`distill-tui search WORDS` lists matching models)"
+        "{kind} `{id}` was not found on the hub at {endpoint} (HTTP 404); check the id and revision{hint}",
+        hint = kind.search_hint()
     )]
-    NotOnHub { id: String, endpoint: String },
+    NotOnHub { kind: RepoKind, id: String, endpoint: String },
 
     #[error(
         "the hub refused access to `{id}` (HTTP {status}); the repository is gated or private: \

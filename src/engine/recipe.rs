@@ -351,16 +351,7 @@ impl LoadedRecipe {
 
     /// A data path or glob relative to the recipe, expanded to existing files (sorted).
     pub fn data_files(&self, pattern: &str, key: &str) -> Result<Vec<PathBuf>> {
-        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { self.base_dir.join(pattern) };
-        let files = expand_glob(&full)?;
-        if files.is_empty() {
-            return Err(Error::Invalid(format!(
-                "recipe {}: {key} = \"{pattern}\" matches no file (looked for {})",
-                self.path.display(),
-                full.display()
-            )));
-        }
-        Ok(files)
+        local_data_files(&self.path, &self.base_dir, pattern, key)
     }
 
     /// The output directory (relative to the working directory).
@@ -377,6 +368,21 @@ pub fn model_spec_in(base_dir: &Path, spec: &str) -> String {
     } else {
         spec.to_string()
     }
+}
+
+/// A data path or glob of the recipe `recipe` (`key` names it in errors), relative to `base_dir`,
+/// expanded to the existing files it matches (sorted); matching none is an error.
+pub fn local_data_files(recipe: &Path, base_dir: &Path, pattern: &str, key: &str) -> Result<Vec<PathBuf>> {
+    let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base_dir.join(pattern) };
+    let files = expand_glob(&full)?;
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "recipe {}: {key} = \"{pattern}\" matches no file (looked for {})",
+            recipe.display(),
+            full.display()
+        )));
+    }
+    Ok(files)
 }
 
 /// Expands a glob (`corpus/*.txt`) to the existing files it matches, sorted; a plain path is itself.

@@ -146,7 +146,7 @@ pub fn resolve(spec: &str, settings: &HubSettings, progress: &dyn Fn(&DownloadPr
             })
         }
         ModelSpec::Hub { id, revision, gguf } => {
-            let repo = HubRepo { id: id.clone(), revision };
+            let repo = HubRepo { revision, ..HubRepo::new(id.clone()) };
             let wanted = match &gguf {
                 Some(f) => FileSet::Gguf(f.clone()),
                 None => FileSet::HfModel,

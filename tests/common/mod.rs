@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod animals;
+pub mod fake_hub;
 
 use candle_core::{DType, Device, Tensor};
 use distill_tui::engine::hub::HubSettings;

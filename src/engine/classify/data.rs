@@ -1,10 +1,12 @@
-//! Labelled text for classification: CSV (header row) or JSON lines, with a text and a label column
-//! whose names are configurable. Labels map to the model's `id2label` when it has one; otherwise the
-//! sorted distinct labels of the training file become the classes. Every bad input is named: a
+//! Labelled text for classification: CSV/TSV (header row), JSON lines or Parquet, with a text and a
+//! label column whose names are configurable. Labels map to the model's `id2label` when it has one;
+//! otherwise to the class names a Parquet file's `datasets` metadata gives (a `ClassLabel`), or else
+//! the sorted distinct labels of the training files become the classes. Every bad input is named: a
 //! missing column, an empty text, a label the model does not know, a class with no examples.
 
+use super::parquet::{class_names, read_parquet};
 use crate::engine::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One labelled example.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,21 +29,16 @@ pub struct Columns {
     pub label: String,
 }
 
-/// Reads `(text, label)` rows of a `.csv`, `.jsonl` or `.json` (JSON lines) file.
+/// Reads `(text, label)` rows of a `.csv`, `.tsv`, `.jsonl` / `.json` (JSON lines) or `.parquet` file.
 pub fn read_rows(path: &Path, cols: &Columns) -> Result<Vec<(String, String)>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let rows = match ext.as_str() {
         "csv" | "tsv" => read_csv(path, cols, if ext == "tsv" { b'\t' } else { b',' })?,
         "jsonl" | "json" | "ndjson" => read_jsonl(path, cols)?,
-        "parquet" => {
-            return Err(Error::Invalid(format!(
-                "{}: Parquet is not supported by this build; convert it to CSV or JSON lines",
-                path.display()
-            )))
-        }
+        "parquet" => read_parquet(path, cols)?,
         other => {
             return Err(Error::Invalid(format!(
-                "{}: unknown data format `.{other}`; use .csv, .tsv or .jsonl",
+                "{}: unknown data format `.{other}`; use .csv, .tsv, .jsonl or .parquet",
                 path.display()
             )))
         }
@@ -62,7 +59,8 @@ pub fn read_rows(path: &Path, cols: &Columns) -> Result<Vec<(String, String)>> {
     Ok(rows)
 }
 
-fn missing(path: &Path, what: &str, name: &str, found: &[String]) -> Error {
+/// The error for a column that is not there, listing the ones that are.
+pub(super) fn missing_column(path: &Path, what: &str, name: &str, found: &[String]) -> Error {
     Error::Invalid(format!(
         "{}: no {what} column `{name}`; columns: {} (set data.{what}_column)",
         path.display(),
@@ -75,7 +73,7 @@ fn read_csv(path: &Path, cols: &Columns, delimiter: u8) -> Result<Vec<(String, S
     let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).from_path(path).map_err(bad)?;
     let headers: Vec<String> = reader.headers().map_err(bad)?.iter().map(str::to_string).collect();
     let find = |what: &str, name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| missing(path, what, name, &headers))
+        headers.iter().position(|h| h == name).ok_or_else(|| missing_column(path, what, name, &headers))
     };
     let (ti, li) = (find("text", &cols.text)?, find("label", &cols.label)?);
     let mut rows = Vec::new();
@@ -105,7 +103,7 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<(String, String)>> {
                     path.display(),
                     n + 1
                 ))),
-                None => Err(missing(path, what, name, &obj.keys().cloned().collect::<Vec<_>>())),
+                None => Err(missing_column(path, what, name, &obj.keys().cloned().collect::<Vec<_>>())),
             }
         };
         rows.push((field("text", &cols.text)?, field("label", &cols.label)?.trim().to_string()));
@@ -114,16 +112,11 @@ fn read_jsonl(path: &Path, cols: &Columns) -> Result<Vec<(String, String)>> {
 }
 
 /// Maps label strings to class ids. With `classes` (the model's `id2label`), a label must be one
-/// of them (or a class id); without, the sorted distinct labels of `rows` are the classes.
+/// of them (or a class id); without, the distinct labels of `rows` are the classes.
 pub fn label_rows(rows: Vec<(String, String)>, classes: Option<&[String]>, origin: &Path) -> Result<LabelledSet> {
     let classes: Vec<String> = match classes {
         Some(c) if !c.is_empty() => c.to_vec(),
-        _ => {
-            let mut c: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
-            c.sort();
-            c.dedup();
-            c
-        }
+        _ => distinct_labels(rows.iter().map(|(_, l)| l)),
     };
     let mut examples = Vec::with_capacity(rows.len());
     for (i, (text, label)) in rows.into_iter().enumerate() {
@@ -178,7 +171,67 @@ impl LabelledSet {
     }
 }
 
+/// The distinct labels, sorted: by value when all are integers (`2` before `10`), else as text.
+fn distinct_labels<'a>(labels: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut c: Vec<String> = labels.cloned().collect();
+    c.sort();
+    c.dedup();
+    if c.iter().all(|l| l.parse::<i64>().is_ok()) {
+        c.sort_by_key(|l| l.parse::<i64>().unwrap_or(0));
+    }
+    c
+}
+
+/// The classes a data file itself names for its label column: the `ClassLabel` names in a
+/// Parquet file's `datasets` metadata; `None` for other files and formats.
+pub fn declared_classes(path: &Path, cols: &Columns) -> Result<Option<Vec<String>>> {
+    let parquet = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if parquet {
+        class_names(path, &cols.label)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Reads and labels a data file.
 pub fn load_labelled(path: &Path, cols: &Columns, classes: Option<&[String]>) -> Result<LabelledSet> {
-    label_rows(read_rows(path, cols)?, classes, path)
+    load_labelled_files(&[path.to_path_buf()], cols, classes)
+}
+
+/// Reads and labels data files, their rows one after the other. The classes are `classes` (the
+/// model's `id2label`) when given, else the class names the files declare (which must agree),
+/// else the distinct labels of all the files.
+pub fn load_labelled_files(paths: &[PathBuf], cols: &Columns, classes: Option<&[String]>) -> Result<LabelledSet> {
+    let tables = paths.iter().map(|p| Ok((p, read_rows(p, cols)?))).collect::<Result<Vec<_>>>()?;
+    let classes = match classes {
+        Some(c) if !c.is_empty() => c.to_vec(),
+        _ => {
+            let mut declared: Option<(&PathBuf, Vec<String>)> = None;
+            for p in paths {
+                match (declared_classes(p, cols)?, &declared) {
+                    (Some(names), Some((first, seen))) if names != *seen => {
+                        return Err(Error::Invalid(format!(
+                            "{} and {} name different classes for `{}` ({} against {}); use files of one dataset",
+                            first.display(),
+                            p.display(),
+                            cols.label,
+                            seen.join(", "),
+                            names.join(", ")
+                        )))
+                    }
+                    (Some(names), None) => declared = Some((p, names)),
+                    _ => {}
+                }
+            }
+            match declared {
+                Some((_, names)) => names,
+                None => distinct_labels(tables.iter().flat_map(|(_, rows)| rows.iter().map(|(_, l)| l))),
+            }
+        }
+    };
+    let mut examples = Vec::new();
+    for (path, rows) in tables {
+        examples.extend(label_rows(rows, Some(&classes), path)?.examples);
+    }
+    Ok(LabelledSet { classes, examples })
 }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod demo_data;
 pub mod metrics;
 pub mod model;
+pub mod parquet;
 pub mod pipeline;
 pub mod recipe;
 pub mod train;

@@ -2,13 +2,14 @@
 //! (teacher, then a DistilBERT-style student distilled from it next to a labels-only baseline),
 //! each ending in `summary.json` with accuracy, macro-F1, KL, agreement, parameters and speed.
 
-use super::data::{load_labelled, LabelledSet};
+use super::data::{load_labelled_files, LabelledSet};
 use super::model::{weights_of, with_head};
 use super::recipe::LoadedClassify;
 use super::train::{encode, predict, train, Encoded, Teacher, Trained};
 use crate::engine::derive::{derive_student, save_hf_folder, StudentShape, TokenizerOut};
 use crate::engine::distill::setup::{load, trainable};
 use crate::engine::fsutil::write_atomic;
+use crate::engine::hub::{DownloadProgress, HubSettings};
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::Network;
 use crate::engine::tokenizer::load_tokenizer;
@@ -32,12 +33,20 @@ pub struct Prepared {
     pub finetune_seconds: Option<f64>,
 }
 
-fn read_sets(lr: &LoadedClassify, classes: Option<&[String]>) -> Result<(LabelledSet, LabelledSet)> {
+fn read_sets(lr: &LoadedClassify, classes: Option<&[String]>, ctx: &JobContext) -> Result<(LabelledSet, LabelledSet)> {
     let d = &lr.recipe.data;
-    let (train_path, eval_path) = (lr.data_file(&d.train, "data.train")?, lr.data_file(&d.eval, "data.eval")?);
-    let train = load_labelled(&train_path, &lr.columns(), classes)?;
-    train.require_every_class(&train_path)?;
-    let eval = load_labelled(&eval_path, &lr.columns(), Some(&train.classes))?;
+    let settings = HubSettings::from_env();
+    let progress = |p: &DownloadProgress| ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes");
+    let train_files = lr.data_files(&d.train, "data.train", &settings, &progress)?;
+    let eval_files = lr.data_files(&d.eval, "data.eval", &settings, &progress)?;
+    let train = load_labelled_files(&train_files, &lr.columns(), classes)?;
+    // Errors about the whole set name its one file, or else the entry as the recipe writes it.
+    let origin = match train_files.as_slice() {
+        [one] => one.clone(),
+        _ => PathBuf::from(&d.train),
+    };
+    train.require_every_class(&origin)?;
+    let eval = load_labelled_files(&eval_files, &lr.columns(), Some(&train.classes))?;
     Ok((train, eval))
 }
 
@@ -58,7 +67,7 @@ pub fn prepare_teacher(lr: &LoadedClassify, ctx: &JobContext) -> Result<Prepared
             r.teacher.model.as_deref().unwrap_or("(config)")
         )));
     }
-    let (train_set, eval_set) = read_sets(lr, Some(&base_labels))?;
+    let (train_set, eval_set) = read_sets(lr, Some(&base_labels), ctx)?;
     let classes = train_set.classes.clone();
     ctx.log(format!(
         "{} classes ({}); {} train / {} eval examples; per class {:?}",

@@ -3,7 +3,8 @@
 //! DistilBERT-style, and the training settings of each stage. Documented in `docs/classification.md`.
 
 use super::data::Columns;
-use crate::engine::recipe::{expand_glob, model_spec_in, OutputSection};
+use crate::engine::hub::{fetch_uri, is_hf_uri, DownloadProgress, HubSettings};
+use crate::engine::recipe::{local_data_files, model_spec_in, OutputSection};
 use crate::engine::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ pub struct ClassifyRecipe {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassData {
-    /// CSV, TSV or JSON lines with a header / keys.
+    /// CSV, TSV, JSON lines or Parquet: a path or glob relative to the recipe, or an `hf://` URI.
     pub train: String,
     pub eval: String,
     #[serde(default = "d_text")]
@@ -223,18 +224,23 @@ impl LoadedClassify {
         model_spec_in(&self.base_dir, spec)
     }
 
-    /// One data file (`key` names it in errors).
-    pub fn data_file(&self, p: &str, key: &str) -> Result<PathBuf> {
-        let full = self.input(p);
-        match expand_glob(&full)?.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(Error::Invalid(format!("recipe {}: {key} = \"{p}\" matches no file", self.path.display()))),
-            many => Err(Error::Invalid(format!(
-                "recipe {}: {key} = \"{p}\" matches {} files",
-                self.path.display(),
-                many.len()
-            ))),
+    /// The files of a data entry (`key` names it in errors): a path or glob relative to the recipe
+    /// (every match, sorted), or an `hf://` URI of a file or glob in a hub repository, fetched
+    /// through the hub cache with `settings`.
+    pub fn data_files(
+        &self,
+        p: &str,
+        key: &str,
+        settings: &HubSettings,
+        progress: &dyn Fn(&DownloadProgress),
+    ) -> Result<Vec<PathBuf>> {
+        if !is_hf_uri(p) {
+            return local_data_files(&self.path, &self.base_dir, p, key);
         }
+        fetch_uri(settings, p, progress).map_err(|e| match e {
+            Error::Invalid(m) => Error::Invalid(format!("recipe {}: {key}: {m}", self.path.display())),
+            other => other,
+        })
     }
 
     pub fn columns(&self) -> Columns {

@@ -95,7 +95,7 @@ fn scan_model(dir: &Path, id: &str) -> Option<CachedModel> {
 
 /// Collects `(repo-relative name, path, size)` of the files under `dir`, following file
 /// symlinks (a broken one is skipped) but not directory symlinks.
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u64)>) {
+pub(super) fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u64)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -1,37 +1,35 @@
-//! Cache-first downloads of the files a model needs.
+//! Cache-first downloads of the files a model needs, or of chosen files of a model or dataset
+//! repository; one code path for both kinds.
 
+use super::files::{plan, present_files, shard_names, FileSet, Has, Plan, INDEX};
 use super::progress::ProgressReporter;
-use super::{check_file_name, check_id, is_commit_hash, repo_folder, scrub};
-use super::{DownloadProgress, HubSettings};
+use super::{check_id, is_commit_hash, repo_folder, scrub};
+use super::{DownloadProgress, HubSettings, RepoKind};
 use crate::engine::fsutil::write_atomic;
 use crate::engine::{Error, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::api::RepoInfo;
-use hf_hub::{Cache, Repo, RepoType};
+use hf_hub::{Cache, Repo};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const CONFIG: &str = "config.json";
-const WEIGHTS: &str = "model.safetensors";
-const INDEX: &str = "model.safetensors.index.json";
-const TOKENIZER: &str = "tokenizer.json";
-/// Fetched with a safetensors model when the repository has them.
-const HF_OPTIONAL: [&str; 4] =
-    [TOKENIZER, "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"];
-/// Fetched with a GGUF file when the repository has them.
-const GGUF_OPTIONAL: [&str; 2] = [TOKENIZER, CONFIG];
-
-/// A model repository on the hub, at a branch, tag or commit (`None` means `main`).
+/// A model or dataset repository on the hub, at a branch, tag or commit (`None` means `main`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubRepo {
+    pub kind: RepoKind,
     pub id: String,
     pub revision: Option<String>,
 }
 
 impl HubRepo {
-    /// The repository `id` (`ORG/NAME`) at `main`.
+    /// The model repository `id` (`ORG/NAME`) at `main`.
     pub fn new(id: impl Into<String>) -> Self {
-        HubRepo { id: id.into(), revision: None }
+        HubRepo { kind: RepoKind::Model, id: id.into(), revision: None }
+    }
+
+    /// The dataset repository `id` (`ORG/NAME`) at `main`.
+    pub fn dataset(id: impl Into<String>) -> Self {
+        HubRepo { kind: RepoKind::Dataset, id: id.into(), revision: None }
     }
 
     /// The same repository at `revision` (a branch, tag or commit hash).
@@ -46,13 +44,13 @@ impl HubRepo {
     }
 }
 
-/// A model's files in the local cache, all present.
+/// A repository's files in the local cache, all present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub id: String,
     /// The commit hash the files belong to.
     pub revision: String,
-    /// The snapshot folder, `<cache>/models--ORG--NAME/snapshots/<commit>`.
+    /// The snapshot folder, `<cache>/models--ORG--NAME/snapshots/<commit>` (`datasets--…` for a dataset).
     pub dir: PathBuf,
     /// The wanted files present in `dir` (required ones first), repo-relative.
     pub files: Vec<String>,
@@ -65,48 +63,38 @@ impl Snapshot {
     }
 }
 
-/// Which files of a repository to fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileSet {
-    /// `config.json` and safetensors weights (`model.safetensors`, or
-    /// `model.safetensors.index.json` and every shard it names); also the tokenizer and
-    /// generation files when the repository has them.
-    HfModel,
-    /// One GGUF file, plus `tokenizer.json` and `config.json` when the repository has them.
-    Gguf(String),
-}
-
 /// Makes the files `wanted` of `repo` available in the cache and returns their snapshot.
 ///
 /// The cache comes first: when the revision resolves (through `refs/<revision>`, or as a commit
 /// hash) to a snapshot that holds every required file, no request is made at all, online or
-/// offline. Otherwise, offline gives [`Error::NotInCache`]; online, the repository's file list
-/// is read from the hub and the missing files are downloaded, pinned to the commit the revision
-/// points to, and `refs/<revision>` is updated.
+/// offline (a [`FileSet::Matching`] glob online excepted). Otherwise, offline gives
+/// [`Error::NotInCache`]; online, the repository's file list is read from the hub and the missing
+/// files are downloaded, pinned to the commit the revision points to, and `refs/<revision>` is
+/// updated.
 pub fn fetch(
     settings: &HubSettings,
     repo: &HubRepo,
     wanted: &FileSet,
     progress: &dyn Fn(&DownloadProgress),
 ) -> Result<Snapshot> {
-    check_id(&repo.id)?;
-    if let FileSet::Gguf(name) = wanted {
-        check_file_name(&repo.id, name)?;
-    }
+    check_id(repo.kind, &repo.id)?;
+    wanted.check(&repo.id)?;
     let rev = repo.revision();
     let rev_ok = !rev.starts_with('/') && rev.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
     if !rev_ok {
         return Err(Error::Invalid(format!("`{rev}` is not a valid revision of `{}`", repo.id)));
     }
-    let repo_dir = settings.cache_dir.join(repo_folder(&repo.id));
-    if let Some(commit) = cached_commit(&repo_dir, rev) {
+    let repo_dir = settings.cache_dir.join(repo_folder(repo.kind, &repo.id));
+    // Online, a glob is matched against the hub's list: the cache may hold only some matches.
+    let cache_decides = settings.offline || !matches!(wanted, FileSet::Matching(_));
+    if let Some(commit) = cached_commit(&repo_dir, rev).filter(|_| cache_decides) {
         let dir = repo_dir.join("snapshots").join(&commit);
         if let Some(files) = present_files(&repo.id, &dir, wanted) {
             return Ok(Snapshot { id: repo.id.clone(), revision: commit, dir, files });
         }
     }
     if settings.offline {
-        return Err(Error::NotInCache { id: repo.id.clone(), cache: settings.cache_dir.clone() });
+        return Err(Error::NotInCache { kind: repo.kind, id: repo.id.clone(), cache: settings.cache_dir.clone() });
     }
     download(settings, repo, &repo_dir, wanted, progress)
 }
@@ -121,53 +109,6 @@ fn cached_commit(repo_dir: &Path, rev: &str) -> Option<String> {
     is_commit_hash(commit).then(|| commit.to_string())
 }
 
-/// The wanted files present in `dir`, required ones first; `None` when a required one is missing.
-fn present_files(id: &str, dir: &Path, wanted: &FileSet) -> Option<Vec<String>> {
-    let has = |f: &str| dir.join(f).is_file();
-    let (mut files, optional): (Vec<String>, &[&str]) = match wanted {
-        FileSet::HfModel => {
-            let mut files = vec![CONFIG.to_string()];
-            if has(WEIGHTS) {
-                files.push(WEIGHTS.to_string());
-            } else if has(INDEX) {
-                files.push(INDEX.to_string());
-                files.extend(shard_names(id, &dir.join(INDEX)).ok()?);
-            } else {
-                return None;
-            }
-            (files, &HF_OPTIONAL)
-        }
-        FileSet::Gguf(name) => (vec![name.clone()], &GGUF_OPTIONAL),
-    };
-    if !files.iter().all(|f| has(f)) {
-        return None;
-    }
-    for f in optional {
-        if has(f) && !files.iter().any(|g| g == f) {
-            files.push(f.to_string());
-        }
-    }
-    Some(files)
-}
-
-/// The shard files named in a `model.safetensors.index.json`, sorted, each once.
-fn shard_names(id: &str, index: &Path) -> Result<Vec<String>> {
-    let bad = |detail: String| Error::Invalid(format!("{} (of `{id}`): {detail}", index.display()));
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(format!("reading {}", index.display()), e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
-    let mut shards = BTreeSet::new();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| bad(format!("tensor `{tensor}` maps to a non-string")))?;
-        check_file_name(id, file)?;
-        shards.insert(file.to_string());
-    }
-    if shards.is_empty() {
-        return Err(bad("the `weight_map` is empty".into()));
-    }
-    Ok(shards.into_iter().collect())
-}
-
 fn download(
     settings: &HubSettings,
     repo: &HubRepo,
@@ -176,7 +117,7 @@ fn download(
     progress: &dyn Fn(&DownloadProgress),
 ) -> Result<Snapshot> {
     let (id, rev) = (repo.id.as_str(), repo.revision());
-    let ctx = Ctx { id, endpoint: &settings.endpoint, token: settings.token() };
+    let ctx = Ctx { kind: repo.kind, id, endpoint: &settings.endpoint, token: settings.token() };
     let api = ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
         .with_endpoint(settings.endpoint.clone())
         .with_token(settings.token().map(str::to_string))
@@ -185,9 +126,9 @@ fn download(
         .with_user_agent("distill-tui", env!("CARGO_PKG_VERSION"))
         .build()
         .map_err(|e| ctx.api_error(e, None))?;
-    let model = |rev: &str| api.repo(Repo::with_revision(id.to_string(), RepoType::Model, rev.to_string()));
+    let at = |rev: &str| api.repo(Repo::with_revision(id.to_string(), repo.kind.hf_hub(), rev.to_string()));
 
-    let info = ctx.info(&model(rev))?;
+    let info = ctx.info(&at(rev))?;
     let sha = info.sha;
     if !is_commit_hash(&sha) {
         let e = format!("the hub at {} gave `{sha}` as the commit of `{id}`; check HF_ENDPOINT", ctx.endpoint);
@@ -199,7 +140,7 @@ fn download(
     // Files are fetched at the commit itself, so that they all belong to one snapshot even if
     // the branch moves meanwhile. hf-hub then writes `refs/<sha>`, which `huggingface_hub`
     // never does; it is removed again below.
-    let pinned = model(&sha);
+    let pinned = at(&sha);
     let sha_ref = repo_dir.join("refs").join(&sha);
     let sha_ref_existed = sha_ref.exists();
     let get = |file: &str| -> Result<()> {
@@ -210,53 +151,37 @@ fn download(
         pinned.download_with_progress(file, reporter).map(drop).map_err(|e| ctx.api_error(e, Some(file)))
     };
     let fetched = (|| {
-        let (required, optional): (Vec<String>, &[&str]) = match wanted {
-            FileSet::HfModel => {
-                let mut required = vec![CONFIG.to_string()];
-                if on_hub.contains(WEIGHTS) {
-                    required.push(WEIGHTS.to_string());
-                } else if on_hub.contains(INDEX) {
-                    get(INDEX)?;
-                    required.push(INDEX.to_string());
-                    required.extend(shard_names(id, &dir.join(INDEX))?);
-                } else {
-                    let what = "safetensors weights (`model.safetensors`, or \
-                                `model.safetensors.index.json` and its shards)";
-                    return Err(lacks(id, what, &on_hub, false));
-                }
-                (required, &HF_OPTIONAL)
-            }
-            FileSet::Gguf(name) => (vec![name.clone()], &GGUF_OPTIONAL),
+        let shards = || {
+            get(INDEX)?;
+            shard_names(id, &dir.join(INDEX))
         };
-        if let Some(absent) = required.iter().find(|f| !on_hub.contains(*f)) {
-            let gguf_only = matches!(wanted, FileSet::Gguf(_));
-            return Err(lacks(id, &format!("`{absent}`"), &on_hub, gguf_only));
-        }
-        let optional = optional.iter().filter(|f| on_hub.contains(**f)).map(|f| f.to_string());
-        for file in required.iter().cloned().chain(optional) {
-            get(&file)?;
-        }
-        Ok(())
+        let has = Has { file: &|f| on_hub.contains(f), names: &|| on_hub.iter().cloned().collect(), shards: &shards };
+        let files = match plan(wanted, &has)? {
+            Plan::Files(files) => files,
+            Plan::Lacks(what) => return Err(lacks(repo, &what, &on_hub, matches!(wanted, FileSet::Gguf(_)))),
+        };
+        files.iter().try_for_each(|f| get(f))?;
+        Ok(files)
     })();
     if !sha_ref_existed {
         let _ = std::fs::remove_file(&sha_ref);
     }
-    fetched?;
+    let files = fetched?;
     if rev != sha {
         write_atomic(&repo_dir.join("refs").join(rev), sha.as_bytes())?;
     }
-    let files = present_files(id, &dir, wanted).ok_or_else(|| {
-        Error::Invalid(format!(
-            "downloaded `{id}` but {} is still incomplete; delete that folder and fetch again",
+    if let Some(absent) = files.iter().find(|f| !dir.join(f).is_file()) {
+        return Err(Error::Invalid(format!(
+            "downloaded `{id}` but `{absent}` is missing from {}; delete that folder and fetch again",
             dir.display()
-        ))
-    })?;
+        )));
+    }
     Ok(Snapshot { id: id.to_string(), revision: sha, dir, files })
 }
 
 /// The error for a repository that lacks a required file, listing (some of) what it has:
 /// all its files, or only its GGUF files.
-fn lacks(id: &str, what: &str, on_hub: &BTreeSet<String>, gguf_only: bool) -> Error {
+fn lacks(repo: &HubRepo, what: &str, on_hub: &BTreeSet<String>, gguf_only: bool) -> Error {
     const MAX: usize = 30;
     let is_gguf = |f: &str| f.to_ascii_lowercase().ends_with(".gguf");
     let names: Vec<String> = on_hub.iter().filter(|f| !gguf_only || is_gguf(f)).map(|f| format!("`{f}`")).collect();
@@ -266,18 +191,20 @@ fn lacks(id: &str, what: &str, on_hub: &BTreeSet<String>, gguf_only: bool) -> Er
         n if n <= MAX => format!("its {kind}: {}", names.join(", ")),
         n => format!("its {kind}: {} and {} more", names[..MAX].join(", "), n - MAX),
     };
-    Error::Invalid(format!("model `{id}` on the hub has no {what}; {list}"))
+    let at = repo.revision.as_deref().map(|r| format!(" at `{r}`")).unwrap_or_default();
+    Error::Invalid(format!("{} `{}`{at} on the hub has no {what}; {list}", repo.kind, repo.id))
 }
 
 /// What a request was about, to turn hf-hub and HTTP failures into engine errors.
 struct Ctx<'a> {
+    kind: RepoKind,
     id: &'a str,
     endpoint: &'a str,
     token: Option<&'a str>,
 }
 
 impl Ctx<'_> {
-    /// `GET {endpoint}/api/models/{id}/revision/{rev}`: the commit and the file list.
+    /// `GET {endpoint}/api/{models,datasets}/{id}/revision/{rev}`: the commit and the file list.
     fn info(&self, repo: &ApiRepo) -> Result<RepoInfo> {
         let response = repo.info_request().call().map_err(|e| self.http_error(e, None))?;
         response.into_json().map_err(|e| {
@@ -315,15 +242,15 @@ impl Ctx<'_> {
     }
 
     fn http_error(&self, error: ureq::Error, file: Option<&str>) -> Error {
-        let (id, endpoint) = (self.id.to_string(), self.endpoint.to_string());
+        let (kind, id, endpoint) = (self.kind, self.id.to_string(), self.endpoint.to_string());
         match error {
             ureq::Error::Transport(t) => Error::Network { id, endpoint, detail: scrub(t.to_string(), self.token) },
             ureq::Error::Status(status, response) => match (response.header("X-Error-Code"), status) {
                 (Some("EntryNotFound"), _) => Error::Invalid(format!(
-                    "model `{id}` on the hub at {endpoint} has no file `{}` (HTTP {status})",
+                    "{kind} `{id}` on the hub at {endpoint} has no file `{}` (HTTP {status})",
                     file.unwrap_or("?")
                 )),
-                (Some("RepoNotFound" | "RevisionNotFound"), _) | (_, 404) => Error::NotOnHub { id, endpoint },
+                (Some("RepoNotFound" | "RevisionNotFound"), _) | (_, 404) => Error::NotOnHub { kind, id, endpoint },
                 (Some("GatedRepo"), _) | (_, 401 | 403) => Error::Unauthorized { id, status },
                 _ => Error::Network { id, endpoint, detail: format!("HTTP {status}") },
             },
