@@ -12,6 +12,8 @@
    - `cache_top_k = 0`: the teacher's full logits recomputed every step;
    - `cache_top_k = 64` with a fresh empty `DISTILL_CACHE_DIR` (cold cache: every step computes
      the teacher's top-k, which is also "teacher every step");
+   each in f32 and with `precision = "bf16"` (the linear layers' matmuls take bf16 inputs with f32
+   accumulation, forward and backward, teacher and student: what PyTorch's autocast does);
 4. prints a table: configuration, median step tokens/s, ratio vs PyTorch bf16.
 
 distill-tui's per-step tokens/s comes from its `{"event":"step"}` JSON lines; the median is taken
@@ -96,6 +98,7 @@ eval_every = {eval_every}
 checkpoint_every = {eval_every}
 baseline = false
 cache_top_k = {k}
+precision = "{precision}"
 seed = 0
 
 [output]
@@ -103,8 +106,8 @@ dir = "{out}"
 """
 
 
-def run_distill(args, student, k, work):
-    tag = f"k{k}"
+def run_distill(args, student, k, work, precision="f32"):
+    tag = f"k{k}-{precision}"
     d = os.path.join(work, f"run-{tag}")
     os.makedirs(d, exist_ok=True)
     cache_dir = tempfile.mkdtemp(prefix=f"distill-cache-{tag}-", dir=work)  # cold cache, every time
@@ -113,7 +116,7 @@ def run_distill(args, student, k, work):
     with open(recipe, "w") as f:
         f.write(RECIPE.format(teacher=args.teacher, student=student, train=os.path.abspath(args.data),
                               eval=os.path.abspath(args.eval), seq_len=args.seq_len, eval_tokens=args.eval_tokens,
-                              steps=steps, batch=args.batch, eval_every=steps + 1000, k=k,
+                              steps=steps, batch=args.batch, eval_every=steps + 1000, k=k, precision=precision,
                               out=os.path.join(d, "out")))
     env = dict(os.environ, DISTILL_CACHE_DIR=cache_dir)
     cmd = [args.bin, "run", recipe, "--json"]
@@ -128,7 +131,7 @@ def run_distill(args, student, k, work):
                 continue
             events.append(e)
             if e.get("event") == "step":
-                log(f"distill-tui k={k} step {e.get('step')}: {e.get('tokens_per_second', 0):.1f} tokens/s "
+                log(f"distill-tui k={k} {precision} step {e.get('step')}: {e.get('tokens_per_second', 0):.1f} tokens/s "
                     f"loss {e.get('loss', float('nan')):.4f}")
     if p.returncode != 0:
         raise SystemExit(f"distill-tui exited with {p.returncode}: {events[-1] if events else ''}")
@@ -160,7 +163,8 @@ def main():
     ap.add_argument("--warmup-dt", type=int, default=2, help="distill-tui steps dropped before the median")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="pt-f32,pt-bf16,dt-k0,dt-k64", help="comma-separated subset")
+    ap.add_argument("--only", default="pt-f32,pt-bf16,dt-k0,dt-k64,dt-k0-bf16,dt-k64-bf16",
+                    help="comma-separated subset")
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--max-wait", type=float, default=600)
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
@@ -182,6 +186,10 @@ def main():
         ("dt-k0", "distill-tui, cache_top_k = 0 (full teacher logits every step)",
          lambda: run_distill(args, student, 0, work)),
         ("dt-k64", "distill-tui, cache_top_k = 64, cold cache", lambda: run_distill(args, student, 64, work)),
+        ("dt-k0-bf16", "distill-tui bf16 autocast, cache_top_k = 0",
+         lambda: run_distill(args, student, 0, work, "bf16")),
+        ("dt-k64-bf16", "distill-tui bf16 autocast, cache_top_k = 64, cold cache",
+         lambda: run_distill(args, student, 64, work, "bf16")),
     ]
     wanted = set(args.only.split(","))
     rows = []

@@ -116,3 +116,62 @@ fn top_k_teacher_at_t1_is_the_exact_kl_between_bucketed_distributions() {
     let mass = sparse.mean_top_mass().unwrap();
     assert!(mass > 0.0 && mass < 1.0, "top-8 mass {mass}");
 }
+
+/// Loss values and student gradients of the fused op against the composed candle forms.
+#[test]
+fn fused_kl_and_cross_entropy_equal_the_composed_losses() {
+    use candle_core::Var;
+    use distill_tui::engine::distill::fused_loss::soft_and_hard;
+    let (s, t, labels, exp) = inputs();
+    let n = s.dim(0).unwrap() as f64;
+    // Wider logits too, with a vocabulary that is not a multiple of the 16 lanes.
+    let wide_s = (Tensor::randn(0f32, 3.0, (37, 1003), &Device::Cpu).unwrap()).contiguous().unwrap();
+    let wide_t = (Tensor::randn(0f32, 3.0, (37, 1003), &Device::Cpu).unwrap()).contiguous().unwrap();
+    let wide_labels = Tensor::arange(0u32, 37, &Device::Cpu).unwrap().affine(27.0, 5.0).unwrap();
+    for (what, s, t, labels) in [("fixture", &s, &t, &labels), ("random 37x1003", &wide_s, &wide_t, &wide_labels)] {
+        for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl] {
+            for temp in [1.0, 2.0, 5.0] {
+                let sv = Var::from_tensor(s).unwrap();
+                let both = soft_and_hard(sv.as_tensor(), Some(t), labels, kind, temp).unwrap();
+                let (soft, hard) = (scalar(both.get(0).unwrap()), scalar(both.get(1).unwrap()));
+                let want_soft = scalar(kind.sum(s, t, temp, 0.5).unwrap());
+                let want_hard = scalar(losses::hard_ce_sum(s, labels).unwrap());
+                let rows = s.dim(0).unwrap() as f64;
+                assert!((soft - want_soft).abs() / rows <= 1e-5, "{what} {kind:?} T={temp}: {soft} vs {want_soft}");
+                assert!((hard - want_hard).abs() / rows <= 1e-5, "{what} CE: {hard} vs {want_hard}");
+                // Gradient of 0.7·soft + 0.3·hard, both ways.
+                let loss = ((both.get(0).unwrap() * 0.7).unwrap() + (both.get(1).unwrap() * 0.3).unwrap()).unwrap();
+                let g = loss.backward().unwrap().get(sv.as_tensor()).unwrap().clone();
+                let sv2 = Var::from_tensor(s).unwrap();
+                let composed = ((kind.sum(sv2.as_tensor(), t, temp, 0.5).unwrap() * 0.7).unwrap()
+                    + (losses::hard_ce_sum(sv2.as_tensor(), labels).unwrap() * 0.3).unwrap())
+                .unwrap();
+                let want_g = composed.backward().unwrap().get(sv2.as_tensor()).unwrap().clone();
+                let diff = (g - &want_g).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                let diff = diff.to_scalar::<f32>().unwrap();
+                assert!(diff <= 1e-5, "{what} {kind:?} T={temp}: gradient differs by {diff}");
+            }
+        }
+    }
+    // Against PyTorch directly, like the composed forms.
+    let both = soft_and_hard(&s, Some(&t), &labels, SoftLoss::ForwardKl, 2.0).unwrap();
+    let fkl = scalar(both.get(0).unwrap()) / n;
+    let want = exp["T2"]["forward_kl_t2"].as_f64().unwrap();
+    assert!((fkl - want).abs() <= 1e-5, "fused forward KL {fkl} vs PyTorch {want}");
+    let ce = scalar(both.get(1).unwrap()) / n;
+    assert!((ce - exp["hard_ce"].as_f64().unwrap()).abs() <= 1e-5, "fused CE {ce}");
+    // Hard labels alone (the baseline), and a NaN logit that must surface as a NaN loss.
+    let hard_only = soft_and_hard(&s, None, &labels, SoftLoss::ForwardKl, 2.0).unwrap();
+    assert_eq!(scalar(hard_only.get(0).unwrap()), 0.0);
+    assert!((scalar(hard_only.get(1).unwrap()) / n - exp["hard_ce"].as_f64().unwrap()).abs() <= 1e-5);
+    let mut bad: Vec<f32> = wide_s.flatten_all().unwrap().to_vec1().unwrap();
+    bad[1003 * 3 + 17] = f32::NAN;
+    let bad = Tensor::from_vec(bad, (37, 1003), &Device::Cpu).unwrap();
+    let both = soft_and_hard(&bad, Some(&wide_t), &wide_labels, SoftLoss::ForwardKl, 2.0).unwrap();
+    assert!(scalar(both.get(0).unwrap()).is_nan() && scalar(both.get(1).unwrap()).is_nan(), "NaN is kept");
+    // Bad operands are named.
+    let err = soft_and_hard(&s, Some(&wide_t), &labels, SoftLoss::ForwardKl, 2.0).unwrap_err().to_string();
+    assert!(err.contains("teacher"), "{err}");
+    let err = soft_and_hard(&s, Some(&t), &labels, SoftLoss::Jsd, 2.0).unwrap_err().to_string();
+    assert!(err.contains("not fused"), "{err}");
+}

@@ -11,6 +11,7 @@ pub mod export;
 pub mod fsutil;
 pub mod gguf;
 pub mod hub;
+pub mod kernels;
 pub mod loader;
 pub mod models;
 pub mod pair;

@@ -123,6 +123,10 @@ pub struct DistillSection {
     pub cache_top_k: usize,
     #[serde(default = "d_ckpt")]
     pub checkpoint_every: usize,
+    /// Arithmetic of the linear layers' matmuls during training (teacher and student):
+    /// `f32`, or `bf16` inputs with f32 accumulation (autocast). Evaluation always runs f32.
+    #[serde(default)]
+    pub precision: crate::engine::kernels::autocast::Precision,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

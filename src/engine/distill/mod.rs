@@ -1,6 +1,7 @@
 //! Knowledge distillation: losses, the optimizer, the teacher-logit cache and the training loop.
 
 pub mod checkpoint;
+pub mod fused_loss;
 pub mod losses;
 pub mod optim;
 pub mod post_quant;

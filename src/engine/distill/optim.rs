@@ -50,11 +50,21 @@ impl AdamW {
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
         for (slot, g) in self.slots.iter_mut().zip(grads) {
+            let decay = (slot.decay && self.weight_decay > 0.0).then_some(1.0 - lr * self.weight_decay);
+            let c = Coefficients { b1, b2, bc1, bc2, eps: self.eps, lr, decay };
+            if let Some((m, v, p)) = fused_update(slot, g, &c)? {
+                slot.m = m;
+                slot.v = v;
+                slot.var.set(&p)?;
+                continue;
+            }
             slot.m = ((&slot.m * b1)? + (g * (1.0 - b1))?)?;
             slot.v = ((&slot.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let p = slot.var.as_tensor();
-            let p =
-                if slot.decay && self.weight_decay > 0.0 { (p * (1.0 - lr * self.weight_decay))? } else { p.clone() };
+            let p = match decay {
+                Some(keep) => (p * keep)?,
+                None => p.clone(),
+            };
             let update = ((&slot.m / bc1)? / ((&slot.v / bc2)?.sqrt()? + self.eps)?)?;
             slot.var.set(&(p - (update * lr)?)?)?;
         }
@@ -86,6 +96,71 @@ impl AdamW {
         self.t = t;
         Ok(())
     }
+}
+
+/// The scalars of one update.
+struct Coefficients {
+    b1: f64,
+    b2: f64,
+    bc1: f64,
+    bc2: f64,
+    eps: f64,
+    lr: f64,
+    /// `1 - lr·weight_decay` for decayed parameters.
+    decay: Option<f64>,
+}
+
+/// Contiguous f32 data of a CPU tensor.
+fn cpu_slice(t: &Tensor) -> Option<Vec<f32>> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => Some(v[a..b].to_vec()),
+        _ => None,
+    }
+}
+
+/// The AdamW update of one f32 CPU parameter in a single pass (`None`: another dtype or device,
+/// left to the candle ops). Every element goes through the same f32 operations, in the same order,
+/// as the candle expression it replaces (candle's `x * s` is `x · f32(s) + 0`), so the results are
+/// bit-identical; it only skips a dozen full-size temporaries.
+fn fused_update(slot: &Slot, g: &Tensor, c: &Coefficients) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    use rayon::prelude::*;
+    let p = slot.var.as_tensor();
+    if p.dtype() != DType::F32 || g.dtype() != DType::F32 || !p.device().is_cpu() {
+        return Ok(None);
+    }
+    let (Some(mut pv), Some(mut mv), Some(mut vv), Some(gv)) =
+        (cpu_slice(p), cpu_slice(&slot.m), cpu_slice(&slot.v), cpu_slice(g))
+    else {
+        return Ok(None);
+    };
+    let f = |x: f64| x as f32;
+    let (b1, nb1, b2, nb2) = (f(c.b1), f(1.0 - c.b1), f(c.b2), f(1.0 - c.b2));
+    let (ibc1, ibc2, eps, lr) = (f(1.0 / c.bc1), f(1.0 / c.bc2), f(c.eps), f(c.lr));
+    let keep = c.decay.map(f);
+    const CHUNK: usize = 1 << 14;
+    pv.par_chunks_mut(CHUNK)
+        .zip(mv.par_chunks_mut(CHUNK))
+        .zip(vv.par_chunks_mut(CHUNK))
+        .zip(gv.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| {
+            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                *m = (*m * b1 + 0.0) + (g * nb1 + 0.0);
+                *v = (*v * b2 + 0.0) + ((g * g) * nb2 + 0.0);
+                let decayed = match keep {
+                    Some(k) => *p * k + 0.0,
+                    None => *p,
+                };
+                let update = (*m * ibc1 + 0.0) / ((*v * ibc2 + 0.0).sqrt() * 1.0 + eps);
+                *p = decayed - (update * lr + 0.0);
+            }
+        });
+    let (shape, dev) = (p.shape().clone(), p.device());
+    Ok(Some((
+        Tensor::from_vec(mv, shape.clone(), dev)?,
+        Tensor::from_vec(vv, shape.clone(), dev)?,
+        Tensor::from_vec(pv, shape, dev)?,
+    )))
 }
 
 /// Learning rate at `step` (0-based): linear warmup to `lr`, then cosine decay to `lr * min_ratio`.

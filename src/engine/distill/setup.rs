@@ -5,6 +5,7 @@
 use crate::engine::data::TokenWindows;
 use crate::engine::derive::{derive_student, StudentShape};
 use crate::engine::hub::HubSettings;
+use crate::engine::kernels::autocast::Precision;
 use crate::engine::loader::{build_network, load_model, Built, LoadOptions, LoadedModel};
 use crate::engine::models::init::InitSource;
 use crate::engine::models::weights::TensorSource;
@@ -32,6 +33,8 @@ pub struct Setup {
     pub eval_tokens: Vec<u32>,
     /// Where the run computes (`DISTILL_DEVICE`; the CPU by default).
     pub device: Device,
+    /// Matmul precision of the training steps (`distill.precision`).
+    pub precision: Precision,
 }
 
 pub(crate) fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContext) -> Result<LoadedModel> {
@@ -169,5 +172,6 @@ pub fn prepare(
         }
     }
     ctx.log(format!("training data: {} tokens in {} windows of {}", train.tokens.len(), train.len(), r.data.seq_len));
-    Ok(Setup { teacher, student_config, initial, tokenizer, tokenizer_file, train, eval_tokens, device })
+    let precision = lr.recipe.distill.precision;
+    Ok(Setup { teacher, student_config, initial, tokenizer, tokenizer_file, train, eval_tokens, device, precision })
 }

@@ -6,6 +6,7 @@
 //! with respect to `h` are collected and pushed through the body in one more backward pass
 //! (`Σ h ⊙ ∂L/∂h`). The vocabulary may be 150k: no full `[batch, seq, vocab]` tensor is kept.
 
+use super::fused_loss;
 use super::losses::{hard_ce_sum, SoftLoss};
 use super::sparse::SparseTeacher;
 use crate::engine::models::Network;
@@ -93,21 +94,13 @@ pub fn accumulate_grads(
         let rows = chunk.min(n - start);
         let logits = student.lm_logits(&h_leaf.as_tensor().narrow(0, start, rows)?)?;
         let chunk_labels = labels.narrow(0, start, rows)?;
-        let hard = hard_ce_sum(&logits, &chunk_labels)?;
-        let soft = if use_soft {
-            Some(match targets {
-                Targets::Dense { teacher, hidden } => {
-                    let t_logits = teacher.lm_logits(&hidden.narrow(0, start, rows)?)?.detach();
-                    let v = logits.dim(1)?.min(t_logits.dim(1)?);
-                    cfg.kind.sum(&logits.narrow(1, 0, v)?, &t_logits.narrow(1, 0, v)?, cfg.temperature, cfg.beta)?
-                }
-                Targets::Sparse(sp) => {
-                    cfg.kind.sum_sparse(&logits, &sp.narrow(start, rows)?, cfg.temperature, cfg.beta)?
-                }
-                Targets::None => unreachable!("use_soft is false without targets"),
-            })
-        } else {
-            None
+        let (hard, soft) = match fused_targets(&logits, targets, use_soft, cfg, start, rows)? {
+            Some(teacher) => {
+                let both =
+                    fused_loss::soft_and_hard(&logits, teacher.as_ref(), &chunk_labels, cfg.kind, cfg.temperature)?;
+                (both.get(1)?, teacher.map(|_| both.get(0)).transpose()?)
+            }
+            None => composed(&logits, &chunk_labels, targets, use_soft, cfg, start, rows)?,
         };
         let mut loss = (&hard * (w_hard * scale / n as f64))?;
         parts.hard += scalar(&hard)? / n as f64;
@@ -134,6 +127,56 @@ pub fn accumulate_grads(
         add_grads(acc, vars, &surrogate.backward()?)?;
     }
     Ok(parts)
+}
+
+/// `Some(teacher logits or None)` when the fused op computes this chunk's losses: hard labels
+/// alone, or forward/reverse KL against dense teacher logits of the student's vocabulary.
+fn fused_targets(
+    logits: &Tensor,
+    targets: &Targets,
+    use_soft: bool,
+    cfg: &LossConfig,
+    start: usize,
+    rows: usize,
+) -> Result<Option<Option<Tensor>>> {
+    if !logits.device().is_cpu() {
+        return Ok(None);
+    }
+    match targets {
+        _ if !use_soft => Ok(Some(None)),
+        Targets::Dense { teacher, hidden } if fused_loss::supports(cfg.kind) => {
+            let t_logits = teacher.lm_logits(&hidden.narrow(0, start, rows)?)?.detach();
+            Ok((t_logits.dims() == logits.dims()).then_some(Some(t_logits)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The chunk's `(hard, soft)` losses composed from candle ops (sparse targets, JSD, MSE, GPUs).
+fn composed(
+    logits: &Tensor,
+    chunk_labels: &Tensor,
+    targets: &Targets,
+    use_soft: bool,
+    cfg: &LossConfig,
+    start: usize,
+    rows: usize,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let hard = hard_ce_sum(logits, chunk_labels)?;
+    let soft = if use_soft {
+        Some(match targets {
+            Targets::Dense { teacher, hidden } => {
+                let t_logits = teacher.lm_logits(&hidden.narrow(0, start, rows)?)?.detach();
+                let v = logits.dim(1)?.min(t_logits.dim(1)?);
+                cfg.kind.sum(&logits.narrow(1, 0, v)?, &t_logits.narrow(1, 0, v)?, cfg.temperature, cfg.beta)?
+            }
+            Targets::Sparse(sp) => cfg.kind.sum_sparse(&logits, &sp.narrow(start, rows)?, cfg.temperature, cfg.beta)?,
+            Targets::None => unreachable!("use_soft is false without targets"),
+        })
+    } else {
+        None
+    };
+    Ok((hard, soft))
 }
 
 fn student_vocab(student: &Network, h: &Var) -> Result<usize> {

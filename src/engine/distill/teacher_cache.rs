@@ -10,6 +10,7 @@
 use super::sparse::SparseTeacher;
 use crate::engine::fsutil::hex;
 use crate::engine::fsutil::write_atomic;
+use crate::engine::kernels::autocast::Precision;
 use crate::engine::{Error, Result};
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
@@ -28,6 +29,9 @@ pub struct CacheKey {
     pub seq_len: usize,
     pub k: usize,
     pub vocab: usize,
+    /// The teacher's matmul precision (absent for f32, so f32 keys are unchanged).
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl CacheKey {
@@ -52,7 +56,12 @@ impl CacheKey {
         for t in tokens {
             h.update(t.to_le_bytes());
         }
-        Self { teacher: id, tokens_sha256: hex(&h.finalize()), seq_len, k, vocab }
+        Self { teacher: id, tokens_sha256: hex(&h.finalize()), seq_len, k, vocab, precision: Precision::F32 }
+    }
+
+    /// The same key for a teacher computed at `precision`.
+    pub fn at_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     fn digest(&self) -> String {

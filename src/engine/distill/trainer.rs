@@ -11,6 +11,7 @@ use super::teacher_cache::{default_root, CacheKey, TeacherCache};
 use crate::engine::data::step_windows;
 use crate::engine::eval::{compare_with_states, evaluate_tokens, EvalOptions, ReferenceStates};
 use crate::engine::fsutil::write_atomic;
+use crate::engine::kernels::autocast;
 use crate::engine::models::Network;
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::{Error, Result};
@@ -127,7 +128,8 @@ pub fn run_with_tokenizer(
                 r.data.seq_len,
                 k,
                 t.config.vocab_size(),
-            );
+            )
+            .at_precision(d.precision);
             Some(TeacherCache::open(&default_root(), &key)?)
         }
         _ => None,
@@ -297,6 +299,8 @@ fn train_step(
     lr: f64,
     k: usize,
 ) -> Result<(LossParts, f64)> {
+    // The teacher's forward and the student's forward and backward run at the recipe's precision.
+    let _precision = autocast::enter(setup.precision);
     let vars: Vec<&Var> = t.opt.vars();
     let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
     let micro: Vec<&[usize]> = windows.chunks(batch).collect();

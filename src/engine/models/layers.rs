@@ -4,6 +4,7 @@
 //! so everything here is composed from elementary ops that do.
 
 use super::weights::Scope;
+use crate::engine::kernels::autocast;
 use crate::engine::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 /// A dense layer. `weight` is stored `[out, in]` (torch `nn.Linear`) or `[in, out]` (GPT-2 `Conv1D`),
 /// or — when the weight store holds a GGML-quantized version — as a candle `QMatMul` `[out, in]`
-/// that multiplies without dequantizing (inference only: it records no gradient).
+/// that multiplies without dequantizing (inference only: it records no gradient). Dense weights
+/// multiply at the thread's [`autocast`] precision.
 #[derive(Clone)]
 pub struct Linear {
     weight: LinearWeight,
@@ -73,8 +75,8 @@ impl Linear {
             recorder.record(name, &x2)?;
         }
         let y = match &self.weight {
-            LinearWeight::Dense { weight, transposed: true } => x2.matmul(weight)?,
-            LinearWeight::Dense { weight, transposed: false } => x2.matmul(&weight.t()?)?,
+            LinearWeight::Dense { weight, transposed: true } => autocast::matmul(&x2, weight)?,
+            LinearWeight::Dense { weight, transposed: false } => autocast::matmul(&x2, &weight.t()?)?,
             LinearWeight::Quantized(q) => q.forward(&x2.contiguous()?)?,
         };
         let y = match &self.bias {
@@ -129,6 +131,9 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if autocast::fast_inference(x) && !self.weight.track_op() && x.dtype() == DType::F32 {
+            return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)?);
+        }
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
         Ok(normed.broadcast_mul(&self.weight)?)
@@ -237,7 +242,11 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    let probs = if autocast::fast_inference(&scores) {
+        candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?
+    } else {
+        candle_nn::ops::softmax(&scores, D::Minus1)?
+    };
     let _ = t;
     Ok(probs.matmul(&v.contiguous()?)?)
 }
@@ -255,6 +264,11 @@ pub fn rope_tables(inv_freq: &[f32], t: usize, device: &Device) -> Result<(Tenso
 /// Applies rotary embedding (the "rotate half" layout of Hugging Face) to `[b, h, t, d]`.
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
+    if autocast::fast_inference(x) && x.rank() == 4 && x.dtype() == DType::F32 {
+        // The tables repeat their first half; candle's kernel takes that half.
+        let half = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(D::Minus1, 0, d / 2)?.contiguous()?) };
+        return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &half(cos)?, &half(sin)?)?);
+    }
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;

@@ -1,0 +1,73 @@
+//! The bf16 kernel against candle's f32 matmul on the linear layers of the SmolLM2 KD workload.
+//!
+//! `cargo bench --bench gemm [-- RUNS]`: for each shape, the three products a linear layer needs in
+//! training (forward `x·Wᵀ`, input gradient `g·W`, weight gradient `gᵀ·x`), GFLOP/s as medians of
+//! RUNS (default 7). 1020 rows = 4 windows × 255 predicted positions.
+
+use candle_core::{Device, Tensor};
+use distill_tui::engine::kernels::autocast::bf16_matmul;
+use distill_tui::engine::kernels::bf16_gemm;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let runs: usize = std::env::args().skip(1).find(|a| a != "--bench").map(|s| s.parse()).transpose()?.unwrap_or(7);
+    if !bf16_gemm::available() {
+        println!("this CPU lacks AVX512_BF16: the bf16 path is emulated with f32 GEMM, nothing to compare");
+        return Ok(());
+    }
+    let dev = Device::Cpu;
+    println!("median of {runs} runs, {} rayon threads\n", rayon::current_num_threads());
+    println!("| layer (rows × in → out) | product | candle f32 GFLOP/s | bf16 kernel GFLOP/s | speed-up |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    let rows = 1020;
+    for (name, k, n) in [
+        ("q/o proj", 576, 576),
+        ("k/v proj", 576, 192),
+        ("gate/up", 576, 1536),
+        ("down", 1536, 576),
+        ("lm_head (341-row chunk)", 576, 49152),
+    ] {
+        let m = if n == 49152 { 341 } else { rows };
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
+        let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
+        let g = Tensor::randn(0f32, 1.0, (m, n), &dev)?;
+        let flop = 2.0 * (m * n * k) as f64;
+        let wt = w.t()?;
+        let gt = g.t()?;
+        let xt = x.t()?;
+        let cases: [(&str, &Tensor, &Tensor); 3] = [("x·Wᵀ", &x, &wt), ("g·W", &g, &w), ("gᵀ·x", &gt, &x)];
+        for (product, a, b) in cases {
+            // candle needs contiguous-or-transposed operands; give it what a Linear layer gives it.
+            let f32_s = median_secs(runs, || {
+                a.matmul(b).unwrap();
+            });
+            let bf_s = median_secs(runs, || {
+                bf16_matmul(a, b).unwrap();
+            });
+            println!(
+                "| {name} ({m} × {k} → {n}) | {product} | {:.0} | {:.0} | {:.2}× |",
+                flop / f32_s / 1e9,
+                flop / bf_s / 1e9,
+                f32_s / bf_s
+            );
+        }
+        let _ = &xt;
+    }
+    Ok(())
+}

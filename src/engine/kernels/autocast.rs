@@ -1,0 +1,156 @@
+//! Mixed precision for the linear layers, scoped to a thread like `torch.autocast`.
+//!
+//! Under [`Precision::Bf16`] every dense [`crate::engine::models::layers::Linear`] multiplies with
+//! bf16-rounded inputs and f32 accumulation — forward, and both products of its backward pass —
+//! while weights, optimizer state, norms, attention, softmax and losses stay f32. That is what
+//! PyTorch's CPU autocast does to `nn.Linear`. On a CPU without AVX512_BF16 the same arithmetic is
+//! emulated (inputs rounded to bf16, candle's f32 GEMM), so results agree up to summation order.
+//! Where no gradient is needed under bf16 (the teacher's forward), norms, softmax and rope use
+//! candle's fused kernels ([`fast_inference`]). f32 scopes compute exactly what they did before.
+
+use super::bf16_gemm::{self, View};
+use crate::engine::{Error, Result};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+/// Arithmetic of the linear layers' matrix multiplies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout (the default).
+    #[default]
+    F32,
+    /// bf16 inputs, f32 accumulation (autocast).
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// The precision in effect on this thread.
+pub fn current() -> Precision {
+    CURRENT.with(|c| c.get())
+}
+
+/// Sets this thread's precision until the guard drops (scopes nest).
+pub fn enter(precision: Precision) -> Guard {
+    Guard { previous: CURRENT.with(|c| c.replace(precision)) }
+}
+
+/// Restores the previous precision on drop.
+pub struct Guard {
+    previous: Precision,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.previous));
+    }
+}
+
+/// True when this thread runs in bf16 and nothing will differentiate through `x` (a frozen
+/// teacher's activations): the layers may then use candle's fused inference kernels (softmax,
+/// RMS norm, rope), which record no gradient but take one pass instead of several.
+pub fn fast_inference(x: &Tensor) -> bool {
+    current() == Precision::Bf16 && !x.track_op() && x.device().is_cpu()
+}
+
+/// `a · b` for 2-D f32 tensors at this thread's precision, differentiable.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match current() {
+        Precision::F32 => Ok(a.matmul(b)?),
+        Precision::Bf16 => bf16_matmul(a, b),
+    }
+}
+
+/// `a · b` with bf16 inputs and f32 accumulation, differentiable in both arguments.
+pub fn bf16_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.rank() != 2 || b.rank() != 2 || a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+        return Err(Error::Invalid(format!(
+            "bf16 matmul takes two 2-D f32 tensors, got {:?} {:?} and {:?} {:?}",
+            a.dims(),
+            a.dtype(),
+            b.dims(),
+            b.dtype()
+        )));
+    }
+    if bf16_gemm::available() && a.device().is_cpu() {
+        Ok(a.apply_op2(b, Bf16Matmul)?)
+    } else {
+        emulated_bf16_matmul(a, b)
+    }
+}
+
+/// The portable form of [`bf16_matmul`]: the same products (bf16 × bf16 is exact in f32), summed
+/// by candle's f32 GEMM. Used where the kernel cannot run (no AVX512_BF16, a GPU tensor).
+pub fn emulated_bf16_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(round_bf16(a)?.matmul(&round_bf16(b)?)?)
+}
+
+/// `x` rounded to the nearest bf16, as f32; the gradient passes straight through.
+fn round_bf16(x: &Tensor) -> Result<Tensor> {
+    let rounded = x.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
+    Ok((x + (rounded - x)?.detach())?)
+}
+
+/// The candle op over [`bf16_gemm::matmul`]; its backward is two more of itself.
+struct Bf16Matmul;
+
+fn view<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<View<'a>> {
+    let data = match s {
+        CpuStorage::F32(d) => d.as_slice(),
+        _ => candle_core::bail!("bf16 matmul: f32 storage expected"),
+    };
+    let (&[rows, cols], &[rs, cs]) = (l.dims(), l.stride()) else {
+        candle_core::bail!("bf16 matmul: 2-D layout expected, got {:?}", l.dims())
+    };
+    Ok(View { data, offset: l.start_offset(), rows, cols, rs, cs })
+}
+
+impl CustomOp2 for Bf16Matmul {
+    fn name(&self) -> &'static str {
+        "bf16-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b) = (view(s1, l1)?, view(s2, l2)?);
+        if a.cols != b.rows {
+            candle_core::bail!("bf16 matmul: shapes [{}, {}] and [{}, {}] do not chain", a.rows, a.cols, b.rows, b.cols)
+        }
+        Ok((CpuStorage::F32(bf16_gemm::matmul(&a, &b)), Shape::from((a.rows, b.cols))))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (both through the same kernel, as autocast does).
+        let grad_a = grad.apply_op2_no_bwd(&b.t()?, &Bf16Matmul)?;
+        let grad_b = a.t()?.apply_op2_no_bwd(grad, &Bf16Matmul)?;
+        Ok((Some(grad_a), Some(grad_b)))
+    }
+}
