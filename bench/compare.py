@@ -14,7 +14,8 @@
      the teacher's top-k, which is also "teacher every step");
    each in f32 and with `precision = "bf16"` (the linear layers' matmuls take bf16 inputs with f32
    accumulation, forward and backward, teacher and student: what PyTorch's autocast does);
-4. prints a table: configuration, median step tokens/s, ratio vs PyTorch bf16.
+4. prints a table: configuration, median step tokens/s, ratio vs the faster PyTorch configuration
+   of this run (bf16 autocast or f32, whichever is faster on this CPU).
 
 distill-tui's per-step tokens/s comes from its `{"event":"step"}` JSON lines; the median is taken
 over the steps after the first two (2 warmup + `--steps` timed, like PyTorch's warmup). Before each
@@ -52,6 +53,23 @@ def wait_for_quiet(max_load, max_wait):
         log(f"load average {load1():.2f} >= {max_load}; waiting")
         time.sleep(20)
     return load1()
+
+
+def cpu_info():
+    """The CPU's model and the flags that decide which precision is fast (Linux /proc/cpuinfo)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags}
 
 
 def default_bin():
@@ -179,6 +197,8 @@ def main():
         log("$ " + " ".join(cmd))
         subprocess.run(cmd, check=True, stdout=sys.stderr)
     rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cpu = cpu_info()
+    log(f"cpu: {cpu['model']} ({cpu['cores']} cores), avx512_bf16: {cpu['avx512_bf16']}, amx_bf16: {cpu['amx_bf16']}")
 
     configs = [
         ("pt-f32", "PyTorch f32 (SDPA)", lambda: run_pytorch(args, student, "f32")),
@@ -203,12 +223,19 @@ def main():
         rows.append(r)
         log(f"{label}: {r['tokens_per_second']:.1f} tokens/s (load {before:.2f} -> {r['load_after']:.2f})")
 
-    ref = next((r["tokens_per_second"] for r in rows if r["key"] == "pt-bf16"), None)
+    # The reference is PyTorch's faster configuration in this run (bf16 autocast where the CPU has
+    # AVX512_BF16 or AMX; f32 can win where bf16 is emulated).
+    pytorch = [r for r in rows if r["key"].startswith("pt-")]
+    ref_row = max(pytorch, key=lambda r: r["tokens_per_second"]) if pytorch else None
+    ref = ref_row["tokens_per_second"] if ref_row else None
+    ref_name = f"vs {ref_row['key']}" if ref_row else "vs PyTorch"
     print(f"\nKD step, {args.teacher} -> {args.layers}-layer student, batch {args.batch}x{args.seq_len}, T=2, "
-          f"alpha=0.9, {args.threads} threads, median of {args.steps} steps")
-    print(f"{'configuration':<64} {'tokens/s':>9} {'s/step':>7} {'vs PyTorch bf16':>16} {'load':>11}")
+          f"alpha=0.9, {args.threads} threads, median of {args.steps} steps; {cpu['model']}, "
+          f"avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}")
+    print(f"{'configuration':<64} {'tokens/s':>9} {'s/step':>7} {ref_name:>16} {'load':>11}")
     for r in rows:
         ratio = f"{r['tokens_per_second'] / ref:.2f}x" if ref else "-"
+        r["ratio_vs_fastest_pytorch"] = r["tokens_per_second"] / ref if ref else None
         print(f"{r['label']:<64} {r['tokens_per_second']:>9.1f} {r['median_step_seconds']:>7.2f} {ratio:>16} "
               f"{r['load_before']:>5.2f}/{r['load_after']:<5.2f}")
     if args.out:
@@ -216,7 +243,7 @@ def main():
         with open(args.out, "w") as f:
             json.dump({"git": rev, "bin": args.bin, "batch": args.batch, "seq_len": args.seq_len,
                        "layers": args.layers, "teacher": args.teacher, "threads": args.threads,
-                       "rows": rows}, f, indent=1)
+                       "cpu": cpu, "reference": ref_row["key"] if ref_row else None, "rows": rows}, f, indent=1)
         log(f"wrote {args.out}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

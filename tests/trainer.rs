@@ -293,6 +293,10 @@ fn a_bf16_autocast_run_trains_deterministically_and_caches_apart() {
     let (first, last) = (losses[..4].iter().sum::<f64>(), losses[20..].iter().sum::<f64>());
     assert!(last < first, "bf16 student loss did not fall: {losses:?}");
     assert_eq!(a["teacher_cache"]["misses"], 96, "an f32 cache is not reused for bf16");
+    // A CPU without the kernel is told that bf16 is emulated there (and slower than f32).
+    let emulated =
+        events.iter().any(|e| e["event"] == "log" && e["message"].as_str().unwrap().contains("lacks AVX512_BF16"));
+    assert_eq!(emulated, !distill_tui::engine::kernels::bf16_gemm::available(), "{events:?}");
     let (code, events, err) = run(&recipe(dir.path(), "bf16-b", "precision = \"bf16\""), &cache, false);
     assert_eq!(code, 0, "{err}");
     let b = summary(&events);

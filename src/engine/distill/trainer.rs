@@ -107,6 +107,9 @@ pub fn run_with_tokenizer(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    if let Some(note) = autocast::emulation_note(d.precision, &setup.device) {
+        ctx.log(note);
+    }
     let mut start_step = 0;
     if let Some(state) = existing {
         for t in trainees.iter_mut() {

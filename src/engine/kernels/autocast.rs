@@ -70,6 +70,17 @@ pub fn fast_inference(x: &Tensor) -> bool {
     current() == Precision::Bf16 && !x.track_op() && x.device().is_cpu()
 }
 
+/// Why `precision` will be slower than f32 on `device`, when it will: bf16 on a CPU without
+/// AVX512_BF16 is emulated (inputs rounded to bf16, then candle's f32 GEMM), which gives the
+/// kernel's numbers up to summation order but costs more than f32.
+pub fn emulation_note(precision: Precision, device: &candle_core::Device) -> Option<String> {
+    (precision == Precision::Bf16 && device.is_cpu() && !bf16_gemm::available()).then(|| {
+        "distill.precision = \"bf16\": this CPU lacks AVX512_BF16, so bf16 matmuls are emulated \
+         (rounded inputs, f32 GEMM) and run slower than precision = \"f32\""
+            .to_string()
+    })
+}
+
 /// `a · b` for 2-D f32 tensors at this thread's precision, differentiable.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     match current() {

@@ -4,8 +4,10 @@
 //!   (`vdpbf16ps`), about 3× candle's f32 GEMM on this project's reference CPU;
 //! - [`autocast`]: a thread-local precision scope (like `torch.autocast`) and the differentiable
 //!   candle op the linear layers call under it;
+//! - [`softmax`]: attention's masked, scaled softmax in one pass, with its own backward;
 //! - [`vmath`]: vectorizable `exp` and row reductions for fused losses.
 
 pub mod autocast;
 pub mod bf16_gemm;
+pub mod softmax;
 pub mod vmath;

@@ -4,7 +4,7 @@
 //! so everything here is composed from elementary ops that do.
 
 use super::weights::Scope;
-use crate::engine::kernels::autocast;
+use crate::engine::kernels::{autocast, softmax};
 use crate::engine::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -237,7 +237,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
     } else {
         (k.clone(), v.clone())
     };
-    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let raw = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    if let Some(m) = mask.filter(|m| softmax::applies(&raw, m)) {
+        let probs = softmax::masked_softmax(&raw, m, scale)?;
+        return Ok(probs.matmul(&v.contiguous()?)?);
+    }
+    let scores = (raw * scale)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
