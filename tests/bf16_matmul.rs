@@ -194,10 +194,10 @@ fn emulation_agrees_with_the_kernel_in_value_and_gradient() {
     let (y1, gx1, gw1) = run(bf16_matmul);
     let (y2, gx2, gw2) = run(emulated_bf16_matmul);
     assert!(rel_diff(&y1, &y2) < 1e-6, "values differ by {}", rel_diff(&y1, &y2));
-    // The emulation's backward multiplies the f32 output gradient (straight-through rounding), the
-    // kernel rounds it to bf16 first, as autocast does: they agree to bf16 precision.
-    assert!(rel_diff(&gx1, &gx2) < 1e-2, "dx differs by {}", rel_diff(&gx1, &gx2));
-    assert!(rel_diff(&gw1, &gw2) < 1e-2, "dw differs by {}", rel_diff(&gw1, &gw2));
+    // Both round the output gradient to bf16 before the backward products, as autocast does: they
+    // agree up to f32 summation order.
+    assert!(rel_diff(&gx1, &gx2) < 1e-6, "dx differs by {}", rel_diff(&gx1, &gx2));
+    assert!(rel_diff(&gw1, &gw2) < 1e-6, "dw differs by {}", rel_diff(&gw1, &gw2));
 }
 
 /// Under bf16 a frozen model (the teacher) takes candle's fused softmax, RMS norm and rope; a

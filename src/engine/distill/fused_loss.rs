@@ -40,7 +40,9 @@ pub fn soft_and_hard(
             return Err(Error::Invalid(format!("fused loss: teacher {:?} vs student {:?}", t.dims(), student.dims())));
         }
     }
-    if !supports(kind) || !(temperature > 0.0) || !student.device().is_cpu() {
+    // Without a teacher only the cross-entropy is computed, whatever the recipe's soft loss (a
+    // JSD or MSE recipe's hard-label baseline comes here).
+    if (teacher.is_some() && !supports(kind)) || !(temperature > 0.0) || !student.device().is_cpu() {
         return Err(Error::Invalid(format!("fused loss: {kind:?} at T = {temperature} on this device is not fused")));
     }
     let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;

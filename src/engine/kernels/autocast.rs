@@ -10,7 +10,7 @@
 
 use super::bf16_gemm::{self, View};
 use crate::engine::{Error, Result};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 
@@ -108,9 +108,37 @@ pub fn bf16_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// The portable form of [`bf16_matmul`]: the same products (bf16 × bf16 is exact in f32), summed
-/// by candle's f32 GEMM. Used where the kernel cannot run (no AVX512_BF16, a GPU tensor).
+/// by candle's f32 GEMM. Used where the kernel cannot run (no AVX512_BF16, a GPU tensor). On the
+/// CPU its backward also rounds the output gradient to bf16 before both products, as the kernel's
+/// does, so the two agree in gradients too, up to summation order; on a GPU the output gradient
+/// stays f32 (straight-through rounding only).
 pub fn emulated_bf16_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(round_bf16(a)?.matmul(&round_bf16(b)?)?)
+    let y = round_bf16(a)?.matmul(&round_bf16(b)?)?;
+    if y.device().is_cpu() {
+        Ok(y.apply_op1(RoundGradient)?)
+    } else {
+        Ok(y)
+    }
+}
+
+/// The identity, whose backward rounds the incoming gradient to bf16 (CPU).
+struct RoundGradient;
+
+impl CustomOp1 for RoundGradient {
+    fn name(&self) -> &'static str {
+        "round-gradient-bf16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(data), Some((start, end))) = (s, l.contiguous_offsets()) else {
+            candle_core::bail!("bf16 gradient rounding: contiguous f32 expected")
+        };
+        Ok((CpuStorage::F32(data[start..end].to_vec()), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.to_dtype(DType::BF16)?.to_dtype(DType::F32)?))
+    }
 }
 
 /// `x` rounded to the nearest bf16, as f32; the gradient passes straight through.
