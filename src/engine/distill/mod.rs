@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod fused_loss;
+pub mod head_grad;
 pub mod losses;
 pub mod optim;
 pub mod post_quant;

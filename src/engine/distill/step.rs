@@ -7,6 +7,7 @@
 //! (`Σ h ⊙ ∂L/∂h`). The vocabulary may be 150k: no full `[batch, seq, vocab]` tensor is kept.
 
 use super::fused_loss;
+use super::head_grad::HeadGrad;
 use super::losses::{hard_ce_sum, SoftLoss};
 use super::sparse::SparseTeacher;
 use crate::engine::models::Network;
@@ -89,10 +90,18 @@ pub fn accumulate_grads(
         Some(c) => c.max(1),
         None => chunk_rows(student_vocab(student, &h_leaf)?),
     };
+    // A dense f32 head takes its backward by hand (head_grad.rs); others go through autograd.
+    let mut head = HeadGrad::new(student, vars)?;
+    let mut grad_h_blocks = Vec::new();
     let mut start = 0;
     while start < n {
         let rows = chunk.min(n - start);
-        let logits = student.lm_logits(&h_leaf.as_tensor().narrow(0, start, rows)?)?;
+        let h_chunk = h_leaf.as_tensor().narrow(0, start, rows)?;
+        let leaf = head.as_ref().map(|hg| hg.logits(&h_chunk)).transpose()?;
+        let logits = match &leaf {
+            Some(z) => z.as_tensor().clone(),
+            None => student.lm_logits(&h_chunk)?,
+        };
         let chunk_labels = labels.narrow(0, start, rows)?;
         let (hard, soft) = match fused_targets(&logits, targets, use_soft, cfg, start, rows)? {
             Some(teacher) => {
@@ -109,14 +118,25 @@ pub fn accumulate_grads(
             parts.soft += scalar(s)? / n as f64;
         }
         let store = loss.backward()?;
-        add_grads(acc, vars, &store)?;
-        if let Some(g) = store.get(h_leaf.as_tensor()) {
-            grad_h = Some(match grad_h.take() {
-                Some(prev) => (prev + g)?,
-                None => g.clone(),
-            });
+        match (head.as_mut(), &leaf) {
+            (Some(hg), Some(z)) => {
+                let g = store.get(z.as_tensor()).ok_or_else(|| Error::Invalid("the loss has no gradient".into()))?;
+                grad_h_blocks.push(hg.backward(g, &h_chunk)?);
+            }
+            _ => {
+                add_grads(acc, vars, &store)?;
+                if let Some(g) = store.get(h_leaf.as_tensor()) {
+                    grad_h = Some(match grad_h.take() {
+                        Some(prev) => (prev + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
         }
         start += rows;
+    }
+    if !grad_h_blocks.is_empty() {
+        grad_h = Some(Tensor::cat(&grad_h_blocks, 0)?);
     }
     parts.total = w_soft * parts.soft + w_hard * parts.hard;
     if !parts.total.is_finite() {
@@ -125,6 +145,12 @@ pub fn accumulate_grads(
     if let Some(g) = grad_h {
         let surrogate = (hidden * g.detach())?.sum_all()?;
         add_grads(acc, vars, &surrogate.backward()?)?;
+    }
+    if let Some((i, gw)) = head.map(HeadGrad::finish).transpose()?.flatten() {
+        acc[i] = Some(match acc[i].take() {
+            Some(prev) => (prev + gw)?,
+            None => gw,
+        });
     }
     Ok(parts)
 }

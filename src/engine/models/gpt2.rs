@@ -128,4 +128,8 @@ impl Gpt2 {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)
     }
+
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
 }

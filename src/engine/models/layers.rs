@@ -61,6 +61,14 @@ impl Linear {
         Self { weight: LinearWeight::Dense { weight, transposed: false }, bias: None, tap: None }
     }
 
+    /// The `[out, in]` weight when the layer is a plain dense product (no bias, no input tap).
+    pub fn dense_weight(&self) -> Option<&Tensor> {
+        match (&self.weight, &self.bias, &self.tap) {
+            (LinearWeight::Dense { weight, transposed: false }, None, None) => Some(weight),
+            _ => None,
+        }
+    }
+
     /// True when the layer multiplies with a GGML-quantized weight.
     pub fn is_quantized(&self) -> bool {
         matches!(self.weight, LinearWeight::Quantized(_))

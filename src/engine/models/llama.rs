@@ -297,4 +297,8 @@ impl Llama {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)
     }
+
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
 }

@@ -179,6 +179,15 @@ impl Network {
         }
     }
 
+    /// The LM head's `[vocab, hidden]` weight when the head is a plain dense product.
+    pub fn lm_head_weight(&self) -> Option<&Tensor> {
+        match self {
+            Self::Llama(m) => m.lm_head().dense_weight(),
+            Self::Gpt2(m) => m.lm_head().dense_weight(),
+            Self::Encoder(_) => None,
+        }
+    }
+
     /// Causal LM: logits `[b, t, vocab]` for every position. Encoder: class logits `[b, classes]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
