@@ -5,6 +5,8 @@
 //! chunk of `[rows, vocab]` logits (student and teacher) exists at a time; the chunks' gradients
 //! with respect to `h` are collected and pushed through the body in one more backward pass
 //! (`Σ h ⊙ ∂L/∂h`). The vocabulary may be 150k: no full `[batch, seq, vocab]` tensor is kept.
+//! A dense f32 head does its part of the backward by hand ([`super::head_grad`]): autograd then
+//! only differentiates the loss with respect to the chunk's logits.
 
 use super::fused_loss;
 use super::head_grad::HeadGrad;
@@ -48,13 +50,19 @@ pub struct LossParts {
     pub total: f64,
 }
 
+/// `slot += g` (`slot = g` when empty).
+fn add_into(slot: &mut Option<Tensor>, g: &Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        Some(prev) => (prev + g)?,
+        None => g.clone(),
+    });
+    Ok(())
+}
+
 fn add_grads(acc: &mut [Option<Tensor>], vars: &[&Var], store: &GradStore) -> Result<()> {
     for (slot, var) in acc.iter_mut().zip(vars) {
         if let Some(g) = store.get(var.as_tensor()) {
-            *slot = Some(match slot.take() {
-                Some(prev) => (prev + g)?,
-                None => g.clone(),
-            });
+            add_into(slot, g)?;
         }
     }
     Ok(())
@@ -126,10 +134,7 @@ pub fn accumulate_grads(
             _ => {
                 add_grads(acc, vars, &store)?;
                 if let Some(g) = store.get(h_leaf.as_tensor()) {
-                    grad_h = Some(match grad_h.take() {
-                        Some(prev) => (prev + g)?,
-                        None => g.clone(),
-                    });
+                    add_into(&mut grad_h, g)?;
                 }
             }
         }
@@ -147,10 +152,7 @@ pub fn accumulate_grads(
         add_grads(acc, vars, &surrogate.backward()?)?;
     }
     if let Some((i, gw)) = head.map(HeadGrad::finish).transpose()?.flatten() {
-        acc[i] = Some(match acc[i].take() {
-            Some(prev) => (prev + gw)?,
-            None => gw,
-        });
+        add_into(&mut acc[i], &gw)?;
     }
     Ok(parts)
 }
