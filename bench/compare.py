@@ -2,7 +2,7 @@
 """distill-tui vs PyTorch + transformers on one KD training workload, in one run.
 
   HF_HUB_OFFLINE=1 python3 bench/compare.py [--bin target/release/distill-tui] [--layers 8] \
-      [--batch 4] [--seq-len 256] [--steps 8] [--out bench/results/NAME.json]
+      [--batch 4] [--seq-len 256] [--steps 8] [--rounds 1] [--out bench/results/NAME.json]
 
 1. derives the student once: `distill-tui derive-student TEACHER --layers N --out WORK/student`
    (DistilBERT-style copy of teacher layers; 8 layers of SmolLM2-135M = 56.6M parameters);
@@ -14,8 +14,10 @@
      the teacher's top-k, which is also "teacher every step");
    each in f32 and with `precision = "bf16"` (the linear layers' matmuls take bf16 inputs with f32
    accumulation, forward and backward, teacher and student: what PyTorch's autocast does);
-4. prints a table: configuration, median step tokens/s, ratio vs the faster PyTorch configuration
-   of this run (bf16 autocast or f32, whichever is faster on this CPU).
+4. with `--rounds N`, repeats 2-3 N times, alternating the configurations;
+5. prints a table: configuration, median step tokens/s (over all its rounds' timed steps), ratio
+   vs the faster PyTorch configuration of this run (bf16 autocast or f32, whichever is faster on
+   this CPU).
 
 distill-tui's per-step tokens/s comes from its `{"event":"step"}` JSON lines; the median is taken
 over the steps after the first two (2 warmup + `--steps` timed, like PyTorch's warmup). Before each
@@ -127,6 +129,7 @@ dir = "{out}"
 def run_distill(args, student, k, work, precision="f32"):
     tag = f"k{k}-{precision}"
     d = os.path.join(work, f"run-{tag}")
+    shutil.rmtree(d, ignore_errors=True)  # a fresh output folder (an old one would be resumed)
     os.makedirs(d, exist_ok=True)
     cache_dir = tempfile.mkdtemp(prefix=f"distill-cache-{tag}-", dir=work)  # cold cache, every time
     steps = args.warmup_dt + args.steps
@@ -181,6 +184,8 @@ def main():
     ap.add_argument("--warmup-dt", type=int, default=2, help="distill-tui steps dropped before the median")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the configurations this many times, alternating; each row pools its steps")
     ap.add_argument("--only", default="pt-f32,pt-bf16,dt-k0,dt-k64,dt-k0-bf16,dt-k64-bf16",
                     help="comma-separated subset")
     ap.add_argument("--max-load", type=float, default=1.5)
@@ -212,16 +217,33 @@ def main():
          lambda: run_distill(args, student, 64, work, "bf16")),
     ]
     wanted = set(args.only.split(","))
+    # Rounds alternate the configurations (A B A B …), so that a slow spell of the machine (a shared
+    # host drifts by a third over minutes) falls on all of them; each row pools its rounds' steps.
+    runs = {}
+    for rnd in range(1, args.rounds + 1):
+        for key, label, fn in configs:
+            if key not in wanted:
+                continue
+            before = wait_for_quiet(args.max_load, args.max_wait)
+            t = time.time()
+            r = fn()
+            r.update(round=rnd, load_before=before, load_after=load1(), wall_seconds=time.time() - t)
+            runs.setdefault(key, []).append(r)
+            log(f"round {rnd}: {label}: {r['tokens_per_second']:.1f} tokens/s "
+                f"(load {before:.2f} -> {r['load_after']:.2f})")
     rows = []
-    for key, label, fn in configs:
-        if key not in wanted:
+    tokens = args.batch * args.seq_len
+    for key, label, _ in configs:
+        if key not in runs:
             continue
-        before = wait_for_quiet(args.max_load, args.max_wait)
-        t = time.time()
-        r = fn()
-        r.update(key=key, label=label, load_before=before, load_after=load1(), wall_seconds=time.time() - t)
-        rows.append(r)
-        log(f"{label}: {r['tokens_per_second']:.1f} tokens/s (load {before:.2f} -> {r['load_after']:.2f})")
+        rs = runs[key]
+        steps = [x for r in rs for x in r["step_seconds"]]
+        med = statistics.median(steps)
+        rows.append({"key": key, "label": label, "tokens_per_second": tokens / med, "median_step_seconds": med,
+                     "step_seconds": steps, "load_before": min(r["load_before"] for r in rs),
+                     "load_after": max(r["load_after"] for r in rs),
+                     "rounds_tokens_per_second": [r["tokens_per_second"] for r in rs],
+                     "detail": [r["detail"] for r in rs]})
 
     # The reference is PyTorch's faster configuration in this run (bf16 autocast where the CPU has
     # AVX512_BF16 or AMX; f32 can win where bf16 is emulated).
@@ -230,7 +252,7 @@ def main():
     ref = ref_row["tokens_per_second"] if ref_row else None
     ref_name = f"vs {ref_row['key']}" if ref_row else "vs PyTorch"
     print(f"\nKD step, {args.teacher} -> {args.layers}-layer student, batch {args.batch}x{args.seq_len}, T=2, "
-          f"alpha=0.9, {args.threads} threads, median of {args.steps} steps; {cpu['model']}, "
+          f"alpha=0.9, {args.threads} threads, median of {args.steps} steps x {args.rounds} rounds; {cpu['model']}, "
           f"avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}")
     print(f"{'configuration':<64} {'tokens/s':>9} {'s/step':>7} {ref_name:>16} {'load':>11}")
     for r in rows:
@@ -241,7 +263,7 @@ def main():
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump({"git": rev, "bin": args.bin, "batch": args.batch, "seq_len": args.seq_len,
+            json.dump({"git": rev, "bin": args.bin, "batch": args.batch, "seq_len": args.seq_len, "rounds": args.rounds,
                        "layers": args.layers, "teacher": args.teacher, "threads": args.threads,
                        "cpu": cpu, "reference": ref_row["key"] if ref_row else None, "rows": rows}, f, indent=1)
         log(f"wrote {args.out}")

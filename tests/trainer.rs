@@ -343,8 +343,8 @@ fn a_bf16_autocast_run_trains_deterministically_and_caches_apart() {
     assert!(pa != pc && (pa / pc - 1.0).abs() < 0.05, "bf16 perplexity {pa} vs f32 {pc}");
 }
 
-/// The single-pass AdamW equals the candle-op form bit for bit (a non-contiguous gradient takes
-/// the candle path).
+/// The single-pass AdamW equals the candle-op form bit for bit, with and without a gradient scale
+/// (a non-contiguous gradient takes the candle path).
 #[test]
 fn fused_adamw_is_bit_identical_to_the_composed_update() {
     use candle_core::Tensor;
@@ -366,9 +366,10 @@ fn fused_adamw_is_bit_identical_to_the_composed_update() {
         // Same values; the second as a transposed view, which is not contiguous.
         let g_w_strided = g_w.t().unwrap().contiguous().unwrap().t().unwrap();
         assert!(!g_w_strided.is_contiguous());
-        // Names sort as ["norm", "w"].
-        a.step(&[g_n.clone(), g_w], 1e-2).unwrap();
-        b.step(&[g_n, g_w_strided], 1e-2).unwrap();
+        // Names sort as ["norm", "w"]. Odd steps scale the gradients (clipping) inside the update.
+        let scale = if step % 2 == 1 { 0.37 } else { 1.0 };
+        a.step_scaled(&[g_n.clone(), g_w], 1e-2, scale).unwrap();
+        b.step_scaled(&[g_n, g_w_strided], 1e-2, scale).unwrap();
     }
     for name in ["w", "norm"] {
         let x: Vec<f32> = va[name].as_tensor().flatten_all().unwrap().to_vec1().unwrap();
@@ -383,4 +384,28 @@ fn fused_adamw_is_bit_identical_to_the_composed_update() {
         let y: Vec<f32> = sb[k].flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(x, y, "{k}");
     }
+}
+
+/// The global gradient norm (one parallel pass per f32 gradient) equals candle's, and the clipping
+/// factor brings it to the limit only when it is above it.
+#[test]
+fn grad_norm_matches_candle_and_clips_only_above_the_limit() {
+    use candle_core::Tensor;
+    use distill_tui::engine::distill::optim::grad_norm;
+    let dev = Device::Cpu;
+    let a = Tensor::arange(0f32, 70_000.0, &dev).unwrap().affine(1e-4, -3.0).unwrap().sin().unwrap();
+    let b = Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap().t().unwrap();
+    let expected = [&a, &b]
+        .iter()
+        .map(|g| {
+            g.sqr().unwrap().sum_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        })
+        .sum::<f64>()
+        .sqrt();
+    let grads = [a, b];
+    let (norm, scale) = grad_norm(&grads, 1.0).unwrap();
+    assert!((norm / expected - 1.0).abs() < 1e-6, "{norm} vs {expected}");
+    assert!((scale - 1.0 / (norm + 1e-6)).abs() < 1e-12);
+    assert_eq!(grad_norm(&grads, norm * 2.0).unwrap().1, 1.0);
+    assert_eq!(grad_norm(&grads, 0.0).unwrap().1, 1.0, "0 turns clipping off");
 }

@@ -8,7 +8,7 @@ use super::data::LabelledSet;
 use super::metrics::{class_metrics, ClassMetrics};
 use super::recipe::TrainSection;
 use crate::engine::distill::losses::{hard_ce_sum, SoftLoss};
-use crate::engine::distill::optim::{clip_grad_norm, lr_at, AdamW};
+use crate::engine::distill::optim::{grad_norm, lr_at, AdamW};
 use crate::engine::loader::Built;
 use crate::engine::models::Network;
 use crate::engine::{Error, Result};
@@ -189,13 +189,13 @@ pub fn train(
             }
         }
         let grads = loss.backward()?;
-        let mut g: Vec<Tensor> = vars
+        let g: Vec<Tensor> = vars
             .iter()
             .map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
             .collect::<std::result::Result<_, _>>()?;
-        let grad_norm = clip_grad_norm(&mut g, s.grad_clip)?;
+        let (grad_norm, grad_scale) = grad_norm(&g, s.grad_clip)?;
         let lr = lr_at(step, s.steps, s.warmup_steps, s.lr, 0.1);
-        opt.step(&g, lr)?;
+        opt.step_scaled(&g, lr, grad_scale)?;
         seen += idx.len();
         tokens += idx.iter().map(|&i| data.ids[i].len()).sum::<usize>();
         let elapsed = started.elapsed().as_secs_f64();

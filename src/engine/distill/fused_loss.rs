@@ -122,15 +122,18 @@ impl FusedKd {
 
     fn forward(&self, s: &[f32], t: Option<&[f32]>) -> (Vec<RowStats>, f64, f64) {
         let vocab = s.len() / self.labels.len().max(1);
-        let per_row: Vec<(RowStats, f64, f64)> = vmath::with_wide_simd(|| {
-            (0..self.labels.len())
-                .into_par_iter()
-                .map(|r| {
-                    let span = r * vocab..(r + 1) * vocab;
-                    self.row(&s[span.clone()], t.map(|t| &t[span]), self.labels[r])
-                })
-                .collect()
-        });
+        let per_row: Vec<(RowStats, f64, f64)> = vmath::with_wide_simd(
+            #[inline(always)]
+            || {
+                (0..self.labels.len())
+                    .into_par_iter()
+                    .map(|r| {
+                        let span = r * vocab..(r + 1) * vocab;
+                        self.row(&s[span.clone()], t.map(|t| &t[span]), self.labels[r])
+                    })
+                    .collect()
+            },
+        );
         // Summed in row order whatever the thread count: the result is deterministic.
         let (soft, hard) = per_row.iter().fold((0.0, 0.0), |(a, b), (_, s, h)| (a + s, b + h));
         (per_row.into_iter().map(|(st, _, _)| st).collect(), soft, hard)
@@ -142,33 +145,36 @@ impl FusedKd {
         let inv_t = 1.0 / self.temperature;
         let soft_scale = g_soft * self.temperature; // T² · (1/T)
         let mut grad = vec![0f32; s.len()];
-        vmath::with_wide_simd(|| {
-            grad.par_chunks_mut(vocab).enumerate().for_each(|(r, g)| {
-                let st = stats[r];
-                let sr = &s[r * vocab..(r + 1) * vocab];
-                match t.map(|t| &t[r * vocab..(r + 1) * vocab]) {
-                    Some(tr) if self.reverse => {
-                        for ((g, &x), &y) in g.iter_mut().zip(sr).zip(tr) {
-                            let lq = x * inv_t - st.lse_s;
-                            let d = exp(lq) * (lq - (y * inv_t - st.lse_t) - st.kl);
-                            *g = soft_scale * d + g_hard * exp(x - st.lse);
+        vmath::with_wide_simd(
+            #[inline(always)]
+            || {
+                grad.par_chunks_mut(vocab).enumerate().for_each(|(r, g)| {
+                    let st = stats[r];
+                    let sr = &s[r * vocab..(r + 1) * vocab];
+                    match t.map(|t| &t[r * vocab..(r + 1) * vocab]) {
+                        Some(tr) if self.reverse => {
+                            for ((g, &x), &y) in g.iter_mut().zip(sr).zip(tr) {
+                                let lq = x * inv_t - st.lse_s;
+                                let d = exp(lq) * (lq - (y * inv_t - st.lse_t) - st.kl);
+                                *g = soft_scale * d + g_hard * exp(x - st.lse);
+                            }
+                        }
+                        Some(tr) => {
+                            for ((g, &x), &y) in g.iter_mut().zip(sr).zip(tr) {
+                                let d = exp(x * inv_t - st.lse_s) - exp(y * inv_t - st.lse_t);
+                                *g = soft_scale * d + g_hard * exp(x - st.lse);
+                            }
+                        }
+                        None => {
+                            for (g, &x) in g.iter_mut().zip(sr) {
+                                *g = g_hard * exp(x - st.lse);
+                            }
                         }
                     }
-                    Some(tr) => {
-                        for ((g, &x), &y) in g.iter_mut().zip(sr).zip(tr) {
-                            let d = exp(x * inv_t - st.lse_s) - exp(y * inv_t - st.lse_t);
-                            *g = soft_scale * d + g_hard * exp(x - st.lse);
-                        }
-                    }
-                    None => {
-                        for (g, &x) in g.iter_mut().zip(sr) {
-                            *g = g_hard * exp(x - st.lse);
-                        }
-                    }
-                }
-                g[self.labels[r] as usize] -= g_hard;
-            });
-        });
+                    g[self.labels[r] as usize] -= g_hard;
+                });
+            },
+        );
         grad
     }
 }

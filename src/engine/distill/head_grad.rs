@@ -13,6 +13,7 @@
 //! (`tests/trainer.rs`, `chunked_loss_gradients_equal_a_single_backward_pass`).
 
 use crate::engine::kernels::autocast::{self, Precision};
+use crate::engine::kernels::{cpu::gemm_threads, linear};
 use crate::engine::models::Network;
 use crate::engine::{Error, Result};
 use candle_core::{CpuStorage, DType, Storage, Tensor, Var};
@@ -61,7 +62,12 @@ impl HeadGrad {
 
     /// The logits `h · Wᵀ` of a chunk of hidden states `[rows, hidden]`, as a leaf to differentiate.
     pub fn logits(&self, h: &Tensor) -> Result<Var> {
-        Ok(Var::from_tensor(&h.detach().matmul(&self.weight.t()?)?)?)
+        let (h, wt) = (h.detach(), self.weight.t()?);
+        let z = match linear::matmul(&h, &wt)? {
+            Some(z) => z,
+            None => h.matmul(&wt)?,
+        };
+        Ok(Var::from_tensor(&z)?)
     }
 
     /// From `g = ∂L/∂z` `[rows, vocab]` and the chunk's `h` `[rows, hidden]`: returns `∂L/∂h` and
@@ -78,7 +84,10 @@ impl HeadGrad {
                 self.hidden
             )));
         }
-        let grad_h = g.matmul(&self.weight)?;
+        let grad_h = match linear::matmul(&g, &self.weight)? {
+            Some(x) => x,
+            None => g.matmul(&self.weight)?,
+        };
         let (vocab, hidden, read_dst) = (self.vocab, self.hidden, self.started);
         let dst = self.sum.as_mut_ptr();
         with_data(&g, |gd| {
@@ -88,26 +97,15 @@ impl HeadGrad {
                 // stride vocab, row stride 1), the right one h ([rows, hidden], strides hidden, 1);
                 // both slices hold exactly rows × vocab and rows × hidden floats (checked above).
                 unsafe {
-                    gemm::gemm(
-                        vocab,
-                        hidden,
-                        rows,
+                    gemm_threads(
+                        (vocab, hidden, rows),
                         dst,
-                        1,
-                        hidden as isize,
+                        hidden,
                         read_dst,
                         gd.as_ptr(),
-                        vocab as isize,
-                        1,
+                        (1, vocab),
                         hd.as_ptr(),
-                        1,
-                        hidden as isize,
-                        1.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                        (hidden, 1),
                     )
                 }
             })

@@ -45,19 +45,32 @@ impl AdamW {
 
     /// Applies one update with gradients aligned to [`AdamW::vars`].
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+        self.step_scaled(grads, lr, 1.0)
+    }
+
+    /// [`AdamW::step`] with every gradient multiplied by `grad_scale` first (the clipping factor
+    /// of [`grad_norm`]), without materialising the scaled gradients.
+    pub fn step_scaled(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
         for (slot, g) in self.slots.iter_mut().zip(grads) {
             let decay = (slot.decay && self.weight_decay > 0.0).then_some(1.0 - lr * self.weight_decay);
-            let c = Coefficients { b1, b2, bc1, bc2, eps: self.eps, lr, decay };
+            let c = Coefficients { b1, b2, bc1, bc2, eps: self.eps, lr, decay, grad_scale };
             if let Some((m, v, p)) = fused_update(slot, g, &c)? {
                 slot.m = m;
                 slot.v = v;
                 slot.var.set(&p)?;
                 continue;
             }
+            let scaled;
+            let g = if grad_scale != 1.0 {
+                scaled = (g * grad_scale)?;
+                &scaled
+            } else {
+                g
+            };
             slot.m = ((&slot.m * b1)? + (g * (1.0 - b1))?)?;
             slot.v = ((&slot.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let p = slot.var.as_tensor();
@@ -108,58 +121,82 @@ struct Coefficients {
     lr: f64,
     /// `1 - lr·weight_decay` for decayed parameters.
     decay: Option<f64>,
+    /// Factor on the gradient (clipping).
+    grad_scale: f64,
 }
 
-/// Contiguous f32 data of a CPU tensor.
-fn cpu_slice(t: &Tensor) -> Option<Vec<f32>> {
+/// Runs `f` on the contiguous f32 data of a CPU tensor (`None`: another dtype, device or layout).
+fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => Some(v[a..b].to_vec()),
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => Some(f(&v[a..b])),
         _ => None,
     }
 }
 
-/// The AdamW update of one f32 CPU parameter in a single pass (`None`: another dtype or device,
-/// left to the candle ops). Every element goes through the same f32 operations, in the same order,
-/// as the candle expression it replaces (candle's `x * s` is `x · f32(s) + 0`), so the results are
-/// bit-identical; it only skips a dozen full-size temporaries.
+/// The AdamW update of one f32 CPU parameter in a single parallel pass that reads the parameter,
+/// its moments and its gradient where they are and writes the three new tensors (`None`: another
+/// dtype, device or layout, left to the candle ops). Every element goes through the same f32
+/// operations, in the same order, as the candle expression it replaces (candle's `x * s` is
+/// `x · f32(s) + 0`), so the results are bit-identical; it only skips a dozen full-size temporaries.
 fn fused_update(slot: &Slot, g: &Tensor, c: &Coefficients) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    use crate::engine::kernels::vmath;
     use rayon::prelude::*;
     let p = slot.var.as_tensor();
     if p.dtype() != DType::F32 || g.dtype() != DType::F32 || !p.device().is_cpu() {
         return Ok(None);
     }
-    let (Some(mut pv), Some(mut mv), Some(mut vv), Some(gv)) =
-        (cpu_slice(p), cpu_slice(&slot.m), cpu_slice(&slot.v), cpu_slice(g))
-    else {
-        return Ok(None);
-    };
     let f = |x: f64| x as f32;
     let (b1, nb1, b2, nb2) = (f(c.b1), f(1.0 - c.b1), f(c.b2), f(1.0 - c.b2));
     let (ibc1, ibc2, eps, lr) = (f(1.0 / c.bc1), f(1.0 / c.bc2), f(c.eps), f(c.lr));
-    let keep = c.decay.map(f);
+    let (keep, gs) = (c.decay.map(f), (c.grad_scale != 1.0).then(|| f(c.grad_scale)));
+    let n = p.elem_count();
+    let (mut pn, mut mn, mut vn) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
     const CHUNK: usize = 1 << 14;
-    pv.par_chunks_mut(CHUNK)
-        .zip(mv.par_chunks_mut(CHUNK))
-        .zip(vv.par_chunks_mut(CHUNK))
-        .zip(gv.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| {
-            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                *m = (*m * b1 + 0.0) + (g * nb1 + 0.0);
-                *v = (*v * b2 + 0.0) + ((g * g) * nb2 + 0.0);
-                let decayed = match keep {
-                    Some(k) => *p * k + 0.0,
-                    None => *p,
-                };
-                let update = (*m * ibc1 + 0.0) / ((*v * ibc2 + 0.0).sqrt() * 1.0 + eps);
-                *p = decayed - (update * lr + 0.0);
-            }
-        });
+    let done = with_cpu_slice(p, |pv| {
+        with_cpu_slice(&slot.m, |mv| {
+            with_cpu_slice(&slot.v, |vv| {
+                with_cpu_slice(g, |gv| {
+                    if [mv.len(), vv.len(), gv.len()] != [n; 3] {
+                        return false;
+                    }
+                    (pn.par_chunks_mut(CHUNK).zip(mn.par_chunks_mut(CHUNK)).zip(vn.par_chunks_mut(CHUNK)))
+                        .zip(pv.par_chunks(CHUNK).zip(mv.par_chunks(CHUNK)).zip(vv.par_chunks(CHUNK)))
+                        .zip(gv.par_chunks(CHUNK))
+                        .for_each(|((((pn, mn), vn), ((pv, mv), vv)), gv)| {
+                            vmath::with_wide_simd(
+                                #[inline(always)]
+                                || {
+                                    for i in 0..pn.len() {
+                                        let g = match gs {
+                                            Some(s) => gv[i] * s + 0.0,
+                                            None => gv[i],
+                                        };
+                                        let m = (mv[i] * b1 + 0.0) + (g * nb1 + 0.0);
+                                        let v = (vv[i] * b2 + 0.0) + ((g * g) * nb2 + 0.0);
+                                        let decayed = match keep {
+                                            Some(k) => pv[i] * k + 0.0,
+                                            None => pv[i],
+                                        };
+                                        let update = (m * ibc1 + 0.0) / ((v * ibc2 + 0.0).sqrt() * 1.0 + eps);
+                                        (mn[i], vn[i], pn[i]) = (m, v, decayed - (update * lr + 0.0));
+                                    }
+                                },
+                            )
+                        });
+                    true
+                })
+            })
+        })
+    });
+    if done.flatten().flatten().flatten() != Some(true) {
+        return Ok(None);
+    }
     let (shape, dev) = (p.shape().clone(), p.device());
     Ok(Some((
-        Tensor::from_vec(mv, shape.clone(), dev)?,
-        Tensor::from_vec(vv, shape.clone(), dev)?,
-        Tensor::from_vec(pv, shape, dev)?,
+        Tensor::from_vec(mn, shape.clone(), dev)?,
+        Tensor::from_vec(vn, shape.clone(), dev)?,
+        Tensor::from_vec(pn, shape, dev)?,
     )))
 }
 
@@ -174,18 +211,30 @@ pub fn lr_at(step: usize, steps: usize, warmup: usize, lr: f64, min_ratio: f64) 
     lr * (min_ratio + (1.0 - min_ratio) * cosine)
 }
 
-/// The global L2 norm of `grads`; when above `max_norm` (> 0), scales them down to it.
-pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+/// The global L2 norm of `grads` and the factor that brings it down to `max_norm` (> 0; 1 when the
+/// norm is within it or clipping is off). Sums of squares of f32 CPU gradients are taken in one
+/// parallel pass each, in f64.
+pub fn grad_norm(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
+    use crate::engine::kernels::vmath;
+    use rayon::prelude::*;
     let mut sq = 0f64;
-    for g in grads.iter() {
-        sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    for g in grads {
+        let fast = with_cpu_slice(g, |x| {
+            x.par_chunks(1 << 14)
+                .map(|c| {
+                    vmath::with_wide_simd(
+                        #[inline(always)]
+                        || vmath::sum_map(c, |v| v * v),
+                    )
+                })
+                .sum::<f64>()
+        });
+        sq += match fast {
+            Some(s) => s,
+            None => g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        };
     }
     let norm = sq.sqrt();
-    if max_norm > 0.0 && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut() {
-            *g = (&*g * scale)?;
-        }
-    }
-    Ok(norm)
+    let scale = if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
+    Ok((norm, scale))
 }

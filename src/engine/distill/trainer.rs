@@ -3,7 +3,7 @@
 //! teacher, atomic checkpoints and `--resume`. Runs on a job thread and reports `JobEvent`s.
 
 use super::checkpoint::{self, CheckpointState};
-use super::optim::{clip_grad_norm, lr_at, AdamW};
+use super::optim::{grad_norm, lr_at, AdamW};
 use super::setup::{prepare, trainable, Setup};
 use super::sparse::SparseTeacher;
 use super::step::{accumulate_grads, chunk_rows, LossConfig, LossParts, Targets};
@@ -329,16 +329,16 @@ fn train_step(
         total.hard += parts.hard * scale;
         total.total += parts.total * scale;
     }
-    let mut grads = acc
+    let grads = acc
         .into_iter()
         .zip(&vars)
         .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let norm = clip_grad_norm(&mut grads, clip)?;
+    let (norm, grad_scale) = grad_norm(&grads, clip)?;
     if !norm.is_finite() {
         return Err(Error::Invalid(format!("the loss is not finite (gradient norm {norm})")));
     }
-    t.opt.step(&grads, lr)?;
+    t.opt.step_scaled(&grads, lr, grad_scale)?;
     Ok((total, norm))
 }
 

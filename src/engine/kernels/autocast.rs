@@ -5,8 +5,7 @@
 //! while weights, optimizer state, norms, attention, softmax and losses stay f32. That is what
 //! PyTorch's CPU autocast does to `nn.Linear`. On a CPU without AVX512_BF16 the same arithmetic is
 //! emulated (inputs rounded to bf16, candle's f32 GEMM), so results agree up to summation order.
-//! Where no gradient is needed under bf16 (the teacher's forward), norms, softmax and rope use
-//! candle's fused kernels ([`fast_inference`]). f32 scopes compute exactly what they did before.
+//! f32 scopes compute exactly what they did before.
 
 use super::bf16_gemm::{self, View};
 use crate::engine::{Error, Result};
@@ -63,11 +62,11 @@ impl Drop for Guard {
     }
 }
 
-/// True when this thread runs in bf16 and nothing will differentiate through `x` (a frozen
-/// teacher's activations): the layers may then use candle's fused inference kernels (softmax,
-/// RMS norm, rope), which record no gradient but take one pass instead of several.
+/// True when nothing will differentiate through `x` (a frozen teacher's activations) on the CPU:
+/// the layers may then use candle's fused inference kernels (softmax, rope on `[b, h, t, d]`),
+/// which record no gradient but take one pass instead of several.
 pub fn fast_inference(x: &Tensor) -> bool {
-    current() == Precision::Bf16 && !x.track_op() && x.device().is_cpu()
+    !x.track_op() && x.device().is_cpu()
 }
 
 /// Why `precision` will be slower than f32 on `device`, when it will: bf16 on a CPU without

@@ -2,12 +2,24 @@
 //!
 //! - [`bf16_gemm`]: a matrix multiply with bf16 inputs and f32 accumulation on AVX512_BF16
 //!   (`vdpbf16ps`), about 3× candle's f32 GEMM on the AMD EPYC the project measured it on;
+//! - [`attention`]: causal attention with grouped key/value heads as one op, with a backward that
+//!   recomputes the probabilities;
 //! - [`autocast`]: a thread-local precision scope (like `torch.autocast`) and the differentiable
 //!   candle op the linear layers call under it;
+//! - [`linear`]: a dense layer's `x · Wᵀ` as one op whose backward returns both gradients;
+//! - [`rmsnorm`] and [`rope`]: RMS normalisation and rotary embedding in one pass each, with their
+//!   backward (candle's fused versions record no gradient);
 //! - [`softmax`]: attention's masked, scaled softmax in one pass, with its own backward;
+//! - [`swiglu`]: the gated MLP's `silu(gate) ⊙ up` in one pass, with its own backward;
 //! - [`vmath`]: vectorizable `exp` and row reductions for fused losses.
 
+pub mod attention;
 pub mod autocast;
 pub mod bf16_gemm;
+pub mod cpu;
+pub mod linear;
+pub mod rmsnorm;
+pub mod rope;
 pub mod softmax;
+pub mod swiglu;
 pub mod vmath;

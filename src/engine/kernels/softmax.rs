@@ -11,6 +11,7 @@
 //! Masked entries (`-inf`) come out exactly 0, as in the composed form; a row that is masked
 //! everywhere gives NaN, as there.
 
+use super::cpu::f32_data;
 use super::vmath;
 use crate::engine::{Error, Result};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
@@ -46,15 +47,6 @@ struct MaskedSoftmax {
     scale: f32,
 }
 
-/// The contiguous f32 data of a tensor's storage.
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else { candle_core::bail!("fused softmax: f32 storage expected") };
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused softmax: contiguous operands expected"),
-    }
-}
-
 /// Rows per rayon task for rows of `width`.
 fn rows_per_task(width: usize) -> usize {
     (TASK_ELEMENTS / width.max(1)).max(1)
@@ -87,19 +79,22 @@ impl CustomOp2 for MaskedSoftmax {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, mask) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let (x, mask) = (f32_data(s1, l1, "fused softmax")?, f32_data(s2, l2, "fused softmax")?);
         let tk = l1.dims()[l1.dims().len() - 1];
         let t = l1.dims()[l1.dims().len() - 2];
         let mut out = vec![0f32; x.len()];
         let per = rows_per_task(tk);
         let scale = self.scale;
         out.par_chunks_mut(per * tk).zip(x.par_chunks(per * tk)).enumerate().for_each(|(task, (o, x))| {
-            vmath::with_wide_simd(|| {
-                for (r, (o, x)) in o.chunks_mut(tk).zip(x.chunks(tk)).enumerate() {
-                    let i = (task * per + r) % t;
-                    forward_row(x, &mask[i * tk..(i + 1) * tk], o, scale);
-                }
-            })
+            vmath::with_wide_simd(
+                #[inline(always)]
+                || {
+                    for (r, (o, x)) in o.chunks_mut(tk).zip(x.chunks(tk)).enumerate() {
+                        let i = (task * per + r) % t;
+                        forward_row(x, &mask[i * tk..(i + 1) * tk], o, scale);
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -133,7 +128,7 @@ impl CustomOp2 for SoftmaxBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, dy) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let (y, dy) = (f32_data(s1, l1, "fused softmax")?, f32_data(s2, l2, "fused softmax")?);
         if y.len() != dy.len() {
             candle_core::bail!("fused softmax backward: {} probabilities, {} gradients", y.len(), dy.len())
         }
@@ -143,14 +138,17 @@ impl CustomOp2 for SoftmaxBackward {
         let scale = self.scale;
         dx.par_chunks_mut(per * tk).zip(y.par_chunks(per * tk).zip(dy.par_chunks(per * tk))).for_each(
             |(dx, (y, dy))| {
-                vmath::with_wide_simd(|| {
-                    for ((dx, y), dy) in dx.chunks_mut(tk).zip(y.chunks(tk)).zip(dy.chunks(tk)) {
-                        let dot = vmath::sum_map2(y, dy, |a, b| a * b) as f32;
-                        for ((d, &p), &g) in dx.iter_mut().zip(y).zip(dy) {
-                            *d = scale * p * (g - dot);
+                vmath::with_wide_simd(
+                    #[inline(always)]
+                    || {
+                        for ((dx, y), dy) in dx.chunks_mut(tk).zip(y.chunks(tk)).zip(dy.chunks(tk)) {
+                            let dot = vmath::sum_map2(y, dy, |a, b| a * b) as f32;
+                            for ((d, &p), &g) in dx.iter_mut().zip(y).zip(dy) {
+                                *d = scale * p * (g - dot);
+                            }
                         }
-                    }
-                })
+                    },
+                )
             },
         );
         Ok((CpuStorage::F32(dx), l1.shape().clone()))

@@ -15,13 +15,17 @@ pub fn exp(x: f32) -> f32 {
                                      // Comparisons (not min/max) so that NaN passes through.
     let x = if x < -87.3 { -87.3 } else { x };
     let x = if x > 88.3 { 88.3 } else { x };
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // The integer n read from the shifted float's low bits: unlike `n as i32` (a saturating,
+    // NaN-checked conversion) this vectorizes.
+    let ni = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * C1 - n * C2;
     let z = r * r;
     let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
         + 5.000_000_1e-1;
     let y = p * z + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    y * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
 const LANES: usize = 16;
@@ -72,7 +76,9 @@ pub fn sum_map2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     acc.iter().map(|&a| a as f64).sum::<f64>() + xt.iter().zip(yt).map(|(&x, &y)| f(x, y) as f64).sum::<f64>()
 }
 
-/// Runs `f` compiled for AVX-512 when the CPU has it (the closure is inlined into that build).
+/// Runs `f` compiled for AVX-512 when the CPU has it. The closure must be inlined into that build
+/// to get its features: pass it as `with_wide_simd(#[inline(always)] || { … })` (without the
+/// attribute LLVM keeps a large closure out of line, compiled for the baseline CPU: SSE2).
 #[inline(always)]
 pub fn with_wide_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

@@ -1,10 +1,13 @@
 //! Differentiable building blocks shared by the model families.
 //!
 //! candle's fused `rms_norm`, `layer_norm`, `softmax_last_dim` and `rope` kernels record no gradient,
-//! so everything here is composed from elementary ops that do.
+//! so everything here is composed from elementary ops that do, except where the project's own
+//! kernels ([`crate::engine::kernels`]: linear, RMS norm, rope, attention, SwiGLU, each with a
+//! backward)
+//! take over on the CPU in f32.
 
 use super::weights::Scope;
-use crate::engine::kernels::{autocast, softmax};
+use crate::engine::kernels::{autocast, linear, rmsnorm, rope, softmax};
 use crate::engine::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -78,12 +81,18 @@ impl Linear {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a last dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x2 = x.reshape((rows, in_dim))?;
+        // A 2-D input is used as it is: a reshape is a node for autograd to fill and add into.
+        let x2 = if dims.len() == 2 { x.clone() } else { x.reshape((rows, in_dim))? };
         if let Some((name, recorder)) = &self.tap {
             recorder.record(name, &x2)?;
         }
         let y = match &self.weight {
             LinearWeight::Dense { weight, transposed: true } => autocast::matmul(&x2, weight)?,
+            LinearWeight::Dense { weight, transposed: false }
+                if autocast::current().is_f32() && linear::applies(&x2, weight) =>
+            {
+                linear::linear(&x2, weight)?
+            }
             LinearWeight::Dense { weight, transposed: false } => autocast::matmul(&x2, &weight.t()?)?,
             LinearWeight::Quantized(q) => q.forward(&x2.contiguous()?)?,
         };
@@ -91,6 +100,9 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
+        if dims.len() == 2 {
+            return Ok(y);
+        }
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = y.dim(1)?;
         Ok(y.reshape(out_dims)?)
@@ -139,8 +151,8 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if autocast::fast_inference(x) && !self.weight.track_op() && x.dtype() == DType::F32 {
-            return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)?);
+        if rmsnorm::applies(x, &self.weight) {
+            return rmsnorm::rms_norm(x, &self.weight, self.eps);
         }
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
@@ -276,12 +288,30 @@ pub fn rope_tables(inv_freq: &[f32], t: usize, device: &Device) -> Result<(Tenso
 
 /// Applies rotary embedding (the "rotate half" layout of Hugging Face) to `[b, h, t, d]`.
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
     if autocast::fast_inference(x) && x.rank() == 4 && x.dtype() == DType::F32 {
-        // The tables repeat their first half; candle's kernel takes that half.
-        let half = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(D::Minus1, 0, d / 2)?.contiguous()?) };
-        return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &half(cos)?, &half(sin)?)?);
+        let (c, s) = (rope_half(cos)?, rope_half(sin)?);
+        return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &c, &s)?);
     }
+    rotate_half(x, cos, sin)
+}
+
+/// [`apply_rope`] for the `[b, t, h, d]` layout (heads after positions).
+pub fn apply_rope_thd(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if rope::applies(x) {
+        return rope::rope_thd(x, cos, sin);
+    }
+    rotate_half(x, &cos.unsqueeze(1)?, &sin.unsqueeze(1)?)
+}
+
+/// The first half of a rope table: the tables repeat it, and candle's kernels take that half.
+fn rope_half(table: &Tensor) -> Result<Tensor> {
+    let d = table.dim(D::Minus1)?;
+    Ok(table.narrow(D::Minus1, 0, d / 2)?.contiguous()?)
+}
+
+/// `x · cos + rotate_half(x) · sin`, differentiable; the tables broadcast against `x`.
+fn rotate_half(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;

@@ -1,8 +1,11 @@
 //! The llama family: `llama` (GQA, tied or untied embeddings, llama3 rope scaling), `qwen2`
 //! (q/k/v bias) and `qwen3` (per-head q/k RMS norm, explicit head_dim) in one trainable implementation.
 
-use super::layers::{apply_rope, attention, causal_mask, rope_tables, Activation, Embedding, Linear, RmsNorm};
+use super::layers::{
+    apply_rope, apply_rope_thd, attention, causal_mask, rope_tables, Activation, Embedding, Linear, RmsNorm,
+};
 use super::weights::Scope;
+use crate::engine::kernels::{attention, swiglu};
 use crate::engine::{Error, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -190,22 +193,28 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let split =
-            |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?) };
-        let mut q = split(self.q.forward(x)?, self.heads)?;
-        let mut k = split(self.k.forward(x)?, self.kv_heads)?;
-        let v = split(self.v.forward(x)?, self.kv_heads)?;
+    /// `x` holds the rows of `b` sequences of `t` positions, `[b·t, hidden]`; so does the result.
+    fn forward(&self, x: &Tensor, (b, t): (usize, usize), cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        // q, k, v as [b, t, heads, d] (the layout the projections produce), q/k-normed (qwen3).
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?) };
+        let mut q = heads(self.q.forward(x)?, self.heads)?;
+        let mut k = heads(self.k.forward(x)?, self.kv_heads)?;
+        let v = heads(self.v.forward(x)?, self.kv_heads)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        let q = apply_rope(&q, cos, sin)?;
-        let k = apply_rope(&k, cos, sin)?;
-        let y = attention(&q, &k, &v, Some(mask), 1.0 / (self.head_dim as f64).sqrt())?;
-        let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
-        self.o.forward(&y)
+        let y = if attention::applies(x) {
+            // One fused op over that layout (CPU, f32).
+            let (q, k) = (apply_rope_thd(&q, cos, sin)?, apply_rope_thd(&k, cos, sin)?);
+            attention::causal_attention(&q, &k, &v, scale)?
+        } else {
+            let bhtd = |y: &Tensor| -> Result<Tensor> { Ok(y.transpose(1, 2)?) };
+            let (q, k) = (apply_rope(&bhtd(&q)?, cos, sin)?, apply_rope(&bhtd(&k)?, cos, sin)?);
+            bhtd(&attention(&q, &k, &bhtd(&v)?, Some(mask), scale)?)?
+        };
+        self.o.forward(&y.reshape((b * t, self.heads * self.head_dim))?)
     }
 }
 
@@ -228,7 +237,12 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gated = (self.act.forward(&self.gate.forward(x)?)? * self.up.forward(x)?)?;
+        let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
+        let gated = if self.act == Activation::Silu && swiglu::applies(&gate, &up) {
+            swiglu::swiglu(&gate, &up)?
+        } else {
+            (self.act.forward(&gate)? * up)?
+        };
         self.down.forward(&gated)
     }
 }
@@ -280,18 +294,21 @@ impl Llama {
 
     /// Final hidden states `[b, t, hidden]` (after the last norm).
     pub fn hidden_states(&self, ids: &Tensor) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
+        let (b, t) = ids.dims2()?;
         let device = ids.device();
         let (cos, sin) = rope_tables(&self.inv_freq, t, device)?;
         let mask = causal_mask(t, device)?;
-        let mut x = self.embed.forward(ids)?;
+        // All positions as the rows of one [b·t, hidden] matrix: the layers' products take it as
+        // it is (each reshape would be one more node for autograd to fill with zeros and add into).
+        let mut x = self.embed.forward(&ids.flatten_all()?)?;
         for block in &self.blocks {
-            let h = block.attn.forward(&block.input_norm.forward(&x)?, &cos, &sin, &mask)?;
+            let h = block.attn.forward(&block.input_norm.forward(&x)?, (b, t), &cos, &sin, &mask)?;
             x = (x + h)?;
             let h = block.mlp.forward(&block.post_norm.forward(&x)?)?;
             x = (x + h)?;
         }
-        self.norm.forward(&x)
+        let hidden = x.dim(1)?;
+        Ok(self.norm.forward(&x)?.reshape((b, t, hidden))?)
     }
 
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
