@@ -151,7 +151,9 @@ fn fused_update(slot: &Slot, g: &Tensor, c: &Coefficients) -> Result<Option<(Ten
     let (ibc1, ibc2, eps, lr) = (f(1.0 / c.bc1), f(1.0 / c.bc2), f(c.eps), f(c.lr));
     let (keep, gs) = (c.decay.map(f), (c.grad_scale != 1.0).then(|| f(c.grad_scale)));
     let n = p.elem_count();
-    let (mut pn, mut mn, mut vn) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    // New tensors, not zero-filled: every element is written once below.
+    let (mut pn, mut mn, mut vn) =
+        (Vec::<f32>::with_capacity(n), Vec::<f32>::with_capacity(n), Vec::<f32>::with_capacity(n));
     const CHUNK: usize = 1 << 14;
     let done = with_cpu_slice(p, |pv| {
         with_cpu_slice(&slot.m, |mv| {
@@ -160,7 +162,12 @@ fn fused_update(slot: &Slot, g: &Tensor, c: &Coefficients) -> Result<Option<(Ten
                     if [mv.len(), vv.len(), gv.len()] != [n; 3] {
                         return false;
                     }
-                    (pn.par_chunks_mut(CHUNK).zip(mn.par_chunks_mut(CHUNK)).zip(vn.par_chunks_mut(CHUNK)))
+                    let (pu, mu, vu) = (
+                        &mut pn.spare_capacity_mut()[..n],
+                        &mut mn.spare_capacity_mut()[..n],
+                        &mut vn.spare_capacity_mut()[..n],
+                    );
+                    (pu.par_chunks_mut(CHUNK).zip(mu.par_chunks_mut(CHUNK)).zip(vu.par_chunks_mut(CHUNK)))
                         .zip(pv.par_chunks(CHUNK).zip(mv.par_chunks(CHUNK)).zip(vv.par_chunks(CHUNK)))
                         .zip(gv.par_chunks(CHUNK))
                         .for_each(|((((pn, mn), vn), ((pv, mv), vv)), gv)| {
@@ -179,7 +186,9 @@ fn fused_update(slot: &Slot, g: &Tensor, c: &Coefficients) -> Result<Option<(Ten
                                             None => pv[i],
                                         };
                                         let update = (m * ibc1 + 0.0) / ((v * ibc2 + 0.0).sqrt() * 1.0 + eps);
-                                        (mn[i], vn[i], pn[i]) = (m, v, decayed - (update * lr + 0.0));
+                                        mn[i].write(m);
+                                        vn[i].write(v);
+                                        pn[i].write(decayed - (update * lr + 0.0));
                                     }
                                 },
                             )
@@ -191,6 +200,12 @@ fn fused_update(slot: &Slot, g: &Tensor, c: &Coefficients) -> Result<Option<(Ten
     });
     if done.flatten().flatten().flatten() != Some(true) {
         return Ok(None);
+    }
+    // SAFETY: the pass above wrote all n elements of each.
+    unsafe {
+        pn.set_len(n);
+        mn.set_len(n);
+        vn.set_len(n);
     }
     let (shape, dev) = (p.shape().clone(), p.device());
     Ok(Some((

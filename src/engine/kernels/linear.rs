@@ -47,8 +47,11 @@ unsafe fn product(
     rhs: &[f32],
     rhs_strides: (usize, usize),
 ) -> Vec<f32> {
-    let mut dst = vec![0f32; m * n];
+    // Not zero-filled: the product overwrites every element without reading it.
+    let mut dst = Vec::<f32>::with_capacity(m * n);
     gemm_threads((m, n, k), dst.as_mut_ptr(), n, false, lhs.as_ptr(), lhs_strides, rhs.as_ptr(), rhs_strides);
+    // SAFETY: the m × n elements were written above.
+    dst.set_len(m * n);
     dst
 }
 
