@@ -16,7 +16,7 @@
 //! `dK += dSᵀ Q`. The products run on the `gemm` crate (the one candle uses), single-threaded
 //! inside a task.
 
-use super::cpu::{f32_data, gemm, with_f32_tensors};
+use super::cpu::{f32_data, gemm, with_f32_tensors, Shared};
 use super::vmath;
 use crate::engine::{Error, Result};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
@@ -89,13 +89,6 @@ impl Dims {
         (s * self.t * qs + h * self.d, s * self.t * ks + (h / (self.heads / self.kv)) * self.d)
     }
 }
-
-/// A pointer that tasks share to write disjoint elements of one buffer.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: every task writes only elements no other task touches (its own head's rows).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
 
 /// `P = softmax(scale · Q Kᵀ + causal mask)` of one head into `p` (`t × t`, row-major; zero above
 /// the diagonal), block by block: rows `r0..r0 + rows` only against keys `0..r0 + rows`.

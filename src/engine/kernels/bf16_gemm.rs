@@ -14,6 +14,7 @@
 //! Rounding is round-to-nearest-even, like PyTorch's `float → bfloat16`; NaN stays NaN; subnormal
 //! inputs (|x| < 1.2e-38) count as zero, as in oneDNN's conversion.
 
+use super::cpu::Shared;
 use rayon::prelude::*;
 
 /// Rows of A per packed panel (and of the register block of C).
@@ -292,12 +293,6 @@ unsafe fn micro_kernel(
     }
 }
 
-/// A raw pointer to C shared by the tile tasks, which write disjoint blocks.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
 /// `A[m, k] · B[k, n]` as a row-major `[m, n]` f32 vector.
 ///
 /// # Panics
@@ -315,7 +310,7 @@ pub fn matmul(a: &View, b: &View) -> Vec<f32> {
     let kp = pairs(k);
     let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
     let (tiles_m, tiles_n) = (m_panels.div_ceil(TILE_M), n_panels.div_ceil(TILE_N));
-    let out = SharedOut(c.as_mut_ptr());
+    let out = Shared(c.as_mut_ptr());
     (0..tiles_m * tiles_n).into_par_iter().for_each(|tile| {
         let out = out;
         let (tm, tn) = (tile / tiles_n, tile % tiles_n);

@@ -66,10 +66,12 @@ pub unsafe fn gemm(
     )
 }
 
-/// A pointer handed to the threads of one product, each writing its own block of the result.
+/// A pointer to one buffer handed to parallel tasks that each write their own disjoint elements of
+/// it (rows of a head, blocks of a product). Whoever writes through it must keep the tasks' parts
+/// disjoint.
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: the threads of `gemm_threads` write disjoint blocks of the destination.
+pub struct Shared(pub *mut f32);
+// SAFETY: the pointer is only written through by tasks that own disjoint parts of the buffer.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
