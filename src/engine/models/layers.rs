@@ -3,8 +3,7 @@
 //! candle's fused `rms_norm`, `layer_norm`, `softmax_last_dim` and `rope` kernels record no gradient,
 //! so everything here is composed from elementary ops that do, except where the project's own
 //! kernels ([`crate::engine::kernels`]: linear, RMS norm, rope, attention, SwiGLU, each with a
-//! backward)
-//! take over on the CPU in f32.
+//! backward) take over on the CPU in f32.
 
 use super::weights::Scope;
 use crate::engine::kernels::{autocast, linear, rmsnorm, rope, softmax};
