@@ -13,7 +13,9 @@
    - `cache_top_k = 64` with a fresh empty `DISTILL_CACHE_DIR` (cold cache: every step computes
      the teacher's top-k, which is also "teacher every step");
    each in f32 and with `precision = "bf16"` (the linear layers' matmuls take bf16 inputs with f32
-   accumulation, forward and backward, teacher and student: what PyTorch's autocast does);
+   accumulation, forward and backward, teacher and student: what PyTorch's autocast does); and
+   `cache_top_k = 0` with `teacher_precision = "int8"` (the frozen teacher's linear layers in
+   int8, SmoothQuant-smoothed; the student trains in f32);
 4. with `--rounds N`, repeats 2-3 N times, alternating the configurations;
 5. prints a table: configuration, median step tokens/s (over all its rounds' timed steps), ratio
    vs the faster PyTorch configuration of this run (bf16 autocast or f32, whichever is faster on
@@ -119,15 +121,15 @@ checkpoint_every = {eval_every}
 baseline = false
 cache_top_k = {k}
 precision = "{precision}"
-seed = 0
+{teacher_precision}seed = 0
 
 [output]
 dir = "{out}"
 """
 
 
-def run_distill(args, student, k, work, precision="f32"):
-    tag = f"k{k}-{precision}"
+def run_distill(args, student, k, work, precision="f32", teacher_precision=None):
+    tag = f"k{k}-{precision}" + (f"-teacher-{teacher_precision}" if teacher_precision else "")
     d = os.path.join(work, f"run-{tag}")
     shutil.rmtree(d, ignore_errors=True)  # a fresh output folder (an old one would be resumed)
     os.makedirs(d, exist_ok=True)
@@ -138,6 +140,7 @@ def run_distill(args, student, k, work, precision="f32"):
         f.write(RECIPE.format(teacher=args.teacher, student=student, train=os.path.abspath(args.data),
                               eval=os.path.abspath(args.eval), seq_len=args.seq_len, eval_tokens=args.eval_tokens,
                               steps=steps, batch=args.batch, eval_every=steps + 1000, k=k, precision=precision,
+                              teacher_precision=f'teacher_precision = "{teacher_precision}"\n' if teacher_precision else "",
                               out=os.path.join(d, "out")))
     env = dict(os.environ, DISTILL_CACHE_DIR=cache_dir)
     cmd = [args.bin, "run", recipe, "--json"]
@@ -152,7 +155,7 @@ def run_distill(args, student, k, work, precision="f32"):
                 continue
             events.append(e)
             if e.get("event") == "step":
-                log(f"distill-tui k={k} {precision} step {e.get('step')}: {e.get('tokens_per_second', 0):.1f} tokens/s "
+                log(f"distill-tui {tag} step {e.get('step')}: {e.get('tokens_per_second', 0):.1f} tokens/s "
                     f"loss {e.get('loss', float('nan')):.4f}")
     if p.returncode != 0:
         raise SystemExit(f"distill-tui exited with {p.returncode}: {events[-1] if events else ''}")
@@ -210,6 +213,8 @@ def main():
         ("pt-bf16", "PyTorch bf16 autocast (SDPA)", lambda: run_pytorch(args, student, "bf16")),
         ("dt-k0", "distill-tui, cache_top_k = 0 (full teacher logits every step)",
          lambda: run_distill(args, student, 0, work)),
+        ("dt-k0-i8", "distill-tui, cache_top_k = 0, teacher_precision = int8",
+         lambda: run_distill(args, student, 0, work, teacher_precision="int8")),
         ("dt-k64", "distill-tui, cache_top_k = 64, cold cache", lambda: run_distill(args, student, 64, work)),
         ("dt-k0-bf16", "distill-tui bf16 autocast, cache_top_k = 0",
          lambda: run_distill(args, student, 0, work, "bf16")),

@@ -7,18 +7,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use distill_tui::engine::kernels::autocast::{self, bf16_matmul, emulated_bf16_matmul, Precision};
 use distill_tui::engine::kernels::bf16_gemm::{self, round_bf16, View};
 
-/// xorshift values in [-1, 1), with a spread of magnitudes.
+/// xorshift values in [-1, 1), every seventh thirty times larger.
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-            (u * if i % 7 == 0 { 30.0 } else { 1.0 }) as f32
-        })
-        .collect()
+    common::spread_values(n, seed, 30.0)
 }
 
 /// Σ_k round(a_ik)·round(b_kj) in f64, and Σ_k |…| for the tolerance.

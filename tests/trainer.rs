@@ -7,6 +7,7 @@ mod common;
 use candle_core::{Device, Var};
 use distill_tui::engine::distill::losses::SoftLoss;
 use distill_tui::engine::distill::step::{accumulate_grads, LossConfig, Targets};
+use distill_tui::engine::kernels::autocast::Precision;
 use std::path::{Path, PathBuf};
 
 const METRICS: [&str; 4] = ["perplexity", "top1_accuracy", "kl_to_teacher", "agreement"];
@@ -22,7 +23,11 @@ fn chunked_loss_gradients_equal_a_single_backward_pass() {
     let input = ids.narrow(1, 0, t - 1).unwrap();
     let hidden = teacher.network.hidden_states(&input).unwrap();
     let n = hidden.dim(0).unwrap() * hidden.dim(1).unwrap();
-    let targets = Targets::Dense { teacher: &teacher.network, hidden: hidden.reshape((n, 64)).unwrap() };
+    let targets = Targets::Dense {
+        teacher: &teacher.network,
+        hidden: hidden.reshape((n, 64)).unwrap(),
+        precision: Precision::F32,
+    };
     let mut chunked = vec![None; vars.len()];
     let parts = accumulate_grads(&student.network, &vars, &mut chunked, &ids, &targets, &cfg, 1.0).unwrap();
     // Reference: the whole loss at once.
@@ -108,6 +113,15 @@ fn run(recipe: &Path, cache: &Path, resume: bool) -> (i32, Vec<serde_json::Value
     (code, events, stderr)
 }
 
+/// The student's loss at each step.
+fn student_losses(events: &[serde_json::Value]) -> Vec<f64> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["role"] == "student")
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
 fn summary(events: &[serde_json::Value]) -> serde_json::Value {
     let last = events.last().expect("events");
     assert_eq!(last["event"], "summary", "last event: {last}");
@@ -129,11 +143,7 @@ fn a_run_is_deterministic_its_loss_falls_and_the_cache_changes_nothing() {
     let (code, events, err) = run(&recipe(dir.path(), "a", ""), &cache, false);
     assert_eq!(code, 0, "{err}");
     let a = summary(&events);
-    let losses: Vec<f64> = events
-        .iter()
-        .filter(|e| e["event"] == "step" && e["role"] == "student")
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect();
+    let losses = student_losses(&events);
     assert_eq!(losses.len(), 24);
     let (first, last) = (losses[..4].iter().sum::<f64>(), losses[20..].iter().sum::<f64>());
     assert!(last < first, "student loss did not fall: {losses:?}");
@@ -317,11 +327,7 @@ fn a_bf16_autocast_run_trains_deterministically_and_caches_apart() {
     let (code, events, err) = run(&recipe(dir.path(), "bf16-a", "precision = \"bf16\""), &cache, false);
     assert_eq!(code, 0, "{err}");
     let a = summary(&events);
-    let losses: Vec<f64> = events
-        .iter()
-        .filter(|e| e["event"] == "step" && e["role"] == "student")
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect();
+    let losses = student_losses(&events);
     let (first, last) = (losses[..4].iter().sum::<f64>(), losses[20..].iter().sum::<f64>());
     assert!(last < first, "bf16 student loss did not fall: {losses:?}");
     assert_eq!(a["teacher_cache"]["misses"], 96, "an f32 cache is not reused for bf16");
@@ -408,4 +414,44 @@ fn grad_norm_matches_candle_and_clips_only_above_the_limit() {
     assert!((scale - 1.0 / (norm + 1e-6)).abs() < 1e-12);
     assert_eq!(grad_norm(&grads, norm * 2.0).unwrap().1, 1.0);
     assert_eq!(grad_norm(&grads, 0.0).unwrap().1, 1.0, "0 turns clipping off");
+}
+
+/// `teacher_precision = "int8"`: the teacher's forward in int8 (calibrated on fixed training
+/// windows) trains the student deterministically, the summary says how far that teacher is from
+/// itself in f32, and `precision = "int8"` (a student without gradients) is refused.
+#[test]
+fn an_int8_teacher_run_trains_deterministically_and_reports_its_fidelity() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let dense = |name: &str, extra: &str| {
+        let path = recipe(dir.path(), name, extra);
+        let text = std::fs::read_to_string(&path).unwrap().replace("cache_top_k = 16", "cache_top_k = 0");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (code, events, err) = run(&dense("i8-a", "teacher_precision = \"int8\""), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let a = summary(&events);
+    let losses = student_losses(&events);
+    assert!(losses[20..].iter().sum::<f64>() < losses[..4].iter().sum::<f64>(), "loss did not fall: {losses:?}");
+    let logs: Vec<&str> = events.iter().filter(|e| e["event"] == "log").filter_map(|e| e["message"].as_str()).collect();
+    assert!(logs.iter().any(|l| l.contains("first 4 training windows")), "{logs:?}");
+    let at = &a["teacher"]["at_training_precision"];
+    assert_eq!(at["precision"], "int8", "{a}");
+    let (kl, agree) = (at["kl_to_f32"].as_f64().unwrap(), at["agreement_with_f32"].as_f64().unwrap());
+    assert!(kl > 0.0 && kl < 0.05 && agree > 0.8 && agree <= 1.0, "int8 teacher vs f32: KL {kl}, agreement {agree}");
+    let (code, events, err) = run(&dense("i8-b", "teacher_precision = \"int8\""), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    assert_same_metrics(&a, &summary(&events));
+    // An f32 run has no such entry; its student differs from the int8-taught one, but not by much.
+    let (code, events, err) = run(&dense("f32", ""), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let c = summary(&events);
+    assert!(c["teacher"].get("at_training_precision").is_none(), "{c}");
+    let (pa, pc) = (a["student"]["perplexity"].as_f64().unwrap(), c["student"]["perplexity"].as_f64().unwrap());
+    assert!(pa != pc && (pa / pc - 1.0).abs() < 0.05, "int8-teacher perplexity {pa} vs f32 {pc}");
+    let (code, events, err) = run(&dense("i8-student", "precision = \"int8\""), &cache, false);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("teacher_precision") && err.contains("f32, bf16"), "{err}");
+    assert!(!events.iter().any(|e| e["event"] == "step"), "nothing trained");
 }

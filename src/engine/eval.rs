@@ -5,6 +5,7 @@
 //! tail window of at least 2 tokens is evaluated too); each window predicts its positions
 //! 1..len-1 from the ones before; perplexity = exp(mean NLL) over every predicted token.
 
+use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::Network;
 use crate::engine::tokenizer::encode_plain;
@@ -208,6 +209,22 @@ pub fn compare_with_states(
     progress: &mut dyn FnMut(usize, usize),
     cancel: &AtomicBool,
 ) -> Result<CompareReport> {
+    compare_with_states_at(reference, states, candidate, Precision::F32, opts, device, progress, cancel)
+}
+
+/// [`compare_with_states`] with the candidate's linear layers at `precision` (the reference stays
+/// f32): how far a teacher computed in int8 or bf16 is from itself in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_with_states_at(
+    reference: &Network,
+    states: &ReferenceStates,
+    candidate: &Network,
+    precision: Precision,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<CompareReport> {
     let start = Instant::now();
     let mut acc = CompareAcc::default();
     let total = states.windows.len();
@@ -216,7 +233,7 @@ pub fn compare_with_states(
             return Err(Error::Cancelled);
         }
         let ids = Tensor::from_slice(w, (1, w.len()), device)?;
-        compare_window(reference, hr, candidate, &ids, &mut acc)?;
+        compare_window(reference, hr, (candidate, precision), &ids, &mut acc)?;
         progress(i + 1, total);
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -252,19 +269,29 @@ struct CompareAcc {
 fn compare_window(
     reference: &Network,
     hr: &Tensor,
-    candidate: &Network,
+    (candidate, precision): (&Network, Precision),
     ids: &Tensor,
     acc: &mut CompareAcc,
 ) -> Result<()> {
     let t = ids.dim(1)?;
     let inputs = ids.narrow(1, 0, t - 1)?;
-    let hc = candidate.hidden_states(&inputs)?;
+    let at = |p: Precision| autocast::enter(p);
+    let hc = {
+        let _candidate = at(precision);
+        candidate.hidden_states(&inputs)?
+    };
     let hc = hc.reshape((t - 1, hc.dim(D::Minus1)?))?;
     let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
     for start in (0..t - 1).step_by(LOGIT_ROWS) {
         let n = LOGIT_ROWS.min(t - 1 - start);
-        let lr = reference.lm_logits(&hr.narrow(0, start, n)?)?.to_dtype(DType::F32)?;
-        let lc = candidate.lm_logits(&hc.narrow(0, start, n)?)?.to_dtype(DType::F32)?;
+        let lr = {
+            let _reference = at(Precision::F32);
+            reference.lm_logits(&hr.narrow(0, start, n)?)?.to_dtype(DType::F32)?
+        };
+        let lc = {
+            let _candidate = at(precision);
+            candidate.lm_logits(&hc.narrow(0, start, n)?)?.to_dtype(DType::F32)?
+        };
         let v = lr.dim(1)?.min(lc.dim(1)?);
         let (lr, lc) = (lr.narrow(1, 0, v)?, lc.narrow(1, 0, v)?);
         let labels = labels.narrow(0, start, n)?;

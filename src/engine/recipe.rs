@@ -127,6 +127,10 @@ pub struct DistillSection {
     /// `f32`, or `bf16` inputs with f32 accumulation (autocast). Evaluation always runs f32.
     #[serde(default)]
     pub precision: crate::engine::kernels::autocast::Precision,
+    /// Arithmetic of the frozen teacher's linear layers during training (absent: `precision`);
+    /// `int8` quantizes its weights per row and its activations per row as they arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_precision: Option<crate::engine::kernels::autocast::Precision>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,6 +311,11 @@ impl Recipe {
         ];
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err((*msg).into());
+        }
+        if d.precision == crate::engine::kernels::autocast::Precision::Int8 {
+            return Err("distill.precision = \"int8\" has no gradient, so the student cannot train in it; \
+                        valid: f32, bf16. For the frozen teacher use distill.teacher_precision = \"int8\""
+                .into());
         }
         if d.eval_every == 0 || d.checkpoint_every == 0 {
             return Err("distill.eval_every and distill.checkpoint_every must be > 0".into());

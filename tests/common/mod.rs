@@ -90,3 +90,18 @@ pub fn python_with(modules: &[&str]) -> Result<(), String> {
         Err(e) => Err(format!("python3 not runnable: {e}")),
     }
 }
+
+/// Deterministic xorshift values in [-1, 1), every seventh `spike` times larger (a spread of
+/// magnitudes, as in real activations).
+pub fn spread_values(n: usize, seed: u64, spike: f64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            (u * if i % 7 == 0 { spike } else { 1.0 }) as f32
+        })
+        .collect()
+}

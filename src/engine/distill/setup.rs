@@ -5,10 +5,11 @@
 use crate::engine::data::TokenWindows;
 use crate::engine::derive::{derive_student, StudentShape};
 use crate::engine::hub::HubSettings;
-use crate::engine::kernels::autocast::Precision;
+use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::loader::{build_network, load_model, Built, LoadOptions, LoadedModel};
 use crate::engine::models::init::InitSource;
 use crate::engine::models::weights::TensorSource;
+use crate::engine::models::Network;
 use crate::engine::pair::check_pair;
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::source::resolve;
@@ -35,6 +36,9 @@ pub struct Setup {
     pub device: Device,
     /// Matmul precision of the training steps (`distill.precision`).
     pub precision: Precision,
+    /// Matmul precision of the teacher's forward in those steps (`distill.teacher_precision`,
+    /// `precision` when absent).
+    pub teacher_precision: Precision,
 }
 
 pub(crate) fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContext) -> Result<LoadedModel> {
@@ -173,5 +177,45 @@ pub fn prepare(
     }
     ctx.log(format!("training data: {} tokens in {} windows of {}", train.tokens.len(), train.len(), r.data.seq_len));
     let precision = lr.recipe.distill.precision;
-    Ok(Setup { teacher, student_config, initial, tokenizer, tokenizer_file, train, eval_tokens, device, precision })
+    let teacher_precision = lr.recipe.distill.teacher_precision.unwrap_or(precision);
+    if let (Some(t), Precision::Int8) = (&teacher, teacher_precision) {
+        let windows = calibrate_int8(&t.network, &train, &device)?;
+        ctx.log(format!(
+            "teacher_precision = \"int8\": the teacher's linear layers were quantized, smoothed for the \
+             first {windows} training windows (SmoothQuant, alpha {})",
+            crate::engine::kernels::int8_gemm::SMOOTHING_ALPHA
+        ));
+    }
+    Ok(Setup {
+        teacher,
+        student_config,
+        initial,
+        tokenizer,
+        tokenizer_file,
+        train,
+        eval_tokens,
+        device,
+        precision,
+        teacher_precision,
+    })
+}
+
+/// Training windows the int8 teacher is calibrated on.
+pub const CALIBRATION_WINDOWS: usize = 4;
+
+/// Packs the teacher's linear layers for int8, each smoothed for the activations it sees on the
+/// first [`CALIBRATION_WINDOWS`] training windows, fed as the training steps feed them: a fixed
+/// batch, so the same recipe always gives the same int8 teacher (a resumed run too). Returns the
+/// number of windows used.
+fn calibrate_int8(teacher: &Network, train: &TokenWindows, device: &Device) -> Result<usize> {
+    let n = CALIBRATION_WINDOWS.min(train.len());
+    let t = train.seq_len - 1;
+    let flat: Vec<u32> = (0..n).flat_map(|w| train.window(w)[..t].iter().copied()).collect();
+    let _int8 = autocast::enter(Precision::Int8);
+    let hidden = teacher.hidden_states(&Tensor::from_vec(flat, (n, t), device)?)?;
+    let hidden = hidden.reshape((n * t, hidden.dim(2)?))?;
+    // The head sees as many rows as one loss chunk (its logits are the large tensor).
+    let vocab = teacher.lm_head_weight().map_or(Ok(0), |w| w.dim(0))?;
+    teacher.lm_logits(&hidden.narrow(0, 0, (n * t).min(super::step::chunk_rows(vocab)))?)?;
+    Ok(n)
 }

@@ -12,6 +12,7 @@ use super::fused_loss;
 use super::head_grad::HeadGrad;
 use super::losses::{hard_ce_sum, SoftLoss};
 use super::sparse::SparseTeacher;
+use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::models::Network;
 use crate::engine::{Error, Result};
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
@@ -25,8 +26,9 @@ pub fn chunk_rows(vocab: usize) -> usize {
 pub enum Targets<'a> {
     /// Hard labels only (the baseline, or pretraining).
     None,
-    /// The teacher's full logits, computed chunk by chunk from its hidden states `[n, hidden]`.
-    Dense { teacher: &'a Network, hidden: Tensor },
+    /// The teacher's full logits, computed chunk by chunk from its hidden states `[n, hidden]`,
+    /// its head at `precision`.
+    Dense { teacher: &'a Network, hidden: Tensor, precision: Precision },
     /// The teacher's top-k representation for each of the `n` positions.
     Sparse(SparseTeacher),
 }
@@ -172,8 +174,8 @@ fn fused_targets(
     }
     match targets {
         _ if !use_soft => Ok(Some(None)),
-        Targets::Dense { teacher, hidden } if fused_loss::supports(cfg.kind) => {
-            let t_logits = teacher.lm_logits(&hidden.narrow(0, start, rows)?)?.detach();
+        Targets::Dense { teacher, hidden, precision } if fused_loss::supports(cfg.kind) => {
+            let t_logits = teacher_logits(teacher, hidden, *precision, start, rows)?;
             Ok((t_logits.dims() == logits.dims()).then_some(Some(t_logits)))
         }
         _ => Ok(None),
@@ -193,8 +195,8 @@ fn composed(
     let hard = hard_ce_sum(logits, chunk_labels)?;
     let soft = if use_soft {
         Some(match targets {
-            Targets::Dense { teacher, hidden } => {
-                let t_logits = teacher.lm_logits(&hidden.narrow(0, start, rows)?)?.detach();
+            Targets::Dense { teacher, hidden, precision } => {
+                let t_logits = teacher_logits(teacher, hidden, *precision, start, rows)?;
                 let v = logits.dim(1)?.min(t_logits.dim(1)?);
                 cfg.kind.sum(&logits.narrow(1, 0, v)?, &t_logits.narrow(1, 0, v)?, cfg.temperature, cfg.beta)?
             }
@@ -205,6 +207,18 @@ fn composed(
         None
     };
     Ok((hard, soft))
+}
+
+/// The teacher's logits for rows `start..start + rows` of its hidden states, its head at `precision`.
+fn teacher_logits(
+    teacher: &Network,
+    hidden: &Tensor,
+    precision: Precision,
+    start: usize,
+    rows: usize,
+) -> Result<Tensor> {
+    let _precision = autocast::enter(precision);
+    Ok(teacher.lm_logits(&hidden.narrow(0, start, rows)?)?.detach())
 }
 
 fn student_vocab(student: &Network, h: &Var) -> Result<usize> {

@@ -5,7 +5,9 @@ use super::setup::Setup;
 use super::teacher_cache::TeacherCache;
 use super::trainer::Trainee;
 use crate::engine::derive::{save_hf_folder, TokenizerOut};
+use crate::engine::eval::CompareReport;
 use crate::engine::fsutil::write_atomic;
+use crate::engine::kernels::autocast::Precision;
 use crate::engine::loader::{load_model, LoadOptions};
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::{Error, Result};
@@ -21,6 +23,7 @@ pub(super) fn finish(
     setup: &Setup,
     trainees: &[Trainee],
     teacher_metrics: Option<crate::engine::eval::EvalReport>,
+    teacher_fidelity: Option<(Precision, CompareReport)>,
     cache: Option<&TeacherCache>,
     quant_formats: Option<&[crate::engine::quant::QuantFormat]>,
     started: Instant,
@@ -35,6 +38,15 @@ pub(super) fn finish(
         summary.insert(
             "teacher".into(),
             json!({ "model": t.info.name, "parameters": t.info.parameters, "perplexity": m.perplexity, "top1_accuracy": m.top1_accuracy }),
+        );
+    }
+    // The teacher as the training steps computed it, against itself in f32.
+    if let (Some(serde_json::Value::Object(teacher)), Some((precision, f))) =
+        (summary.get_mut("teacher"), teacher_fidelity)
+    {
+        teacher.insert(
+            "at_training_precision".into(),
+            json!({ "precision": precision.name(), "perplexity": f.candidate.perplexity, "top1_accuracy": f.candidate.top1_accuracy, "kl_to_f32": f.kl, "agreement_with_f32": f.agreement }),
         );
     }
     for t in trainees {

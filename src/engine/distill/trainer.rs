@@ -9,7 +9,7 @@ use super::sparse::SparseTeacher;
 use super::step::{accumulate_grads, chunk_rows, LossConfig, LossParts, Targets};
 use super::teacher_cache::{default_root, CacheKey, TeacherCache};
 use crate::engine::data::step_windows;
-use crate::engine::eval::{compare_with_states, evaluate_tokens, EvalOptions, ReferenceStates};
+use crate::engine::eval::{compare_with_states, compare_with_states_at, evaluate_tokens, EvalOptions, ReferenceStates};
 use crate::engine::fsutil::write_atomic;
 use crate::engine::kernels::autocast;
 use crate::engine::models::Network;
@@ -107,8 +107,13 @@ pub fn run_with_tokenizer(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    if let Some(note) = autocast::emulation_note(d.precision, &setup.device) {
+    if let Some(note) = autocast::emulation_note("precision", d.precision, &setup.device) {
         ctx.log(note);
+    }
+    if setup.teacher.is_some() && setup.teacher_precision != d.precision {
+        if let Some(note) = autocast::emulation_note("teacher_precision", setup.teacher_precision, &setup.device) {
+            ctx.log(note);
+        }
     }
     let mut start_step = 0;
     if let Some(state) = existing {
@@ -132,7 +137,7 @@ pub fn run_with_tokenizer(
                 k,
                 t.config.vocab_size(),
             )
-            .at_precision(d.precision);
+            .at_precision(setup.teacher_precision);
             Some(TeacherCache::open(&default_root(), &key)?)
         }
         _ => None,
@@ -159,6 +164,32 @@ pub fn run_with_tokenizer(
             ctx.cancel_flag(),
         )?),
         None => None,
+    };
+    // How far the teacher the steps use (int8, bf16) is from the f32 teacher, on the eval text.
+    let teacher_fidelity = match (&setup.teacher, &teacher_states) {
+        (Some(t), Some(states)) if !setup.teacher_precision.is_f32() => {
+            let f = compare_with_states_at(
+                &t.network,
+                states,
+                &t.network,
+                setup.teacher_precision,
+                &eval_opts,
+                &setup.device,
+                &mut |_, _| {},
+                ctx.cancel_flag(),
+            )?;
+            ctx.log(format!(
+                "teacher at teacher_precision = \"{}\": KL to the f32 teacher {:.4} nats, top-1 agreement {:.1}%, \
+                 perplexity {:.3} (f32 {:.3}) on the eval text",
+                setup.teacher_precision.name(),
+                f.kl,
+                100.0 * f.agreement,
+                f.candidate.perplexity,
+                f.reference_perplexity
+            ));
+            Some(f)
+        }
+        _ => None,
     };
     for step in start_step..d.steps {
         let windows = step_windows(setup.train.len(), d.seed, step, samples);
@@ -213,6 +244,7 @@ pub fn run_with_tokenizer(
         &setup,
         &trainees,
         teacher_metrics,
+        teacher_fidelity.map(|f| (setup.teacher_precision, f)),
         cache.as_ref(),
         quant_formats.as_deref(),
         started,
@@ -270,6 +302,7 @@ fn sparse_targets(
         let t = setup.train.seq_len - 1;
         let flat: Vec<u32> =
             missing.iter().flat_map(|&i| setup.train.window(windows[i])[..t].iter().copied()).collect();
+        let _precision = autocast::enter(setup.teacher_precision);
         let hidden = teacher.network.hidden_states(&Tensor::from_vec(flat, (missing.len(), t), &setup.device)?)?;
         let hidden = hidden.reshape((missing.len() * t, hidden.dim(2)?))?;
         let step = chunk_rows(teacher.config.vocab_size());
@@ -302,7 +335,8 @@ fn train_step(
     lr: f64,
     k: usize,
 ) -> Result<(LossParts, f64)> {
-    // The teacher's forward and the student's forward and backward run at the recipe's precision.
+    // The student's forward and backward run at the recipe's precision, the teacher's forward at
+    // its own (`teacher_precision`, the same when absent).
     let _precision = autocast::enter(setup.precision);
     let vars: Vec<&Var> = t.opt.vars();
     let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
@@ -318,9 +352,16 @@ fn train_step(
             }
             (RunRole::Student, Some(teacher)) => {
                 let input = ids.narrow(1, 0, setup.train.seq_len - 1)?;
-                let h = teacher.network.hidden_states(&input)?;
+                let h = {
+                    let _teacher = autocast::enter(setup.teacher_precision);
+                    teacher.network.hidden_states(&input)?
+                };
                 let n = h.dim(0)? * h.dim(1)?;
-                Targets::Dense { teacher: &teacher.network, hidden: h.reshape((n, h.dim(2)?))? }
+                Targets::Dense {
+                    teacher: &teacher.network,
+                    hidden: h.reshape((n, h.dim(2)?))?,
+                    precision: setup.teacher_precision,
+                }
             }
             _ => Targets::None,
         };

@@ -22,6 +22,10 @@ pub enum Precision {
     F32,
     /// bf16 inputs, f32 accumulation (autocast).
     Bf16,
+    /// int8 weights (one scale per output row) and int8 activations (one scale per row, computed
+    /// as they arrive), exact i32 sums ([`super::int8_gemm`]). Without a gradient: for the frozen
+    /// teacher's forward only; a layer whose input needs a gradient multiplies in f32.
+    Int8,
 }
 
 impl Precision {
@@ -33,6 +37,7 @@ impl Precision {
         match self {
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         }
     }
 }
@@ -72,18 +77,30 @@ pub fn fast_inference(x: &Tensor) -> bool {
 /// Why `precision` will be slower than f32 on `device`, when it will: bf16 on a CPU without
 /// AVX512_BF16 is emulated (inputs rounded to bf16, then candle's f32 GEMM), which gives the
 /// kernel's numbers up to summation order but costs more than f32.
-pub fn emulation_note(precision: Precision, device: &candle_core::Device) -> Option<String> {
-    (precision == Precision::Bf16 && device.is_cpu() && !bf16_gemm::available()).then(|| {
-        "distill.precision = \"bf16\": this CPU lacks AVX512_BF16, so bf16 matmuls are emulated \
-         (rounded inputs, f32 GEMM) and run slower than precision = \"f32\""
-            .to_string()
-    })
+/// `key` names the recipe setting in the note.
+pub fn emulation_note(key: &str, precision: Precision, device: &candle_core::Device) -> Option<String> {
+    match precision {
+        Precision::Bf16 if device.is_cpu() && !bf16_gemm::available() => Some(format!(
+            "distill.{key} = \"bf16\": this CPU lacks AVX512_BF16, so bf16 matmuls are emulated \
+             (rounded inputs, f32 GEMM) and run slower than {key} = \"f32\""
+        )),
+        Precision::Int8 if device.is_cpu() && !super::int8_gemm::available() => Some(format!(
+            "distill.{key} = \"int8\": this CPU lacks AVX512_VNNI, so the int8 products run in \
+             portable code, slower than {key} = \"f32\" (the numbers are the same)"
+        )),
+        Precision::Int8 if !device.is_cpu() => {
+            Some(format!("distill.{key} = \"int8\" runs on the CPU only; on this device the teacher multiplies in f32"))
+        }
+        _ => None,
+    }
 }
 
 /// `a · b` for 2-D f32 tensors at this thread's precision, differentiable.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     match current() {
-        Precision::F32 => Ok(a.matmul(b)?),
+        // int8 layers never get here ([`crate::engine::models::layers::Linear`] takes them first)
+        // unless their input needs a gradient or lies on a GPU: those multiply in f32.
+        Precision::F32 | Precision::Int8 => Ok(a.matmul(b)?),
         Precision::Bf16 => bf16_matmul(a, b),
     }
 }

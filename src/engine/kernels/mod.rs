@@ -6,6 +6,8 @@
 //!   recomputes the probabilities;
 //! - [`autocast`]: a thread-local precision scope (like `torch.autocast`) and the differentiable
 //!   candle op the linear layers call under it;
+//! - [`int8_gemm`]: a frozen layer's `x · Wᵀ` with int8 weights and activations and i32 sums, on
+//!   AVX512_VNNI (`vpdpbusd`), for the teacher's forward;
 //! - [`linear`]: a dense layer's `x · Wᵀ` as one op whose backward returns both gradients;
 //! - [`rmsnorm`] and [`rope`]: RMS normalisation and rotary embedding in one pass each, with their
 //!   backward (candle's fused versions record no gradient);
@@ -17,6 +19,7 @@ pub mod attention;
 pub mod autocast;
 pub mod bf16_gemm;
 pub mod cpu;
+pub mod int8_gemm;
 pub mod linear;
 pub mod rmsnorm;
 pub mod rope;

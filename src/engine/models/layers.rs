@@ -6,23 +6,27 @@
 //! backward) take over on the CPU in f32.
 
 use super::weights::Scope;
-use crate::engine::kernels::{autocast, linear, rmsnorm, rope, softmax};
+use crate::engine::kernels::autocast::Precision;
+use crate::engine::kernels::{autocast, int8_gemm, linear, rmsnorm, rope, softmax};
 use crate::engine::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A dense layer. `weight` is stored `[out, in]` (torch `nn.Linear`) or `[in, out]` (GPT-2 `Conv1D`),
 /// or — when the weight store holds a GGML-quantized version — as a candle `QMatMul` `[out, in]`
 /// that multiplies without dequantizing (inference only: it records no gradient). Dense weights
-/// multiply at the thread's [`autocast`] precision.
+/// multiply at the thread's [`autocast`] precision; under [`Precision::Int8`] a frozen weight (not
+/// a `Var`) is quantized and packed on first use and kept with the layer (clones share it).
 #[derive(Clone)]
 pub struct Linear {
     weight: LinearWeight,
     bias: Option<Tensor>,
     /// Where to record the inputs (an importance matrix), with the weight's name.
     tap: Option<(String, Arc<InputRecorder>)>,
+    /// The int8 copy of a frozen dense weight, packed on the first int8 forward.
+    int8: Arc<OnceLock<int8_gemm::PackedWeight>>,
 }
 
 #[derive(Clone)]
@@ -36,14 +40,14 @@ impl Linear {
     pub fn load(s: &Scope, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = Self::load_weight(s, in_dim, out_dim, false)?;
         let bias = if bias { Some(s.get("bias", out_dim)?) } else { None };
-        Ok(Self { weight, bias, tap: Self::tap(s) })
+        Ok(Self { weight, bias, tap: Self::tap(s), int8: Default::default() })
     }
 
     /// GPT-2 `Conv1D` layout: weight `[in, out]` (a quantized version is stored `[out, in]`).
     pub fn load_conv1d(s: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = Self::load_weight(s, in_dim, out_dim, true)?;
         let bias = Some(s.get("bias", out_dim)?);
-        Ok(Self { weight, bias, tap: Self::tap(s) })
+        Ok(Self { weight, bias, tap: Self::tap(s), int8: Default::default() })
     }
 
     fn load_weight(s: &Scope, in_dim: usize, out_dim: usize, transposed: bool) -> Result<LinearWeight> {
@@ -60,7 +64,12 @@ impl Linear {
 
     /// A layer that reuses another tensor (tied embeddings), `[out, in]`.
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight: LinearWeight::Dense { weight, transposed: false }, bias: None, tap: None }
+        Self {
+            weight: LinearWeight::Dense { weight, transposed: false },
+            bias: None,
+            tap: None,
+            int8: Default::default(),
+        }
     }
 
     /// The `[out, in]` weight when the layer is a plain dense product (no bias, no input tap).
@@ -86,9 +95,13 @@ impl Linear {
             recorder.record(name, &x2)?;
         }
         let y = match &self.weight {
+            LinearWeight::Dense { weight, transposed } if self.runs_int8(&x2, weight) => {
+                int8_gemm::linear(&x2, self.packed(weight, *transposed, &x2)?)?
+            }
             LinearWeight::Dense { weight, transposed: true } => autocast::matmul(&x2, weight)?,
+            // f32, and the layers an int8 scope leaves in f32 (trainable, or differentiated through).
             LinearWeight::Dense { weight, transposed: false }
-                if autocast::current().is_f32() && linear::applies(&x2, weight) =>
+                if autocast::current() != Precision::Bf16 && linear::applies(&x2, weight) =>
             {
                 linear::linear(&x2, weight)?
             }
@@ -105,6 +118,29 @@ impl Linear {
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = y.dim(1)?;
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+impl Linear {
+    /// True when this product runs in int8: the thread asks for it, nothing differentiates
+    /// through it (neither the input nor a trainable weight), and it runs on the CPU in f32.
+    fn runs_int8(&self, x: &Tensor, weight: &Tensor) -> bool {
+        autocast::current() == Precision::Int8
+            && !x.track_op()
+            && !weight.is_variable()
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+    }
+
+    /// The int8 copy of `weight`; the first int8 forward packs it, smoothed for its input `x`
+    /// (the calibration batch: [`int8_gemm::PackedWeight::calibrated`]).
+    fn packed(&self, weight: &Tensor, transposed: bool, x: &Tensor) -> Result<&int8_gemm::PackedWeight> {
+        if let Some(p) = self.int8.get() {
+            return Ok(p);
+        }
+        let packed = int8_gemm::PackedWeight::calibrated(weight, transposed, x)?;
+        Ok(self.int8.get_or_init(|| packed))
     }
 }
 
