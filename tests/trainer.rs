@@ -183,12 +183,32 @@ fn all_files_complete(out: &Path) {
 #[test]
 fn kill_9_then_resume_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (code, events, err) = run(&recipe(dir.path(), "whole", ""), &cache, false);
+    kill_9_then_resume(|name| recipe(dir.path(), name, ""));
+}
+
+/// The int8 teacher is calibrated on the same training windows when a run resumes, so the resumed
+/// steps see the same teacher (no cache: the teacher runs in every step).
+#[test]
+fn kill_9_then_resume_equals_an_uninterrupted_run_with_an_int8_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_9_then_resume(|name| {
+        let path = recipe(dir.path(), name, "teacher_precision = \"int8\"");
+        let text = std::fs::read_to_string(&path).unwrap().replace("cache_top_k = 16", "cache_top_k = 0");
+        std::fs::write(&path, text).unwrap();
+        path
+    });
+}
+
+/// Runs `recipe("whole")` to the end, then `recipe("killed")` until its checkpoint reaches step 8,
+/// kills it with SIGKILL and resumes it: same metrics, every file complete.
+fn kill_9_then_resume(recipe: impl Fn(&str) -> PathBuf) {
+    let whole_path = recipe("whole");
+    let cache = whole_path.parent().unwrap().join("cache");
+    let (code, events, err) = run(&whole_path, &cache, false);
     assert_eq!(code, 0, "{err}");
     let whole = summary(&events);
-    let path = recipe(dir.path(), "killed", "");
-    let out = dir.path().join("killed");
+    let path = recipe("killed");
+    let out = path.parent().unwrap().join("killed");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distill-tui"))
         .args(["run", path.to_str().unwrap(), "--json"])
         .env("DISTILL_CACHE_DIR", &cache)
