@@ -376,6 +376,8 @@ fn product(x: &[f32], m: usize, w: &PackedWeight, vnni: bool) -> Vec<f32> {
     let mut y = Vec::<f32>::with_capacity(m * n);
     let out = Shared(y.as_mut_ptr());
     (0..tiles_m * tiles_n).into_par_iter().for_each(|tile| {
+        // Captures the `Shared` whole (its raw pointer alone is not `Send`).
+        #[allow(clippy::redundant_locals)]
         let out = out;
         let (tm, tn) = (tile / tiles_n, tile % tiles_n);
         let rows = (tm * MR * TILE_M..((tm + 1) * MR * TILE_M).min(m)).step_by(MR);
