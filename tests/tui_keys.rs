@@ -110,6 +110,37 @@ fn an_invalid_recipe_value_is_flagged_as_typed_and_not_applied() {
     assert_eq!(h.app.recipe.recipe.distill.alpha, 1.0);
 }
 
+/// The teacher's precision is a recipe field: `int8` is taken, a name that is no precision is
+/// flagged with the valid ones, and emptying the field removes the key (the teacher follows
+/// `precision` again); `precision = "int8"` is refused by the recipe's own check.
+#[test]
+fn the_teacher_precision_is_edited_like_any_field() {
+    use distill_tui::engine::kernels::autocast::Precision;
+    let (_d, mut h) = harness(4);
+    select_field(&mut h, "distill.teacher_precision");
+    h.key(KeyCode::Enter);
+    h.type_text("int4");
+    let verdict = h.app.recipe_screen.verdict.clone().unwrap();
+    assert!(verdict.as_ref().is_err_and(|e| e.contains("int4") && e.contains("int8")), "{verdict:?}");
+    (0..4).for_each(|_| h.key(KeyCode::Backspace));
+    h.type_text("int8");
+    h.key(KeyCode::Enter);
+    assert!(!h.app.recipe_screen.editing());
+    assert_eq!(h.app.recipe.recipe.distill.teacher_precision, Some(Precision::Int8));
+    h.key(KeyCode::Enter);
+    h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    h.key(KeyCode::Enter);
+    assert_eq!(h.app.recipe.recipe.distill.teacher_precision, None, "an empty field removes the key");
+    select_field(&mut h, "distill.precision");
+    h.key(KeyCode::Enter);
+    h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    h.type_text("int8");
+    let verdict = h.app.recipe_screen.verdict.clone().unwrap();
+    assert!(verdict.as_ref().is_err_and(|e| e.contains("teacher_precision")), "{verdict:?}");
+    h.key(KeyCode::Esc);
+    assert_eq!(h.app.recipe.recipe.distill.precision, Precision::F32);
+}
+
 #[test]
 fn letters_typed_into_a_field_are_text_not_commands() {
     let (_d, mut h) = harness(4);

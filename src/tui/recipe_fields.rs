@@ -58,6 +58,8 @@ pub const FIELDS: &[Field] = &[
     f("distill.baseline", Kind::Bool, "also train a hard-label baseline"),
     f("distill.cache_top_k", Kind::Int, "teacher logits cached per position (0: none)"),
     f("distill.checkpoint_every", Kind::Int, "steps between checkpoints"),
+    f("distill.precision", Kind::Text, "student's matmuls while training: f32 or bf16"),
+    f("distill.teacher_precision", Kind::OptText, "teacher's matmuls: f32, bf16 or int8 (empty: as precision)"),
     f("quantize.formats", Kind::List, "formats/bit-widths to sweep, comma separated"),
     f("quantize.targets", Kind::List, "models to quantize: teacher, student, baseline"),
     f("quantize.group_size", Kind::OptInt, "columns per scale for intN formats: 32, 64, 128"),
