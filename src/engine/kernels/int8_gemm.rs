@@ -114,7 +114,6 @@ fn quantize(v: f32, inv: f32) -> i32 {
 
 impl PackedWeight {
     /// Quantizes and packs `w`, row-major `[out_dim, in_dim]`, or `[in_dim, out_dim]` when
-    /// `transposed` (GPT-2's `Conv1D`).
     /// `transposed` (GPT-2's `Conv1D`), its column k multiplied by `smooth[k]` when given (the
     /// inputs are then divided by it).
     pub fn new(w: &[f32], out_dim: usize, in_dim: usize, transposed: bool, smooth: Option<&[f32]>) -> Result<Self> {
