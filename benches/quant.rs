@@ -4,8 +4,8 @@
 //! `cargo bench --bench quant -- offline/SmolLM2-135M-Instruct-dequantized ../shared/data/austen/persuasion.txt
 //! f32,q8_0,q6_k,q4_k,q4_0,int4-g64 1024 3`. Prints a markdown table of medians over RUNS runs.
 
+use distill_tui::engine::context::Settings;
 use distill_tui::engine::eval::{evaluate_tokens, EvalOptions};
-use distill_tui::engine::hub::HubSettings;
 use distill_tui::engine::loader::{load_model, LoadOptions};
 use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions};
 use distill_tui::engine::source::resolve;
@@ -28,7 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let tokens_n: usize = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(1024);
     let runs: usize = rest.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
-    let m = load_model(&resolve(model, &HubSettings::from_env(), &|_| {})?, &LoadOptions::default())?;
+    let m = load_model(
+        &resolve(model, &Settings::from_env().expect("the environment's settings").hub, &|_| {})?,
+        &LoadOptions::default(),
+    )?;
     let mut tokens = encode_plain(m.tokenizer()?, &std::fs::read_to_string(text)?)?;
     tokens.truncate(tokens_n);
     let cancel = AtomicBool::new(false);

@@ -2,7 +2,7 @@
 //! stdout) or, with `--json`, as one JSON object per line. Same events, same order as the TUI.
 //! Exit codes: 0 done, 2 bad input, 1 other failure, 130 cancelled (Ctrl-C).
 
-use crate::jobs::{JobEvent, JobHandle, RunRole};
+use crate::jobs::{JobEvent, JobHandle, Role};
 use std::io::Write;
 
 /// Output style.
@@ -52,11 +52,12 @@ pub fn follow(handle: JobHandle, mode: Mode) -> i32 {
     code
 }
 
-fn role(r: RunRole) -> &'static str {
+fn role(r: Role) -> &'static str {
     match r {
-        RunRole::Student => "student ",
-        RunRole::Baseline => "baseline",
-        RunRole::Pretrain => "model   ",
+        Role::Teacher => "teacher ",
+        Role::Student => "student ",
+        Role::Baseline => "baseline",
+        Role::Pretrain => "model   ",
     }
 }
 
@@ -85,15 +86,24 @@ pub fn human_line(event: &JobEvent) -> Option<String> {
                 (Some(kl), Some(a)) => format!("  KL {kl:.4}  agreement {a:.4}"),
                 _ => String::new(),
             };
-            format!(
-                "{} eval @{step}: perplexity {:.3}  top-1 {:.4}{vs}",
-                role(*r),
-                metrics.perplexity,
-                metrics.top1_accuracy
-            )
+            match &metrics.classification {
+                Some(c) => format!(
+                    "{} eval @{step}: accuracy {:.4}  macro-F1 {:.4}  label CE {:.4}{vs}",
+                    role(*r),
+                    c.accuracy,
+                    c.macro_f1,
+                    c.cross_entropy
+                ),
+                None => format!(
+                    "{} eval @{step}: perplexity {:.3}  top-1 {:.4}{vs}",
+                    role(*r),
+                    metrics.perplexity,
+                    metrics.top1_accuracy
+                ),
+            }
         }
         JobEvent::Checkpoint { step, path, role: r, .. } => {
-            if *r == RunRole::Baseline {
+            if *r == Role::Baseline {
                 return None;
             }
             format!("checkpoint @{step} → {path}")

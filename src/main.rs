@@ -3,6 +3,8 @@
 
 use clap::{CommandFactory, Parser};
 use distill_tui::cli::{run, Cli};
+use distill_tui::engine::context::Settings;
+#[cfg(feature = "tui")]
 use std::io::IsTerminal;
 
 /// Large tensors are allocated and freed at every op; mimalloc reuses that memory instead of
@@ -27,15 +29,24 @@ fn keep_freed_memory() {
 fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
+    // The one place the environment is read: hub, device and cache settings go down as arguments.
+    let settings = match Settings::from_env() {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        }
+    };
     match cli.command {
         Some(command) => {
             let _ = color_eyre::install();
-            std::process::exit(run(command))
+            std::process::exit(run(command, settings))
         }
+        #[cfg(feature = "tui")]
         None if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() => {
             // color-eyre's panic hook is left out here: the workbench installs its own, which
             // restores the terminal before the report is printed.
-            if let Err(e) = distill_tui::tui::run() {
+            if let Err(e) = distill_tui::tui::run(settings) {
                 eprintln!("error: {e}");
                 std::process::exit(1);
             }

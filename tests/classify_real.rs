@@ -9,18 +9,16 @@ mod common;
 use candle_core::{Device, Tensor};
 use distill_tui::engine::classify::model::with_head;
 use distill_tui::engine::derive::{derive_student, StudentShape};
-use distill_tui::engine::hub::HubSettings;
 
 const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 #[test]
 fn minilm_gets_a_head_without_changing_its_encoder() {
-    let dir = HubSettings::from_env().cache_dir.join("models--sentence-transformers--all-MiniLM-L6-v2");
+    let dir = common::hub().cache_dir.join("models--sentence-transformers--all-MiniLM-L6-v2");
     if !dir.join("refs/main").is_file() {
         eprintln!("skipped: {MINILM} is not in the hub cache; run ../shared/scripts/real-models.sh");
         return;
     }
-    std::env::set_var("HF_HUB_OFFLINE", "1");
     let base = common::load(MINILM, false);
     assert!(base.config.labels().is_empty(), "a bare encoder");
     let classes: Vec<String> = ["emma", "prideprejudice", "sensesensibility"].map(String::from).to_vec();
@@ -43,7 +41,7 @@ fn minilm_gets_a_head_without_changing_its_encoder() {
     // The DistilBERT-style student of the fine-tuned layout: 3 of 6 layers, 0, 2, 4.
     let tmp = tempfile::tempdir().unwrap();
     let teacher_dir = tmp.path().join("teacher");
-    let weights = distill_tui::engine::classify::model::weights_of(&built);
+    let weights = built.weights();
     let tok = distill_tui::engine::derive::TokenizerOut::File(base.resolved.tokenizer.as_ref().unwrap());
     distill_tui::engine::derive::save_hf_folder(&teacher_dir, &config, &weights, tok).unwrap();
     let teacher = common::load(teacher_dir.to_str().unwrap(), false);

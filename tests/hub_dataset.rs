@@ -211,13 +211,15 @@ fn the_binary_runs_a_recipe_on_parquet_files_from_a_hub_dataset_then_offline() {
     let downloaded = hub.requests().len();
     assert!(downloaded >= 4, "two info requests and three files: {:?}", hub.requests());
 
-    // Offline with nothing listening: the same files from the cache, no request.
-    std::fs::remove_file(work.path().join("out/summary.json")).unwrap();
+    // Offline with nothing listening: the same files from the cache, no request. (The finished run
+    // keeps its checkpoints, so the rerun goes to an emptied folder.)
+    std::fs::remove_dir_all(work.path().join("out")).unwrap();
     run(&[("HF_ENDPOINT", &dead_endpoint()), ("HF_HUB_OFFLINE", "1")]);
     assert!(work.path().join("out/summary.json").is_file());
     assert_eq!(hub.requests().len(), downloaded);
 
     // A file the dataset lacks: exit code 2 and the error names the key and the repo's files.
+    std::fs::remove_dir_all(work.path().join("out")).unwrap();
     let bad = recipe(work.path(), "hf://datasets/local/animals/data/train.csv", "eval.csv");
     let env = [("HF_HUB_CACHE", c), ("HF_HUB_OFFLINE", "0"), ("HF_ENDPOINT", &hub.url)];
     let (code, _, stderr) = run_cli(&["run", bad.to_str().unwrap()], &env);

@@ -1,8 +1,16 @@
 //! Jobs: events in order, exactly one terminal event, cancellation and panics reported.
 
 use distill_tui::engine::Error;
-use distill_tui::jobs::{spawn, JobEvent};
+use distill_tui::jobs::{JobEvent, Settings};
 use std::time::Duration;
+
+/// A job with default engine settings (the jobs here use none of them).
+fn spawn<F>(kind: &str, description: String, body: F) -> distill_tui::jobs::JobHandle
+where
+    F: FnOnce(&distill_tui::jobs::JobContext) -> distill_tui::engine::Result<serde_json::Value> + Send + 'static,
+{
+    distill_tui::jobs::spawn(kind, description, std::sync::Arc::new(Settings::defaults()), body)
+}
 
 fn drain(h: &distill_tui::jobs::JobHandle) -> Vec<JobEvent> {
     let mut out = Vec::new();

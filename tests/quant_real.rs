@@ -4,7 +4,6 @@
 mod common;
 
 use distill_tui::engine::eval::EvalOptions;
-use distill_tui::engine::hub::HubSettings;
 use distill_tui::engine::loader::LoadedModel;
 use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions, QuantPolicy, TensorRole, TensorRule};
 use distill_tui::engine::source::resolve;
@@ -14,8 +13,7 @@ use std::sync::atomic::AtomicBool;
 const SMOLLM: &str = "offline/SmolLM2-135M-Instruct-dequantized";
 
 fn smollm() -> Option<LoadedModel> {
-    let mut settings = HubSettings::from_env();
-    settings.offline = true;
+    let settings = common::hub();
     match resolve(SMOLLM, &settings, &|_| {}) {
         Ok(_) => Some(common::load(SMOLLM, false)),
         Err(e) => {

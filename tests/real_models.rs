@@ -6,7 +6,6 @@
 
 mod common;
 
-use distill_tui::engine::hub::HubSettings;
 use std::path::PathBuf;
 
 const DEQUANT: &str = "offline/SmolLM2-135M-Instruct-dequantized";
@@ -16,7 +15,7 @@ const REF_PPL: f64 = 38.68;
 const REF_TOP1: f64 = 0.3268;
 
 fn snapshot(id: &str) -> Option<PathBuf> {
-    let dir = HubSettings::from_env().cache_dir.join(format!("models--{}", id.replace('/', "--")));
+    let dir = common::hub().cache_dir.join(format!("models--{}", id.replace('/', "--")));
     let rev = std::fs::read_to_string(dir.join("refs/main")).ok()?;
     Some(dir.join("snapshots").join(rev.trim())).filter(|p| p.is_dir())
 }

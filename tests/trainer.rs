@@ -209,27 +209,7 @@ fn kill_9_then_resume(recipe: impl Fn(&str) -> PathBuf) {
     let whole = summary(&events);
     let path = recipe("killed");
     let out = path.parent().unwrap().join("killed");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_distill-tui"))
-        .args(["run", path.to_str().unwrap(), "--json"])
-        .env("DISTILL_CACHE_DIR", &cache)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pointer = out.join("checkpoint/checkpoint.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let step = std::fs::read_to_string(&pointer)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["step"].as_u64());
-        if step.is_some_and(|s| s >= 8) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    common::kill_9_at_checkpoint(&path, &[("DISTILL_CACHE_DIR", cache.to_str().unwrap())], &out, 8);
     all_files_complete(&out);
     let (code, events, err) = run(&path, &cache, true);
     assert_eq!(code, 0, "{err}");
@@ -374,7 +354,7 @@ fn a_bf16_autocast_run_trains_deterministically_and_caches_apart() {
 #[test]
 fn fused_adamw_is_bit_identical_to_the_composed_update() {
     use candle_core::Tensor;
-    use distill_tui::engine::distill::optim::AdamW;
+    use distill_tui::engine::train::optim::AdamW;
     use std::collections::BTreeMap;
     let dev = Device::Cpu;
     let init = |seed: f64| Tensor::arange(0f32, 48.0, &dev).unwrap().affine(0.37, seed).unwrap().sin().unwrap();
@@ -417,7 +397,7 @@ fn fused_adamw_is_bit_identical_to_the_composed_update() {
 #[test]
 fn grad_norm_matches_candle_and_clips_only_above_the_limit() {
     use candle_core::Tensor;
-    use distill_tui::engine::distill::optim::grad_norm;
+    use distill_tui::engine::train::optim::grad_norm;
     let dev = Device::Cpu;
     let a = Tensor::arange(0f32, 70_000.0, &dev).unwrap().affine(1e-4, -3.0).unwrap().sin().unwrap();
     let b = Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap().t().unwrap();

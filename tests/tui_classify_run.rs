@@ -19,7 +19,9 @@ fn classification_recipe(dir: &Path) -> std::path::PathBuf {
     std::os::unix::fs::symlink(shared_dir().join("fixtures/models/tiny-bert-cls"), dir.join("tiny-bert-cls")).unwrap();
     write_csv(&dir.join("train.csv"), &sentences(240, 1), "sentence,animal");
     write_jsonl(&dir.join("eval.jsonl"), &sentences(90, 2));
-    let stage = format!("steps = {STEPS}\nbatch_size = 16\nlr = 1e-3\nwarmup_steps = 5\neval_every = 20\n");
+    let stage = format!(
+        "steps = {STEPS}\nbatch_size = 16\nlr = 1e-3\nwarmup_steps = 5\neval_every = 20\ncheckpoint_every = 4\n"
+    );
     let text = format!(
         "task = \"classification\"\n[data]\ntrain = \"train.csv\"\neval = \"eval.jsonl\"\n\
          text_column = \"sentence\"\nlabel_column = \"animal\"\nmax_len = 32\n\
@@ -58,7 +60,14 @@ fn a_classification_recipe_opens_runs_and_feeds_compare_and_temperature() {
     h.key(KeyCode::Enter);
     assert!(!h.app.recipe_screen.editing());
 
-    h.keys(&[KeyCode::Char('3'), KeyCode::Char('s')]);
+    // Started, paused at once (p), resumed from its last checkpoint (p again): the run goes on to
+    // the end as if it had never stopped.
+    h.keys(&[KeyCode::Char('3'), KeyCode::Char('s'), KeyCode::Char('p')]);
+    h.settle();
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    let paused = h.app.train.outcome.clone().unwrap_or_default();
+    assert!(paused.starts_with("paused at step"), "{paused}");
+    h.key(KeyCode::Char('p'));
     h.settle();
     assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
     let t = &h.app.train;
@@ -93,10 +102,10 @@ fn a_classification_recipe_opens_runs_and_feeds_compare_and_temperature() {
     }
     filters().bind(|| insta::assert_snapshot!("train_classification_100x30", train_screen));
 
-    // No checkpoints to pause at; quantizing classifiers is not offered.
+    // A finished run has nothing to pause; quantizing classifiers from Compare is not offered
+    // (their recipe's [quantize] section does it in the run).
     h.key(KeyCode::Char('p'));
-    assert!(matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("cannot pause")), "{:?}", h.app.popup);
-    h.key(KeyCode::Esc);
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
     h.keys(&[KeyCode::Char('4'), KeyCode::Char('z')]);
     assert!(matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("language-model recipes")));
     h.key(KeyCode::Esc);

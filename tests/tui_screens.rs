@@ -9,6 +9,7 @@
 mod tui_support;
 
 use crossterm::event::KeyCode;
+use distill_tui::engine::context::Settings;
 use distill_tui::tui::app::Action;
 use tui_support::{filters, fixture_recipe, Harness};
 
@@ -31,11 +32,11 @@ fn every_screen_populated_by_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("hub");
     fixture_hub_cache(&cache);
-    // The only test in this binary, so changing the environment races with nothing.
-    std::env::set_var("HF_HUB_CACHE", &cache);
-    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let mut settings = Settings::from_env().expect("the environment's settings");
+    settings.hub = settings.hub.with_cache_dir(&cache);
+    settings.hub.offline = true;
     let recipe = fixture_recipe(dir.path(), 12);
-    let mut h = Harness::new(&recipe);
+    let mut h = Harness::with_settings(&recipe, settings);
     // Models: load both fixtures and check the pair.
     h.key(KeyCode::Char('c'));
     h.settle();

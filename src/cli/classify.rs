@@ -1,9 +1,12 @@
 //! `finetune RECIPE` and `run RECIPE` for classification recipes (`task = "classification"`).
 
 use crate::engine::classify::pipeline::{run_classification, run_finetune};
-use crate::engine::classify::recipe::ClassifyRecipe;
+use crate::engine::classify::recipe::{ClassifyRecipe, LoadedClassify};
+use crate::engine::context::Settings;
+use crate::engine::train::RunOptions;
 use crate::headless::{follow, Mode};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Which part of a classification recipe to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,17 +17,23 @@ pub enum Stage {
     Run,
 }
 
-pub fn run(recipe: &Path, stage: Stage, json: bool) -> i32 {
-    let loaded = match ClassifyRecipe::load(recipe) {
-        Ok(r) => r,
-        Err(e) => return super::run::bad_recipe(&e, json),
-    };
+pub fn run(recipe: &Path, stage: Stage, resume: bool, json: bool, settings: Arc<Settings>) -> i32 {
+    match ClassifyRecipe::load(recipe) {
+        Ok(loaded) => follow_run(loaded, stage, resume, json, settings),
+        Err(e) => super::run::bad_recipe(&e, json),
+    }
+}
+
+/// Runs a loaded classification recipe as a job and follows its events; returns the exit code.
+pub fn follow_run(loaded: LoadedClassify, stage: Stage, resume: bool, json: bool, settings: Arc<Settings>) -> i32 {
+    let opts = RunOptions { resume };
+    let what = loaded.path.display().to_string();
     let handle = match stage {
-        Stage::Finetune => crate::jobs::spawn("finetune", format!("finetune {}", recipe.display()), move |ctx| {
-            run_finetune(&loaded, ctx)
+        Stage::Finetune => crate::jobs::spawn("finetune", format!("finetune {what}"), settings, move |ctx| {
+            run_finetune(&loaded, &opts, ctx)
         }),
-        Stage::Run => crate::jobs::spawn("classify", format!("classify {}", recipe.display()), move |ctx| {
-            run_classification(&loaded, ctx)
+        Stage::Run => crate::jobs::spawn("classify", format!("classify {what}"), settings, move |ctx| {
+            run_classification(&loaded, &opts, ctx)
         }),
     };
     follow(handle, if json { Mode::Json } else { Mode::Human })

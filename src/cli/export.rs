@@ -1,10 +1,12 @@
 //! `export RUN_DIR --point NAME --out DIR [--target trl] [--target llama.cpp]`: a point of a
 //! finished run as a reproducible recipe and its artifacts, as a background job.
 
+use crate::engine::context::Settings;
 use crate::engine::export::{export_run, ExportRequest, Target};
 use crate::headless::{follow, Mode};
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -23,7 +25,7 @@ pub struct ExportArgs {
     pub json: bool,
 }
 
-pub(super) fn export(args: ExportArgs) -> i32 {
+pub(super) fn export(args: ExportArgs, settings: Arc<Settings>) -> i32 {
     let targets = match args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>() {
         Ok(t) => t,
         Err(e) => {
@@ -33,6 +35,6 @@ pub(super) fn export(args: ExportArgs) -> i32 {
     };
     let req = ExportRequest { run_dir: args.run_dir, point: args.point, out: args.out, targets };
     let description = format!("export {} of {}", req.point, req.run_dir.display());
-    let handle = crate::jobs::spawn("export", description, move |ctx| export_run(&req, ctx));
+    let handle = crate::jobs::spawn("export", description, settings, move |ctx| export_run(&req, ctx));
     follow(handle, if args.json { Mode::Json } else { Mode::Human })
 }

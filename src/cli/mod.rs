@@ -7,10 +7,12 @@ mod models;
 mod quant;
 mod run;
 
+use crate::engine::context::Settings;
 use crate::engine::Error;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -107,6 +109,9 @@ pub enum Command {
     /// Fine-tune a classifier teacher (a `task = "classification"` recipe; `run` continues to the student).
     Finetune {
         recipe: PathBuf,
+        /// Continue the fine-tuning in the recipe's output directory from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
         #[arg(long)]
         json: bool,
     },
@@ -126,20 +131,22 @@ pub enum Command {
     Sweep(quant::SweepArgs),
 }
 
-/// Runs a subcommand; returns the process exit code.
-pub fn run(command: Command) -> i32 {
+/// Runs a subcommand with the engine settings `main` read; returns the process exit code.
+pub fn run(command: Command, settings: Arc<Settings>) -> i32 {
     match &command {
         Command::Run { recipe, resume, json, verify } => {
-            return run::run(recipe, run::Kind::Distill, *resume, *json, *verify)
+            return run::run(recipe, run::Kind::Distill, *resume, *json, *verify, settings)
         }
         Command::Pretrain { recipe, resume, json } => {
-            return run::run(recipe, run::Kind::Pretrain, *resume, *json, false)
+            return run::run(recipe, run::Kind::Pretrain, *resume, *json, false, settings)
         }
-        Command::Finetune { recipe, json } => return classify::run(recipe, classify::Stage::Finetune, *json),
+        Command::Finetune { recipe, resume, json } => {
+            return classify::run(recipe, classify::Stage::Finetune, *resume, *json, settings)
+        }
         _ => {}
     }
     let command = match command {
-        Command::Export(args) => return export::export(args),
+        Command::Export(args) => return export::export(args, settings),
         other => other,
     };
     let json = matches!(
@@ -154,9 +161,9 @@ pub fn run(command: Command) -> i32 {
             | Command::Sweep(quant::SweepArgs { json: true, .. })
     );
     let outcome = match command {
-        Command::Quantize(args) => quant::quantize(args),
-        Command::Sweep(args) => quant::sweep(args),
-        other => models::dispatch(other),
+        Command::Quantize(args) => quant::quantize(args, &settings),
+        Command::Sweep(args) => quant::sweep(args, settings),
+        other => models::dispatch(other, &settings),
     };
     match outcome {
         Ok(()) => 0,

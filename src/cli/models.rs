@@ -1,6 +1,7 @@
 //! Model commands: `inspect`, `eval`, `derive-student`, `check`, `search`, `cache`.
 
 use super::{print_json, Command};
+use crate::engine::context::Settings;
 use crate::engine::derive::{derive_and_save, StudentShape};
 use crate::engine::eval::{evaluate_text, EvalOptions};
 use crate::engine::hub::{self, DownloadProgress, HubSettings};
@@ -11,11 +12,11 @@ use crate::engine::{Error, Result};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::AtomicBool;
 
-pub(super) fn dispatch(command: Command) -> Result<()> {
-    let settings = HubSettings::from_env();
+pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
+    let settings = &settings.hub;
     match command {
         Command::Inspect { model, json } => {
-            let m = load(&settings, &model, false)?;
+            let m = load(settings, &model, false)?;
             if json {
                 print_json(&m.info)
             } else {
@@ -26,7 +27,7 @@ pub(super) fn dispatch(command: Command) -> Result<()> {
         Command::Eval { model, data, seq_len, max_tokens, batch_size, json } => {
             let text = std::fs::read_to_string(&data)
                 .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
-            let m = load(&settings, &model, false)?;
+            let m = load(settings, &model, false)?;
             let opts = EvalOptions { seq_len, max_tokens, batch_size };
             let interactive = std::io::stderr().is_terminal();
             let mut progress = |done: usize, total: usize| {
@@ -55,7 +56,7 @@ pub(super) fn dispatch(command: Command) -> Result<()> {
             }
         }
         Command::DeriveStudent { teacher, layers, hidden, heads, kv_heads, intermediate, seed, out, json } => {
-            let t = load(&settings, &teacher, false)?;
+            let t = load(settings, &teacher, false)?;
             let shape = StudentShape { layers, hidden, heads, kv_heads, intermediate };
             let report = derive_and_save(&t, &shape, seed, &out)?;
             if json {
@@ -85,8 +86,8 @@ pub(super) fn dispatch(command: Command) -> Result<()> {
             }
         }
         Command::Check { teacher, student, batch_size, seq_len, json } => {
-            let t = load(&settings, &teacher, false)?;
-            let s = load(&settings, &student, false)?;
+            let t = load(settings, &teacher, false)?;
+            let s = load(settings, &student, false)?;
             let r = check_pair(&t, &s, batch_size, seq_len)?;
             if json {
                 return print_json(&r);
@@ -119,7 +120,7 @@ pub(super) fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Search { query, limit, json } => {
-            let found = hub::search(&settings, &query, limit)?;
+            let found = hub::search(settings, &query, limit)?;
             if json {
                 return print_json(&found);
             }
@@ -132,7 +133,7 @@ pub(super) fn dispatch(command: Command) -> Result<()> {
             unreachable!("dispatched in cli::run")
         }
         Command::Cache { json } => {
-            let models = hub::list_cache(&settings)?;
+            let models = hub::list_cache(settings)?;
             if json {
                 return print_json(&models);
             }

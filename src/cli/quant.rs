@@ -3,8 +3,8 @@
 
 use super::models::load;
 use super::print_json;
+use crate::engine::context::Settings;
 use crate::engine::eval::EvalOptions;
-use crate::engine::hub::HubSettings;
 use crate::engine::quant::sweep::read_text;
 use crate::engine::quant::{
     calibrate, export, quantize_model, ExportKind, QuantFormat, QuantOptions, QuantPolicy, QuantizedModel,
@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Options shared by `quantize` and `sweep`.
 #[derive(Args, Debug, Clone)]
@@ -86,12 +87,12 @@ pub struct SweepArgs {
 }
 
 /// `distill-tui quantize`.
-pub(super) fn quantize(args: QuantizeArgs) -> Result<()> {
+pub(super) fn quantize(args: QuantizeArgs, settings: &Settings) -> Result<()> {
     let format = QuantFormat::parse(&args.format)?;
     let policy = args.policy.policy()?;
     ExportKind::from_path(&args.out)?;
     let calibration = args.imatrix.as_ref().map(|p| read_text(p, "--imatrix")).transpose()?;
-    let model = load(&HubSettings::from_env(), &args.model, false)?;
+    let model = load(&settings.hub, &args.model, false)?;
     let cancel = AtomicBool::new(false);
     let imatrix = match &calibration {
         Some(text) => Some(calibrate(&model, text, &args.policy.eval(), &mut |_, _| {}, &cancel)?),
@@ -141,7 +142,7 @@ fn print_quantized(name: &str, q: &QuantizedModel) {
 }
 
 /// `distill-tui sweep`: the sweep runs as a job; its events are printed as they arrive.
-pub(super) fn sweep(args: SweepArgs) -> Result<()> {
+pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>) -> Result<()> {
     let formats = QuantFormat::parse_list(&args.formats)?;
     let request = SweepRequest {
         models: args.models.clone(),
@@ -155,8 +156,9 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
             speed_tokens: args.speed_tokens,
         },
     };
-    let job =
-        spawn("sweep", format!("sweep {} × {}", args.models.join(", "), args.formats), move |ctx| request.run(ctx));
+    let job = spawn("sweep", format!("sweep {} × {}", args.models.join(", "), args.formats), settings, move |ctx| {
+        request.run(ctx)
+    });
     let interactive = std::io::stderr().is_terminal();
     if !args.json {
         println!(

@@ -1,13 +1,17 @@
 //! `run RECIPE` (distillation, `--verify` to rerun an exported recipe and compare its metrics) and
 //! `pretrain RECIPE`, headless.
 
-use crate::engine::classify::recipe::is_classification;
-use crate::engine::distill::trainer::{run_recipe, RunOptions};
+use crate::engine::classify::recipe::{is_classification, ClassifyRecipe, LoadedClassify};
+use crate::engine::context::Settings;
+use crate::engine::distill::trainer::run_recipe;
 use crate::engine::export::verify::{compare, verify_dir, Expected};
 use crate::engine::pretrain::run_pretrain;
-use crate::engine::recipe::Recipe;
+use crate::engine::recipe::{LoadedRecipe, Recipe};
+use crate::engine::summary::RunSummary;
+use crate::engine::train::RunOptions;
 use crate::headless::{follow, Mode};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Which loop a recipe runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,69 +28,119 @@ fn bad_input(message: &str, json: bool) -> i32 {
     2
 }
 
-pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool, verify: bool) -> i32 {
-    let text = std::fs::read_to_string(recipe).unwrap_or_default();
-    if kind == Kind::Distill && is_classification(&text) {
-        if resume || verify {
-            return bad_input("classification runs have no checkpoints to resume from and no --verify yet", json);
+/// A recipe of either task.
+enum Loaded {
+    Lm(LoadedRecipe),
+    Classify(LoadedClassify),
+}
+
+impl Loaded {
+    fn load(recipe: &Path, kind: Kind) -> crate::engine::Result<Self> {
+        let text = std::fs::read_to_string(recipe).unwrap_or_default();
+        if kind == Kind::Distill && is_classification(&text) {
+            ClassifyRecipe::load(recipe).map(Self::Classify)
+        } else {
+            Recipe::load(recipe).map(Self::Lm)
         }
-        return super::classify::run(recipe, super::classify::Stage::Run, json);
     }
-    let mut loaded = match Recipe::load(recipe) {
+
+    fn expected(&self) -> Option<Expected> {
+        match self {
+            Self::Lm(l) => l.recipe.expected.clone(),
+            Self::Classify(l) => l.recipe.expected.clone(),
+        }
+    }
+
+    /// Sends the run's output to `dir`.
+    fn redirect(&mut self, dir: &Path) {
+        let out = match self {
+            Self::Lm(l) => &mut l.recipe.output.dir,
+            Self::Classify(l) => &mut l.recipe.output.dir,
+        };
+        *out = dir.display().to_string();
+    }
+}
+
+pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool, verify: bool, settings: Arc<Settings>) -> i32 {
+    let mut loaded = match Loaded::load(recipe, kind) {
         Ok(r) => r,
         Err(e) => return bad_input(&e.to_string(), json),
     };
-    let expected = match (verify, loaded.recipe.expected.clone()) {
-        (false, _) => None,
-        (true, Some(e)) => Some(e),
+    let expected = match verification(verify, loaded.expected(), recipe, json) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    if let Some((_, dir)) = &expected {
+        loaded.redirect(dir);
+    }
+    let opts = RunOptions { resume };
+    let what = recipe.display();
+    let handle = match (loaded, kind) {
+        (Loaded::Classify(l), _) => {
+            let code = super::classify::follow_run(l, super::classify::Stage::Run, resume, json, settings);
+            return finish(expected, code, json);
+        }
+        (Loaded::Lm(l), Kind::Distill) => {
+            crate::jobs::spawn("distill", format!("distill {what}"), settings, move |ctx| run_recipe(&l, &opts, ctx))
+        }
+        (Loaded::Lm(l), Kind::Pretrain) => {
+            crate::jobs::spawn("pretrain", format!("pretrain {what}"), settings, move |ctx| {
+                run_pretrain(&l, &opts, ctx)
+            })
+        }
+    };
+    let code = follow(handle, if json { Mode::Json } else { Mode::Human });
+    finish(expected, code, json)
+}
+
+/// With `--verify`: the recipe's `[expected]` metrics and the scratch folder the rerun goes to
+/// (emptied now); an exit code when the recipe has none or the folder cannot be cleared.
+fn verification(
+    verify: bool,
+    expected: Option<Expected>,
+    recipe: &Path,
+    json: bool,
+) -> Result<Option<(Expected, PathBuf)>, i32> {
+    let expected = match (verify, expected) {
+        (false, _) => return Ok(None),
+        (true, Some(e)) => e,
         (true, None) => {
-            return bad_input(
+            return Err(bad_input(
                 &format!(
                     "{} has no [expected] section; --verify reruns a recipe written by `distill-tui export`",
                     recipe.display()
                 ),
                 json,
-            )
+            ))
         }
     };
-    if expected.is_some() {
-        // The rerun goes to a scratch folder beside the recipe, replaced each time.
-        let dir = verify_dir(recipe);
-        if dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                return bad_input(&format!("cannot clear {}: {e}", dir.display()), json);
-            }
+    // The rerun goes to a scratch folder beside the recipe, replaced each time.
+    let dir = verify_dir(recipe);
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            return Err(bad_input(&format!("cannot clear {}: {e}", dir.display()), json));
         }
-        loaded.recipe.output.dir = dir.display().to_string();
     }
-    let out = loaded.output_dir();
-    let opts = RunOptions { resume };
-    let handle = match kind {
-        Kind::Distill => crate::jobs::spawn("distill", format!("distill {}", recipe.display()), move |ctx| {
-            run_recipe(&loaded, &opts, ctx)
-        }),
-        Kind::Pretrain => crate::jobs::spawn("pretrain", format!("pretrain {}", recipe.display()), move |ctx| {
-            run_pretrain(&loaded, &opts, ctx)
-        }),
-    };
-    let code = follow(handle, if json { Mode::Json } else { Mode::Human });
+    Ok(Some((expected, dir)))
+}
+
+/// The exit code of a run, after the comparison with `[expected]` when it was a verification.
+fn finish(expected: Option<(Expected, PathBuf)>, code: i32, json: bool) -> i32 {
     match expected {
-        Some(e) if code == 0 => report(&e, &out, json),
+        Some((e, dir)) if code == 0 => report(&e, &dir, json),
         _ => code,
     }
 }
 
 /// Compares the rerun's summary with the expected metrics: 0 when all match, 1 naming the others.
 fn report(expected: &Expected, out: &Path, json: bool) -> i32 {
-    let path = out.join("summary.json");
-    let summary: serde_json::Value =
-        match std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()) {
-            Some(s) => s,
-            None => {
-                eprintln!("error: the rerun left no readable {}", path.display());
-                return 1;
-            }
-        };
+    let summary = match RunSummary::read(out) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: the rerun left no readable summary: {e}");
+            return 1;
+        }
+    };
     let rows = compare(expected, &summary);
     let failed: Vec<_> = rows.iter().filter(|r| !r.ok).collect();
     if json {

@@ -8,11 +8,6 @@ use candle_core::Device;
 /// The environment variable that selects the device.
 pub const ENV: &str = "DISTILL_DEVICE";
 
-/// The device `DISTILL_DEVICE` names (`cpu` when unset).
-pub fn selected() -> Result<Device> {
-    parse(std::env::var(ENV).as_deref().unwrap_or("cpu"))
-}
-
 /// `cpu`, `cuda` (GPU 0) or `cuda:N`.
 pub fn parse(spec: &str) -> Result<Device> {
     let spec = spec.trim().to_ascii_lowercase();

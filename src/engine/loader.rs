@@ -161,6 +161,18 @@ pub struct Built {
     pub vars: BTreeMap<String, Var>,
 }
 
+impl Built {
+    /// The trainable parameters' current values, as saved.
+    pub fn weights(&self) -> BTreeMap<String, Tensor> {
+        var_values(&self.vars)
+    }
+}
+
+/// The current values of `vars`, by name.
+pub fn var_values(vars: &BTreeMap<String, Var>) -> BTreeMap<String, Tensor> {
+    vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+}
+
 /// Builds the network a `config.json` describes from `source` (files, memory or seeded init).
 pub fn build_network(
     config_json: &serde_json::Value,

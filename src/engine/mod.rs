@@ -1,12 +1,16 @@
-//! The engine: models, hub, data, evaluation. No terminal dependency; usable as a library.
+//! The engine: models, hub, data, training, quantization, evaluation. No terminal dependency; usable as a
+//! library. It is handed its [`context::Settings`] and a [`context::JobContext`] monitor; it never
+//! imports `jobs` or a front end.
 
 pub mod classify;
+pub mod context;
 pub mod data;
 pub mod derive;
 pub mod device;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod events;
 pub mod export;
 pub mod fsutil;
 pub mod gguf;
@@ -19,6 +23,8 @@ pub mod pretrain;
 pub mod quant;
 pub mod recipe;
 pub mod source;
+pub mod summary;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -2,11 +2,12 @@
 //! distillation), and, when the recipe asks for it, a byte-level BPE tokenizer trained first on the
 //! same text with the tokenizers crate. The demo teacher in `assets/` is made this way.
 
-use crate::engine::distill::trainer::{run_with_tokenizer, RunOptions};
+use crate::engine::context::JobContext;
+use crate::engine::distill::trainer::run_with_tokenizer;
 use crate::engine::fsutil::write_atomic;
 use crate::engine::recipe::LoadedRecipe;
+use crate::engine::train::RunOptions;
 use crate::engine::{Error, Result};
-use crate::jobs::JobContext;
 use std::path::PathBuf;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::{ModelWrapper, TrainerWrapper};

@@ -2,63 +2,14 @@
 //! channel, cooperative cancellation. A job ends with exactly one terminal event: `Summary`,
 //! `Failed` or `Cancelled`.
 
-pub mod events;
-
-pub use events::{EvalMetrics, JobEvent, JobId, QuantPoint, RunRole};
+pub use crate::engine::context::{JobContext, Settings};
+pub use crate::engine::events::{EvalMetrics, JobEvent, JobId, QuantPoint, Role};
 
 use crate::engine::{Error, Result};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// What a running job uses to report and to notice cancellation.
-#[derive(Clone)]
-pub struct JobContext {
-    pub id: JobId,
-    tx: Sender<JobEvent>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl JobContext {
-    /// A context whose events go to `tx` (for running a job body on the current thread).
-    pub fn new(tx: Sender<JobEvent>, cancel: Arc<AtomicBool>) -> Self {
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), tx, cancel }
-    }
-
-    /// Sends an event; a front end that went away is not an error for the job.
-    pub fn emit(&self, event: JobEvent) {
-        let _ = self.tx.send(event);
-    }
-
-    pub fn log(&self, message: impl Into<String>) {
-        self.emit(JobEvent::Log { job: self.id, message: message.into() });
-    }
-
-    pub fn progress(&self, stage: &str, done: u64, total: u64, unit: &str) {
-        self.emit(JobEvent::Progress { job: self.id, stage: stage.into(), done, total, unit: unit.into() });
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
-    }
-
-    /// `Err(Cancelled)` once cancellation was requested: call between units of work.
-    pub fn check(&self) -> Result<()> {
-        if self.is_cancelled() {
-            Err(Error::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The cancellation flag, for engine functions that take one.
-    pub fn cancel_flag(&self) -> &AtomicBool {
-        &self.cancel
-    }
-}
 
 /// A job running on its own thread.
 pub struct JobHandle {
@@ -88,13 +39,13 @@ impl JobHandle {
 
 /// Spawns `body` on a named thread. Its `Ok(summary)` becomes a `Summary` event, an error a
 /// `Failed` (or `Cancelled`) event; a panic is reported as `Failed` too.
-pub fn spawn<F>(kind: &str, description: String, body: F) -> JobHandle
+pub fn spawn<F>(kind: &str, description: String, settings: Arc<Settings>, body: F) -> JobHandle
 where
     F: FnOnce(&JobContext) -> Result<serde_json::Value> + Send + 'static,
 {
     let (tx, rx) = channel();
     let cancel = Arc::new(AtomicBool::new(false));
-    let ctx = JobContext::new(tx, cancel.clone());
+    let ctx = JobContext::new(tx, cancel.clone(), settings);
     let id = ctx.id;
     let kind = kind.to_string();
     let thread = std::thread::Builder::new()
@@ -110,6 +61,7 @@ where
     F: FnOnce(&JobContext) -> Result<serde_json::Value>,
 {
     ctx.emit(JobEvent::Started { job: ctx.id, kind: kind.into(), description });
+    let _kernels = crate::engine::kernels::enter(ctx.settings().kernels);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(ctx)));
     let event = match outcome {
         Ok(Ok(summary)) => JobEvent::Summary { job: ctx.id, summary },

@@ -51,8 +51,8 @@ dir = "runs/starter"
 "#;
 
 /// Runs the workbench on this terminal until the user quits.
-pub fn run() -> std::io::Result<()> {
-    let (spawner, msgs) = tasks::Spawner::new();
+pub fn run(settings: std::sync::Arc<crate::engine::context::Settings>) -> std::io::Result<()> {
+    let (spawner, msgs) = tasks::Spawner::new(settings);
     let mut app = app::App::new(spawner, default_recipe());
     app.start();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -4,7 +4,7 @@
 use crate::engine::hub::{CachedModel, ModelSummary};
 use crate::engine::loader::LoadedModel;
 use crate::engine::pair::PairReport;
-use crate::jobs::{self, JobContext, JobEvent, JobId};
+use crate::jobs::{self, JobContext, JobEvent, JobId, Settings};
 use crate::tui::tradeoff::Point;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,12 +64,19 @@ impl Outbox {
 #[derive(Clone)]
 pub struct Spawner {
     tx: UnboundedSender<Msg>,
+    settings: Arc<Settings>,
 }
 
 impl Spawner {
-    pub fn new() -> (Self, UnboundedReceiver<Msg>) {
+    /// A spawner whose jobs run with the engine `settings`.
+    pub fn new(settings: Arc<Settings>) -> (Self, UnboundedReceiver<Msg>) {
         let (tx, rx) = unbounded_channel();
-        (Self { tx }, rx)
+        (Self { tx, settings }, rx)
+    }
+
+    /// The engine settings jobs run with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Runs `body` on a job thread (never the UI thread or a tokio worker). A forwarding thread
@@ -79,7 +86,8 @@ impl Spawner {
         F: FnOnce(&JobContext, &Outbox) -> crate::engine::Result<serde_json::Value> + Send + 'static,
     {
         let tx = self.tx.clone();
-        let handle = jobs::spawn(kind, description, move |ctx| body(ctx, &Outbox { id: ctx.id, tx }));
+        let handle =
+            jobs::spawn(kind, description, self.settings.clone(), move |ctx| body(ctx, &Outbox { id: ctx.id, tx }));
         let (id, cancel) = (handle.id, handle.cancel_flag());
         let tx = self.tx.clone();
         let forward = std::thread::Builder::new().name(format!("job-{id}-events")).spawn(move || {

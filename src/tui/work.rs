@@ -2,7 +2,7 @@
 
 use crate::engine::derive::{derive_student, StudentShape};
 use crate::engine::eval::{compare_tokens, evaluate_tokens, EvalOptions};
-use crate::engine::hub::{self, DownloadProgress, HubSettings};
+use crate::engine::hub::{self, DownloadProgress};
 use crate::engine::loader::{build_network, load_model, LoadOptions, LoadedModel};
 use crate::engine::models::weights::TensorSource;
 use crate::engine::pair::check_pair;
@@ -28,20 +28,20 @@ pub enum StudentChoice {
 pub fn load(ctx: &JobContext, spec: &str) -> Result<Arc<LoadedModel>> {
     ctx.log(format!("loading {spec}"));
     let progress = |p: &DownloadProgress| ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes");
-    let resolved = resolve(spec, &HubSettings::from_env(), &progress)?;
+    let resolved = resolve(spec, ctx.hub(), &progress)?;
     ctx.check()?;
     Ok(Arc::new(load_model(&resolved, &LoadOptions::default())?))
 }
 
-pub fn list_cache(out: &Outbox) -> Result<Value> {
-    let models = hub::list_cache(&HubSettings::from_env())?;
+pub fn list_cache(ctx: &JobContext, out: &Outbox) -> Result<Value> {
+    let models = hub::list_cache(ctx.hub())?;
     let n = models.len();
     out.send(Output::Cache(models));
     Ok(json!({ "cached_models": n }))
 }
 
-pub fn search(out: &Outbox, query: &str) -> Result<Value> {
-    let found = hub::search(&HubSettings::from_env(), query, 30)?;
+pub fn search(ctx: &JobContext, out: &Outbox, query: &str) -> Result<Value> {
+    let found = hub::search(ctx.hub(), query, 30)?;
     let n = found.len();
     out.send(Output::Search(found));
     Ok(json!({ "query": query, "results": n }))

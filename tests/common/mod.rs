@@ -5,10 +5,11 @@ pub mod animals;
 pub mod fake_hub;
 
 use candle_core::{DType, Device, Tensor};
+use distill_tui::engine::context::Settings;
 use distill_tui::engine::hub::HubSettings;
 use distill_tui::engine::loader::{load_model, LoadOptions, LoadedModel};
 use distill_tui::engine::source::resolve;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `../shared` next to the repository.
 pub fn shared_dir() -> PathBuf {
@@ -24,9 +25,22 @@ pub fn fixture(name: &str) -> PathBuf {
     shared_dir().join("fixtures/models").join(name)
 }
 
+/// The engine settings of the tests: this machine's environment (read, never set), with the hub
+/// offline so that a model missing from the cache fails at once instead of trying the network.
+pub fn settings() -> Settings {
+    let mut s = Settings::from_env().expect("the environment's settings");
+    s.hub.offline = true;
+    s
+}
+
+/// The hub settings of [`settings`].
+pub fn hub() -> HubSettings {
+    settings().hub
+}
+
 /// Loads a model through the same resolver a hub id goes through.
 pub fn load(spec: &str, trainable: bool) -> LoadedModel {
-    let resolved = resolve(spec, &HubSettings::from_env(), &|_| {}).unwrap_or_else(|e| panic!("resolving {spec}: {e}"));
+    let resolved = resolve(spec, &hub(), &|_| {}).unwrap_or_else(|e| panic!("resolving {spec}: {e}"));
     load_model(&resolved, &LoadOptions { trainable, device: Device::Cpu })
         .unwrap_or_else(|e| panic!("loading {spec}: {e}"))
 }
@@ -76,6 +90,30 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Starts `distill-tui run RECIPE --json` (with `env`), waits until the checkpoint under `root`
+/// (`root/checkpoint/checkpoint.json`) reaches `step`, then kills the process with SIGKILL.
+pub fn kill_9_at_checkpoint(recipe: &Path, env: &[(&str, &str)], root: &Path, step: u64) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_distill-tui"));
+    cmd.args(["run", recipe.to_str().unwrap(), "--json"]);
+    cmd.envs(env.iter().copied()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let pointer = root.join("checkpoint/checkpoint.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let at = std::fs::read_to_string(&pointer)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["step"].as_u64());
+        if at.is_some_and(|s| s >= step) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint appeared in {}", pointer.display());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// python3 with the given modules importable, or the reason it is not available.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use distill_tui::engine::context::Settings;
 use distill_tui::engine::recipe::Recipe;
 use distill_tui::tui::app::App;
 use distill_tui::tui::tasks::{Msg, Spawner};
@@ -75,8 +76,14 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A workbench on `recipe` with the settings of this machine's environment (read, never set).
     pub fn new(recipe: &Path) -> Self {
-        let (spawner, msgs) = Spawner::new();
+        Self::with_settings(recipe, Settings::from_env().expect("the environment's settings"))
+    }
+
+    /// A workbench on `recipe` whose jobs run with `settings`.
+    pub fn with_settings(recipe: &Path, settings: Settings) -> Self {
+        let (spawner, msgs) = Spawner::new(std::sync::Arc::new(settings));
         let mut app = App::new(spawner, Recipe::load(recipe).unwrap());
         app.start();
         let mut h = Self { app, msgs };

@@ -1,10 +1,10 @@
 //! Classification metrics on class logits: accuracy, macro-F1, KL to the teacher and agreement
 //! with it (both at T = 1), and the mean cross-entropy of the labels.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Held-out metrics of one classifier.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub accuracy: f64,
     /// Mean over classes of F1 (a class never predicted nor present counts 0).

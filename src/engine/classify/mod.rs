@@ -3,9 +3,11 @@
 
 pub mod data;
 pub mod demo_data;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod parquet;
 pub mod pipeline;
+pub mod quantize;
 pub mod recipe;
 pub mod train;

@@ -70,8 +70,3 @@ pub fn with_head(
         build_network(&config, path, TensorSource::Init(init), &LoadOptions { trainable: true, ..Default::default() })?;
     Ok((config, built))
 }
-
-/// The parameters of a built network, as saved.
-pub fn weights_of(built: &Built) -> BTreeMap<String, Tensor> {
-    built.vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
-}

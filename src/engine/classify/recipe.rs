@@ -4,7 +4,9 @@
 
 use super::data::Columns;
 use crate::engine::hub::{fetch_uri, is_hf_uri, DownloadProgress, HubSettings};
-use crate::engine::recipe::{local_data_files, model_spec_in, OutputSection};
+use crate::engine::kernels::autocast::Precision;
+use crate::engine::recipe::records::Expected;
+use crate::engine::recipe::{local_data_files, model_spec_in, OutputSection, QuantizeSection};
 use crate::engine::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -25,7 +27,13 @@ pub struct ClassifyRecipe {
     pub student: Option<ClassStudent>,
     #[serde(default)]
     pub distill: Option<TrainSection>,
+    /// Quantize the run's classifiers after training and measure every point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<QuantizeSection>,
     pub output: OutputSection,
+    /// The metrics an exported run measured (`distill-tui run RECIPE --verify` reproduces them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Expected>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +78,9 @@ pub struct TrainSection {
     pub steps: usize,
     #[serde(default = "d_batch")]
     pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step.
+    #[serde(default = "d_one")]
+    pub grad_accum: usize,
     pub lr: f64,
     #[serde(default)]
     pub warmup_steps: usize,
@@ -80,6 +91,12 @@ pub struct TrainSection {
     /// Evaluate every N steps (0: at the end only).
     #[serde(default)]
     pub eval_every: usize,
+    /// Checkpoint every N steps (0: at the end only), for `--resume`.
+    #[serde(default = "d_ckpt")]
+    pub checkpoint_every: usize,
+    /// Arithmetic of the linear layers' matmuls during training: `f32` or `bf16` (autocast).
+    #[serde(default)]
+    pub precision: Precision,
     #[serde(default)]
     pub seed: u64,
     /// Weight of the soft (KD) term; the hard-label CE gets 1 − alpha.
@@ -107,6 +124,12 @@ fn d_max_len() -> usize {
 fn d_batch() -> usize {
     16
 }
+fn d_one() -> usize {
+    1
+}
+fn d_ckpt() -> usize {
+    100
+}
 fn d_wd() -> f64 {
     0.01
 }
@@ -132,6 +155,8 @@ impl TrainSection {
         let checks = [
             (self.steps > 0, "steps must be > 0"),
             (self.batch_size > 0, "batch_size must be > 0"),
+            (self.grad_accum > 0, "grad_accum must be > 0"),
+            (self.precision != Precision::Int8, "precision = \"int8\" has no gradient; valid: f32, bf16"),
             (self.lr > 0.0 && self.lr.is_finite(), "lr must be > 0"),
             (self.warmup_steps <= self.steps, "warmup_steps must not exceed steps"),
             (self.weight_decay >= 0.0, "weight_decay must be >= 0"),
@@ -171,6 +196,10 @@ impl ClassifyRecipe {
         crate::engine::recipe::parse_checked(text, origin, Self::validate)
     }
 
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Invalid(format!("writing recipe: {e}")))
+    }
+
     pub fn load(path: &Path) -> Result<LoadedClassify> {
         let (text, base_dir) = crate::engine::recipe::read_recipe(path)?;
         let recipe = Self::parse(&text, &path.display().to_string())?;
@@ -193,6 +222,12 @@ impl ClassifyRecipe {
         }
         if let Some(f) = &self.finetune {
             f.validate("finetune")?;
+        }
+        if let Some(q) = &self.quantize {
+            if q.imatrix {
+                return Err("quantize.imatrix needs a text corpus; classification recipes quantize without one".into());
+            }
+            q.parsed_formats().map_err(|e| e.to_string())?;
         }
         match (&self.student, &self.distill) {
             (Some(s), Some(d)) if s.layers > 0 => d.validate("distill"),

@@ -1,5 +1,5 @@
-//! Training a classifier: fine-tuning on labels, or distillation with
-//! loss = alpha·KL(teacher ‖ student)·T² + (1 − alpha)·CE + cosine·(1 − cos(h_s, h_t)),
+//! Sequence classification as a [`Task`] of the one training loop: fine-tuning on labels, or
+//! distillation with loss = alpha·KL(teacher ‖ student)·T² + (1 − alpha)·CE + cosine·(1 − cos(h_s, h_t)),
 //! the last term DistilBERT's alignment of the last hidden states over real tokens.
 //! Teacher logits of the training set are computed once; the teacher runs per batch only for the
 //! cosine term. Batches are padded to their longest example and masked.
@@ -7,17 +7,16 @@
 use super::data::LabelledSet;
 use super::metrics::{class_metrics, ClassMetrics};
 use super::recipe::TrainSection;
+use crate::engine::context::JobContext;
 use crate::engine::distill::losses::{hard_ce_sum, SoftLoss};
-use crate::engine::distill::optim::{grad_norm, lr_at, AdamW};
-use crate::engine::loader::Built;
+use crate::engine::events::{ClassEval, EvalMetrics, Role};
 use crate::engine::models::Network;
+use crate::engine::train::{Grads, LossParts, Schedule, Task};
 use crate::engine::{Error, Result};
-use crate::jobs::{EvalMetrics, JobContext, JobEvent, RunRole};
 use candle_core::{DType, Device, Tensor, D};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::time::Instant;
 use tokenizers::Tokenizer;
 
 /// A tokenised labelled set.
@@ -88,14 +87,6 @@ pub struct Teacher<'a> {
     pub eval_logits: &'a [Vec<f32>],
 }
 
-/// How a model trained and how it ended up.
-#[derive(Clone, Debug)]
-pub struct Trained {
-    pub metrics: ClassMetrics,
-    pub train_seconds: f64,
-    pub examples_seen: usize,
-}
-
 /// Masked mean over real tokens of 1 − cos(h_s, h_t) (`[b, t, h]` each, mask `[b, t]`).
 pub fn cosine_loss(student: &Tensor, teacher: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let dot = (student * teacher)?.sum(D::Minus1)?;
@@ -109,70 +100,93 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
-/// Evaluates `net` on `eval`, emitting an `Eval` event (perplexity = exp of the label CE).
-pub fn evaluate(
-    net: &Network,
-    eval: &Encoded,
-    teacher: Option<&[Vec<f32>]>,
-    batch_size: usize,
-    role: RunRole,
-    step: usize,
-    ctx: &JobContext,
-) -> Result<ClassMetrics> {
-    let logits = predict(net, eval, batch_size)?;
-    let m = class_metrics(&logits, &eval.labels, teacher);
-    ctx.emit(JobEvent::Eval {
-        job: ctx.id,
-        role,
-        step,
-        metrics: EvalMetrics {
-            perplexity: m.cross_entropy.exp(),
-            top1_accuracy: m.accuracy,
-            kl_to_teacher: m.kl_to_teacher,
-            agreement: m.agreement,
-        },
-    });
-    ctx.log(format!("{role:?} step {step}: accuracy {:.4}, macro-F1 {:.4}", m.accuracy, m.macro_f1));
-    Ok(m)
+/// Metrics of `net` on `eval`, against the teacher's eval logits when given.
+pub fn measure(net: &Network, eval: &Encoded, teacher: Option<&[Vec<f32>]>, batch_size: usize) -> Result<ClassMetrics> {
+    Ok(class_metrics(&predict(net, eval, batch_size)?, &eval.labels, teacher))
 }
 
-/// Trains `model` for `s.steps` steps; with a `teacher`, on the distillation loss.
-pub fn train(
-    model: &Built,
-    data: &Encoded,
-    eval: &Encoded,
-    s: &TrainSection,
-    teacher: Option<&Teacher>,
-    role: RunRole,
-    ctx: &JobContext,
-) -> Result<Trained> {
-    let mut opt = AdamW::new(&model.vars, s.weight_decay)?;
-    let vars: Vec<candle_core::Var> = opt.vars().into_iter().cloned().collect();
-    let n = data.ids.len();
-    let (mut order, mut order_epoch): (Vec<usize>, Option<usize>) = (Vec::new(), None);
-    let (alpha, t, cosine) = match teacher {
-        Some(_) => (s.alpha(), s.temperature(), s.cosine()),
-        None => (0.0, 1.0, 0.0),
-    };
-    let started = Instant::now();
-    let (mut seen, mut tokens) = (0, 0);
-    for step in 0..s.steps {
-        ctx.check()?;
-        let mut idx = Vec::with_capacity(s.batch_size);
-        for p in step * s.batch_size..(step + 1) * s.batch_size {
-            if order_epoch != Some(p / n) {
-                // A seeded permutation per epoch: the example at any position is known up front.
-                order = (0..n).collect();
-                let key = s.seed.wrapping_mul(1_000_003).wrapping_add((p / n) as u64);
-                order.shuffle(&mut ChaCha8Rng::seed_from_u64(key));
-                order_epoch = Some(p / n);
-            }
-            idx.push(order[p % n]);
+/// The loop's settings of a `[finetune]` or `[distill]` section.
+pub fn schedule(s: &TrainSection, section: &'static str) -> Schedule {
+    Schedule {
+        steps: s.steps,
+        warmup_steps: s.warmup_steps,
+        lr: s.lr,
+        min_lr_ratio: 0.1,
+        weight_decay: s.weight_decay,
+        grad_clip: s.grad_clip,
+        eval_every: s.eval_every,
+        checkpoint_every: s.checkpoint_every,
+        precision: s.precision,
+        section,
+    }
+}
+
+/// Classification as a task: seeded epochs of examples, micro-batches padded and masked.
+pub struct ClassTask<'a> {
+    pub data: &'a Encoded,
+    pub eval: &'a Encoded,
+    pub section: &'a TrainSection,
+    /// The teacher the `Student` role learns from (other roles train on labels only).
+    pub teacher: Option<&'a Teacher<'a>>,
+    order: Vec<usize>,
+    order_epoch: Option<usize>,
+}
+
+impl<'a> ClassTask<'a> {
+    pub fn new(
+        data: &'a Encoded,
+        eval: &'a Encoded,
+        section: &'a TrainSection,
+        teacher: Option<&'a Teacher<'a>>,
+    ) -> Self {
+        Self { data, eval, section, teacher, order: Vec::new(), order_epoch: None }
+    }
+
+    /// The example at position `p` of the endless sequence of seeded epochs: a permutation per
+    /// epoch, so the example at any position is known up front (and a resumed run sees the same).
+    fn example_at(&mut self, p: usize) -> usize {
+        let n = self.data.ids.len();
+        if self.order_epoch != Some(p / n) {
+            self.order = (0..n).collect();
+            let key = self.section.seed.wrapping_mul(1_000_003).wrapping_add((p / n) as u64);
+            self.order.shuffle(&mut ChaCha8Rng::seed_from_u64(key));
+            self.order_epoch = Some(p / n);
         }
-        let (ids, mask) = batch(data, &idx, &Device::Cpu)?;
+        self.order[p % n]
+    }
+
+    /// The teacher `role` learns from.
+    fn teacher_of(&self, role: Role) -> Option<&'a Teacher<'a>> {
+        self.teacher.filter(|_| role == Role::Student)
+    }
+}
+
+impl Task for ClassTask<'_> {
+    type Batch = Vec<usize>;
+    type Metrics = ClassMetrics;
+
+    fn batches(&mut self, step: usize) -> Result<Vec<Vec<usize>>> {
+        let (b, accum) = (self.section.batch_size, self.section.grad_accum);
+        let first = step * b * accum;
+        let idx: Vec<usize> = (first..first + b * accum).map(|p| self.example_at(p)).collect();
+        Ok(idx.chunks(b).map(<[usize]>::to_vec).collect())
+    }
+
+    fn tokens(&self, batches: &[Vec<usize>]) -> u64 {
+        batches.iter().flatten().map(|&i| self.data.ids[i].len() as u64).sum()
+    }
+
+    fn accumulate(&mut self, role: Role, net: &Network, grads: &mut Grads, idx: &Vec<usize>) -> Result<LossParts> {
+        let (data, s) = (self.data, self.section);
+        let teacher = self.teacher_of(role);
+        let (alpha, t, cosine) = match teacher {
+            Some(_) => (s.alpha(), s.temperature(), s.cosine()),
+            None => (0.0, 1.0, 0.0),
+        };
+        let (ids, mask) = batch(data, idx, &Device::Cpu)?;
         let labels =
             Tensor::from_vec(idx.iter().map(|&i| data.labels[i] as u32).collect::<Vec<_>>(), idx.len(), &Device::Cpu)?;
-        let (logits, hidden) = model.network.classify_with_hidden(&ids, Some(&mask))?;
+        let (logits, hidden) = net.classify_with_hidden(&ids, Some(&mask))?;
         let b = idx.len() as f64;
         let hard = (hard_ce_sum(&logits, &labels)? / b)?;
         let mut loss = (&hard * (1.0 - alpha))?;
@@ -188,35 +202,29 @@ pub fn train(
                 loss = (loss + (cosine_loss(&hidden, &t_hidden.detach(), &mask)? * cosine)?)?;
             }
         }
-        let grads = loss.backward()?;
-        let g: Vec<Tensor> = vars
-            .iter()
-            .map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
-            .collect::<std::result::Result<_, _>>()?;
-        let (grad_norm, grad_scale) = grad_norm(&g, s.grad_clip)?;
-        let lr = lr_at(step, s.steps, s.warmup_steps, s.lr, 0.1);
-        opt.step_scaled(&g, lr, grad_scale)?;
-        seen += idx.len();
-        tokens += idx.iter().map(|&i| data.ids[i].len()).sum::<usize>();
-        let elapsed = started.elapsed().as_secs_f64();
-        ctx.emit(JobEvent::Step {
-            job: ctx.id,
-            role,
-            step: step + 1,
-            total_steps: s.steps,
-            loss: scalar(&loss)?,
-            soft_loss: soft_v,
-            hard_loss: scalar(&hard)?,
-            lr,
-            grad_norm,
-            tokens_per_second: tokens as f64 / elapsed.max(1e-9),
-            elapsed_s: elapsed,
-        });
-        if s.eval_every > 0 && (step + 1) % s.eval_every == 0 && step + 1 < s.steps {
-            evaluate(&model.network, eval, teacher.map(|t| t.eval_logits), 64, role, step + 1, ctx)?;
+        let parts = LossParts { soft: soft_v, hard: scalar(&hard)?, total: scalar(&loss)? };
+        let scaled = if grads.scale == 1.0 { loss } else { (loss * grads.scale)? };
+        grads.add(&scaled.backward()?)?;
+        Ok(parts)
+    }
+
+    fn evaluate(&mut self, role: Role, network: &Network, step: usize, ctx: &JobContext) -> Result<ClassMetrics> {
+        let m = measure(network, self.eval, self.teacher_of(role).map(|t| t.eval_logits), 64)?;
+        ctx.log(format!("{} step {step}: accuracy {:.4}, macro-F1 {:.4}", role.name(), m.accuracy, m.macro_f1));
+        Ok(m)
+    }
+
+    fn event_metrics(&self, m: &ClassMetrics) -> EvalMetrics {
+        EvalMetrics {
+            perplexity: m.cross_entropy.exp(),
+            top1_accuracy: m.accuracy,
+            kl_to_teacher: m.kl_to_teacher,
+            agreement: m.agreement,
+            classification: Some(ClassEval {
+                accuracy: m.accuracy,
+                macro_f1: m.macro_f1,
+                cross_entropy: m.cross_entropy,
+            }),
         }
     }
-    let train_seconds = started.elapsed().as_secs_f64();
-    let metrics = evaluate(&model.network, eval, teacher.map(|t| t.eval_logits), 64, role, s.steps, ctx)?;
-    Ok(Trained { metrics, train_seconds, examples_seen: seen })
 }

@@ -45,7 +45,11 @@ impl HeadGrad {
     /// this thread computes in f32 (under bf16 the head's products are bf16 ones: autograd path).
     pub fn new(student: &Network, vars: &[&Var]) -> Result<Option<Self>> {
         let Some(w) = student.lm_head_weight() else { return Ok(None) };
-        if autocast::current() != Precision::F32 || !w.device().is_cpu() || w.dtype() != DType::F32 {
+        if !crate::engine::kernels::enabled()
+            || autocast::current() != Precision::F32
+            || !w.device().is_cpu()
+            || w.dtype() != DType::F32
+        {
             return Ok(None);
         }
         let Some(index) = vars.iter().position(|v| v.as_tensor().id() == w.id()) else { return Ok(None) };

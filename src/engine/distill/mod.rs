@@ -1,14 +1,13 @@
-//! Knowledge distillation: losses, the optimizer, the teacher-logit cache and the training loop.
+//! Causal-LM distillation (and pretraining): the losses, the chunked LM step, the teacher-logit
+//! cache, the run's setup and summary. The loop itself is [`crate::engine::train`].
 
-pub mod checkpoint;
+pub mod finish;
 pub mod fused_loss;
 pub mod head_grad;
 pub mod losses;
-pub mod optim;
 pub mod post_quant;
 pub mod setup;
 pub mod sparse;
 pub mod step;
-pub mod summary;
 pub mod teacher_cache;
 pub mod trainer;

@@ -3,13 +3,14 @@
 //! the teacher, and reported as a `Point` event (the data of the accuracy-vs-size view). Runs after
 //! training, or on its own from the workbench.
 
+use crate::engine::context::JobContext;
 use crate::engine::eval::EvalOptions;
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::quant::{sweep, QuantFormat, SweepOptions};
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::source::resolve_folder;
+use crate::engine::summary::QuantSummary;
 use crate::engine::{Error, Result};
-use crate::jobs::JobContext;
 
 /// The formats of a `[quantize]` section, checked before any work starts.
 pub fn formats(lr: &LoadedRecipe) -> Result<Option<Vec<QuantFormat>>> {
@@ -30,7 +31,7 @@ fn read_files(lr: &LoadedRecipe, pattern: &str, key: &str) -> Result<String> {
 
 /// The trained model of `role` in the run's output folder; before any run, the recipe's own
 /// student for the `student` target.
-fn target_model(lr: &LoadedRecipe, role: &str) -> Result<Option<LoadedModel>> {
+fn target_model(lr: &LoadedRecipe, role: &str, hub: &crate::engine::hub::HubSettings) -> Result<Option<LoadedModel>> {
     let dir = lr.output_dir().join(role);
     if dir.join("config.json").is_file() {
         return Ok(Some(load_model(&resolve_folder(role, &dir, None, None)?, &LoadOptions::default())?));
@@ -38,8 +39,7 @@ fn target_model(lr: &LoadedRecipe, role: &str) -> Result<Option<LoadedModel>> {
     match (role, &lr.recipe.student.model) {
         ("student", Some(spec)) => {
             let spec = lr.model_spec(spec);
-            let resolved =
-                crate::engine::source::resolve(&spec, &crate::engine::hub::HubSettings::from_env(), &|_| {})?;
+            let resolved = crate::engine::source::resolve(&spec, hub, &|_| {})?;
             Ok(Some(load_model(&resolved, &LoadOptions::default())?))
         }
         _ => Ok(None),
@@ -53,7 +53,7 @@ pub fn run(
     teacher: Option<&LoadedModel>,
     formats: &[QuantFormat],
     ctx: &JobContext,
-) -> Result<serde_json::Value> {
+) -> Result<Vec<QuantSummary>> {
     let q = lr.recipe.quantize.as_ref().ok_or_else(|| {
         Error::Invalid("the recipe has no [quantize] section: set quantize.formats (e.g. q8_0, q4_0, int4-g64)".into())
     })?;
@@ -63,7 +63,7 @@ pub fn run(
         ctx.check()?;
         match t.as_str() {
             "teacher" => use_teacher = teacher.is_some(),
-            role => match target_model(lr, role)? {
+            role => match target_model(lr, role, ctx.hub())? {
                 Some(m) => owned.push(m),
                 None => ctx.log(format!("no {role} to quantize yet (run the recipe first)")),
             },
@@ -84,5 +84,5 @@ pub fn run(
     let opts = SweepOptions { eval, calibration, ..SweepOptions::default() };
     ctx.log(format!("quantizing {} model(s) × {} format(s)", models.len(), formats.len()));
     let results = sweep(&models, teacher, formats, &text, &opts, ctx)?;
-    serde_json::to_value(&results).map_err(|e| Error::Invalid(e.to_string()))
+    Ok(results.iter().map(|r| r.summary()).collect())
 }

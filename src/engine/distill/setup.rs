@@ -2,9 +2,9 @@
 //! built from a config), its baseline twin, the tokenizer, the data, all checked up front so a bad
 //! recipe fails in seconds with a message naming the problem.
 
+use crate::engine::context::JobContext;
 use crate::engine::data::TokenWindows;
 use crate::engine::derive::{derive_student, StudentShape};
-use crate::engine::hub::HubSettings;
 use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::loader::{build_network, load_model, Built, LoadOptions, LoadedModel};
 use crate::engine::models::init::InitSource;
@@ -15,7 +15,6 @@ use crate::engine::recipe::LoadedRecipe;
 use crate::engine::source::resolve;
 use crate::engine::tokenizer::{encode_plain, load_tokenizer};
 use crate::engine::{Error, Result};
-use crate::jobs::JobContext;
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -45,7 +44,7 @@ pub(crate) fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContex
     let progress = |p: &crate::engine::hub::DownloadProgress| {
         ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
     };
-    let resolved = resolve(spec, &HubSettings::from_env(), &progress)?;
+    let resolved = resolve(spec, ctx.hub(), &progress)?;
     load_model(&resolved, &LoadOptions { trainable, device: device.clone() })
 }
 
@@ -67,7 +66,7 @@ pub fn prepare(
     ctx: &JobContext,
 ) -> Result<Setup> {
     let r = &lr.recipe;
-    let device = crate::engine::device::selected()?;
+    let device = ctx.settings().device()?;
     let teacher = match &r.teacher {
         Some(t) => {
             ctx.log(format!("loading teacher {}", t.model));

@@ -15,7 +15,7 @@ use super::sparse::SparseTeacher;
 use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::models::Network;
 use crate::engine::{Error, Result};
-use candle_core::{backprop::GradStore, DType, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 /// Logit rows per chunk: about 16M floats (64 MB) whatever the vocabulary.
 pub fn chunk_rows(vocab: usize) -> usize {
@@ -44,31 +44,8 @@ pub struct LossConfig {
     pub chunk_rows: Option<usize>,
 }
 
-/// Mean losses per predicted position.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LossParts {
-    pub soft: f64,
-    pub hard: f64,
-    pub total: f64,
-}
-
-/// `slot += g` (`slot = g` when empty).
-fn add_into(slot: &mut Option<Tensor>, g: &Tensor) -> Result<()> {
-    *slot = Some(match slot.take() {
-        Some(prev) => (prev + g)?,
-        None => g.clone(),
-    });
-    Ok(())
-}
-
-fn add_grads(acc: &mut [Option<Tensor>], vars: &[&Var], store: &GradStore) -> Result<()> {
-    for (slot, var) in acc.iter_mut().zip(vars) {
-        if let Some(g) = store.get(var.as_tensor()) {
-            add_into(slot, g)?;
-        }
-    }
-    Ok(())
-}
+pub use crate::engine::train::LossParts;
+use crate::engine::train::{add_grads, add_into};
 
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
@@ -169,7 +146,7 @@ fn fused_targets(
     start: usize,
     rows: usize,
 ) -> Result<Option<Option<Tensor>>> {
-    if !logits.device().is_cpu() {
+    if !logits.device().is_cpu() || !crate::engine::kernels::enabled() {
         return Ok(None);
     }
     match targets {

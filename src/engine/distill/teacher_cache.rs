@@ -74,16 +74,6 @@ fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The default cache root: `$DISTILL_CACHE_DIR`, else the platform data directory.
-pub fn default_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("DISTILL_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    directories::ProjectDirs::from("", "", "distill-tui")
-        .map(|p| p.data_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("distill-tui"))
-}
-
 pub struct TeacherCache {
     dir: PathBuf,
     file: File,

@@ -1,57 +1,95 @@
-//! The training loop: the KD student and its hard-label baseline, step by step on the same
-//! batches, with warmup + cosine, clipping, accumulation, periodic held-out evaluation against the
-//! teacher, atomic checkpoints and `--resume`. Runs on a job thread and reports `JobEvent`s.
+//! Causal-LM distillation (and pretraining) as a [`Task`] of the one training loop: the KD student
+//! and its hard-label baseline on the same windows, the teacher's distribution dense or as a cached
+//! top-k, held-out evaluation against the teacher. Around the loop: the run's setup, the teacher's
+//! own metrics (and its fidelity at `teacher_precision`), and the summary with the `[quantize]` sweep.
 
-use super::checkpoint::{self, CheckpointState};
-use super::optim::{grad_norm, lr_at, AdamW};
 use super::setup::{prepare, trainable, Setup};
 use super::sparse::SparseTeacher;
-use super::step::{accumulate_grads, chunk_rows, LossConfig, LossParts, Targets};
-use super::teacher_cache::{default_root, CacheKey, TeacherCache};
+use super::step::{accumulate_grads, chunk_rows, LossConfig, Targets};
+use super::teacher_cache::{CacheKey, TeacherCache};
+use crate::engine::context::JobContext;
 use crate::engine::data::step_windows;
 use crate::engine::eval::{compare_with_states, compare_with_states_at, evaluate_tokens, EvalOptions, ReferenceStates};
+use crate::engine::events::{EvalMetrics, Role};
 use crate::engine::fsutil::write_atomic;
 use crate::engine::kernels::autocast;
 use crate::engine::models::Network;
 use crate::engine::recipe::LoadedRecipe;
+use crate::engine::train::{
+    existing_run, remove_stale_temporaries, train, Grads, LossParts, RunOptions, Schedule, Task, Trainee,
+};
 use crate::engine::{Error, Result};
-use crate::jobs::{EvalMetrics, JobContext, JobEvent, RunRole};
-use candle_core::{Tensor, Var};
-use serde_json::json;
-use std::collections::BTreeMap;
-use std::path::Path;
+use candle_core::Tensor;
 use std::time::Instant;
-
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// Continue from the output directory's last checkpoint.
-    pub resume: bool,
-}
-
-/// One model being trained.
-pub(super) struct Trainee {
-    pub(super) role: RunRole,
-    pub(super) network: Network,
-    pub(super) vars: BTreeMap<String, Var>,
-    pub(super) opt: AdamW,
-    pub(super) evals: Vec<(usize, EvalMetrics)>,
-    pub(super) seconds: f64,
-    pub(super) tokens: u64,
-}
-
-impl Trainee {
-    pub(super) fn name(&self) -> &'static str {
-        match self.role {
-            RunRole::Student => "student",
-            RunRole::Baseline => "baseline",
-            RunRole::Pretrain => "model",
-        }
-    }
-}
 
 /// Runs a recipe to the end (or to cancellation) and returns its summary.
 pub fn run_recipe(lr: &LoadedRecipe, opts: &RunOptions, ctx: &JobContext) -> Result<serde_json::Value> {
     run_with_tokenizer(lr, opts, None, ctx)
+}
+
+/// The LM task: windows of the training text, the KD loss for the student, labels for the rest.
+struct LmTask<'a> {
+    setup: &'a Setup,
+    loss: LossConfig,
+    cache: Option<TeacherCache>,
+    /// Top-k of the teacher's distribution the steps use (0: the dense distribution).
+    top_k: usize,
+    batch_size: usize,
+    /// Windows per optimizer step (batch × accumulation).
+    samples: usize,
+    seed: u64,
+    teacher_states: Option<ReferenceStates>,
+    eval_opts: EvalOptions,
+}
+
+impl Task for LmTask<'_> {
+    type Batch = Vec<usize>;
+    type Metrics = EvalMetrics;
+
+    fn batches(&mut self, step: usize) -> Result<Vec<Vec<usize>>> {
+        let windows = step_windows(self.setup.train.len(), self.seed, step, self.samples);
+        Ok(windows.chunks(self.batch_size).map(<[usize]>::to_vec).collect())
+    }
+
+    fn tokens(&self, batches: &[Vec<usize>]) -> u64 {
+        (batches.iter().map(Vec::len).sum::<usize>() * self.eval_opts.seq_len) as u64
+    }
+
+    fn accumulate(&mut self, role: Role, net: &Network, grads: &mut Grads, mb: &Vec<usize>) -> Result<LossParts> {
+        let setup = self.setup;
+        let flat: Vec<u32> = mb.iter().flat_map(|&w| setup.train.window(w).iter().copied()).collect();
+        let ids = Tensor::from_vec(flat, (mb.len(), setup.train.seq_len), &setup.device)?;
+        // The student's forward and backward run at the recipe's precision (entered by the loop),
+        // the teacher's forward at its own (`teacher_precision`, the same when absent).
+        let targets = match (role, &setup.teacher) {
+            (Role::Student, Some(_)) if self.top_k > 0 => {
+                Targets::Sparse(sparse_targets(setup, mb, self.cache.as_mut(), self.top_k)?)
+            }
+            (Role::Student, Some(teacher)) => {
+                let input = ids.narrow(1, 0, setup.train.seq_len - 1)?;
+                let h = {
+                    let _teacher = autocast::enter(setup.teacher_precision);
+                    teacher.network.hidden_states(&input)?
+                };
+                let n = h.dim(0)? * h.dim(1)?;
+                Targets::Dense {
+                    teacher: &teacher.network,
+                    hidden: h.reshape((n, h.dim(2)?))?,
+                    precision: setup.teacher_precision,
+                }
+            }
+            _ => Targets::None,
+        };
+        accumulate_grads(net, &grads.vars, &mut grads.acc, &ids, &targets, &self.loss, grads.scale)
+    }
+
+    fn evaluate(&mut self, _role: Role, network: &Network, _step: usize, ctx: &JobContext) -> Result<EvalMetrics> {
+        evaluate(self.setup, self.teacher_states.as_ref(), network, &self.eval_opts, ctx)
+    }
+
+    fn event_metrics(&self, m: &EvalMetrics) -> EvalMetrics {
+        m.clone()
+    }
 }
 
 /// [`run_recipe`] with a tokenizer supplied by the caller (pretraining trains its own).
@@ -64,13 +102,7 @@ pub fn run_with_tokenizer(
     let started = Instant::now();
     let r = &lr.recipe;
     let out = lr.output_dir();
-    let existing = checkpoint::load_state(&out)?;
-    if existing.is_some() && !opts.resume {
-        return Err(Error::Invalid(format!(
-            "{} already holds a run; pass --resume to continue it, or delete the folder / change output.dir",
-            out.display()
-        )));
-    }
+    let existing = existing_run(&out, opts.resume)?;
     let quant_formats = super::post_quant::formats(lr)?;
     let provenance = crate::engine::export::provenance::for_run(lr, ctx)?;
     let setup = prepare(lr, tokenizer, ctx)?;
@@ -87,24 +119,14 @@ pub fn run_with_tokenizer(
         chunk_rows: None,
     };
     let roles = match (&setup.teacher, d.baseline) {
-        (None, _) => vec![RunRole::Pretrain],
-        (Some(_), true) => vec![RunRole::Student, RunRole::Baseline],
-        (Some(_), false) => vec![RunRole::Student],
+        (None, _) => vec![Role::Pretrain],
+        (Some(_), true) => vec![Role::Student, Role::Baseline],
+        (Some(_), false) => vec![Role::Student],
     };
     let mut trainees = roles
         .iter()
         .map(|&role| {
-            let built = trainable(&setup.student_config, &setup.initial, &setup.device)?;
-            let opt = AdamW::new(&built.vars, d.weight_decay)?;
-            Ok(Trainee {
-                role,
-                network: built.network,
-                vars: built.vars,
-                opt,
-                evals: Vec::new(),
-                seconds: 0.0,
-                tokens: 0,
-            })
+            Trainee::new(role, trainable(&setup.student_config, &setup.initial, &setup.device)?, d.weight_decay)
         })
         .collect::<Result<Vec<_>>>()?;
     if let Some(note) = autocast::emulation_note("precision", d.precision, &setup.device) {
@@ -115,19 +137,7 @@ pub fn run_with_tokenizer(
             ctx.log(note);
         }
     }
-    let mut start_step = 0;
-    if let Some(state) = existing {
-        for t in trainees.iter_mut() {
-            checkpoint::restore_role(&out, t.name(), state.step, &t.vars, &mut t.opt)?;
-            let saved = &state.trainer[t.name()];
-            t.evals = serde_json::from_value(saved["evals"].clone()).unwrap_or_default();
-            t.seconds = saved["seconds"].as_f64().unwrap_or(0.0);
-            t.tokens = saved["tokens"].as_u64().unwrap_or(0);
-        }
-        start_step = state.step;
-        ctx.log(format!("resuming {} at step {start_step}", out.display()));
-    }
-    let mut cache = match (&setup.teacher, d.cache_top_k) {
+    let cache = match (&setup.teacher, d.cache_top_k) {
         (Some(t), k) if k > 0 => {
             let key = CacheKey::new(
                 &t.resolved.weight_files(),
@@ -138,11 +148,10 @@ pub fn run_with_tokenizer(
                 t.config.vocab_size(),
             )
             .at_precision(setup.teacher_precision);
-            Some(TeacherCache::open(&default_root(), &key)?)
+            Some(TeacherCache::open(&ctx.settings().cache_dir, &key)?)
         }
         _ => None,
     };
-    let samples = d.batch_size * d.grad_accum;
     let eval_opts = EvalOptions { seq_len: r.data.seq_len, max_tokens: None, batch_size: None };
     let teacher_metrics = match &setup.teacher {
         Some(t) => Some(evaluate_tokens(
@@ -191,93 +200,41 @@ pub fn run_with_tokenizer(
         }
         _ => None,
     };
-    for step in start_step..d.steps {
-        let windows = step_windows(setup.train.len(), d.seed, step, samples);
-        let lr_now = lr_at(step, d.steps, d.warmup_steps, d.lr, d.min_lr_ratio);
-        for t in trainees.iter_mut() {
-            ctx.check()?;
-            let clock = Instant::now();
-            let (parts, grad_norm) = train_step(
-                t,
-                &setup,
-                &windows,
-                d.batch_size,
-                &loss,
-                cache.as_mut(),
-                d.grad_clip,
-                lr_now,
-                d.cache_top_k,
-            )
-            .map_err(|e| nan_context(e, step, &out))?;
-            let secs = clock.elapsed().as_secs_f64();
-            let tokens = (samples * r.data.seq_len) as u64;
-            t.seconds += secs;
-            t.tokens += tokens;
-            ctx.emit(JobEvent::Step {
-                job: ctx.id,
-                role: t.role,
-                step: step + 1,
-                total_steps: d.steps,
-                loss: parts.total,
-                soft_loss: parts.soft,
-                hard_loss: parts.hard,
-                lr: lr_now,
-                grad_norm,
-                tokens_per_second: tokens as f64 / secs.max(1e-9),
-                elapsed_s: t.seconds,
-            });
-        }
-        let done = step + 1;
-        if done % d.eval_every == 0 || done == d.steps {
-            for t in trainees.iter_mut() {
-                let metrics = evaluate(&setup, teacher_states.as_ref(), &t.network, &eval_opts, ctx)?;
-                ctx.emit(JobEvent::Eval { job: ctx.id, role: t.role, step: done, metrics: metrics.clone() });
-                t.evals.push((done, metrics));
-            }
-        }
-        if done % d.checkpoint_every == 0 || done == d.steps {
-            save_checkpoint(&out, done, &trainees, ctx)?;
-        }
-    }
-    super::summary::finish(
+    let schedule = Schedule {
+        steps: d.steps,
+        warmup_steps: d.warmup_steps,
+        lr: d.lr,
+        min_lr_ratio: d.min_lr_ratio,
+        weight_decay: d.weight_decay,
+        grad_clip: d.grad_clip,
+        eval_every: d.eval_every,
+        checkpoint_every: d.checkpoint_every,
+        precision: setup.precision,
+        section: "distill",
+    };
+    let mut task = LmTask {
+        setup: &setup,
+        loss,
+        cache,
+        top_k: d.cache_top_k,
+        batch_size: d.batch_size,
+        samples: d.batch_size * d.grad_accum,
+        seed: d.seed,
+        teacher_states,
+        eval_opts,
+    };
+    train(&mut task, &mut trainees, &schedule, &out, existing, ctx)?;
+    super::finish::finish(
         lr,
         &setup,
         &trainees,
         teacher_metrics,
         teacher_fidelity.map(|f| (setup.teacher_precision, f)),
-        cache.as_ref(),
+        task.cache.as_ref(),
         quant_formats.as_deref(),
         started,
         ctx,
     )
-}
-
-/// Deletes temporary files a killed process left behind (`.NAME.tmp-PID`, see `fsutil`), so the
-/// output directory holds only complete files.
-fn remove_stale_temporaries(out: &Path) {
-    for dir in [out.to_path_buf(), checkpoint::dir(out)] {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
-fn nan_context(e: Error, step: usize, out: &Path) -> Error {
-    match e {
-        Error::Invalid(msg) if msg.contains("not finite") => {
-            let last = checkpoint::load_state(out).ok().flatten().map(|s| s.step);
-            Error::Invalid(format!(
-                "{msg} at step {}; the last good checkpoint is {}: lower distill.lr or raise distill.grad_clip, then --resume",
-                step + 1,
-                last.map(|s| format!("step {s} in {}", checkpoint::dir(out).display())).unwrap_or_else(|| "none yet".into())
-            ))
-        }
-        other => other,
-    }
 }
 
 /// The teacher's top-k for each window, from the cache or computed (and cached) now; the windows
@@ -323,66 +280,6 @@ fn sparse_targets(
     SparseTeacher::cat(&parts.into_iter().map(|p| p.expect("every window filled")).collect::<Vec<_>>())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_step(
-    t: &mut Trainee,
-    setup: &Setup,
-    windows: &[usize],
-    batch: usize,
-    loss: &LossConfig,
-    mut cache: Option<&mut TeacherCache>,
-    clip: f64,
-    lr: f64,
-    k: usize,
-) -> Result<(LossParts, f64)> {
-    // The student's forward and backward run at the recipe's precision, the teacher's forward at
-    // its own (`teacher_precision`, the same when absent).
-    let _precision = autocast::enter(setup.precision);
-    let vars: Vec<&Var> = t.opt.vars();
-    let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
-    let micro: Vec<&[usize]> = windows.chunks(batch).collect();
-    let scale = 1.0 / micro.len() as f64;
-    let mut total = LossParts::default();
-    for mb in micro {
-        let flat: Vec<u32> = mb.iter().flat_map(|&w| setup.train.window(w).iter().copied()).collect();
-        let ids = Tensor::from_vec(flat, (mb.len(), setup.train.seq_len), &setup.device)?;
-        let targets = match (t.role, &setup.teacher) {
-            (RunRole::Student, Some(_)) if k > 0 => {
-                Targets::Sparse(sparse_targets(setup, mb, cache.as_deref_mut(), k)?)
-            }
-            (RunRole::Student, Some(teacher)) => {
-                let input = ids.narrow(1, 0, setup.train.seq_len - 1)?;
-                let h = {
-                    let _teacher = autocast::enter(setup.teacher_precision);
-                    teacher.network.hidden_states(&input)?
-                };
-                let n = h.dim(0)? * h.dim(1)?;
-                Targets::Dense {
-                    teacher: &teacher.network,
-                    hidden: h.reshape((n, h.dim(2)?))?,
-                    precision: setup.teacher_precision,
-                }
-            }
-            _ => Targets::None,
-        };
-        let parts = accumulate_grads(&t.network, &vars, &mut acc, &ids, &targets, loss, scale)?;
-        total.soft += parts.soft * scale;
-        total.hard += parts.hard * scale;
-        total.total += parts.total * scale;
-    }
-    let grads = acc
-        .into_iter()
-        .zip(&vars)
-        .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let (norm, grad_scale) = grad_norm(&grads, clip)?;
-    if !norm.is_finite() {
-        return Err(Error::Invalid(format!("the loss is not finite (gradient norm {norm})")));
-    }
-    t.opt.step_scaled(&grads, lr, grad_scale)?;
-    Ok((total, norm))
-}
-
 fn evaluate(
     setup: &Setup,
     states: Option<&ReferenceStates>,
@@ -406,6 +303,7 @@ fn evaluate(
                 top1_accuracy: c.candidate.top1_accuracy,
                 kl_to_teacher: Some(c.kl),
                 agreement: Some(c.agreement),
+                classification: None,
             }
         }
         _ => {
@@ -416,30 +314,8 @@ fn evaluate(
                 top1_accuracy: e.top1_accuracy,
                 kl_to_teacher: None,
                 agreement: None,
+                classification: None,
             }
         }
     })
-}
-
-fn save_checkpoint(out: &Path, step: usize, trainees: &[Trainee], ctx: &JobContext) -> Result<()> {
-    let mut trainer = serde_json::Map::new();
-    for t in trainees {
-        checkpoint::save_role(out, t.name(), step, &t.vars, &t.opt)?;
-        trainer.insert(t.name().into(), json!({ "evals": t.evals, "seconds": t.seconds, "tokens": t.tokens }));
-    }
-    let state = CheckpointState {
-        step,
-        roles: trainees.iter().map(|t| t.name().to_string()).collect(),
-        trainer: serde_json::Value::Object(trainer),
-    };
-    checkpoint::commit(out, &state)?;
-    for t in trainees {
-        ctx.emit(JobEvent::Checkpoint {
-            job: ctx.id,
-            role: t.role,
-            step,
-            path: checkpoint::dir(out).display().to_string(),
-        });
-    }
-    Ok(())
 }

@@ -4,6 +4,7 @@
 
 use super::points::{FinishedRun, Point};
 use super::quant_file_name;
+use crate::engine::events::Role;
 use crate::engine::fsutil::write_atomic;
 use crate::engine::quant::QuantFormat;
 use crate::engine::recipe::LoadedRecipe;
@@ -41,8 +42,8 @@ pub fn write(lr: &LoadedRecipe, point: &Point, dir: &Path) -> Result<Vec<PathBuf
     let format = point.format.ok_or_else(|| Error::Invalid("--target llama.cpp needs a quantized point".into()))?;
     let ty = llama_type(format).ok_or_else(|| Error::Invalid(format!("llama.cpp has no {} type", format.name())))?;
     let r = &lr.recipe;
-    let model = match point.role.as_str() {
-        "teacher" => {
+    let model = match point.role {
+        Role::Teacher => {
             let spec = r.teacher.as_ref().map(|t| t.model.clone()).unwrap_or_default();
             if Path::new(&spec).is_absolute() {
                 format!("\"{spec}\"")
@@ -73,7 +74,7 @@ pub fn write(lr: &LoadedRecipe, point: &Point, dir: &Path) -> Result<Vec<PathBuf
     // position of windows of seq_len. Both use the first eval_tokens tokens at most.
     let ctx = r.data.seq_len;
     let chunks = (r.data.eval_tokens / ctx).max(1);
-    let ours = quant_file_name(point, format);
+    let ours = quant_file_name(point, format, true);
     let script = format!(
         "#!/usr/bin/env sh\n\
 # The point `{name}` with llama.cpp: convert, quantize to {ty}, measure perplexity on the run's\n\
@@ -92,7 +93,7 @@ llama-perplexity -m {name}-llama.gguf -f eval.txt -c {ctx} --chunks {chunks}\n\
 # The GGUF distill-tui wrote, measured the same way:\n\
 llama-perplexity -m ../{ours} -f eval.txt -c {ctx} --chunks {chunks}\n",
         name = point.name,
-        role = point.role,
+        role = point.role.name(),
         eval = eval.join(" "),
     );
     let path = dir.join("commands.sh");

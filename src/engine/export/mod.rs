@@ -11,17 +11,19 @@ pub mod llamacpp;
 pub mod model_card;
 pub mod points;
 pub mod provenance;
-mod rebase;
+pub mod rebase;
 pub mod trl;
 pub mod verify;
 
+use crate::engine::context::JobContext;
+use crate::engine::derive::save_safetensors;
 use crate::engine::fsutil::{write_atomic, write_atomic_with};
-use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
+use crate::engine::loader::{load_model, LoadOptions};
 use crate::engine::quant::{export, quantize_model, QuantFormat, QuantOptions};
 use crate::engine::recipe::{LoadedRecipe, Recipe};
-use crate::engine::source::resolve_folder;
+use crate::engine::source::{resolve_folder, ResolvedModel};
+use crate::engine::summary::TaskKind;
 use crate::engine::{Error, Result};
-use crate::jobs::JobContext;
 use points::{metrics_of, FinishedRun, Point};
 use provenance::{absolute, collect, resolve_spec};
 use serde_json::json;
@@ -54,68 +56,65 @@ pub struct ExportRequest {
     pub targets: Vec<Target>,
 }
 
-/// The run's recipe, resolved against the folder the run resolved it against.
-pub fn recipe_of(run: &FinishedRun) -> LoadedRecipe {
-    let base_dir = match &run.provenance {
+/// The folder the run resolved its recipe's relative paths against.
+pub fn recipe_dir(run: &FinishedRun) -> PathBuf {
+    match &run.provenance {
         Some(p) => p.recipe_dir.clone(),
         // Runs made before provenance was recorded: the summary names the recipe file.
-        None => run.summary["recipe"].as_str().and_then(|r| Path::new(r).parent()).map(absolute).unwrap_or_default(),
-    };
-    LoadedRecipe { recipe: run.recipe.clone(), path: run.dir.join("recipe.toml"), base_dir }
+        None => Path::new(&run.summary.recipe).parent().map(absolute).unwrap_or_default(),
+    }
+}
+
+/// The run's recipe (a language-model run's), resolved against the folder the run resolved it against.
+pub fn recipe_of(run: &FinishedRun) -> Result<LoadedRecipe> {
+    let recipe = run.recipe.clone().ok_or_else(|| {
+        Error::Invalid(format!("{} is a classification run, not a language-model one", run.dir.display()))
+    })?;
+    Ok(LoadedRecipe { recipe, path: run.dir.join("recipe.toml"), base_dir: recipe_dir(run) })
+}
+
+/// The `[expected]` section of a point's exported recipe: every deterministic metric of the run.
+pub fn expected(run: &FinishedRun, point: &Point) -> Expected {
+    Expected { point: Some(point.name.clone()), tolerance: verify::d_tolerance(), metrics: metrics_of(&run.summary) }
 }
 
 /// Exports a point; returns a report naming every file written.
 pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::Value> {
     let run = FinishedRun::open(&req.run_dir)?;
     let point = run.point(&req.point)?;
+    if run.summary.task() == TaskKind::Classification {
+        return crate::engine::classify::export::export(&run, &point, req, ctx);
+    }
     for t in &req.targets {
         match t {
             Target::Trl => trl::check(&run)?,
             Target::LlamaCpp => llamacpp::check(&point, &run)?,
         }
     }
-    let lr = recipe_of(&run);
+    let lr = recipe_of(&run)?;
     let mut warnings = Vec::new();
     let prov = match &run.provenance {
         Some(p) => {
             ctx.log("checking the run's inputs against their recorded sha256");
-            p.provenance.check(&lr)?;
+            p.provenance.check(&lr, ctx.hub())?;
             p.provenance.clone()
         }
         None => {
             warnings.push(
                 "the run predates provenance recording: the sha256 values are of the files as they are now".to_string(),
             );
-            collect(&lr)?
+            collect(&lr, ctx.hub())?
         }
     };
-    std::fs::create_dir_all(&req.out).map_err(|e| Error::io(format!("creating {}", req.out.display()), e))?;
-    let out = absolute(&req.out);
+    let out = create_out(&req.out)?;
     let mut recipe = rebase::recipe(&lr, &prov, &out);
-    recipe.expected = Some(Expected {
-        point: Some(point.name.clone()),
-        tolerance: verify::d_tolerance(),
-        metrics: metrics_of(&run.summary),
-    });
+    recipe.expected = Some(expected(&run, &point));
     let recipe_text = recipe.to_toml()?;
-    let mut files = vec![out.join("recipe.toml")];
-    write_atomic(&files[0], recipe_text.as_bytes())?;
-    if matches!(point.role.as_str(), "student" | "baseline" | "model") {
-        ctx.log(format!("writing the {} as a Hugging Face folder", point.role));
-        let dir = out.join("model");
-        files.extend(copy_hf_folder(&run.dir.join(&point.role), &dir)?);
-        let card = model_card::render(&point, &run.summary, &recipe_text);
-        write_atomic(&dir.join("README.md"), card.as_bytes())?;
-        files.push(dir.join("README.md"));
-    }
-    if let Some(format) = point.format {
-        ctx.log(format!("quantizing the {} to {}", point.role, format.name()));
-        let model = point_model(&lr, &run, &point)?;
-        let q = quantize_model(&model, format, &QuantOptions::default(), ctx.cancel_flag())?;
-        let path = out.join(quant_file_name(&point, format));
-        export(&model, &q, &path)?;
-        files.push(path);
-    }
+    let teacher = || {
+        let spec = lr.recipe.teacher.as_ref().map(|t| t.model.clone()).unwrap_or_default();
+        resolve_spec(&lr, &spec, ctx.hub())
+    };
+    let mut files = write_point(&run, &point, &recipe_text, &out, teacher, ctx)?;
     let exported = LoadedRecipe { recipe, path: out.join("recipe.toml"), base_dir: out.clone() };
     for t in &req.targets {
         files.extend(match t {
@@ -144,21 +143,67 @@ fn trl_warnings(targets: &[Target], r: &Recipe) -> Option<String> {
     })
 }
 
-/// The GGUF file of a GGML (or float) point, safetensors for the own integer formats.
-pub fn quant_file_name(point: &Point, format: QuantFormat) -> String {
-    let ext = if matches!(format, QuantFormat::Int(_)) { "safetensors" } else { "gguf" };
-    format!("{}.{ext}", point.name)
+/// The GGUF file of a GGML (or float) point of a family GGUF can hold (`gguf`), safetensors for
+/// the own integer formats, and the dequantized values of a GGML point of another family.
+pub fn quant_file_name(point: &Point, format: QuantFormat, gguf: bool) -> String {
+    match format {
+        QuantFormat::Int(_) => format!("{}.safetensors", point.name),
+        QuantFormat::Ggml(_) if !gguf => format!("{}.dequantized.safetensors", point.name),
+        _ if !gguf => format!("{}.safetensors", point.name),
+        _ => format!("{}.gguf", point.name),
+    }
 }
 
-/// The unquantized model a point was made from.
-fn point_model(lr: &LoadedRecipe, run: &FinishedRun, point: &Point) -> Result<LoadedModel> {
-    let resolved = if point.role == "teacher" {
-        let spec = lr.recipe.teacher.as_ref().map(|t| t.model.clone()).unwrap_or_default();
-        resolve_spec(lr, &spec)?
-    } else {
-        resolve_folder(&point.role, &run.dir.join(&point.role), None, None)?
-    };
-    load_model(&resolved, &LoadOptions::default())
+/// The export folder `out`, created, as an absolute path.
+pub fn create_out(out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    Ok(absolute(out))
+}
+
+/// Writes the exported recipe and the point's files into `out`: a trained model's Hugging Face
+/// folder with its model card, or the quantized file of a quantized point (quantized from the run's
+/// folder of the role, or from `teacher()` for the teacher). Returns the files written.
+pub fn write_point(
+    run: &FinishedRun,
+    point: &Point,
+    recipe_text: &str,
+    out: &Path,
+    teacher: impl FnOnce() -> Result<ResolvedModel>,
+    ctx: &JobContext,
+) -> Result<Vec<PathBuf>> {
+    let mut files = vec![out.join("recipe.toml")];
+    write_atomic(&files[0], recipe_text.as_bytes())?;
+    let role_dir = run.dir.join(point.role.name());
+    if role_dir.join("config.json").is_file() {
+        ctx.log(format!("writing the {} as a Hugging Face folder", point.role.name()));
+        let dir = out.join("model");
+        files.extend(copy_hf_folder(&role_dir, &dir)?);
+        let card = model_card::render(point, &run.summary, recipe_text);
+        write_atomic(&dir.join("README.md"), card.as_bytes())?;
+        files.push(dir.join("README.md"));
+    }
+    if let Some(format) = point.format {
+        ctx.log(format!("quantizing the {} to {}", point.role.name(), format.name()));
+        let resolved = if role_dir.join("config.json").is_file() {
+            resolve_folder(point.role.name(), &role_dir, None, None)?
+        } else {
+            teacher()?
+        };
+        let model = load_model(&resolved, &LoadOptions::default())?;
+        let q = quantize_model(&model, format, &QuantOptions::default(), ctx.cancel_flag())?;
+        let gguf = crate::engine::quant::gguf_export::supports(&model);
+        let path = out.join(quant_file_name(point, format, gguf));
+        if matches!(format, QuantFormat::Ggml(_)) && !gguf {
+            // Neither GGUF (llama.cpp knows no such family) nor safetensors (no GGML block types)
+            // holds these blocks: the point's weights are written as the values they stand for.
+            ctx.log(format!("{} is no GGUF family: writing the point's weights dequantized", model.info.name));
+            save_safetensors(&path, &q.dequantized()?)?;
+        } else {
+            export(&model, &q, &path)?;
+        }
+        files.push(path);
+    }
+    Ok(files)
 }
 
 /// Copies a Hugging Face folder's files (not sub-folders), each atomically.

@@ -2,34 +2,48 @@
 //! the recipe that reproduces it.
 
 use super::points::{point_record, points_of, Point};
-use serde_json::Value;
+use crate::engine::events::Role;
+use crate::engine::summary::{RunSummary, TaskKind};
 
 fn cell(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
 }
 
 /// The card of `point` (a trained model of the run), from the run's summary and the exported recipe.
-pub fn render(point: &Point, summary: &Value, recipe_toml: &str) -> String {
-    let teacher = summary["teacher"]["model"].as_str().unwrap_or("the teacher");
+pub fn render(point: &Point, summary: &RunSummary, recipe_toml: &str) -> String {
+    let teacher = summary.teacher.as_ref().and_then(|t| t.model.as_deref()).unwrap_or("the teacher");
+    let classify = summary.task() == TaskKind::Classification;
     let mut s = String::new();
     s.push_str("---\nlibrary_name: transformers\ntags:\n- distillation\n- distill-tui\n---\n\n");
-    s.push_str(&format!("# {} — {}\n\n", point.role, summary["output_dir"].as_str().unwrap_or("distill-tui run")));
-    let how = match point.role.as_str() {
-        "student" => {
+    s.push_str(&format!(
+        "# {} — {}\n\n",
+        point.role.name(),
+        summary.output_dir.as_deref().unwrap_or("distill-tui run")
+    ));
+    let how = match point.role {
+        Role::Student => {
             format!("distilled from `{teacher}` (knowledge distillation: soft teacher targets plus hard labels)")
         }
-        "baseline" => "trained on hard labels only, with the student's data, steps and initialisation".into(),
-        _ => "trained from scratch".into(),
+        Role::Baseline => "trained on hard labels only, with the student's data, steps and initialisation".into(),
+        Role::Teacher => "fine-tuned on the labels".into(),
+        Role::Pretrain => "trained from scratch".into(),
     };
-    s.push_str(&format!(
-        "A causal language model {how} by distill-tui {} in {} steps.\n\n",
-        env!("CARGO_PKG_VERSION"),
-        summary["steps"]
-    ));
-    s.push_str("## Metrics on the held-out text\n\n");
+    let kind = if classify { "sequence classifier" } else { "causal language model" };
+    let steps = summary.steps.map(|n| format!(" in {n} steps")).unwrap_or_default();
+    s.push_str(&format!("A {kind} {how} by distill-tui {}{steps}.\n\n", env!("CARGO_PKG_VERSION")));
+    s.push_str(if classify {
+        "## Metrics on the held-out examples\n\n"
+    } else {
+        "## Metrics on the held-out text\n\n"
+    });
     s.push_str("KL and agreement are measured against the teacher for models, and against the unquantized model for\n");
     s.push_str("quantized points (`ROLE-FORMAT`).\n\n");
-    s.push_str("| point | parameters / bits per weight | perplexity | top-1 | KL | agreement |\n");
+    let (a, b) = if classify {
+        (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))
+    } else {
+        (("perplexity", "perplexity"), ("top-1", "top1_accuracy"))
+    };
+    s.push_str(&format!("| point | parameters / bits per weight | {} | {} | KL | agreement |\n", a.0, b.0));
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
     for p in points_of(summary) {
         let m = point_record(summary, &p);
@@ -42,8 +56,8 @@ pub fn render(point: &Point, summary: &Value, recipe_toml: &str) -> String {
         s.push_str(&format!(
             "| {}{marker} | {size} | {} | {} | {} | {} |\n",
             p.name,
-            cell(m["perplexity"].as_f64(), 3),
-            cell(m["top1_accuracy"].as_f64(), 4),
+            cell(m[a.1].as_f64(), if classify { 4 } else { 3 }),
+            cell(m[b.1].as_f64(), 4),
             cell(kl, 4),
             cell(m["agreement"].as_f64(), 4)
         ));

@@ -3,22 +3,40 @@
 //! (`student-q4_0`, `teacher-q8_0`, …). Each point's metrics come from `summary.json`.
 
 use super::provenance::RunProvenance;
+use crate::engine::events::Role;
 use crate::engine::quant::QuantFormat;
 use crate::engine::recipe::Recipe;
+use crate::engine::summary::{QuantSummary, RunSummary, TaskKind};
 use crate::engine::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The metrics of a model point that are deterministic (not speeds or times).
-pub const MODEL_METRICS: [&str; 4] = ["perplexity", "top1_accuracy", "kl_to_teacher", "agreement"];
-/// The metrics of a quantized point (KL and agreement against its own unquantized model).
-pub const QUANT_METRICS: [&str; 6] = ["perplexity", "top1_accuracy", "kl", "agreement", "bits_per_weight", "bytes"];
+/// The deterministic metrics (not speeds or times) of a language model's point.
+pub const LM_METRICS: [&str; 4] = ["perplexity", "top1_accuracy", "kl_to_teacher", "agreement"];
+/// The deterministic metrics of a classifier's point.
+pub const CLASS_METRICS: [&str; 5] = ["accuracy", "macro_f1", "cross_entropy", "kl_to_teacher", "agreement"];
+/// The metrics of a quantized point (KL and agreement against its own unquantized model); a
+/// point has the task's own among them.
+pub const QUANT_METRICS: [&str; 9] = [
+    "perplexity",
+    "top1_accuracy",
+    "accuracy",
+    "macro_f1",
+    "cross_entropy",
+    "kl",
+    "agreement",
+    "bits_per_weight",
+    "bytes",
+];
 
 /// A run directory whose run has finished.
 pub struct FinishedRun {
     pub dir: PathBuf,
-    pub recipe: Recipe,
-    pub summary: serde_json::Value,
+    /// The run's recipe, for a language-model run (a classification run's recipe is read by
+    /// `classify::recipe`).
+    pub recipe: Option<Recipe>,
+    pub recipe_text: String,
+    pub summary: RunSummary,
     pub provenance: Option<RunProvenance>,
 }
 
@@ -26,8 +44,7 @@ pub struct FinishedRun {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
     pub name: String,
-    /// `teacher`, `student`, `baseline` (or `model` for a pretraining run).
-    pub role: String,
+    pub role: Role,
     pub format: Option<QuantFormat>,
 }
 
@@ -46,12 +63,15 @@ impl FinishedRun {
                 dir.display()
             )));
         }
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading {}", p.display()), e));
-        let summary: serde_json::Value = serde_json::from_str(&read(&summary_path)?)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", summary_path.display())))?;
+        let summary = RunSummary::read(dir)?;
         let recipe_path = dir.join("recipe.toml");
-        let recipe = Recipe::parse(&read(&recipe_path)?, &recipe_path.display().to_string())?;
-        Ok(Self { dir: dir.to_path_buf(), recipe, summary, provenance: RunProvenance::read(dir)? })
+        let recipe_text = std::fs::read_to_string(&recipe_path)
+            .map_err(|e| Error::io(format!("reading {}", recipe_path.display()), e))?;
+        let recipe = match summary.task() {
+            TaskKind::CausalLm => Some(Recipe::parse(&recipe_text, &recipe_path.display().to_string())?),
+            TaskKind::Classification => None,
+        };
+        Ok(Self { dir: dir.to_path_buf(), recipe, recipe_text, summary, provenance: RunProvenance::read(dir)? })
     }
 
     pub fn points(&self) -> Vec<Point> {
@@ -73,53 +93,43 @@ impl FinishedRun {
 }
 
 /// The points a summary records, models first, then the quantized points in sweep order.
-pub fn points_of(summary: &serde_json::Value) -> Vec<Point> {
-    let mut out: Vec<Point> = ["teacher", "student", "baseline", "model"]
-        .iter()
-        .filter(|r| summary.get(**r).is_some_and(|v| v.is_object()))
-        .map(|r| Point { name: r.to_string(), role: r.to_string(), format: None })
-        .collect();
-    for q in quant_points(summary) {
-        let role = quant_role(&q);
-        let format = q["format"].as_str().and_then(|f| QuantFormat::parse(f).ok());
-        if let Some(format) = format {
-            out.push(Point { name: format!("{role}-{}", format.name()), role, format: Some(format) });
+pub fn points_of(summary: &RunSummary) -> Vec<Point> {
+    let mut out: Vec<Point> =
+        summary.roles().into_iter().map(|r| Point { name: r.name().to_string(), role: r, format: None }).collect();
+    for q in &summary.quantize {
+        let role = RunSummary::quant_role(q);
+        if let Ok(format) = QuantFormat::parse(&q.format) {
+            out.push(Point { name: format!("{}-{}", role.name(), format.name()), role, format: Some(format) });
         }
     }
     out
 }
 
-fn quant_points(summary: &serde_json::Value) -> Vec<serde_json::Value> {
-    summary.get("quantize").and_then(|q| q.as_array()).cloned().unwrap_or_default()
+/// The sweep's record of a quantized point.
+pub fn quant_record<'a>(summary: &'a RunSummary, p: &Point) -> Option<&'a QuantSummary> {
+    let f = p.format?;
+    summary.quantize.iter().find(|q| RunSummary::quant_role(q) == p.role && q.format == f.name())
 }
 
-/// The sweep names a model by its folder (`student`, `baseline`) or, for the teacher, by the
-/// teacher's name as the summary records it.
-fn quant_role(q: &serde_json::Value) -> String {
-    let model = q["model"].as_str().unwrap_or_default();
-    match model {
-        "student" | "baseline" | "model" => model.to_string(),
-        _ => "teacher".to_string(),
-    }
-}
-
-/// The summary's record of a point: its model's entry, or its entry in the quantization sweep.
-pub fn point_record(summary: &serde_json::Value, p: &Point) -> serde_json::Value {
-    match p.format {
-        None => summary[&p.role].clone(),
-        Some(f) => quant_points(summary)
-            .into_iter()
-            .find(|q| quant_role(q) == p.role && q["format"].as_str() == Some(f.name().as_str()))
-            .unwrap_or_default(),
-    }
+/// The summary's record of a point as JSON: its model's entry, or its entry in the quantization sweep.
+pub fn point_record(summary: &RunSummary, p: &Point) -> serde_json::Value {
+    let record = match p.format {
+        None => serde_json::to_value(summary.role(p.role)),
+        Some(_) => serde_json::to_value(quant_record(summary, p)),
+    };
+    record.unwrap_or_default()
 }
 
 /// Every deterministic metric of a summary as `POINT.METRIC` → value (the expected values of a rerun).
-pub fn metrics_of(summary: &serde_json::Value) -> BTreeMap<String, f64> {
+pub fn metrics_of(summary: &RunSummary) -> BTreeMap<String, f64> {
+    let model_metrics: &[&str] = match summary.task() {
+        TaskKind::CausalLm => &LM_METRICS,
+        TaskKind::Classification => &CLASS_METRICS,
+    };
     let mut out = BTreeMap::new();
     for p in points_of(summary) {
         let record = point_record(summary, &p);
-        let names: &[&str] = if p.format.is_some() { &QUANT_METRICS } else { &MODEL_METRICS };
+        let names: &[&str] = if p.format.is_some() { &QUANT_METRICS } else { model_metrics };
         for m in names {
             if let Some(v) = record.get(*m).and_then(|v| v.as_f64()) {
                 out.insert(format!("{}.{m}", p.name), v);

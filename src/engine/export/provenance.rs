@@ -14,40 +14,7 @@ use std::path::{Path, PathBuf};
 /// The file a run directory keeps its provenance in.
 pub const RUN_FILE: &str = "provenance.json";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Provenance {
-    /// The distill-tui version that made the run.
-    pub tool_version: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub models: Vec<ModelRecord>,
-    /// Training and evaluation files (and a pretraining tokenizer), relative to the recipe's folder.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub data: Vec<FileRecord>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelRecord {
-    /// `teacher` or `student`.
-    pub role: String,
-    /// The model as the recipe names it.
-    pub spec: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hub_id: Option<String>,
-    /// Commit hash of the hub snapshot the run used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// config, weights and tokenizer, named relative to the model's folder.
-    pub files: Vec<FileRecord>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRecord {
-    pub path: String,
-    pub sha256: String,
-}
+pub use crate::engine::recipe::records::{FileRecord, ModelRecord, Provenance};
 
 /// What a run directory records: the provenance and the absolute folder its recipe's relative
 /// paths were resolved against (the run's `recipe.toml` keeps them as written).
@@ -69,13 +36,13 @@ impl RunProvenance {
 }
 
 /// The inputs of a run about to start: checked against the recipe's `[provenance]` when it has one.
-pub fn for_run(lr: &LoadedRecipe, ctx: &crate::jobs::JobContext) -> Result<Provenance> {
+pub fn for_run(lr: &LoadedRecipe, ctx: &crate::engine::context::JobContext) -> Result<Provenance> {
     match &lr.recipe.provenance {
         Some(p) => {
             ctx.log("checking the inputs against the recipe's [provenance] (sha256)");
-            p.check(lr)
+            p.check(lr, ctx.hub())
         }
-        None => collect(lr),
+        None => collect(lr, ctx.hub()),
     }
 }
 
@@ -87,10 +54,10 @@ pub fn record(lr: &LoadedRecipe, prov: &Provenance, out: &Path) -> Result<()> {
 }
 
 /// The provenance of a recipe's inputs as they are now.
-pub fn collect(lr: &LoadedRecipe) -> Result<Provenance> {
+pub fn collect(lr: &LoadedRecipe, hub: &HubSettings) -> Result<Provenance> {
     let mut models = Vec::new();
     for (role, spec) in model_specs(lr) {
-        let resolved = resolve_spec(lr, &spec)?;
+        let resolved = resolve_spec(lr, &spec, hub)?;
         let files = model_files(&resolved)
             .into_iter()
             .map(|(name, path)| Ok(FileRecord { path: name, sha256: file_sha256(&path)? }))
@@ -112,8 +79,8 @@ pub fn collect(lr: &LoadedRecipe) -> Result<Provenance> {
 
 impl Provenance {
     /// Compares the recorded hashes with the files now (returned); the error names every file that changed.
-    pub fn check(&self, lr: &LoadedRecipe) -> Result<Provenance> {
-        let now = collect(lr)?;
+    pub fn check(&self, lr: &LoadedRecipe, hub: &HubSettings) -> Result<Provenance> {
+        let now = collect(lr, hub)?;
         let mut problems = Vec::new();
         for m in &self.models {
             let Some(cur) = now.models.iter().find(|c| c.role == m.role) else {
@@ -171,8 +138,8 @@ pub fn model_specs(lr: &LoadedRecipe) -> Vec<(&'static str, String)> {
 }
 
 /// Resolves a recipe's model argument through the hub cache (downloading only when it must).
-pub fn resolve_spec(lr: &LoadedRecipe, spec: &str) -> Result<ResolvedModel> {
-    resolve(&lr.model_spec(spec), &HubSettings::from_env(), &|_| {})
+pub fn resolve_spec(lr: &LoadedRecipe, spec: &str, hub: &HubSettings) -> Result<ResolvedModel> {
+    resolve(&lr.model_spec(spec), hub, &|_| {})
 }
 
 /// (name relative to the model, path) of every file a model is made of.

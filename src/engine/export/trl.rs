@@ -6,6 +6,7 @@
 
 use super::points::FinishedRun;
 use super::rebase::{normalize, relative_to};
+use crate::engine::context::JobContext;
 use crate::engine::data::step_windows;
 use crate::engine::derive::{save_hf_folder, TokenizerOut};
 use crate::engine::distill::setup::prepare;
@@ -13,7 +14,6 @@ use crate::engine::fsutil::{write_atomic, write_atomic_with};
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::source::ModelFiles;
 use crate::engine::{Error, Result};
-use crate::jobs::JobContext;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,11 +28,20 @@ const TEMPLATE: [(&str, &str); 5] = [
 
 /// The target needs a distillation run (a teacher to distil from).
 pub fn check(run: &FinishedRun) -> Result<()> {
-    if run.recipe.teacher.is_none() {
-        return Err(Error::Invalid(format!(
-            "--target trl exports a distillation; {} is a pretraining run (no [teacher])",
-            run.dir.display()
-        )));
+    match &run.recipe {
+        None => {
+            return Err(Error::Invalid(format!(
+                "--target trl exports a causal-LM distillation; {} is a classification run",
+                run.dir.display()
+            )))
+        }
+        Some(r) if r.teacher.is_none() => {
+            return Err(Error::Invalid(format!(
+                "--target trl exports a distillation; {} is a pretraining run (no [teacher])",
+                run.dir.display()
+            )))
+        }
+        Some(_) => {}
     }
     Ok(())
 }

@@ -2,31 +2,13 @@
 //! (`distill-tui run RECIPE --verify`).
 
 use super::points::metrics_of;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+pub use crate::engine::recipe::records::{d_tolerance, Expected};
+use crate::engine::summary::RunSummary;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Where `run --verify` writes its rerun: a scratch folder beside the recipe, replaced each time.
 pub const VERIFY_DIR: &str = "verify-run";
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expected {
-    /// The point the export was made for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub point: Option<String>,
-    /// A metric matches when |measured − expected| ≤ tolerance · |expected| (relative).
-    #[serde(default = "d_tolerance")]
-    pub tolerance: f64,
-    /// `POINT.METRIC` → value, e.g. `student.perplexity`, `student-q4_0.kl`.
-    pub metrics: BTreeMap<String, f64>,
-}
-
-/// The default relative tolerance: a rerun on the same machine is bit-identical; another CPU may
-/// sum in another order and differ in the last digits of a float.
-pub fn d_tolerance() -> f64 {
-    1e-4
-}
 
 /// One metric of a rerun next to its expected value.
 #[derive(Clone, Debug, Serialize)]
@@ -40,7 +22,7 @@ pub struct Comparison {
 }
 
 /// Compares every expected metric with the rerun's summary.
-pub fn compare(expected: &Expected, summary: &serde_json::Value) -> Vec<Comparison> {
+pub fn compare(expected: &Expected, summary: &RunSummary) -> Vec<Comparison> {
     let measured = metrics_of(summary);
     expected
         .metrics

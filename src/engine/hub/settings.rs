@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 /// The public Hugging Face hub, used unless `HF_ENDPOINT` says otherwise.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
-/// Hub settings, normally read from the environment with [`HubSettings::from_env`].
+/// Hub settings, normally read from the environment by `main` (`Settings::from_env`).
 ///
 /// The token is private: it is sent to the hub and nowhere else, and `Debug` shows `"***"`.
 #[derive(Clone, PartialEq, Eq)]
@@ -21,11 +21,6 @@ pub struct HubSettings {
 }
 
 impl HubSettings {
-    /// Reads the settings from the process environment, like `huggingface_hub` does.
-    pub fn from_env() -> Self {
-        Self::from_vars(|name| std::env::var(name).ok())
-    }
-
     /// Reads the settings through `get` (a variable name → its value), following the
     /// `huggingface_hub` conventions:
     ///

@@ -16,10 +16,10 @@
 //! `dK += dSᵀ Q`. The products run on the `gemm` crate (the one candle uses), single-threaded
 //! inside a task.
 
-use super::cpu::{f32_data, gemm, with_f32_tensors, Shared};
+use super::cpu::{f32_data, gemm, with_f32_tensors, Bwd3, Fwd, Shared};
 use super::vmath;
 use crate::engine::{Error, Result};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Tensor};
 use rayon::prelude::*;
 
 /// Query rows per block of the causal score matrix.
@@ -27,7 +27,7 @@ const BLOCK: usize = 64;
 
 /// True when [`causal_attention`] takes this query tensor: f32, rank 4, on the CPU.
 pub fn applies(q: &Tensor) -> bool {
-    q.device().is_cpu() && q.dtype() == DType::F32 && q.rank() == 4
+    super::enabled() && q.device().is_cpu() && q.dtype() == DType::F32 && q.rank() == 4
 }
 
 /// `softmax(scale · q kᵀ + causal mask) v` per head: `q` `[b, t, heads, d]`, `k` and `v`
@@ -144,15 +144,7 @@ impl CustomOp3 for CausalAttention {
         "causal-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Fwd {
         let dims = Dims::of(l1, l2)?;
         let data = |s, l| f32_data(s, l, "fused attention");
         let (q, k, v) = (data(s1, l1)?, data(s2, l2)?, data(s3, l3)?);
@@ -193,14 +185,7 @@ impl CustomOp3 for CausalAttention {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _res: &Tensor, grad: &Tensor) -> Bwd3 {
         let grad = grad.contiguous()?;
         if grad.dims() != q.dims() {
             candle_core::bail!("fused attention backward: gradient {:?} for output {:?}", grad.dims(), q.dims())

@@ -8,6 +8,7 @@
 //! f32 scopes compute exactly what they did before.
 
 use super::bf16_gemm::{self, View};
+use super::cpu::{Bwd2, Fwd};
 use crate::engine::{Error, Result};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use serde::{Deserialize, Serialize};
@@ -71,7 +72,7 @@ impl Drop for Guard {
 /// the layers may then use candle's fused inference kernels (softmax, rope on `[b, h, t, d]`),
 /// which record no gradient but take one pass instead of several.
 pub fn fast_inference(x: &Tensor) -> bool {
-    !x.track_op() && x.device().is_cpu()
+    super::enabled() && !x.track_op() && x.device().is_cpu()
 }
 
 /// Why `precision` will be slower than f32 on `device`, when it will: bf16 on a CPU without
@@ -146,7 +147,7 @@ impl CustomOp1 for RoundGradient {
         "round-gradient-bf16"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Fwd {
         let (CpuStorage::F32(data), Some((start, end))) = (s, l.contiguous_offsets()) else {
             candle_core::bail!("bf16 gradient rounding: contiguous f32 expected")
         };
@@ -183,13 +184,7 @@ impl CustomOp2 for Bf16Matmul {
         "bf16-matmul"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Fwd {
         let (a, b) = (view(s1, l1)?, view(s2, l2)?);
         if a.cols != b.rows {
             candle_core::bail!("bf16 matmul: shapes [{}, {}] and [{}, {}] do not chain", a.rows, a.cols, b.rows, b.cols)
@@ -197,13 +192,7 @@ impl CustomOp2 for Bf16Matmul {
         Ok((CpuStorage::F32(bf16_gemm::matmul(&a, &b)), Shape::from((a.rows, b.cols))))
     }
 
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Bwd2 {
         // C = A·B: dA = dC·Bᵀ, dB = Aᵀ·dC (both through the same kernel, as autocast does).
         let grad_a = grad.apply_op2_no_bwd(&b.t()?, &Bf16Matmul)?;
         let grad_b = a.t()?.apply_op2_no_bwd(grad, &Bf16Matmul)?;

@@ -1,6 +1,13 @@
 //! Access to the f32 data of CPU storages and tensors, shared by the kernels' forward and backward.
 
-use candle_core::{CpuStorage, Layout, Storage, Tensor};
+use candle_core::{CpuStorage, Layout, Shape, Storage, Tensor};
+
+/// What a custom op's `cpu_fwd` returns.
+pub type Fwd = candle_core::Result<(CpuStorage, Shape)>;
+/// What a two-input custom op's `bwd` returns (a gradient per input).
+pub type Bwd2 = candle_core::Result<(Option<Tensor>, Option<Tensor>)>;
+/// What a three-input custom op's `bwd` returns.
+pub type Bwd3 = candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)>;
 
 /// The contiguous f32 data of a CPU storage; `kernel` names the caller in the error.
 pub fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, kernel: &str) -> candle_core::Result<&'a [f32]> {

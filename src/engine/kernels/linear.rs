@@ -7,13 +7,14 @@
 //! returns `∂L/∂x = g · W` and `∂L/∂W = gᵀ · x` directly, both from the `gemm` crate (the GEMM
 //! candle uses, with the same threads).
 
-use super::cpu::{f32_data, gemm_threads, with_f32_tensors};
+use super::cpu::{f32_data, gemm_threads, with_f32_tensors, Bwd2, Fwd};
 use crate::engine::{Error, Result};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 /// True when [`linear`] takes these operands: 2-D f32 tensors on the CPU that chain.
 pub fn applies(x: &Tensor, w: &Tensor) -> bool {
-    x.device().is_cpu()
+    super::enabled()
+        && x.device().is_cpu()
         && w.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
@@ -93,13 +94,7 @@ impl CustomOp2 for Linear {
         "linear"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Fwd {
         let (x, w) = (f32_data(s1, l1, "fused linear")?, f32_data(s2, l2, "fused linear")?);
         let (&[n, k], &[out, k2]) = (l1.dims(), l2.dims()) else { candle_core::bail!("fused linear: 2-D operands") };
         if k != k2 {
@@ -110,13 +105,7 @@ impl CustomOp2 for Linear {
         Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Bwd2 {
         let g = grad.contiguous()?;
         let ((n, k), out) = (x.dims2()?, w.dim(0)?);
         if g.dims() != [n, out] {

@@ -14,6 +14,15 @@
 //! - [`softmax`]: attention's masked, scaled softmax in one pass, with its own backward;
 //! - [`swiglu`]: the gated MLP's `silu(gate) ⊙ up` in one pass, with its own backward;
 //! - [`vmath`]: vectorizable `exp` and row reductions for fused losses.
+//!
+//! **One switch.** Every f32 kernel above (attention, linear, rmsnorm, rope, softmax, swiglu, the
+//! frozen-forward fast paths) and the fused loss and hand-written head backward of the LM step ask
+//! [`enabled`] before they take an op; inside a [`reference`] scope they all decline, and candle's
+//! composed ops (with candle's autograd) compute the same thing. Tests run a model both ways to
+//! check the kernels against the reference; `kernels = "reference"` under `[distill]` or
+//! `DISTILL_KERNELS=reference` runs a whole job on the reference path (slower: a debugging aid).
+//! The bf16 and int8 GEMMs are chosen by precision, not by this switch: their emulated and
+//! portable twins are tested against them directly.
 
 pub mod attention;
 pub mod autocast;
@@ -26,3 +35,56 @@ pub mod rope;
 pub mod softmax;
 pub mod swiglu;
 pub mod vmath;
+
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+/// Which implementation the ops take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kernels {
+    /// The project's fused CPU kernels wherever they apply.
+    #[default]
+    Fused,
+    /// candle's composed ops only.
+    Reference,
+}
+
+impl Kernels {
+    /// `fused` or `reference`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "fused" | "" => Some(Self::Fused),
+            "reference" => Some(Self::Reference),
+            _ => None,
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<Kernels> = const { Cell::new(Kernels::Fused) };
+}
+
+/// True when this thread may use the fused kernels (outside a [`reference`] scope).
+pub fn enabled() -> bool {
+    CURRENT.with(|c| c.get()) == Kernels::Fused
+}
+
+/// Restores the previous choice when dropped.
+pub struct Scope(Kernels);
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+/// Runs this thread's ops on `kernels` until the returned scope is dropped.
+pub fn enter(kernels: Kernels) -> Scope {
+    Scope(CURRENT.with(|c| c.replace(kernels)))
+}
+
+/// Runs this thread's ops on candle's composed ops until the returned scope is dropped.
+pub fn reference() -> Scope {
+    enter(Kernels::Reference)
+}

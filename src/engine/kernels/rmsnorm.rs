@@ -7,10 +7,10 @@
 //! `∂L/∂x = r · (u − x · r² · mean(u ⊙ x))` and `∂L/∂w = Σ_rows ∂L/∂y ⊙ x · r`. Sums of squares are
 //! taken in f64.
 
-use super::cpu::{f32_data, with_f32_tensors};
+use super::cpu::{f32_data, with_f32_tensors, Bwd2, Fwd};
 use super::vmath;
 use crate::engine::{Error, Result};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Tensor};
 use rayon::prelude::*;
 
 /// Rows per rayon task (at least; about 64k elements per task).
@@ -20,7 +20,8 @@ fn rows_per_task(width: usize) -> usize {
 
 /// True when [`rms_norm`] takes these operands: f32 on the CPU, `w` as wide as `x`'s last dim.
 pub fn applies(x: &Tensor, w: &Tensor) -> bool {
-    x.device().is_cpu()
+    super::enabled()
+        && x.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && x.rank() >= 1
@@ -53,13 +54,7 @@ impl CustomOp2 for RmsNorm {
         "rms-norm"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Fwd {
         let (x, w) = (f32_data(s1, l1, "fused RMS norm")?, f32_data(s2, l2, "fused RMS norm")?);
         let n = w.len();
         let mut y = vec![0f32; x.len()];
@@ -81,13 +76,7 @@ impl CustomOp2 for RmsNorm {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Bwd2 {
         let dy = grad.contiguous()?;
         let n = w.elem_count();
         let mut dx = vec![0f32; x.elem_count()];

@@ -7,14 +7,15 @@
 //! the forward but records no gradient; composed from ops that do, rope takes seven passes
 //! (two narrows, a negation, a concatenation, two products and a sum) and their backward.
 
+use super::cpu::Fwd;
 use super::vmath;
 use crate::engine::{Error, Result};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Tensor, D};
 use rayon::prelude::*;
 
 /// True when [`rope_thd`] takes `x`: f32, rank 4, on the CPU.
 pub fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4
+    super::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4
 }
 
 /// Rotates `x` `[b, t, heads, d]` by the tables `cos`, `sin` `[≥ t, d]` (the layers' tables,
@@ -47,7 +48,7 @@ impl CustomOp1 for Rope {
         "rope-thd"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Fwd {
         let (CpuStorage::F32(data), Some((start, end)), &[_, t, heads, d]) = (s, l.contiguous_offsets(), l.dims())
         else {
             candle_core::bail!("fused rope: contiguous f32 [b, t, heads, d] expected")

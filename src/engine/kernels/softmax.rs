@@ -11,10 +11,10 @@
 //! Masked entries (`-inf`) come out exactly 0, as in the composed form; a row that is masked
 //! everywhere gives NaN, as there.
 
-use super::cpu::f32_data;
+use super::cpu::{f32_data, Bwd2, Fwd};
 use super::vmath;
 use crate::engine::{Error, Result};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Tensor};
 use rayon::prelude::*;
 
 /// Scores per rayon task (rows are grouped so that a task has at least this many).
@@ -24,7 +24,8 @@ const TASK_ELEMENTS: usize = 1 << 15;
 /// the mask a 2-D `[t, tk]` additive table (a causal mask).
 pub fn applies(scores: &Tensor, mask: &Tensor) -> bool {
     let dims = scores.dims();
-    scores.device().is_cpu()
+    super::enabled()
+        && scores.device().is_cpu()
         && scores.dtype() == DType::F32
         && mask.dtype() == DType::F32
         && dims.len() >= 2
@@ -72,13 +73,7 @@ impl CustomOp2 for MaskedSoftmax {
         "masked-softmax"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Fwd {
         let (x, mask) = (f32_data(s1, l1, "fused softmax")?, f32_data(s2, l2, "fused softmax")?);
         let tk = l1.dims()[l1.dims().len() - 1];
         let t = l1.dims()[l1.dims().len() - 2];
@@ -99,13 +94,7 @@ impl CustomOp2 for MaskedSoftmax {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        _scores: &Tensor,
-        _mask: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, _scores: &Tensor, _mask: &Tensor, res: &Tensor, grad: &Tensor) -> Bwd2 {
         let dx = res.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
         Ok((Some(dx), None))
     }
@@ -121,13 +110,7 @@ impl CustomOp2 for SoftmaxBackward {
         "masked-softmax-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Fwd {
         let (y, dy) = (f32_data(s1, l1, "fused softmax")?, f32_data(s2, l2, "fused softmax")?);
         if y.len() != dy.len() {
             candle_core::bail!("fused softmax backward: {} probabilities, {} gradients", y.len(), dy.len())

@@ -10,10 +10,10 @@
 //!
 //! `exp` is [`vmath::exp`] (within 2 ulp of libm's).
 
-use super::cpu::{f32_data, with_f32_tensors};
+use super::cpu::{f32_data, with_f32_tensors, Bwd2, Fwd};
 use super::vmath;
 use crate::engine::{Error, Result};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Tensor};
 use rayon::prelude::*;
 
 /// Elements per rayon task.
@@ -21,7 +21,11 @@ const TASK: usize = 1 << 14;
 
 /// True when [`swiglu`] takes these operands: f32 CPU tensors of one shape.
 pub fn applies(gate: &Tensor, up: &Tensor) -> bool {
-    gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.dims() == up.dims()
+    super::enabled()
+        && gate.device().is_cpu()
+        && gate.dtype() == DType::F32
+        && up.dtype() == DType::F32
+        && gate.dims() == up.dims()
 }
 
 /// `silu(gate) ⊙ up`, differentiable in both.
@@ -49,13 +53,7 @@ impl CustomOp2 for SwiGlu {
         "swiglu"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Fwd {
         let (g, u) = (f32_data(s1, l1, "fused SwiGLU")?, f32_data(s2, l2, "fused SwiGLU")?);
         let mut y = vec![0f32; g.len()];
         y.par_chunks_mut(TASK).zip(g.par_chunks(TASK).zip(u.par_chunks(TASK))).for_each(|(y, (g, u))| {
@@ -71,13 +69,7 @@ impl CustomOp2 for SwiGlu {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        gate: &Tensor,
-        up: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> Bwd2 {
         let dy = grad.contiguous()?;
         let n = gate.elem_count();
         if dy.elem_count() != n {

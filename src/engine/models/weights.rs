@@ -150,8 +150,10 @@ impl WeightStore {
         &self.device
     }
 
+    /// True when the store has the tensor, dense or GGML-quantized (a quantized classifier's head
+    /// is in the quantized map only).
     pub fn contains(&self, name: &str) -> bool {
-        self.source.contains(name)
+        self.source.contains(name) || self.quantized.contains_key(name)
     }
 
     pub fn source(&self) -> &TensorSource {

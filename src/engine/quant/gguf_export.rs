@@ -35,6 +35,11 @@ pub fn gguf_tensor_name(hf: &str) -> Option<String> {
 }
 
 /// Writes `q` (quantized from `model`) as a GGUF file at `path`, atomically.
+/// True when the model's family can be written as GGUF (llama.cpp's llama and qwen2).
+pub fn supports(model: &LoadedModel) -> bool {
+    matches!(model.config, ArchConfig::Llama(_)) && SUPPORTED_ARCHS.contains(&model.config.model_type())
+}
+
 pub fn export_gguf(model: &LoadedModel, q: &QuantizedModel, path: &Path) -> Result<()> {
     let arch = model.config.model_type().to_string();
     let ArchConfig::Llama(cfg) = &model.config else {

@@ -11,13 +11,14 @@ use super::format::QuantFormat;
 use super::imatrix::{calibrate, Imatrix};
 use super::policy::QuantPolicy;
 use super::quantize::{quantize_model, QuantOptions};
+use crate::engine::context::JobContext;
 use crate::engine::eval::{compare_with_states, evaluate_tokens, EvalOptions, ReferenceStates};
-use crate::engine::hub::HubSettings;
+use crate::engine::events::{JobEvent, QuantPoint};
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::source::resolve;
+use crate::engine::summary::{QuantSummary, TaskMetrics};
 use crate::engine::tokenizer::encode_plain;
 use crate::engine::{Error, Result};
-use crate::jobs::{JobContext, JobEvent, QuantPoint};
 use candle_core::Device;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -53,6 +54,31 @@ pub struct SweepResult {
     pub imatrix: bool,
     /// The unquantized model's perplexity on the same windows.
     pub reference_perplexity: f64,
+}
+
+impl SweepResult {
+    /// The point as `summary.json` records it.
+    pub fn summary(&self) -> QuantSummary {
+        let p = &self.point;
+        QuantSummary {
+            model: p.model.clone(),
+            format: p.format.clone(),
+            bits_per_weight: p.bits_per_weight,
+            bytes: p.bytes,
+            metrics: TaskMetrics::lm(p.perplexity, p.top1_accuracy),
+            kl: p.kl,
+            agreement: p.agreement,
+            kl_to_teacher: p.kl_to_teacher,
+            agreement_with_teacher: p.agreement_with_teacher,
+            tokens_per_second: Some(p.tokens_per_second),
+            quantize_seconds: Some(self.quantize_seconds),
+            mparams_per_second: Some(self.mparams_per_second),
+            fallbacks: Some(self.fallbacks),
+            imatrix: Some(self.imatrix),
+            reference_perplexity: Some(self.reference_perplexity),
+            ..QuantSummary::default()
+        }
+    }
 }
 
 /// The model every point is also measured against (KL and agreement to the teacher), with its
@@ -210,12 +236,12 @@ impl SweepRequest {
         if let Some(path) = &self.imatrix {
             self.opts.calibration = Some(read_text(path, "--imatrix")?);
         }
-        let settings = HubSettings::from_env();
+        let settings = ctx.hub();
         let mut loaded = Vec::with_capacity(self.models.len());
         for spec in &self.models {
             ctx.check()?;
             ctx.log(format!("loading {spec}"));
-            let resolved = resolve(spec, &settings, &|p| ctx.progress(&p.file, p.bytes, p.total, "bytes"))?;
+            let resolved = resolve(spec, settings, &|p| ctx.progress(&p.file, p.bytes, p.total, "bytes"))?;
             loaded.push(load_model(&resolved, &LoadOptions::default())?);
         }
         let refs: Vec<&LoadedModel> = loaded.iter().collect();

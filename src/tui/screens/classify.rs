@@ -3,8 +3,9 @@
 //! fine-tuning, then the KD student and the labels-only baseline, on one job thread), their summary
 //! feeding Compare and the Temperature screen's class bars.
 
-use crate::engine::classify::pipeline::run_classification;
+use crate::engine::classify::pipeline::{finetune_root, run_classification};
 use crate::engine::classify::recipe::{ClassifyRecipe, LoadedClassify, TrainSection};
+use crate::engine::train::{checkpoint, RunOptions};
 use crate::tui::app::{App, Popup};
 use crate::tui::screens::panel;
 use ratatui::layout::Rect;
@@ -33,12 +34,31 @@ pub fn forget_run(app: &mut App) {
     app.temperature.trained_teacher = None;
 }
 
-/// Starts the recipe's run: teacher, then student and baseline.
-pub fn start(app: &mut App, loaded: LoadedClassify) {
+/// Starts the recipe's run (teacher, then student and baseline), or resumes it from its last
+/// checkpoint (`p` after a pause).
+pub fn start(app: &mut App, loaded: LoadedClassify, resume: bool) {
+    let out = loaded.output_dir();
+    let holds_run =
+        [out.clone(), finetune_root(&loaded)].iter().any(|root| matches!(checkpoint::load_state(root), Ok(Some(_))));
+    if !resume && holds_run {
+        app.popup = Some(Popup::Error(format!(
+            "{} already holds a run: p resumes it, or change output.dir in the recipe file",
+            out.display()
+        )));
+        app.train.paused = true;
+        return;
+    }
     let name = loaded.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    app.train = Default::default();
-    let id = app.spawn("classify", format!("classify {name}"), move |ctx, _| run_classification(&loaded, ctx));
+    if !resume {
+        app.train = Default::default();
+    }
+    let what = if resume { "resume" } else { "classify" };
+    let id = app.spawn("classify", format!("{what} {name}"), move |ctx, _| {
+        run_classification(&loaded, &RunOptions { resume }, ctx)
+    });
     app.train.job = Some(id);
+    app.train.paused = false;
+    app.train.outcome = None;
 }
 
 fn stage(s: &TrainSection) -> String {

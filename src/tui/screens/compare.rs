@@ -177,7 +177,8 @@ pub fn quantize(app: &mut App) {
             Some(t) => t,
             None => work::load(ctx, &teacher_spec)?,
         };
-        post_quant::run(&lr, Some(&teacher), &formats, ctx)
+        let points = post_quant::run(&lr, Some(&teacher), &formats, ctx)?;
+        serde_json::to_value(points).map_err(|e| crate::engine::Error::Invalid(e.to_string()))
     });
 }
 

@@ -125,11 +125,11 @@ fn cache_spec(m: &CachedModel) -> String {
 }
 
 pub fn refresh_cache(app: &mut App) {
-    app.spawn("cache", "list the local hub cache".into(), |_, out| work::list_cache(out));
+    app.spawn("cache", "list the local hub cache".into(), |ctx, out| work::list_cache(ctx, out));
 }
 
 pub fn search(app: &mut App, query: String) {
-    app.spawn("search", format!("hub search `{query}`"), move |_, out| work::search(out, &query));
+    app.spawn("search", format!("hub search `{query}`"), move |ctx, out| work::search(ctx, out, &query));
 }
 
 /// Loads the recipe's teacher and student on a job thread and checks the pair.

@@ -2,9 +2,10 @@
 //! their own axes) for the student and the hard-label baseline, with step rate, tokens/s and ETA.
 //! A classification run adds the teacher's fine-tuning, and plots eval accuracy for perplexity.
 
-use crate::engine::distill::checkpoint;
-use crate::engine::distill::trainer::{run_recipe, RunOptions};
-use crate::jobs::{JobEvent, JobId, RunRole};
+use crate::engine::distill::trainer::run_recipe;
+use crate::engine::train::checkpoint;
+use crate::engine::train::RunOptions;
+use crate::jobs::{JobEvent, JobId, Role};
 use crate::tui::app::{Action, App, Popup};
 use crate::tui::fmt;
 use crate::tui::history::History;
@@ -118,11 +119,11 @@ impl State {
         }
     }
 
-    fn series(&mut self, role: RunRole) -> &mut RunSeries {
+    fn series(&mut self, role: Role) -> &mut RunSeries {
         match role {
-            RunRole::Baseline => &mut self.baseline,
-            RunRole::Student => &mut self.student,
-            RunRole::Pretrain => &mut self.teacher,
+            Role::Baseline => &mut self.baseline,
+            Role::Student => &mut self.student,
+            Role::Pretrain | Role::Teacher => &mut self.teacher,
         }
     }
 
@@ -155,7 +156,7 @@ pub fn start(app: &mut App, resume: bool) {
         return;
     }
     if let Some(c) = app.classify.clone() {
-        return crate::tui::screens::classify::start(app, c);
+        return crate::tui::screens::classify::start(app, c, resume);
     }
     if let Err(e) = app.recipe.recipe.validate() {
         app.popup = Some(Popup::Error(format!("fix the recipe first: {e}")));
@@ -183,10 +184,7 @@ pub fn start(app: &mut App, resume: bool) {
 }
 
 pub fn pause_or_resume(app: &mut App) {
-    if app.classify.is_some() {
-        let msg = "a classification run keeps no checkpoints, so it cannot pause; x cancels it";
-        app.popup = Some(Popup::Error(msg.into()));
-    } else if running(app) {
+    if running(app) {
         app.train.paused = true;
         cancel(app);
     } else if app.train.paused {
@@ -279,7 +277,6 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     }
     head.extend([status_line("student", &t.student, wall), status_line("baseline", &t.baseline, wall)]);
     head.push(Line::from(match (running(app), &t.outcome) {
-        (true, _) if classify => "running · x cancel".to_string(),
         (true, _) => "running · p pause · x cancel".to_string(),
         (false, Some(o)) => o.clone(),
         (false, None) if classify => "s starts the classification recipe's run (teacher, student, baseline)".into(),

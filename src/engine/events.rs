@@ -6,16 +6,36 @@ use serde::{Deserialize, Serialize};
 /// Identifies a job within one process.
 pub type JobId = u64;
 
-/// Which model a training event belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Which model: the one identity of a model in events, checkpoints, the run summary and the
+/// points (a point is a role at a precision: `student`, `student-q4_0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunRole {
+pub enum Role {
+    /// The model distilled from; trained here only when a recipe fine-tunes it (classification).
+    Teacher,
     /// The student trained on the teacher's distribution (KD).
     Student,
     /// The same student trained on hard labels only.
     Baseline,
     /// A model trained from scratch (`pretrain`).
     Pretrain,
+}
+
+impl Role {
+    /// The name used in files and folders (`student/`, `checkpoint/student-40.*`, `summary.json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Teacher => "teacher",
+            Self::Student => "student",
+            Self::Baseline => "baseline",
+            Self::Pretrain => "model",
+        }
+    }
+
+    /// The role a name stands for (the inverse of [`Role::name`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Teacher, Self::Student, Self::Baseline, Self::Pretrain].into_iter().find(|r| r.name() == name)
+    }
 }
 
 /// Held-out metrics of a model, measured against the teacher when there is one.
@@ -27,6 +47,18 @@ pub struct EvalMetrics {
     pub kl_to_teacher: Option<f64>,
     /// Top-1 agreement with the teacher; absent without a teacher.
     pub agreement: Option<f64>,
+    /// A classifier's metrics by their names (its `top1_accuracy` and `perplexity` above carry the
+    /// accuracy and exp(label cross-entropy), the curves the Train screen plots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<ClassEval>,
+}
+
+/// A classifier's held-out accuracy, macro-F1 and label cross-entropy (nats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassEval {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub cross_entropy: f64,
 }
 
 /// One measured point of a quantization sweep.
@@ -74,7 +106,7 @@ pub enum JobEvent {
     /// One optimizer step.
     Step {
         job: JobId,
-        role: RunRole,
+        role: Role,
         step: usize,
         total_steps: usize,
         loss: f64,
@@ -88,14 +120,14 @@ pub enum JobEvent {
     /// A periodic held-out evaluation.
     Eval {
         job: JobId,
-        role: RunRole,
+        role: Role,
         step: usize,
         metrics: EvalMetrics,
     },
     /// A checkpoint was written (atomically).
     Checkpoint {
         job: JobId,
-        role: RunRole,
+        role: Role,
         step: usize,
         path: String,
     },

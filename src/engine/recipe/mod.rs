@@ -3,6 +3,8 @@
 //! to the recipe file's folder, so a recipe travels with its data; `output.dir` is relative to the
 //! working directory. The format is documented in `docs/recipe.md`.
 
+pub mod records;
+
 use crate::engine::distill::losses::SoftLoss;
 use crate::engine::quant::format::{IntFormat, QuantFormat, INT_GROUPS};
 use crate::engine::{Error, Result};
@@ -26,10 +28,10 @@ pub struct Recipe {
     pub output: OutputSection,
     /// The exact inputs of the run an export was made from (sha256 per file); checked before a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<crate::engine::export::provenance::Provenance>,
+    pub provenance: Option<records::Provenance>,
     /// The metrics that run measured; `distill-tui run --verify` compares a rerun with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected: Option<crate::engine::export::verify::Expected>,
+    pub expected: Option<records::Expected>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

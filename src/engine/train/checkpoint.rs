@@ -28,8 +28,7 @@ pub fn dir(out: &Path) -> PathBuf {
 /// Saves one model's parameters and optimizer under `checkpoint/<role>-<step>.*`.
 pub fn save_role(out: &Path, role: &str, step: usize, vars: &BTreeMap<String, Var>, opt: &AdamW) -> Result<()> {
     let d = dir(out);
-    let weights: BTreeMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-    save_safetensors(&d.join(format!("{role}-{step}.model.safetensors")), &weights)?;
+    save_safetensors(&d.join(format!("{role}-{step}.model.safetensors")), &crate::engine::loader::var_values(vars))?;
     save_safetensors(&d.join(format!("{role}-{step}.optim.safetensors")), &opt.state())
 }
 

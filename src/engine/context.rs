@@ -1,0 +1,147 @@
+//! What the engine is given from outside: [`Settings`] (hub, device, cache folder), built once by the
+//! front end (`main` reads the environment, tests build them by hand), and [`JobContext`], the
+//! progress/cancel monitor every long engine function reports through. Nothing below `main` reads
+//! an environment variable to decide what the engine does.
+
+use crate::engine::events::{JobEvent, JobId};
+use crate::engine::hub::HubSettings;
+use crate::engine::kernels::Kernels;
+use crate::engine::{Error, Result};
+use candle_core::Device;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+/// The environment variable `main` reads for [`Settings::device`].
+pub const DEVICE_ENV: &str = crate::engine::device::ENV;
+/// The environment variable `main` reads for [`Settings::cache_dir`].
+pub const CACHE_DIR_ENV: &str = "DISTILL_CACHE_DIR";
+/// The environment variable `main` reads for [`Settings::kernels`].
+pub const KERNELS_ENV: &str = "DISTILL_KERNELS";
+
+/// The engine's outside world, passed in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Which hub, which hub cache, which token, online or not.
+    pub hub: HubSettings,
+    /// Where training runs: `cpu`, `cuda` or `cuda:N` (checked when a run starts).
+    pub device: String,
+    /// Root of the project's own caches (the teacher-logit cache).
+    pub cache_dir: PathBuf,
+    /// The project's fused CPU kernels, or candle's composed ops (a debugging aid).
+    pub kernels: Kernels,
+}
+
+impl Settings {
+    /// The settings an unconfigured machine has: the default hub and hub cache, online, the CPU,
+    /// the platform's data folder. Reads no environment variable.
+    pub fn defaults() -> Self {
+        Self::from_vars(|_| None).expect("no variable, nothing to refuse")
+    }
+
+    /// Reads the settings from the process environment: the `huggingface_hub` variables (see
+    /// [`HubSettings::from_vars`]), `DISTILL_DEVICE` and `DISTILL_CACHE_DIR`. Only `main` calls this.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The settings through `get` (a variable name → its value); an unknown `DISTILL_KERNELS` is
+    /// refused.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let kernels = match var(KERNELS_ENV) {
+            Some(v) => Kernels::parse(&v).ok_or_else(|| {
+                Error::Invalid(format!("{KERNELS_ENV}=`{v}`: expected `fused` (the default) or `reference`"))
+            })?,
+            None => Kernels::Fused,
+        };
+        Ok(Self {
+            hub: HubSettings::from_vars(&get),
+            device: var(DEVICE_ENV).unwrap_or_else(|| "cpu".into()),
+            cache_dir: var(CACHE_DIR_ENV).map(PathBuf::from).unwrap_or_else(default_cache_dir),
+            kernels,
+        })
+    }
+
+    /// The same settings with the hub `hub`.
+    pub fn with_hub(self, hub: HubSettings) -> Self {
+        Self { hub, ..self }
+    }
+
+    /// The same settings with the cache root `dir`.
+    pub fn with_cache_dir(self, dir: impl Into<PathBuf>) -> Self {
+        Self { cache_dir: dir.into(), ..self }
+    }
+
+    /// The compute device [`Settings::device`] names.
+    pub fn device(&self) -> Result<Device> {
+        crate::engine::device::parse(&self.device)
+    }
+}
+
+/// The platform data directory (`~/.local/share/distill-tui` on Linux), else a temporary folder.
+fn default_cache_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "distill-tui")
+        .map(|p| p.data_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("distill-tui"))
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a running job uses to report and to notice cancellation.
+#[derive(Clone)]
+pub struct JobContext {
+    pub id: JobId,
+    tx: Sender<JobEvent>,
+    cancel: Arc<AtomicBool>,
+    settings: Arc<Settings>,
+}
+
+impl JobContext {
+    /// A context whose events go to `tx` (for running a job body on the current thread).
+    pub fn new(tx: Sender<JobEvent>, cancel: Arc<AtomicBool>, settings: Arc<Settings>) -> Self {
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), tx, cancel, settings }
+    }
+
+    /// The settings the engine works with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The hub settings (shorthand for `settings().hub`).
+    pub fn hub(&self) -> &HubSettings {
+        &self.settings.hub
+    }
+
+    /// Sends an event; a front end that went away is not an error for the job.
+    pub fn emit(&self, event: JobEvent) {
+        let _ = self.tx.send(event);
+    }
+
+    pub fn log(&self, message: impl Into<String>) {
+        self.emit(JobEvent::Log { job: self.id, message: message.into() });
+    }
+
+    pub fn progress(&self, stage: &str, done: u64, total: u64, unit: &str) {
+        self.emit(JobEvent::Progress { job: self.id, stage: stage.into(), done, total, unit: unit.into() });
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once cancellation was requested: call between units of work.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The cancellation flag, for engine functions that take one.
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+}

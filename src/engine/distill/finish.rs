@@ -1,0 +1,104 @@
+//! The end of a run: the trained models saved as Hugging Face folders, the `[quantize]` sweep,
+//! and `summary.json` with every metric of teacher, student and baseline, speed, memory and cache.
+
+use super::setup::Setup;
+use super::teacher_cache::TeacherCache;
+use crate::engine::context::JobContext;
+use crate::engine::derive::{save_hf_folder, TokenizerOut};
+use crate::engine::eval::CompareReport;
+use crate::engine::events::EvalMetrics;
+use crate::engine::kernels::autocast::Precision;
+use crate::engine::loader::{load_model, LoadOptions};
+use crate::engine::recipe::LoadedRecipe;
+use crate::engine::summary::{CacheSummary, Fidelity, ModelSummary, RunSummary, TaskKind, TaskMetrics};
+use crate::engine::train::Trainee;
+use crate::engine::Result;
+use std::time::Instant;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    lr: &LoadedRecipe,
+    setup: &Setup,
+    trainees: &[Trainee<EvalMetrics>],
+    teacher_metrics: Option<crate::engine::eval::EvalReport>,
+    teacher_fidelity: Option<(Precision, CompareReport)>,
+    cache: Option<&TeacherCache>,
+    quant_formats: Option<&[crate::engine::quant::QuantFormat]>,
+    started: Instant,
+    ctx: &JobContext,
+) -> Result<serde_json::Value> {
+    let out = lr.output_dir();
+    let mut summary = RunSummary {
+        task: Some(TaskKind::CausalLm),
+        recipe: lr.path.display().to_string(),
+        output_dir: Some(out.display().to_string()),
+        steps: Some(lr.recipe.distill.steps),
+        ..RunSummary::default()
+    };
+    if let (Some(t), Some(m)) = (&setup.teacher, &teacher_metrics) {
+        summary.teacher = Some(ModelSummary {
+            model: Some(t.info.name.clone()),
+            parameters: t.info.parameters,
+            metrics: TaskMetrics::lm(m.perplexity, m.top1_accuracy),
+            // The teacher as the training steps computed it, against itself in f32.
+            at_training_precision: teacher_fidelity.map(|(precision, f)| Fidelity {
+                precision: precision.name().to_string(),
+                perplexity: f.candidate.perplexity,
+                top1_accuracy: f.candidate.top1_accuracy,
+                kl_to_f32: f.kl,
+                agreement_with_f32: f.agreement,
+            }),
+            ..ModelSummary::default()
+        });
+    }
+    for t in trainees {
+        let dir = out.join(t.name());
+        let tok = match &setup.tokenizer_file {
+            Some(p) => TokenizerOut::File(p),
+            None => TokenizerOut::Built(&setup.tokenizer),
+        };
+        save_hf_folder(&dir, &setup.student_config, &t.weights(), tok)?;
+        let last = t.last().cloned().unwrap_or_default();
+        *summary.role_mut(t.role) = Some(ModelSummary {
+            parameters: t.parameters() as u64,
+            metrics: TaskMetrics::lm(last.perplexity, last.top1_accuracy),
+            kl_to_teacher: last.kl_to_teacher,
+            agreement: last.agreement,
+            tokens_per_second: Some(t.tokens_per_second()),
+            train_seconds: Some(t.seconds),
+            path: Some(dir.display().to_string()),
+            ..ModelSummary::default()
+        });
+    }
+    summary.tokens_per_second = trainees.first().map(|t| t.tokens_per_second());
+    summary.teacher_cache = cache.map(|c| CacheSummary {
+        dir: c.dir().display().to_string(),
+        windows: c.windows(),
+        bytes: c.bytes(),
+        hits: c.hits,
+        misses: c.misses,
+        top_k: lr.recipe.distill.cache_top_k,
+    });
+    if let Some(formats) = quant_formats {
+        // The sweep quantizes and measures on the CPU: a teacher on a GPU is loaded again.
+        let cpu_teacher = match &setup.teacher {
+            Some(t) if !setup.device.is_cpu() => Some(load_model(&t.resolved, &LoadOptions::default())?),
+            _ => None,
+        };
+        let teacher = cpu_teacher.as_ref().or(setup.teacher.as_ref());
+        summary.quantize = super::post_quant::run(lr, teacher, formats, ctx)?;
+    }
+    summary.peak_memory_bytes = peak_memory_bytes();
+    summary.seconds = Some(started.elapsed().as_secs_f64());
+    summary.write(&out)?;
+    ctx.log(format!("wrote {}", out.join("summary.json").display()));
+    summary.to_value()
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), when the platform tells.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,267 @@
+//! `summary.json`: the one record of a finished run, whatever its task. Runs write it; the TUI,
+//! `export` and `run --verify` read it back through [`RunSummary::read`]. The field names are those
+//! the files of earlier versions have, so an older file reads as it is; fields a task does not
+//! measure are left out of the file.
+
+use crate::engine::events::Role;
+use crate::engine::fsutil::write_atomic;
+use crate::engine::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which task a run was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Causal-LM distillation or pretraining (the metrics: perplexity, top-1, KL, agreement).
+    #[default]
+    CausalLm,
+    /// Sequence classification (accuracy, macro-F1, label cross-entropy, KL, agreement).
+    Classification,
+}
+
+/// A finished run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Absent in files written before it was recorded: then `classes` tells a classification run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskKind>,
+    pub recipe: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_dir: Option<String>,
+    /// Optimizer steps of the trained models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// Classification: the class names by id and the size of each split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_examples: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_examples: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<ModelSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student: Option<ModelSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<ModelSummary>,
+    /// The model of a pretraining run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSummary>,
+    /// Training throughput of the first trained model (tokens/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_cache: Option<CacheSummary>,
+    /// The `[quantize]` sweep's points, in sweep order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quantize: Vec<QuantSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// Wall time of the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+/// One model of a run: what it is and how it measured on the held-out data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// The teacher's name as given (hub id, folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The classification students' role name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where the model is saved (a Hugging Face folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub parameters: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
+    #[serde(flatten)]
+    pub metrics: TaskMetrics,
+    /// KL(teacher ‖ model) and top-1 agreement with the teacher (students and baselines).
+    #[serde(default)]
+    pub kl_to_teacher: Option<f64>,
+    #[serde(default)]
+    pub agreement: Option<f64>,
+    /// Training throughput (LM) and training time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_seconds: Option<f64>,
+    /// Classification: inference speed and the comparison with the teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_examples_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_kept: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewer_parameters: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speedup: Option<f64>,
+    /// The teacher as the training steps computed it (`teacher_precision` int8 or bf16), against
+    /// itself in f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_training_precision: Option<Fidelity>,
+}
+
+/// A model's held-out metrics, named by task: perplexity and top-1 next-token accuracy (causal LM),
+/// accuracy, macro-F1 and the mean cross-entropy of the labels (classification).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_entropy: Option<f64>,
+}
+
+impl TaskMetrics {
+    /// A language model's perplexity and top-1 accuracy.
+    pub fn lm(perplexity: f64, top1_accuracy: f64) -> Self {
+        Self { perplexity: Some(perplexity), top1_accuracy: Some(top1_accuracy), ..Self::default() }
+    }
+
+    /// A classifier's accuracy, macro-F1 and label cross-entropy.
+    pub fn classification(accuracy: f64, macro_f1: f64, cross_entropy: f64) -> Self {
+        Self {
+            accuracy: Some(accuracy),
+            macro_f1: Some(macro_f1),
+            cross_entropy: Some(cross_entropy),
+            ..Self::default()
+        }
+    }
+}
+
+/// A teacher at a lower training precision against itself in f32.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fidelity {
+    pub precision: String,
+    pub perplexity: f64,
+    pub top1_accuracy: f64,
+    pub kl_to_f32: f64,
+    pub agreement_with_f32: f64,
+}
+
+/// The teacher-logit cache a run used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheSummary {
+    pub dir: String,
+    pub windows: usize,
+    pub bytes: u64,
+    pub hits: usize,
+    pub misses: usize,
+    pub top_k: usize,
+}
+
+/// One point of the `[quantize]` sweep: a model in a format, against its float self (`kl`,
+/// `agreement`) and the teacher.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuantSummary {
+    /// `student`, `baseline`, `model`, or the teacher's name.
+    pub model: String,
+    pub format: String,
+    pub bits_per_weight: f64,
+    pub bytes: u64,
+    #[serde(flatten)]
+    pub metrics: TaskMetrics,
+    /// KL(float ‖ quantized) and top-1 agreement with the float model.
+    pub kl: f64,
+    pub agreement: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_to_teacher: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_with_teacher: Option<f64>,
+    /// Speed of what runs (LM: tokens/s; classification: eval examples/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_examples_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mparams_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imatrix: Option<bool>,
+    /// The float model's perplexity on the same windows (LM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_perplexity: Option<f64>,
+}
+
+impl RunSummary {
+    /// Reads `DIR/summary.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("summary.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes `DIR/summary.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        write_atomic(&dir.join("summary.json"), self.to_json_text()?.as_bytes())
+    }
+
+    pub fn to_json_text(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// The summary as a JSON value (the `Summary` event's payload).
+    pub fn to_value(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self).map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// A summary from a JSON value (a `Summary` event's payload).
+    pub fn from_value(v: &serde_json::Value) -> Result<Self> {
+        serde_json::from_value(v.clone()).map_err(|e| Error::Invalid(format!("not a run summary: {e}")))
+    }
+
+    /// The task, as recorded or (older files) as the fields tell.
+    pub fn task(&self) -> TaskKind {
+        self.task.unwrap_or(if self.classes.is_empty() { TaskKind::CausalLm } else { TaskKind::Classification })
+    }
+
+    /// The record of `role`'s model.
+    pub fn role(&self, role: Role) -> Option<&ModelSummary> {
+        match role {
+            Role::Teacher => self.teacher.as_ref(),
+            Role::Student => self.student.as_ref(),
+            Role::Baseline => self.baseline.as_ref(),
+            Role::Pretrain => self.model.as_ref(),
+        }
+    }
+
+    /// The slot of `role`'s model.
+    pub fn role_mut(&mut self, role: Role) -> &mut Option<ModelSummary> {
+        match role {
+            Role::Teacher => &mut self.teacher,
+            Role::Student => &mut self.student,
+            Role::Baseline => &mut self.baseline,
+            Role::Pretrain => &mut self.model,
+        }
+    }
+
+    /// The roles whose models the run recorded, in the order teacher, student, baseline, model.
+    pub fn roles(&self) -> Vec<Role> {
+        [Role::Teacher, Role::Student, Role::Baseline, Role::Pretrain]
+            .into_iter()
+            .filter(|r| self.role(*r).is_some())
+            .collect()
+    }
+
+    /// The role a quantized point belongs to: the sweep names a trained model by its folder
+    /// (`student`, `baseline`, `model`) and the teacher by its name.
+    pub fn quant_role(q: &QuantSummary) -> Role {
+        match Role::parse(&q.model) {
+            Some(r) if r != Role::Teacher => r,
+            _ => Role::Teacher,
+        }
+    }
+}
