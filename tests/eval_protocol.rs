@@ -3,7 +3,9 @@
 mod common;
 
 use candle_core::{DType, Device, D};
-use distill_tui::engine::eval::{evaluate_text, evaluate_tokens, windows, EvalOptions};
+use distill_tui::engine::distribution::soften;
+use distill_tui::engine::eval::{evaluate_text, evaluate_tokens, measure_against, windows, EvalOptions};
+use distill_tui::engine::prompt::prompt_logits;
 use std::sync::atomic::AtomicBool;
 
 #[test]
@@ -120,4 +122,61 @@ fn compare_reports_zero_kl_and_full_agreement_against_itself_and_positive_kl_oth
     let plain = evaluate_tokens(&student.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &cancel).unwrap();
     assert!((plain.perplexity - other.candidate.perplexity).abs() / plain.perplexity < 1e-6);
     assert_eq!(plain.top1_accuracy, other.candidate.top1_accuracy);
+}
+
+/// What the workbench measures is a command too: `eval --teacher` (the Compare screen's float
+/// points), `logits` (the Temperature screen) and `check --derive-layers` (the Models screen's pair
+/// check with a student derived in memory), each equal to the engine function it prints.
+#[test]
+fn the_workbench_measurements_run_headless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("text.txt");
+    std::fs::write(&data, "The quick brown fox jumps over the lazy dog. ".repeat(20)).unwrap();
+    let (teacher, student) = (common::fixture("tiny-llama"), common::fixture("tiny-llama-student"));
+    let (t, s) = (teacher.to_str().unwrap(), student.to_str().unwrap());
+    let d = data.to_str().unwrap();
+    let args = ["eval", s, "--data", d, "--seq-len", "16", "--teacher", t, "--json"];
+    let (code, stdout, err) = common::run_cli(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (tm, sm) = (common::load_fixture("tiny-llama", false), common::load_fixture("tiny-llama-student", false));
+    let opts = EvalOptions { seq_len: 16, max_tokens: None, batch_size: None };
+    let text = std::fs::read_to_string(&data).unwrap();
+    let (own, c) = measure_against(&tm, &[&sm], &text, &opts, &mut |_, _, _| {}, &AtomicBool::new(false)).unwrap();
+    assert_eq!(v["kl_to_teacher"].as_f64().unwrap(), c[0].kl);
+    assert_eq!(v["agreement"].as_f64().unwrap(), c[0].agreement);
+    assert_eq!(v["teacher"]["perplexity"].as_f64().unwrap(), own.perplexity);
+    assert!(c[0].kl > 0.0 && (0.0..=1.0).contains(&c[0].agreement));
+    // The teacher against itself: no divergence, full agreement.
+    let (_, same) = measure_against(&tm, &[&tm], &text, &opts, &mut |_, _, _| {}, &AtomicBool::new(false)).unwrap();
+    assert!(same[0].kl.abs() < 1e-6 && same[0].agreement == 1.0, "{:?}", same[0]);
+
+    let args = ["logits", t, "--prompt", "The quick brown", "--temperatures", "1,5", "--top", "3", "--json"];
+    let (code, stdout, err) = common::run_cli(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let at = v["distributions"].as_array().unwrap();
+    assert_eq!(at.len(), 2);
+    let logits = prompt_logits(&tm, "The quick brown").unwrap();
+    let cold = soften(logits.rows.last().unwrap(), 1.0, 3);
+    let top: Vec<f64> = at[0]["top"].as_array().unwrap().iter().map(|e| e["p"].as_f64().unwrap()).collect();
+    assert_eq!(top, cold.top.iter().map(|e| e.1).collect::<Vec<_>>());
+    assert!(at[1]["entropy"].as_f64().unwrap() > at[0]["entropy"].as_f64().unwrap(), "T = 5 is flatter");
+    // A classifier's outputs are its classes.
+    let bert = common::fixture("tiny-bert-cls");
+    let args = ["logits", bert.to_str().unwrap(), "--prompt", "a small cat", "--top", "3", "--json"];
+    let (code, stdout, err) = common::run_cli(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let mut names: Vec<&str> =
+        v["distributions"][0]["top"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["cat", "dog", "horse"]);
+
+    let (code, stdout, err) = common::run_cli(&["check", t, "--derive-layers", "1", "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["fits"], true, "{v}");
+    let (code, _, err) = common::run_cli(&["check", t], &[]);
+    assert_eq!(code, 2, "a student or --derive-layers is required: {err}");
 }

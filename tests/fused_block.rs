@@ -2,6 +2,8 @@
 //! causal attention with grouped key/value heads (values and the gradients of q, k and v), the
 //! gated MLP's `silu(gate) ⊙ up`, RMS norm and rotary embedding (values and every gradient).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use distill_tui::engine::kernels::{attention, rmsnorm, rope, swiglu};
 use distill_tui::engine::models::layers::{apply_rope, attention as composed_attention, causal_mask, rope_tables};
@@ -196,4 +198,64 @@ fn fused_linear_matches_x_times_w_transposed_in_value_and_gradients() {
     }
     let err = linear::linear(&values(&[2, 3], 0.0, 1.0), &values(&[4, 5], 0.0, 1.0)).unwrap_err().to_string();
     assert!(err.contains("fused linear"), "{err}");
+}
+
+/// The one switch: inside `kernels::reference()` every fused kernel declines (candle's composed
+/// ops run), and a whole KD step — forward, the fused loss, the hand-written head backward and
+/// every kernel's backward — gives the reference's loss and gradients.
+#[test]
+fn a_kd_step_on_the_fused_kernels_equals_it_on_the_reference_path() {
+    use distill_tui::engine::distill::losses::SoftLoss;
+    use distill_tui::engine::distill::step::{accumulate_grads, LossConfig, Targets};
+    use distill_tui::engine::kernels::autocast::Precision;
+    use distill_tui::engine::kernels::{self, linear, softmax};
+
+    let q = values(&[1, 4, 2, 8], 0.0, 1.0);
+    let (w, mask) = (values(&[8, 8], 0.5, 1.0), Tensor::zeros((4, 4), DType::F32, &Device::Cpu).unwrap());
+    let x2 = values(&[4, 8], 0.2, 1.0);
+    assert!(attention::applies(&q) && linear::applies(&x2, &w) && softmax::applies(&mask, &mask));
+    {
+        let _reference = kernels::reference();
+        assert!(!attention::applies(&q) && !linear::applies(&x2, &w) && !softmax::applies(&mask, &mask));
+        assert!(!rmsnorm::applies(&x2, &values(&[8], 0.1, 1.0)) && !rope::applies(&q) && !swiglu::applies(&x2, &x2));
+    }
+    assert!(attention::applies(&q), "the scope ends with its guard");
+
+    for (teacher_name, student_name) in [("tiny-llama", "tiny-llama-student"), ("tiny-qwen2", "tiny-qwen2")] {
+        let teacher = common::load_fixture(teacher_name, false);
+        let student = common::load_fixture(student_name, true);
+        let (ids, _) = common::golden(&common::fixture(teacher_name));
+        let t = ids.dim(1).unwrap();
+        let input = ids.narrow(1, 0, t - 1).unwrap();
+        let vars: Vec<&Var> = student.vars.values().collect();
+        let cfg =
+            LossConfig { kind: SoftLoss::ForwardKl, temperature: 2.0, alpha: 0.7, beta: 0.5, chunk_rows: Some(9) };
+        let step = || {
+            let hidden = teacher.network.hidden_states(&input).unwrap();
+            let n = hidden.dim(0).unwrap() * hidden.dim(1).unwrap();
+            let h = hidden.dim(2).unwrap();
+            let targets = Targets::Dense {
+                teacher: &teacher.network,
+                hidden: hidden.reshape((n, h)).unwrap(),
+                precision: Precision::F32,
+            };
+            let mut acc = vec![None; vars.len()];
+            let parts = accumulate_grads(&student.network, &vars, &mut acc, &ids, &targets, &cfg, 1.0).unwrap();
+            let logits = student.network.forward(&input).unwrap();
+            (parts, acc, logits)
+        };
+        let (fused, fused_grads, fused_logits) = step();
+        let (reference, reference_grads, reference_logits) = {
+            let _reference = kernels::reference();
+            step()
+        };
+        assert!(max_abs_diff(&fused_logits, &reference_logits) < 1e-4, "{student_name}: logits");
+        assert!((fused.total - reference.total).abs() < 1e-5 * reference.total.abs(), "{fused:?} vs {reference:?}");
+        for ((name, f), r) in student.vars.keys().zip(&fused_grads).zip(&reference_grads) {
+            let (f, r) = (f.as_ref().unwrap(), r.as_ref().unwrap());
+            let scale = max_abs(r).max(1e-12);
+            let diff = max_abs_diff(f, r);
+            assert!(diff <= 1e-3 * scale, "{student_name} {name}: gradient differs by {diff} (scale {scale})");
+        }
+    }
 }

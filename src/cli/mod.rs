@@ -46,6 +46,25 @@ pub enum Command {
         /// Windows per forward pass (default: about 2048 tokens).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Also measure MODEL against this teacher: KL(teacher ‖ model) and top-1 agreement, and the
+        /// teacher's own numbers (the workbench's float points).
+        #[arg(long)]
+        teacher: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A model's next-token distribution after a prompt (a classifier's class probabilities),
+    /// softened at each temperature: the Temperature screen, headless.
+    Logits {
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        /// Temperatures, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1.0, 5.0])]
+        temperatures: Vec<f64>,
+        /// Entries shown per temperature.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
         #[arg(long)]
         json: bool,
     },
@@ -72,7 +91,12 @@ pub enum Command {
     /// Check a teacher/student pair: tokenizer, architectures, training memory.
     Check {
         teacher: String,
-        student: String,
+        /// The student (a model); or `--derive-layers N` for a student derived in memory.
+        #[arg(required_unless_present = "derive_layers")]
+        student: Option<String>,
+        /// Check a student derived from the teacher with this many layers (as the workbench does).
+        #[arg(long, conflicts_with = "student")]
+        derive_layers: Option<usize>,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
         #[arg(long, default_value_t = 256)]
@@ -155,6 +179,7 @@ pub fn run(command: Command, settings: Arc<Settings>) -> i32 {
             | Command::Eval { json: true, .. }
             | Command::DeriveStudent { json: true, .. }
             | Command::Check { json: true, .. }
+            | Command::Logits { json: true, .. }
             | Command::Search { json: true, .. }
             | Command::Cache { json: true }
             | Command::Quantize(quant::QuantizeArgs { json: true, .. })

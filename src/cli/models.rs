@@ -2,11 +2,13 @@
 
 use super::{print_json, Command};
 use crate::engine::context::Settings;
-use crate::engine::derive::{derive_and_save, StudentShape};
-use crate::engine::eval::{evaluate_text, EvalOptions};
+use crate::engine::derive::{derive_and_save, derive_loaded, StudentShape};
+use crate::engine::distribution::soften;
+use crate::engine::eval::{evaluate_text, measure_against, EvalOptions};
 use crate::engine::hub::{self, DownloadProgress, HubSettings};
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::pair::{check_pair, gib};
+use crate::engine::prompt::prompt_logits;
 use crate::engine::source::resolve;
 use crate::engine::{Error, Result};
 use std::io::{IsTerminal, Write};
@@ -24,7 +26,32 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Eval { model, data, seq_len, max_tokens, batch_size, json } => {
+        Command::Eval { model, data, seq_len, max_tokens, batch_size, teacher: Some(teacher), json } => {
+            let text = std::fs::read_to_string(&data)
+                .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
+            let (t, m) = (load(settings, &teacher, false)?, load(settings, &model, false)?);
+            let opts = EvalOptions { seq_len, max_tokens, batch_size };
+            let mut progress = |_: &str, _: usize, _: usize| {};
+            let (own, c) = measure_against(&t, &[&m], &text, &opts, &mut progress, &AtomicBool::new(false))?;
+            let c = &c[0];
+            if json {
+                let report = serde_json::json!({
+                    "model": m.info.name, "perplexity": c.candidate.perplexity, "top1_accuracy": c.candidate.top1_accuracy,
+                    "kl_to_teacher": c.kl, "agreement": c.agreement, "predicted_tokens": c.candidate.predicted_tokens,
+                    "teacher": { "model": t.info.name, "perplexity": own.perplexity, "top1_accuracy": own.top1_accuracy },
+                });
+                return print_json(&report);
+            }
+            println!("model           {} ({} parameters)", m.info.name, m.info.parameters);
+            println!("teacher         {} ({} parameters)", t.info.name, t.info.parameters);
+            println!("perplexity      {:.4} (teacher {:.4})", c.candidate.perplexity, own.perplexity);
+            println!("top-1 accuracy  {:.4} (teacher {:.4})", c.candidate.top1_accuracy, own.top1_accuracy);
+            println!("KL(teacher‖·)   {:.4} nats per token", c.kl);
+            println!("agreement       {:.4}", c.agreement);
+            println!("predicted       {} tokens in windows of {seq_len}", c.candidate.predicted_tokens);
+            Ok(())
+        }
+        Command::Eval { model, data, seq_len, max_tokens, batch_size, teacher: None, json } => {
             let text = std::fs::read_to_string(&data)
                 .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
             let m = load(settings, &model, false)?;
@@ -85,9 +112,13 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Check { teacher, student, batch_size, seq_len, json } => {
+        Command::Check { teacher, student, derive_layers, batch_size, seq_len, json } => {
             let t = load(settings, &teacher, false)?;
-            let s = load(settings, &student, false)?;
+            let s = match (student, derive_layers) {
+                (Some(spec), _) => load(settings, &spec, false)?,
+                (None, Some(layers)) => derive_loaded(&t, &StudentShape { layers, ..StudentShape::default() }, 0)?,
+                (None, None) => return Err(Error::Invalid("give a STUDENT or --derive-layers N".into())),
+            };
             let r = check_pair(&t, &s, batch_size, seq_len)?;
             if json {
                 return print_json(&r);
@@ -116,6 +147,42 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
             );
             for n in &r.notes {
                 println!("note      {n}");
+            }
+            Ok(())
+        }
+        Command::Logits { model, prompt, temperatures, top, json } => {
+            let m = load(settings, &model, false)?;
+            let out = prompt_logits(&m, &prompt)?;
+            let row = out.rows.last().ok_or_else(|| Error::Invalid("the model gave no output".into()))?;
+            let what = if out.labels.is_empty() { "next token after the prompt" } else { "class" };
+            let at: Vec<serde_json::Value> = temperatures
+                .iter()
+                .map(|&t| {
+                    let s = soften(row, t, top);
+                    let entries: Vec<serde_json::Value> = s
+                        .top
+                        .iter()
+                        .map(|&(i, p)| serde_json::json!({ "id": i, "name": out.output_name(&m, i), "p": p }))
+                        .collect();
+                    serde_json::json!({ "temperature": t, "entropy": s.entropy, "top_mass": s.top_mass, "top": entries })
+                })
+                .collect();
+            if json {
+                let tokens = &out.tokens;
+                return print_json(&serde_json::json!({ "model": m.info.name, "tokens": tokens, "distributions": at }));
+            }
+            println!("model   {}", m.info.name);
+            println!("prompt  {} tokens; {what}:", out.tokens.len());
+            for d in &at {
+                println!(
+                    "T = {}  (entropy {:.3} nats, top-{top} mass {:.3})",
+                    d["temperature"],
+                    d["entropy"].as_f64().unwrap_or(0.0),
+                    d["top_mass"].as_f64().unwrap_or(0.0)
+                );
+                for e in d["top"].as_array().into_iter().flatten() {
+                    println!("  {:>8.4}  {:?}", e["p"].as_f64().unwrap_or(0.0), e["name"].as_str().unwrap_or(""));
+                }
             }
             Ok(())
         }

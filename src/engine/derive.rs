@@ -259,3 +259,33 @@ pub fn derive_and_save(teacher: &LoadedModel, shape: &StudentShape, seed: u64, o
         embeddings_copied: s.embeddings_copied,
     })
 }
+/// A student derived in memory, loaded like a model from disk (the teacher's tokenizer).
+pub fn derive_loaded(teacher: &LoadedModel, shape: &StudentShape, seed: u64) -> Result<LoadedModel> {
+    let d = derive_student(teacher, shape, seed)?;
+    let path = teacher.resolved.path().join("config.json");
+    let tensors = d.tensors.into_iter().collect();
+    let built = build_network(&d.config_json, &path, TensorSource::Memory(tensors), &LoadOptions::default())?;
+    let mut info = teacher.info.clone();
+    info.name = format!("{} (derived, {} layers)", teacher.info.name, built.config.layers());
+    info.parameters = d.parameters;
+    info.layers = built.config.layers();
+    info.hidden = built.config.hidden();
+    info.intermediate = built.config.intermediate();
+    info.heads = built.config.heads();
+    info.kv_heads = built.config.kv_heads();
+    info.head_dim = built.config.head_dim();
+    info.bytes = d.parameters * 4;
+    info.dtype = "F32 (not saved yet)".into();
+    info.hub_id = None;
+    info.revision = None;
+    Ok(LoadedModel {
+        resolved: teacher.resolved.clone(),
+        config: built.config,
+        config_json: d.config_json,
+        network: built.network,
+        tokenizer: teacher.tokenizer.clone(),
+        params: built.params,
+        vars: built.vars,
+        info,
+    })
+}

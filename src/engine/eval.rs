@@ -183,6 +183,33 @@ impl ReferenceStates {
     }
 }
 
+/// The teacher's own numbers on `text` (in the teacher's tokenizer, its first `max_tokens`
+/// tokens) and each candidate's, with KL and agreement to the teacher: the float points of the
+/// Compare screen and of `distill-tui eval MODEL --teacher TEACHER`. `progress(stage, done, total)`
+/// names the model being measured.
+pub fn measure_against(
+    teacher: &LoadedModel,
+    candidates: &[&LoadedModel],
+    text: &str,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(&str, usize, usize),
+    cancel: &AtomicBool,
+) -> Result<(EvalReport, Vec<CompareReport>)> {
+    let mut tokens = encode_plain(teacher.tokenizer()?, text)?;
+    if let Some(max) = opts.max_tokens {
+        tokens.truncate(max);
+    }
+    let cpu = Device::Cpu;
+    let own = evaluate_tokens(&teacher.network, &tokens, opts, &cpu, &mut |d, t| progress("teacher", d, t), cancel)?;
+    let states = ReferenceStates::compute(&teacher.network, &tokens, opts.seq_len, &cpu, cancel)?;
+    let mut out = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let mut report = |d, t| progress(&c.info.name, d, t);
+        out.push(compare_with_states(&teacher.network, &states, &c.network, opts, &cpu, &mut report, cancel)?);
+    }
+    Ok((own, out))
+}
+
 /// Evaluates `candidate` on `tokens` and compares it with `reference` position by position.
 /// Logits are compared over the shared vocabulary (the first `min(V_ref, V_cand)` ids), so a
 /// padding-only vocabulary difference is harmless.

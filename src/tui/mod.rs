@@ -1,11 +1,10 @@
 //! The interactive workbench: `distill-tui` with no arguments on a terminal.
 //!
 //! `app` is the state machine, `event_loop` feeds it, `ui` and `screens` draw it, `tasks` and
-//! `work` run engine work on job threads. Pure logic (`tradeoff`, `distribution`, `history`,
+//! `work` run engine work on job threads. Pure logic (`tradeoff`, `history`,
 //! `recipe_fields`) has unit tests of its own.
 
 pub mod app;
-pub mod distribution;
 pub mod event_loop;
 pub mod fmt;
 pub mod history;

@@ -1,18 +1,16 @@
 //! Engine work the workbench starts: each function is a job body and runs on a job thread.
 
-use crate::engine::derive::{derive_student, StudentShape};
-use crate::engine::eval::{compare_tokens, evaluate_tokens, EvalOptions};
+use crate::engine::derive::{derive_loaded, StudentShape};
+use crate::engine::eval::{measure_against, EvalOptions};
 use crate::engine::hub::{self, DownloadProgress};
-use crate::engine::loader::{build_network, load_model, LoadOptions, LoadedModel};
-use crate::engine::models::weights::TensorSource;
+use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::pair::check_pair;
+use crate::engine::prompt::PromptLogits;
 use crate::engine::source::resolve;
-use crate::engine::tokenizer::{encode_plain, token_text};
 use crate::engine::{Error, Result};
 use crate::jobs::JobContext;
 use crate::tui::tasks::{Logits, Outbox, Output};
 use crate::tui::tradeoff::{Origin, Point};
-use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -68,7 +66,7 @@ pub fn inspect_pair(
                 kv_heads: *kv_heads,
                 intermediate: None,
             };
-            Some(Arc::new(derived(&t, &shape, *seed)?))
+            Some(Arc::new(derive_loaded(&t, &shape, *seed)?))
         }
     };
     let pair = match &s {
@@ -84,37 +82,6 @@ pub fn inspect_pair(
     Ok(summary)
 }
 
-/// A student derived in memory, loaded like a model from disk (the teacher's tokenizer).
-fn derived(teacher: &LoadedModel, shape: &StudentShape, seed: u64) -> Result<LoadedModel> {
-    let d = derive_student(teacher, shape, seed)?;
-    let path = teacher.resolved.path().join("config.json");
-    let tensors = d.tensors.into_iter().collect();
-    let built = build_network(&d.config_json, &path, TensorSource::Memory(tensors), &LoadOptions::default())?;
-    let mut info = teacher.info.clone();
-    info.name = format!("{} (derived, {} layers)", teacher.info.name, built.config.layers());
-    info.parameters = d.parameters;
-    info.layers = built.config.layers();
-    info.hidden = built.config.hidden();
-    info.intermediate = built.config.intermediate();
-    info.heads = built.config.heads();
-    info.kv_heads = built.config.kv_heads();
-    info.head_dim = built.config.head_dim();
-    info.bytes = d.parameters * 4;
-    info.dtype = "F32 (not saved yet)".into();
-    info.hub_id = None;
-    info.revision = None;
-    Ok(LoadedModel {
-        resolved: teacher.resolved.clone(),
-        config: built.config,
-        config_json: d.config_json,
-        network: built.network,
-        tokenizer: teacher.tokenizer.clone(),
-        params: built.params,
-        vars: built.vars,
-        info,
-    })
-}
-
 /// Runs `model` once on `prompt` and keeps the logits of every position (or the class logits).
 pub fn prompt_logits(
     ctx: &JobContext,
@@ -128,25 +95,7 @@ pub fn prompt_logits(
         Some(m) => m,
         None => load(ctx, spec)?,
     };
-    let tok = model.tokenizer()?;
-    let ctx_len = model.config.context_length();
-    let ids = if model.config.is_causal_lm() {
-        let ids = encode_plain(tok, prompt)?;
-        ids[ids.len().saturating_sub(ctx_len)..].to_vec()
-    } else {
-        // A classifier reads the whole sentence with its special tokens ([CLS] … [SEP]).
-        let enc = tok.encode(prompt, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
-        enc.get_ids().iter().copied().take(ctx_len).collect()
-    };
-    if ids.is_empty() || (!model.config.is_causal_lm() && prompt.trim().is_empty()) {
-        return Err(Error::Invalid("the prompt gives no tokens; type some text".into()));
-    }
-    let tokens: Vec<String> = ids.iter().map(|&i| token_text(tok, i)).collect();
-    let input = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu)?;
-    let logits = model.network.forward(&input)?.to_dtype(DType::F32)?;
-    let rows: Vec<Vec<f32>> =
-        if model.config.is_causal_lm() { logits.squeeze(0)?.to_vec2()? } else { logits.to_vec2()? };
-    let labels = model.config.labels().to_vec();
+    let PromptLogits { tokens, rows, labels } = crate::engine::prompt::prompt_logits(&model, prompt)?;
     let n = tokens.len();
     out.send(Output::Logits(Logits { role, model, tokens, rows, labels }));
     Ok(json!({ "role": role, "tokens": n }))
@@ -161,15 +110,9 @@ pub fn float_points(
     text: &str,
     opts: &EvalOptions,
 ) -> Result<Value> {
-    let mut tokens = encode_plain(teacher.tokenizer()?, text)?;
-    if let Some(max) = opts.max_tokens {
-        tokens.truncate(max);
-    }
-    fn report<'a>(ctx: &'a JobContext, stage: &'static str) -> impl FnMut(usize, usize) + 'a {
-        move |d, t| ctx.progress(stage, d as u64, t as u64, "windows")
-    }
-    let cpu = Device::Cpu;
-    let t = evaluate_tokens(&teacher.network, &tokens, opts, &cpu, &mut report(ctx, "teacher"), ctx.cancel_flag())?;
+    let candidates: Vec<&LoadedModel> = student.iter().map(|s| s.as_ref()).collect();
+    let mut progress = |stage: &str, d: usize, t: usize| ctx.progress(stage, d as u64, t as u64, "windows");
+    let (t, compared) = measure_against(&teacher, &candidates, text, opts, &mut progress, ctx.cancel_flag())?;
     let mut points = vec![Point {
         origin: Origin::Teacher,
         format: "float".into(),
@@ -179,16 +122,7 @@ pub fn float_points(
         kl: 0.0,
         agreement: 1.0,
     }];
-    if let Some(s) = &student {
-        let c = compare_tokens(
-            &teacher.network,
-            &s.network,
-            &tokens,
-            opts,
-            &cpu,
-            &mut report(ctx, "student"),
-            ctx.cancel_flag(),
-        )?;
+    for (s, c) in candidates.iter().zip(compared) {
         points.push(Point {
             origin: Origin::Student,
             format: "float".into(),

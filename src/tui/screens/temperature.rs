@@ -3,8 +3,8 @@
 //! For a classifier teacher the sentence is classified whole: the bars are its classes.
 //! The logits are kept, so changing T or the position never reruns a model.
 
+use crate::engine::distribution::soften;
 use crate::tui::app::{Action, App, Popup};
-use crate::tui::distribution::soften;
 use crate::tui::input::{Edit, TextInput};
 use crate::tui::keymap::{nav, step, Nav};
 use crate::tui::screens::panel;
