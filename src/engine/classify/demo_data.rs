@@ -2,7 +2,7 @@
 //! the public-domain novels in `assets/corpus/train/`. Each novel is cut into passages of a fixed
 //! number of words; the first 85% of a novel gives training passages and the last 15% held-out
 //! ones (no passage of the eval set neighbours one of the training set), taken at an even stride.
-//! `tests/classify_demo_data.rs` checks that the committed CSV files are exactly this output.
+//! `tests/engine/classify_demo_data.rs` checks that the committed CSV files are exactly this output.
 
 use crate::engine::fsutil::write_atomic;
 use crate::engine::{Error, Result};

@@ -10,7 +10,7 @@
 //! - cross-entropy: logsumexp(s) − s_y, gradient: softmax(s) − onehot(y).
 //!
 //! The op's output is `[soft · T², hard]`, both summed over rows, like [`SoftLoss::sum`] and
-//! [`hard_ce_sum`](super::losses::hard_ce_sum); `tests/losses.rs` checks values and gradients
+//! [`hard_ce_sum`](super::losses::hard_ce_sum); `tests/engine/losses.rs` checks values and gradients
 //! against those composed forms.
 
 use super::losses::SoftLoss;

@@ -10,7 +10,7 @@
 //! - `∂L/∂W += gᵀ · h`, accumulated in place by the GEMM into one buffer per micro-batch.
 //!
 //! The results equal the autograd path's up to f32 summation order
-//! (`tests/trainer.rs`, `chunked_loss_gradients_equal_a_single_backward_pass`).
+//! (`tests/cli/trainer.rs`, `chunked_loss_gradients_equal_a_single_backward_pass`).
 
 use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::kernels::{cpu::gemm_threads, linear};

@@ -1,7 +1,7 @@
 //! Distillation losses on `[n, vocab]` logits (positions flattened), summed over positions so that
 //! chunks of positions can be added up and divided by the total count once.
 //!
-//! Conventions (checked against PyTorch in `tests/losses.rs`):
+//! Conventions (checked against PyTorch in `tests/engine/losses.rs`):
 //! - temperature `T` divides both teacher and student logits before the softmax;
 //! - `forward_kl` = Σ_v p_t (log p_t − log p_s) (Hinton), `reverse_kl` = Σ_v p_s (log p_s − log p_t)
 //!   (MiniLLM), `jsd` = β·KL(p_t‖m) + (1−β)·KL(p_s‖m) with m = β·p_t + (1−β)·p_s;

@@ -1,7 +1,7 @@
 //! Quantization formats: GGUF block bytes against gguf-py, K-quants through a GGUF round trip,
 //! the own integer formats (error bounds, weighted rounding, packing), names, and size accounting.
 
-mod common;
+use crate::common;
 
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::GgmlDType;

@@ -1,7 +1,7 @@
 //! GGUF export: a fixture llama in Q8_0 runs in candle-transformers' `quantized_llama` with logits
 //! that agree with ours; metadata, tensors and tokenizer read back through our own `load_gguf`.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, D};
 use candle_transformers::models::quantized_llama::ModelWeights;

@@ -6,7 +6,7 @@
 //! everything else, the losses and perplexities included, is compared exactly. A mismatch fails
 //! the test (`INSTA_UPDATE=no` in CI; review changes with `cargo insta review`).
 
-mod tui_support;
+use crate::tui_support;
 
 use crossterm::event::KeyCode;
 use distill_tui::engine::context::Settings;

@@ -2,7 +2,7 @@
 //! causal attention with grouped key/value heads (values and the gradients of q, k and v), the
 //! gated MLP's `silu(gate) ⊙ up`, RMS norm and rotary embedding (values and every gradient).
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use distill_tui::engine::kernels::{attention, rmsnorm, rope, swiglu};

@@ -1,7 +1,7 @@
 //! The Temperature screen with a classifier teacher (the tiny-bert-cls fixture, classes
 //! cat/dog/horse): a sentence in, the class distribution at T = 1 and at T = 5 side by side.
 
-mod tui_support;
+use crate::tui_support;
 
 use tui_support::{shared_dir, Harness};
 

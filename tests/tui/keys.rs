@@ -1,6 +1,6 @@
 //! The workbench's state machine driven by key events, with real jobs behind it.
 
-mod tui_support;
+use crate::tui_support;
 
 use crossterm::event::{KeyCode, KeyModifiers};
 use distill_tui::tui::app::{Popup, Screen};

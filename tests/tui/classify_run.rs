@@ -3,8 +3,8 @@
 //! tiny-bert-cls fixture), its points on Compare, the trained classifiers on Temperature, and back
 //! to a language-model recipe.
 
-mod common;
-mod tui_support;
+use crate::common;
+use crate::tui_support;
 
 use common::animals::{sentences, write_csv, write_jsonl};
 use crossterm::event::KeyCode;

@@ -2,7 +2,7 @@
 //! `load_gguf`; broken files give the right errors; and, when installed, a real SmolLM2 Q4_1 GGUF
 //! must equal the reference converter's dequantized safetensors.
 
-mod common;
+use crate::common;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};

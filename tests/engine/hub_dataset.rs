@@ -3,7 +3,7 @@
 //! cache-first and offline reads with no request, revisions (a tag, `refs/convert/parquet`), a
 //! glob, the errors, and the binary running a classification recipe on Parquet files from the hub.
 
-mod common;
+use crate::common;
 
 use common::fake_hub::{dead_endpoint, FakeHub, FakeRepo, Files, SHA};
 use common::{fixture, run_cli};

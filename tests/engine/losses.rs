@@ -1,7 +1,7 @@
 //! KD losses against PyTorch (`../shared/fixtures/kd`): forward KL·T², reverse KL·T², JSD(β=0.5),
 //! hard CE, at T = 1, 2, 5, within 1e-5.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use distill_tui::engine::distill::losses::{self, SoftLoss};

@@ -4,7 +4,7 @@
 //! Reference (Hugging Face transformers, same protocol): SmolLM2-135M-Instruct on the first 4096
 //! tokens of Persuasion in 512-token windows: perplexity 38.68, top-1 0.3268.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 //! it meaningful: the bare `BertModel` becomes a `BertForSequenceClassification` whose encoder is
 //! exactly the pretrained one, and a 3-layer DistilBERT-style student derives from it.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use distill_tui::engine::classify::model::with_head;

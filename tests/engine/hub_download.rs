@@ -2,7 +2,7 @@
 //! hf-hub 0.4.3 expects: downloads into a temporary cache, cache-first and offline lookups, error
 //! mapping, sharded and GGUF repos, search, cache listing, and a token sent but never shown.
 
-mod common;
+use crate::common;
 
 use common::fake_hub::{dead_endpoint, fake_repo, query_params, sha256_hex, FakeHub, SHA};
 use distill_tui::engine::hub::{self, DownloadProgress, FileSet, HubRepo, HubSettings, Snapshot};

@@ -1,7 +1,7 @@
 //! Bad input through the real binary: each case exits with code 2 and a message that names the
 //! thing and says what to do.
 
-mod common;
+use crate::common;
 
 use common::run_cli;
 

@@ -1,6 +1,6 @@
 //! Student derivation: DistilBERT-style layer copies, seeded random init, HF folders that load.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use distill_tui::engine::derive::{derive_and_save, derive_student, layer_map, StudentShape};

@@ -2,7 +2,7 @@
 //! deterministic, a cached run equals an uncached one, kill -9 + `--resume` equals an uninterrupted
 //! run with every output file complete, and bad recipes fail with messages naming the problem.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Var};
 use distill_tui::engine::distill::losses::SoftLoss;

@@ -1,7 +1,7 @@
 //! Acceptance: every fixture model under `$DISTILL_GOLDEN_DIR` (default `../shared/fixtures/models`)
 //! that holds a `golden.safetensors` matches Hugging Face transformers' logits within 1e-4.
 
-mod common;
+use crate::common;
 
 #[test]
 fn golden_logits() {

@@ -1,7 +1,7 @@
 //! The bf16 matmul (AVX512_BF16 kernel, or its emulation elsewhere): products of bf16-rounded
 //! inputs summed in f32, for every layout training produces, edge sizes, and its gradients.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use distill_tui::engine::kernels::autocast::{self, bf16_matmul, emulated_bf16_matmul, Precision};

@@ -2,7 +2,7 @@
 //! arithmetic exactly as documented, the same numbers from both paths, edge shapes, smoothing,
 //! zero and NaN rows, and which layers the `int8` precision routes to it.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor, Var};
 use distill_tui::engine::kernels::autocast::{self, Precision};

@@ -1,6 +1,6 @@
 //! The evaluation yardstick: windows, NLL and top-1 checked against transformers' own logits.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, D};
 use distill_tui::engine::distribution::soften;

@@ -3,7 +3,7 @@
 //! same logits; the GGUF reads back through candle and our loader; the trl project's step-0 loss
 //! equals ours; bad input (unknown point, missing run, changed file) is refused with exit code 2.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use distill_tui::engine::gguf::load_gguf;

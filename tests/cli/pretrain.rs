@@ -1,7 +1,7 @@
 //! `pretrain`: a BPE tokenizer and a small model trained from scratch; the result is a Hugging Face
 //! folder the rest of the workbench loads like any other model.
 
-mod common;
+use crate::common;
 
 #[test]
 fn pretrain_trains_a_tokenizer_and_a_model_that_loads_and_improves() {

@@ -1,7 +1,7 @@
 //! Opt-in checks on SmolLM2-135M from the local hub cache (`../shared/scripts/real-models.sh`);
 //! each test skips with a printed reason when the cache lacks the model.
 
-mod common;
+use crate::common;
 
 use distill_tui::engine::eval::EvalOptions;
 use distill_tui::engine::loader::LoadedModel;

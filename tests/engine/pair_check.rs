@@ -1,6 +1,6 @@
 //! Pair checks: one tokenizer, padding-only vocab differences, memory estimate against the machine.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use distill_tui::engine::derive::save_safetensors;

@@ -2,7 +2,7 @@
 //! blocks falls back per tensor (reported), an unknown format lists the valid ones, an output that
 //! cannot be written leaves nothing behind.
 
-mod common;
+use crate::common;
 
 use common::{fixture, run_cli};
 

@@ -1,7 +1,7 @@
 //! Classification on the tiny BERT fixture (labels cat/dog/horse): fine-tune the teacher, distil a
 //! 2-layer student from it, and check held-out accuracy beats chance (1/3); plus bad input.
 
-mod common;
+use crate::common;
 
 use common::animals::{sentences, write_csv, write_jsonl};
 use common::{fixture, run_cli};

@@ -1,7 +1,7 @@
 //! Acceptance: every parameter of each causal-LM fixture (and of qwen3 and the BERT classifier)
 //! receives a finite, non-zero gradient from a KD-style loss.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use distill_tui::engine::distill::losses::{hard_ce_sum, SoftLoss};

@@ -1,0 +1,11 @@
+//! The headless command line end to end: runs, resume after kill -9, classification, export and verify, pretraining, bad input.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod classify;
+mod export;
+mod pretrain;
+mod quant_bad_input;
+mod trainer;

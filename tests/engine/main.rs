@@ -1,0 +1,22 @@
+//! Engine tests: models against transformers' logits, loading (hub, cache, GGUF), evaluation, quantization formats, losses, classification data, jobs.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod classify_demo_data;
+mod classify_parquet;
+mod classify_real;
+mod derive_student;
+mod eval_protocol;
+mod gguf_load;
+mod golden_logits;
+mod gradients;
+mod hub_dataset;
+mod hub_download;
+mod jobs;
+mod losses;
+mod pair_check;
+mod quant_formats;
+mod quant_gguf;
+mod quant_real;
+mod real_models;
