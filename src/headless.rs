@@ -109,12 +109,12 @@ pub fn human_line(event: &JobEvent) -> Option<String> {
             format!("checkpoint @{step} → {path}")
         }
         JobEvent::Point { point, .. } => format!(
-            "{} {:<10} {:>5.2} bits/weight {:>8.1} MB  perplexity {:.3}  KL {:.4}  agreement {:.4}",
+            "{} {:<10} {:>5.2} bits/weight {:>8.1} MB  {}  KL {:.4}  agreement {:.4}",
             point.model,
             point.format,
             point.bits_per_weight,
             point.bytes as f64 / 1e6,
-            point.perplexity,
+            point.metrics.headline().replace("ppl", "perplexity"),
             point.kl,
             point.agreement
         ),

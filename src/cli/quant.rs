@@ -175,11 +175,11 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>) -> Result<()> {
                 p.format,
                 p.bits_per_weight,
                 p.bytes as f64 / 1e6,
-                p.perplexity,
-                p.top1_accuracy,
+                p.metrics.perplexity.unwrap_or(f64::NAN),
+                p.metrics.top1_accuracy.unwrap_or(f64::NAN),
                 p.kl,
                 p.agreement,
-                p.tokens_per_second
+                p.tokens_per_second.unwrap_or(f64::NAN)
             ),
             JobEvent::Point { .. } | JobEvent::Summary { .. } if args.json => {
                 println!("{}", serde_json::to_string(&event).unwrap_or_default())

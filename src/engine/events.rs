@@ -61,26 +61,82 @@ pub struct ClassEval {
     pub cross_entropy: f64,
 }
 
-/// One measured point of a quantization sweep.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A model's held-out metrics, named by task: perplexity and top-1 next-token accuracy (causal LM),
+/// accuracy, macro-F1 and the mean cross-entropy of the labels (classification).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macro_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_entropy: Option<f64>,
+}
+
+impl TaskMetrics {
+    /// A language model's perplexity and top-1 accuracy.
+    pub fn lm(perplexity: f64, top1_accuracy: f64) -> Self {
+        Self { perplexity: Some(perplexity), top1_accuracy: Some(top1_accuracy), ..Self::default() }
+    }
+
+    /// The task's main figure: `ppl 12.345` (language model) or `accuracy 0.9000` (classifier).
+    pub fn headline(&self) -> String {
+        match (self.perplexity, self.accuracy) {
+            (Some(p), _) => format!("ppl {p:.3}"),
+            (None, Some(a)) => format!("accuracy {a:.4}"),
+            (None, None) => "no metrics".into(),
+        }
+    }
+
+    /// A classifier's accuracy, macro-F1 and label cross-entropy.
+    pub fn classification(accuracy: f64, macro_f1: f64, cross_entropy: f64) -> Self {
+        Self {
+            accuracy: Some(accuracy),
+            macro_f1: Some(macro_f1),
+            cross_entropy: Some(cross_entropy),
+            ..Self::default()
+        }
+    }
+}
+
+/// One measured point of a quantization sweep: a model in a format, against its float self (`kl`,
+/// `agreement`) and the teacher. The `Point` event and `summary.json`'s `quantize` entries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QuantPoint {
+    /// `student`, `baseline`, `model`, or the teacher's name.
     pub model: String,
     pub format: String,
     pub bits_per_weight: f64,
     pub bytes: u64,
-    pub perplexity: f64,
-    pub top1_accuracy: f64,
-    /// KL(unquantized ‖ quantized).
+    #[serde(flatten)]
+    pub metrics: TaskMetrics,
+    /// KL(float ‖ quantized) and top-1 agreement with the float model.
     pub kl: f64,
-    /// Top-1 agreement with the unquantized model.
     pub agreement: f64,
-    /// KL(teacher ‖ quantized), when the sweep had a teacher to measure against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_to_teacher: Option<f64>,
-    /// Top-1 agreement with the teacher, when the sweep had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement_with_teacher: Option<f64>,
-    pub tokens_per_second: f64,
+    /// Speed of what runs (LM: tokens/s; classification: eval examples/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_examples_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mparams_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imatrix: Option<bool>,
+    /// The float model's perplexity on the same windows (LM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_perplexity: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! the files of earlier versions have, so an older file reads as it is; fields a task does not
 //! measure are left out of the file.
 
-use crate::engine::events::Role;
+use crate::engine::events::{QuantPoint, Role, TaskMetrics};
 use crate::engine::fsutil::write_atomic;
 use crate::engine::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ pub struct RunSummary {
     pub teacher_cache: Option<CacheSummary>,
     /// The `[quantize]` sweep's points, in sweep order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub quantize: Vec<QuantSummary>,
+    pub quantize: Vec<QuantPoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
     /// Wall time of the whole run.
@@ -105,39 +105,6 @@ pub struct ModelSummary {
     pub at_training_precision: Option<Fidelity>,
 }
 
-/// A model's held-out metrics, named by task: perplexity and top-1 next-token accuracy (causal LM),
-/// accuracy, macro-F1 and the mean cross-entropy of the labels (classification).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TaskMetrics {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub perplexity: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top1_accuracy: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub macro_f1: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cross_entropy: Option<f64>,
-}
-
-impl TaskMetrics {
-    /// A language model's perplexity and top-1 accuracy.
-    pub fn lm(perplexity: f64, top1_accuracy: f64) -> Self {
-        Self { perplexity: Some(perplexity), top1_accuracy: Some(top1_accuracy), ..Self::default() }
-    }
-
-    /// A classifier's accuracy, macro-F1 and label cross-entropy.
-    pub fn classification(accuracy: f64, macro_f1: f64, cross_entropy: f64) -> Self {
-        Self {
-            accuracy: Some(accuracy),
-            macro_f1: Some(macro_f1),
-            cross_entropy: Some(cross_entropy),
-            ..Self::default()
-        }
-    }
-}
-
 /// A teacher at a lower training precision against itself in f32.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fidelity {
@@ -157,42 +124,6 @@ pub struct CacheSummary {
     pub hits: usize,
     pub misses: usize,
     pub top_k: usize,
-}
-
-/// One point of the `[quantize]` sweep: a model in a format, against its float self (`kl`,
-/// `agreement`) and the teacher.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct QuantSummary {
-    /// `student`, `baseline`, `model`, or the teacher's name.
-    pub model: String,
-    pub format: String,
-    pub bits_per_weight: f64,
-    pub bytes: u64,
-    #[serde(flatten)]
-    pub metrics: TaskMetrics,
-    /// KL(float ‖ quantized) and top-1 agreement with the float model.
-    pub kl: f64,
-    pub agreement: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kl_to_teacher: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agreement_with_teacher: Option<f64>,
-    /// Speed of what runs (LM: tokens/s; classification: eval examples/s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval_examples_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantize_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mparams_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallbacks: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub imatrix: Option<bool>,
-    /// The float model's perplexity on the same windows (LM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_perplexity: Option<f64>,
 }
 
 impl RunSummary {
@@ -258,7 +189,7 @@ impl RunSummary {
 
     /// The role a quantized point belongs to: the sweep names a trained model by its folder
     /// (`student`, `baseline`, `model`) and the teacher by its name.
-    pub fn quant_role(q: &QuantSummary) -> Role {
+    pub fn quant_role(q: &QuantPoint) -> Role {
         match Role::parse(&q.model) {
             Some(r) if r != Role::Teacher => r,
             _ => Role::Teacher,

@@ -216,7 +216,7 @@ impl Jobs {
             }
             JobEvent::Checkpoint { path, .. } => e.push_log(format!("checkpoint {path}")),
             JobEvent::Point { point, .. } => {
-                e.push_log(format!("{} {}: ppl {:.3}", point.model, point.format, point.perplexity))
+                e.push_log(format!("{} {}: {}", point.model, point.format, point.metrics.headline()))
             }
             JobEvent::Summary { .. } => {
                 e.status = Status::Done;

@@ -15,13 +15,14 @@ use crate::engine::context::JobContext;
 use crate::engine::derive::{derive_student, save_hf_folder, StudentShape, TokenizerOut};
 use crate::engine::distill::setup::{load, trainable};
 use crate::engine::events::Role;
+use crate::engine::events::{QuantPoint, TaskMetrics};
 use crate::engine::export::provenance::absolute;
 use crate::engine::fsutil::write_atomic;
 use crate::engine::hub::DownloadProgress;
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::Network;
 use crate::engine::quant::QuantFormat;
-use crate::engine::summary::{ModelSummary, QuantSummary, RunSummary, TaskKind, TaskMetrics};
+use crate::engine::summary::{ModelSummary, RunSummary, TaskKind};
 use crate::engine::tokenizer::load_tokenizer;
 use crate::engine::train::{existing_run, remove_stale_temporaries, train, RunOptions, Trainee};
 use crate::engine::{Error, Result};
@@ -321,7 +322,7 @@ fn quantize(
     targets: &[String],
     formats: &[QuantFormat],
     ctx: &JobContext,
-) -> Result<Vec<QuantSummary>> {
+) -> Result<Vec<QuantPoint>> {
     let mut loaded = Vec::new();
     for name in targets {
         match Role::parse(name) {

@@ -1,16 +1,14 @@
 //! A classification recipe's `[quantize]` section: every target classifier (teacher, student,
 //! baseline) quantized to each format and measured on the held-out examples — accuracy, macro-F1,
 //! label cross-entropy, KL and agreement to its float self and to the teacher, size and speed.
-//! Each point is also a `Point` event (the accuracy-vs-size view: class accuracy stands for top-1,
-//! exp(label cross-entropy) for perplexity, as for the float points).
+//! Each point is also a `Point` event (the accuracy-vs-size view).
 
 use super::metrics::class_metrics;
 use super::train::{predict, Encoded};
 use crate::engine::context::JobContext;
-use crate::engine::events::{JobEvent, QuantPoint, Role};
+use crate::engine::events::{JobEvent, QuantPoint, Role, TaskMetrics};
 use crate::engine::loader::LoadedModel;
 use crate::engine::quant::{quantize_model, QuantFormat, QuantOptions};
-use crate::engine::summary::{QuantSummary, TaskMetrics};
 use crate::engine::Result;
 use std::time::Instant;
 
@@ -39,7 +37,7 @@ pub fn sweep(
     formats: &[QuantFormat],
     eval: &Encoded,
     ctx: &JobContext,
-) -> Result<Vec<QuantSummary>> {
+) -> Result<Vec<QuantPoint>> {
     let total = (targets.len() * formats.len()) as u64;
     let mut out = Vec::with_capacity(total as usize);
     for t in targets {
@@ -52,7 +50,7 @@ pub fn sweep(
             let per_second = eval.ids.len() as f64 / clock.elapsed().as_secs_f64().max(1e-9);
             let own = class_metrics(&logits, &eval.labels, Some(t.float_logits));
             let to_teacher = class_metrics(&logits, &eval.labels, Some(teacher_logits));
-            let point = QuantSummary {
+            let mut point = QuantPoint {
                 model: t.name(),
                 format: format.name(),
                 bits_per_weight: q.size.bits_per_weight,
@@ -65,38 +63,20 @@ pub fn sweep(
                 eval_examples_per_second: Some(per_second),
                 quantize_seconds: Some(q.seconds),
                 fallbacks: Some(q.size.fallbacks),
-                ..QuantSummary::default()
+                ..QuantPoint::default()
             };
             ctx.log(format!(
                 "{} {}: {:.2} bits/weight, accuracy {:.4}, KL to float {:.5}",
                 point.model, point.format, point.bits_per_weight, own.accuracy, point.kl
             ));
-            ctx.emit(JobEvent::Point { job: ctx.id, point: event_point(&point, t.role) });
+            if t.role == Role::Teacher {
+                // The teacher's own points are measured against the teacher.
+                (point.kl_to_teacher, point.agreement_with_teacher) = (Some(point.kl), Some(point.agreement));
+            }
+            ctx.emit(JobEvent::Point { job: ctx.id, point: point.clone() });
             out.push(point);
             ctx.progress("sweep", out.len() as u64, total, "points");
         }
     }
     Ok(out)
-}
-
-/// The point as the accuracy-vs-size view takes it.
-fn event_point(p: &QuantSummary, role: Role) -> QuantPoint {
-    let (kl, agreement) = match role {
-        // The teacher's own points are measured against the teacher.
-        Role::Teacher => (Some(p.kl), Some(p.agreement)),
-        _ => (p.kl_to_teacher, p.agreement_with_teacher),
-    };
-    QuantPoint {
-        model: p.model.clone(),
-        format: p.format.clone(),
-        bits_per_weight: p.bits_per_weight,
-        bytes: p.bytes,
-        perplexity: p.metrics.cross_entropy.unwrap_or_default().exp(),
-        top1_accuracy: p.metrics.accuracy.unwrap_or_default(),
-        kl: p.kl,
-        agreement: p.agreement,
-        kl_to_teacher: kl,
-        agreement_with_teacher: agreement,
-        tokens_per_second: p.eval_examples_per_second.unwrap_or_default(),
-    }
 }

@@ -5,11 +5,11 @@
 
 use crate::engine::context::JobContext;
 use crate::engine::eval::EvalOptions;
+use crate::engine::events::QuantPoint;
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::quant::{sweep, QuantFormat, SweepOptions};
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::source::resolve_folder;
-use crate::engine::summary::QuantSummary;
 use crate::engine::{Error, Result};
 
 /// The formats of a `[quantize]` section, checked before any work starts.
@@ -53,7 +53,7 @@ pub fn run(
     teacher: Option<&LoadedModel>,
     formats: &[QuantFormat],
     ctx: &JobContext,
-) -> Result<Vec<QuantSummary>> {
+) -> Result<Vec<QuantPoint>> {
     let q = lr.recipe.quantize.as_ref().ok_or_else(|| {
         Error::Invalid("the recipe has no [quantize] section: set quantize.formats (e.g. q8_0, q4_0, int4-g64)".into())
     })?;
@@ -83,6 +83,5 @@ pub fn run(
     let calibration = if q.imatrix { Some(read_files(lr, &lr.recipe.data.train, "data.train")?) } else { None };
     let opts = SweepOptions { eval, calibration, ..SweepOptions::default() };
     ctx.log(format!("quantizing {} model(s) × {} format(s)", models.len(), formats.len()));
-    let results = sweep(&models, teacher, formats, &text, &opts, ctx)?;
-    Ok(results.iter().map(|r| r.summary()).collect())
+    sweep(&models, teacher, formats, &text, &opts, ctx)
 }

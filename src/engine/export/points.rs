@@ -3,10 +3,11 @@
 //! (`student-q4_0`, `teacher-q8_0`, …). Each point's metrics come from `summary.json`.
 
 use super::provenance::RunProvenance;
+use crate::engine::events::QuantPoint;
 use crate::engine::events::Role;
 use crate::engine::quant::QuantFormat;
 use crate::engine::recipe::Recipe;
-use crate::engine::summary::{QuantSummary, RunSummary, TaskKind};
+use crate::engine::summary::{RunSummary, TaskKind};
 use crate::engine::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,7 +107,7 @@ pub fn points_of(summary: &RunSummary) -> Vec<Point> {
 }
 
 /// The sweep's record of a quantized point.
-pub fn quant_record<'a>(summary: &'a RunSummary, p: &Point) -> Option<&'a QuantSummary> {
+pub fn quant_record<'a>(summary: &'a RunSummary, p: &Point) -> Option<&'a QuantPoint> {
     let f = p.format?;
     summary.quantize.iter().find(|q| RunSummary::quant_role(q) == p.role && q.format == f.name())
 }

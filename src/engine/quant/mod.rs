@@ -18,4 +18,4 @@ pub use format::{IntFormat, QuantFormat};
 pub use imatrix::{calibrate, Imatrix};
 pub use policy::{QuantPolicy, TensorRole, TensorRule};
 pub use quantize::{quantize_model, QuantData, QuantOptions, QuantTensor, QuantizedModel, SizeReport, TensorReport};
-pub use sweep::{sweep, SweepOptions, SweepRequest, SweepResult};
+pub use sweep::{sweep, SweepOptions, SweepRequest};

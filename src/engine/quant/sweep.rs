@@ -13,14 +13,12 @@ use super::policy::QuantPolicy;
 use super::quantize::{quantize_model, QuantOptions};
 use crate::engine::context::JobContext;
 use crate::engine::eval::{compare_with_states, evaluate_tokens, EvalOptions, ReferenceStates};
-use crate::engine::events::{JobEvent, QuantPoint};
+use crate::engine::events::{JobEvent, QuantPoint, TaskMetrics};
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::source::resolve;
-use crate::engine::summary::{QuantSummary, TaskMetrics};
 use crate::engine::tokenizer::encode_plain;
 use crate::engine::{Error, Result};
 use candle_core::Device;
-use serde::Serialize;
 use std::path::PathBuf;
 
 /// How to run a sweep.
@@ -41,46 +39,6 @@ impl Default for SweepOptions {
     }
 }
 
-/// A finished point with what the accuracy-vs-size view does not need but a benchmark does.
-#[derive(Clone, Debug, Serialize)]
-pub struct SweepResult {
-    #[serde(flatten)]
-    pub point: QuantPoint,
-    pub quantize_seconds: f64,
-    /// Parameters quantized per second, in millions.
-    pub mparams_per_second: f64,
-    /// Tensors that fell back to another format because of their width.
-    pub fallbacks: usize,
-    pub imatrix: bool,
-    /// The unquantized model's perplexity on the same windows.
-    pub reference_perplexity: f64,
-}
-
-impl SweepResult {
-    /// The point as `summary.json` records it.
-    pub fn summary(&self) -> QuantSummary {
-        let p = &self.point;
-        QuantSummary {
-            model: p.model.clone(),
-            format: p.format.clone(),
-            bits_per_weight: p.bits_per_weight,
-            bytes: p.bytes,
-            metrics: TaskMetrics::lm(p.perplexity, p.top1_accuracy),
-            kl: p.kl,
-            agreement: p.agreement,
-            kl_to_teacher: p.kl_to_teacher,
-            agreement_with_teacher: p.agreement_with_teacher,
-            tokens_per_second: Some(p.tokens_per_second),
-            quantize_seconds: Some(self.quantize_seconds),
-            mparams_per_second: Some(self.mparams_per_second),
-            fallbacks: Some(self.fallbacks),
-            imatrix: Some(self.imatrix),
-            reference_perplexity: Some(self.reference_perplexity),
-            ..QuantSummary::default()
-        }
-    }
-}
-
 /// The model every point is also measured against (KL and agreement to the teacher), with its
 /// hidden states on the evaluation windows computed once.
 struct TeacherRef<'a> {
@@ -98,7 +56,7 @@ pub fn sweep(
     data: &str,
     opts: &SweepOptions,
     ctx: &JobContext,
-) -> Result<Vec<SweepResult>> {
+) -> Result<Vec<QuantPoint>> {
     if formats.is_empty() {
         return Err(Error::Invalid("no formats to sweep; pass --formats q8_0,q4_k,…".into()));
     }
@@ -132,10 +90,10 @@ pub fn sweep(
             ctx.check()?;
             let mut r = sweep_point(model, *format, &tokens, &own, teacher, imatrix.as_ref(), opts, ctx)?;
             if is_teacher {
-                r.point.kl_to_teacher = Some(r.point.kl);
-                r.point.agreement_with_teacher = Some(r.point.agreement);
+                r.kl_to_teacher = Some(r.kl);
+                r.agreement_with_teacher = Some(r.agreement);
             }
-            ctx.emit(JobEvent::Point { job: ctx.id, point: r.point.clone() });
+            ctx.emit(JobEvent::Point { job: ctx.id, point: r.clone() });
             results.push(r);
             ctx.progress("sweep", results.len() as u64, total, "points");
         }
@@ -162,7 +120,7 @@ fn sweep_point(
     imatrix: Option<&Imatrix>,
     opts: &SweepOptions,
     ctx: &JobContext,
-) -> Result<SweepResult> {
+) -> Result<QuantPoint> {
     let qopts = QuantOptions { policy: opts.policy, imatrix };
     let q = quantize_model(model, format, &qopts, ctx.cancel_flag())?;
     let network = q.network(model)?;
@@ -196,25 +154,23 @@ fn sweep_point(
     };
     let timed = &tokens[..opts.speed_tokens.max(2).min(tokens.len())];
     let speed = evaluate_tokens(&network, timed, &opts.eval, &Device::Cpu, &mut |_, _| {}, ctx.cancel_flag())?;
-    Ok(SweepResult {
-        point: QuantPoint {
-            model: model.info.name.clone(),
-            format: label,
-            bits_per_weight: q.size.bits_per_weight,
-            bytes: q.size.bytes,
-            perplexity: cmp.candidate.perplexity,
-            top1_accuracy: cmp.candidate.top1_accuracy,
-            kl: cmp.kl,
-            agreement: cmp.agreement,
-            kl_to_teacher: to_teacher.map(|t| t.0),
-            agreement_with_teacher: to_teacher.map(|t| t.1),
-            tokens_per_second: speed.tokens_per_second,
-        },
-        quantize_seconds: q.seconds,
-        mparams_per_second: q.size.parameters as f64 / 1e6 / q.seconds.max(1e-9),
-        fallbacks: q.size.fallbacks,
-        imatrix: q.imatrix,
-        reference_perplexity: cmp.reference_perplexity,
+    Ok(QuantPoint {
+        model: model.info.name.clone(),
+        format: label,
+        bits_per_weight: q.size.bits_per_weight,
+        bytes: q.size.bytes,
+        metrics: TaskMetrics::lm(cmp.candidate.perplexity, cmp.candidate.top1_accuracy),
+        kl: cmp.kl,
+        agreement: cmp.agreement,
+        kl_to_teacher: to_teacher.map(|t| t.0),
+        agreement_with_teacher: to_teacher.map(|t| t.1),
+        tokens_per_second: Some(speed.tokens_per_second),
+        quantize_seconds: Some(q.seconds),
+        mparams_per_second: Some(q.size.parameters as f64 / 1e6 / q.seconds.max(1e-9)),
+        fallbacks: Some(q.size.fallbacks),
+        imatrix: Some(q.imatrix),
+        reference_perplexity: Some(cmp.reference_perplexity),
+        ..QuantPoint::default()
     })
 }
 

@@ -58,8 +58,9 @@ impl State {
             origin,
             format: q.format.clone(),
             bytes: q.bytes,
-            perplexity: q.perplexity,
-            top1_accuracy: q.top1_accuracy,
+            // A classifier's point: accuracy stands for top-1, exp(label CE) for perplexity.
+            perplexity: q.metrics.perplexity.or(q.metrics.cross_entropy.map(f64::exp)).unwrap_or(f64::NAN),
+            top1_accuracy: q.metrics.top1_accuracy.or(q.metrics.accuracy).unwrap_or(f64::NAN),
             kl: q.kl_to_teacher.unwrap_or(q.kl),
             agreement: q.agreement_with_teacher.unwrap_or(q.agreement),
         });
