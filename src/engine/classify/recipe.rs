@@ -47,7 +47,7 @@ pub struct ClassData {
     #[serde(default = "d_label")]
     pub label_column: String,
     /// Tokens per example, special tokens included; longer texts are cut.
-    #[serde(default = "d_max_len")]
+    #[serde(default = "crate::engine::recipe::n::<128>")]
     pub max_len: usize,
 }
 
@@ -76,23 +76,23 @@ pub struct ClassStudent {
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
     pub steps: usize,
-    #[serde(default = "d_batch")]
+    #[serde(default = "crate::engine::recipe::n::<16>")]
     pub batch_size: usize,
     /// Micro-batches accumulated per optimizer step.
-    #[serde(default = "d_one")]
+    #[serde(default = "crate::engine::recipe::n::<1>")]
     pub grad_accum: usize,
     pub lr: f64,
     #[serde(default)]
     pub warmup_steps: usize,
-    #[serde(default = "d_wd")]
+    #[serde(default = "crate::engine::recipe::weight_decay")]
     pub weight_decay: f64,
-    #[serde(default = "d_clip")]
+    #[serde(default = "crate::engine::recipe::grad_clip")]
     pub grad_clip: f64,
     /// Evaluate every N steps (0: at the end only).
     #[serde(default)]
     pub eval_every: usize,
     /// Checkpoint every N steps (0: at the end only), for `--resume`.
-    #[serde(default = "d_ckpt")]
+    #[serde(default = "crate::engine::recipe::n::<100>")]
     pub checkpoint_every: usize,
     /// Arithmetic of the linear layers' matmuls during training: `f32` or `bf16` (autocast).
     #[serde(default)]
@@ -117,24 +117,6 @@ fn d_text() -> String {
 }
 fn d_label() -> String {
     "label".into()
-}
-fn d_max_len() -> usize {
-    128
-}
-fn d_batch() -> usize {
-    16
-}
-fn d_one() -> usize {
-    1
-}
-fn d_ckpt() -> usize {
-    100
-}
-fn d_wd() -> f64 {
-    0.01
-}
-fn d_clip() -> f64 {
-    1.0
 }
 
 impl TrainSection {

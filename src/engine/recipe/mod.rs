@@ -75,63 +75,45 @@ pub struct DataSection {
     pub train: String,
     /// Held-out text for evaluation.
     pub eval: String,
-    #[serde(default = "d_seq_len")]
+    #[serde(default = "n::<256>")]
     pub seq_len: usize,
     /// Tokens of the eval text used for each evaluation (the first N).
-    #[serde(default = "d_eval_tokens")]
+    #[serde(default = "n::<16_384>")]
     pub eval_tokens: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DistillSection {
-    #[serde(default = "d_loss")]
     pub loss: String,
-    #[serde(default = "d_temperature")]
     pub temperature: f64,
     /// Weight of the soft loss; `1 - alpha` weighs the hard-label cross-entropy.
-    #[serde(default = "d_alpha")]
     pub alpha: f64,
     /// JSD's mixing weight β (only for `loss = "jsd"`).
-    #[serde(default = "d_beta")]
     pub jsd_beta: f64,
-    #[serde(default = "d_steps")]
     pub steps: usize,
-    #[serde(default = "d_batch")]
     pub batch_size: usize,
     /// Micro-batches accumulated per optimizer step.
-    #[serde(default = "d_one")]
     pub grad_accum: usize,
-    #[serde(default = "d_lr")]
     pub lr: f64,
     /// The cosine schedule ends at `lr * min_lr_ratio`.
-    #[serde(default = "d_min_lr")]
     pub min_lr_ratio: f64,
-    #[serde(default = "d_warmup")]
     pub warmup_steps: usize,
-    #[serde(default = "d_wd")]
     pub weight_decay: f64,
-    #[serde(default = "d_clip")]
     pub grad_clip: f64,
-    #[serde(default = "d_eval_every")]
     pub eval_every: usize,
-    #[serde(default)]
     pub seed: u64,
     /// Also train the same student on hard labels only, with the same steps and data.
-    #[serde(default = "d_true")]
     pub baseline: bool,
     /// Teacher-logit cache: keep the teacher's top-k logits per position (0 = no cache).
-    #[serde(default = "d_top_k")]
     pub cache_top_k: usize,
-    #[serde(default = "d_ckpt")]
     pub checkpoint_every: usize,
     /// Arithmetic of the linear layers' matmuls during training (teacher and student):
     /// `f32`, or `bf16` inputs with f32 accumulation (autocast). Evaluation always runs f32.
-    #[serde(default)]
     pub precision: crate::engine::kernels::autocast::Precision,
     /// Arithmetic of the frozen teacher's linear layers during training (absent: `precision`);
     /// `int8` quantizes its weights per row and its activations per row as they arrive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher_precision: Option<crate::engine::kernels::autocast::Precision>,
 }
 
@@ -169,67 +151,49 @@ pub struct OutputSection {
     pub dir: String,
 }
 
-fn d_seq_len() -> usize {
-    256
+/// Weight decay and gradient clip of every training section, unless a recipe says otherwise.
+pub const D_WEIGHT_DECAY: f64 = 0.01;
+pub const D_GRAD_CLIP: f64 = 1.0;
+
+/// `N`: a `#[serde(default = "…::n::<N>")]` integer default.
+pub(crate) fn n<const N: usize>() -> usize {
+    N
 }
-fn d_eval_tokens() -> usize {
-    16_384
+pub(crate) fn weight_decay() -> f64 {
+    D_WEIGHT_DECAY
 }
-fn d_loss() -> String {
-    "forward_kl".into()
+pub(crate) fn grad_clip() -> f64 {
+    D_GRAD_CLIP
 }
-fn d_temperature() -> f64 {
-    2.0
-}
-fn d_alpha() -> f64 {
-    0.9
-}
-fn d_beta() -> f64 {
-    0.5
-}
-fn d_steps() -> usize {
-    500
-}
-fn d_batch() -> usize {
-    8
-}
-fn d_one() -> usize {
-    1
-}
-fn d_lr() -> f64 {
-    5e-4
-}
-fn d_min_lr() -> f64 {
-    0.1
-}
-fn d_warmup() -> usize {
-    50
-}
-fn d_wd() -> f64 {
-    0.01
-}
-fn d_clip() -> f64 {
-    1.0
-}
-fn d_eval_every() -> usize {
-    50
-}
-fn d_true() -> bool {
-    true
-}
-fn d_top_k() -> usize {
-    64
-}
-fn d_ckpt() -> usize {
-    100
-}
+
 fn d_targets() -> Vec<String> {
     vec!["teacher".into(), "student".into()]
 }
 
 impl Default for DistillSection {
+    /// Every key's default (a recipe may leave out the whole section).
     fn default() -> Self {
-        toml::from_str("").expect("every distill key has a default")
+        Self {
+            loss: "forward_kl".into(),
+            temperature: 2.0,
+            alpha: 0.9,
+            jsd_beta: 0.5,
+            steps: 500,
+            batch_size: 8,
+            grad_accum: 1,
+            lr: 5e-4,
+            min_lr_ratio: 0.1,
+            warmup_steps: 50,
+            weight_decay: D_WEIGHT_DECAY,
+            grad_clip: D_GRAD_CLIP,
+            eval_every: 50,
+            seed: 0,
+            baseline: true,
+            cache_top_k: 64,
+            checkpoint_every: 100,
+            precision: Default::default(),
+            teacher_precision: None,
+        }
     }
 }
 
