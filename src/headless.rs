@@ -2,8 +2,36 @@
 //! stdout) or, with `--json`, as one JSON object per line. Same events, same order as the TUI.
 //! Exit codes: 0 done, 2 bad input, 1 other failure, 130 cancelled (Ctrl-C).
 
+use crate::engine::Error;
 use crate::jobs::{JobEvent, JobHandle, Role};
 use std::io::Write;
+
+/// Exit code: bad input (a wrong id, a missing file, a bad recipe value).
+pub const BAD_INPUT: i32 = 2;
+/// Exit code: any other failure.
+pub const FAILURE: i32 = 1;
+/// Exit code: cancelled (Ctrl-C).
+pub const CANCELLED: i32 = 130;
+
+/// The exit code of an engine error.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Cancelled => CANCELLED,
+        e if e.is_bad_input() => BAD_INPUT,
+        _ => FAILURE,
+    }
+}
+
+/// Reports a failure that happened outside a job (a recipe that does not load, a bad flag): the
+/// `error:` line on stderr and, with `--json`, the same `failed` line a job's failure prints.
+/// Returns the exit code.
+pub fn fail(e: &Error, json: bool) -> i32 {
+    if json {
+        println!("{}", serde_json::json!({ "event": "failed", "error": e.to_string(), "bad_input": e.is_bad_input() }));
+    }
+    eprintln!("error: {e}");
+    exit_code(e)
+}
 
 /// Output style.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,16 +62,16 @@ pub fn follow(handle: JobHandle, mode: Mode) -> i32 {
         if terminal {
             code = match &event {
                 JobEvent::Summary { .. } => 0,
-                JobEvent::Cancelled { .. } => 130,
-                JobEvent::Failed { bad_input: true, error, .. } => {
+                JobEvent::Cancelled { .. } => CANCELLED,
+                JobEvent::Failed { bad_input, error, .. } => {
                     eprintln!("error: {error}");
-                    2
+                    if *bad_input {
+                        BAD_INPUT
+                    } else {
+                        FAILURE
+                    }
                 }
-                JobEvent::Failed { error, .. } => {
-                    eprintln!("error: {error}");
-                    1
-                }
-                _ => 1,
+                _ => FAILURE,
             };
             break;
         }

@@ -20,7 +20,7 @@ pub enum Stage {
 pub fn run(recipe: &Path, stage: Stage, resume: bool, json: bool, settings: Arc<Settings>) -> i32 {
     match ClassifyRecipe::load(recipe) {
         Ok(loaded) => follow_run(loaded, stage, resume, json, settings),
-        Err(e) => super::run::bad_recipe(&e, json),
+        Err(e) => crate::headless::fail(&e, json),
     }
 }
 

@@ -28,10 +28,7 @@ pub struct ExportArgs {
 pub(super) fn export(args: ExportArgs, settings: Arc<Settings>) -> i32 {
     let targets = match args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>() {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(e) => return crate::headless::fail(&e, args.json),
     };
     let req = ExportRequest { run_dir: args.run_dir, point: args.point, out: args.out, targets };
     let description = format!("export {} of {}", req.point, req.run_dir.display());

@@ -192,17 +192,7 @@ pub fn run(command: Command, settings: Arc<Settings>) -> i32 {
     };
     match outcome {
         Ok(()) => 0,
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({ "event": "error", "message": e.to_string() }));
-            }
-            eprintln!("error: {e}");
-            match e {
-                Error::Cancelled => 130,
-                ref e if e.is_bad_input() => 2,
-                _ => 1,
-            }
-        }
+        Err(e) => crate::headless::fail(&e, json),
     }
 }
 

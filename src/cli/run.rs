@@ -9,6 +9,7 @@ use crate::engine::pretrain::run_pretrain;
 use crate::engine::recipe::{LoadedRecipe, Recipe};
 use crate::engine::summary::RunSummary;
 use crate::engine::train::RunOptions;
+use crate::engine::Error;
 use crate::headless::{follow, Mode};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,14 +19,6 @@ use std::sync::Arc;
 pub enum Kind {
     Distill,
     Pretrain,
-}
-
-fn bad_input(message: &str, json: bool) -> i32 {
-    if json {
-        println!("{}", serde_json::json!({ "event": "failed", "error": message, "bad_input": true }));
-    }
-    eprintln!("error: {message}");
-    2
 }
 
 /// A recipe of either task.
@@ -64,7 +57,7 @@ impl Loaded {
 pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool, verify: bool, settings: Arc<Settings>) -> i32 {
     let mut loaded = match Loaded::load(recipe, kind) {
         Ok(r) => r,
-        Err(e) => return bad_input(&e.to_string(), json),
+        Err(e) => return crate::headless::fail(&e, json),
     };
     let expected = match verification(verify, loaded.expected(), recipe, json) {
         Ok(e) => e,
@@ -105,20 +98,18 @@ fn verification(
         (false, _) => return Ok(None),
         (true, Some(e)) => e,
         (true, None) => {
-            return Err(bad_input(
-                &format!(
-                    "{} has no [expected] section; --verify reruns a recipe written by `distill-tui export`",
-                    recipe.display()
-                ),
-                json,
-            ))
+            let why = format!(
+                "{} has no [expected] section; --verify reruns a recipe written by `distill-tui export`",
+                recipe.display()
+            );
+            return Err(crate::headless::fail(&Error::Invalid(why), json));
         }
     };
     // The rerun goes to a scratch folder beside the recipe, replaced each time.
     let dir = verify_dir(recipe);
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
-            return Err(bad_input(&format!("cannot clear {}: {e}", dir.display()), json));
+            return Err(crate::headless::fail(&Error::Invalid(format!("cannot clear {}: {e}", dir.display())), json));
         }
     }
     Ok(Some((expected, dir)))
@@ -177,9 +168,4 @@ fn report(expected: &Expected, out: &Path, json: bool) -> i32 {
         expected.tolerance
     );
     1
-}
-
-/// Reports a recipe that does not load (a `failed` JSON line with `--json`); exit code 2.
-pub(super) fn bad_recipe(e: &crate::engine::Error, json: bool) -> i32 {
-    bad_input(&e.to_string(), json)
 }

@@ -12,13 +12,15 @@ use crate::engine::models::weights::TensorSource;
 use crate::engine::models::ArchConfig;
 use crate::engine::{Error, Result};
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// The student's shape; `None` keeps the teacher's value (intermediate scales with hidden).
-#[derive(Clone, Debug, Default)]
+/// The student's shape; `None` keeps the teacher's value (intermediate scales with hidden). The
+/// one shape type: a recipe's `[student.derive]`, `derive-student`'s flags, the workbench's check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StudentShape {
     pub layers: usize,
     pub hidden: Option<usize>,

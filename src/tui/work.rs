@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub enum StudentChoice {
     None,
     Model(String),
-    Derive { layers: usize, hidden: Option<usize>, heads: Option<usize>, kv_heads: Option<usize>, seed: u64 },
+    Derive { shape: StudentShape, seed: u64 },
 }
 
 /// Resolves (downloading with progress when needed) and loads a model.
@@ -58,16 +58,7 @@ pub fn inspect_pair(
     let s = match student {
         StudentChoice::None => None,
         StudentChoice::Model(spec) => Some(load(ctx, spec)?),
-        StudentChoice::Derive { layers, hidden, heads, kv_heads, seed } => {
-            let shape = StudentShape {
-                layers: *layers,
-                hidden: *hidden,
-                heads: *heads,
-                kv_heads: *kv_heads,
-                intermediate: None,
-            };
-            Some(Arc::new(derive_loaded(&t, &shape, *seed)?))
-        }
+        StudentChoice::Derive { shape, seed } => Some(Arc::new(derive_loaded(&t, shape, *seed)?)),
     };
     let pair = match &s {
         Some(s) => check_pair(&t, s, batch, seq_len).map_err(|e| e.to_string()),

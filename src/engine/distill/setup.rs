@@ -4,7 +4,7 @@
 
 use crate::engine::context::JobContext;
 use crate::engine::data::TokenWindows;
-use crate::engine::derive::{derive_student, StudentShape};
+use crate::engine::derive::derive_student;
 use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::loader::{build_network, load_model, Built, LoadOptions, LoadedModel};
 use crate::engine::models::init::InitSource;
@@ -81,14 +81,7 @@ pub fn prepare(
         (s.config_json.clone(), initial, Some(s))
     } else if let Some(d) = &r.student.derive {
         let t = teacher.as_ref().ok_or_else(|| Error::Invalid("[student] derive needs a [teacher]".into()))?;
-        let shape = StudentShape {
-            layers: d.layers,
-            hidden: d.hidden,
-            heads: d.heads,
-            kv_heads: d.kv_heads,
-            intermediate: d.intermediate,
-        };
-        let s = derive_student(t, &shape, r.distill.seed)?;
+        let s = derive_student(t, d, r.distill.seed)?;
         ctx.log(format!(
             "derived a student: {} layers, hidden {}, {} parameters ({})",
             s.config.layers(),

@@ -5,6 +5,7 @@
 
 pub mod records;
 
+use crate::engine::derive::StudentShape;
 use crate::engine::distill::losses::SoftLoss;
 use crate::engine::quant::format::{IntFormat, QuantFormat, INT_GROUPS};
 use crate::engine::{Error, Result};
@@ -48,24 +49,10 @@ pub struct StudentSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub derive: Option<DeriveSpec>,
+    pub derive: Option<StudentShape>,
     /// A Hugging Face `config.json` object (inline table) for a model built from scratch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<toml::Table>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeriveSpec {
-    pub layers: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hidden: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heads: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kv_heads: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intermediate: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -141,13 +141,7 @@ pub fn check_pair(app: &mut App) {
     };
     let student = match (&r.student.model, &r.student.derive) {
         (Some(m), _) => StudentChoice::Model(app.model_spec(m)),
-        (None, Some(d)) => StudentChoice::Derive {
-            layers: d.layers,
-            hidden: d.hidden,
-            heads: d.heads,
-            kv_heads: d.kv_heads,
-            seed: r.distill.seed,
-        },
+        (None, Some(d)) => StudentChoice::Derive { shape: d.clone(), seed: r.distill.seed },
         (None, None) => StudentChoice::None,
     };
     let (batch, seq) = (r.distill.batch_size, r.data.seq_len);
