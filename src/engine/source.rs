@@ -1,7 +1,7 @@
 //! Model sources, one resolver: a hub id (`org/name`, `org/name@revision`), a hub GGUF
 //! (`org/name:file.gguf`), a local Hugging Face folder, or a local `.gguf` file → files on disk.
 
-use crate::engine::hub::{self, DownloadProgress, FileSet, HubRepo, HubSettings};
+use crate::engine::hub::{self, expand_home, DownloadProgress, FileSet, HubRepo, HubSettings};
 use crate::engine::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -14,16 +14,17 @@ pub enum ModelSpec {
 }
 
 impl ModelSpec {
-    /// Parses a model argument. Existing paths win over hub ids; `./x`, `/x`, `~/x` are always paths.
-    pub fn parse(spec: &str) -> Result<Self> {
+    /// Parses a model argument. Existing paths win over hub ids; `./x`, `/x`, `~/x` are always paths
+    /// (`~` is the folder `home`).
+    pub fn parse(spec: &str, home: &Path) -> Result<Self> {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(Error::Invalid(
                 "empty model name; give a hub id like `org/name`, a folder or a .gguf file".into(),
             ));
         }
-        let expanded = expand_home(spec);
-        let path = Path::new(&expanded);
+        let expanded = expand_home(spec, home);
+        let path = expanded.as_path();
         let looks_local = spec.starts_with('.') || spec.starts_with('/') || spec.starts_with('~');
         if path.is_dir() {
             return Ok(Self::Folder(path.to_path_buf()));
@@ -70,13 +71,6 @@ impl ModelSpec {
 
 fn is_gguf_name(s: &str) -> bool {
     s.to_ascii_lowercase().ends_with(".gguf")
-}
-
-fn expand_home(spec: &str) -> String {
-    match (spec.strip_prefix("~/"), std::env::var("HOME")) {
-        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
-        _ => spec.to_string(),
-    }
 }
 
 /// The on-disk layout of a resolved model.
@@ -133,7 +127,7 @@ impl ResolvedModel {
 
 /// Resolves a model argument to local files, downloading from the hub when needed (cache first).
 pub fn resolve(spec: &str, settings: &HubSettings, progress: &dyn Fn(&DownloadProgress)) -> Result<ResolvedModel> {
-    match ModelSpec::parse(spec)? {
+    match ModelSpec::parse(spec, &settings.home)? {
         ModelSpec::Folder(dir) => resolve_folder(spec, &dir, None, None),
         ModelSpec::GgufFile(file) => {
             let tokenizer = file.parent().map(|d| d.join("tokenizer.json")).filter(|p| p.is_file());
@@ -231,4 +225,20 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
     shards.sort();
     shards.dedup();
     Ok(shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leading_tilde_is_the_home_folder_the_settings_name() {
+        let home = std::env::temp_dir().join(format!("distill-source-home-{}", std::process::id()));
+        std::fs::create_dir_all(home.join("models/tiny")).unwrap();
+        assert_eq!(ModelSpec::parse("~/models/tiny", &home).unwrap(), ModelSpec::Folder(home.join("models/tiny")));
+        let missing = ModelSpec::parse("~/models/none", &home).unwrap_err().to_string();
+        assert!(missing.contains("models/none") && missing.contains("is not a model"), "{missing}");
+        assert!(matches!(ModelSpec::parse("org/name", &home).unwrap(), ModelSpec::Hub { .. }));
+        let _ = std::fs::remove_dir_all(&home);
+    }
 }

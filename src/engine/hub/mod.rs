@@ -27,7 +27,7 @@ pub use fetch::{fetch, HubRepo, Snapshot};
 pub use files::FileSet;
 pub use progress::{DownloadProgress, ProgressReporter, PROGRESS_INTERVAL};
 pub use search::{search, ModelSummary};
-pub use settings::{HubSettings, DEFAULT_ENDPOINT};
+pub use settings::{expand_home, HubSettings, DEFAULT_ENDPOINT};
 pub use uri::{fetch_uri, is_hf_uri, HfUri};
 
 use crate::engine::{Error, Result};

@@ -18,6 +18,8 @@ pub struct HubSettings {
     token: Option<String>,
     /// When true nothing goes to the network: only the cache is used.
     pub offline: bool,
+    /// The user's home folder (`HOME`), which a leading `~/` in a model argument stands for.
+    pub home: PathBuf,
 }
 
 impl HubSettings {
@@ -59,7 +61,7 @@ impl HubSettings {
             std::fs::read_to_string(file).ok().and_then(clean_token)
         });
         let offline = var("HF_HUB_OFFLINE").or_else(|| var("TRANSFORMERS_OFFLINE")).is_some_and(|v| is_true(&v));
-        HubSettings { cache_dir, endpoint, token, offline }
+        HubSettings { cache_dir, endpoint, token, offline, home }
     }
 
     /// Uses `dir` as the hub cache folder (the one holding `models--ORG--NAME`).
@@ -104,6 +106,7 @@ impl fmt::Debug for HubSettings {
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("offline", &self.offline)
+            .field("home", &self.home)
             .finish()
     }
 }
@@ -123,7 +126,8 @@ fn is_true(value: &str) -> bool {
     ["1", "ON", "YES", "TRUE"].contains(&value.trim().to_ascii_uppercase().as_str())
 }
 
-fn expand_home(value: &str, home: &Path) -> PathBuf {
+/// `~` and `~/…` in `value` made absolute with `home`; anything else as it is.
+pub fn expand_home(value: &str, home: &Path) -> PathBuf {
     match value.strip_prefix('~') {
         Some("") => home.to_path_buf(),
         Some(rest) if rest.starts_with('/') || rest.starts_with(std::path::MAIN_SEPARATOR) => home.join(&rest[1..]),
