@@ -31,6 +31,27 @@ fn tab_digits_and_back_tab_move_between_screens() {
 }
 
 #[test]
+fn a_folder_holding_a_run_is_refused_and_p_resumes_it_as_promised() {
+    let (_d, mut h) = harness(4);
+    h.keys(&[KeyCode::Char('3'), KeyCode::Char('s')]);
+    h.settle();
+    assert!(h.app.train.outcome.as_deref().is_some_and(|o| o.starts_with("finished")), "{:?}", h.app.train.outcome);
+    h.key(KeyCode::Char('s'));
+    assert!(
+        matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("already holds a run: p resumes it")),
+        "{:?}",
+        h.app.popup
+    );
+    h.key(KeyCode::Esc);
+    h.key(KeyCode::Char('p'));
+    h.settle();
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    assert!(h.app.train.outcome.as_deref().is_some_and(|o| o.starts_with("finished")), "{:?}", h.app.train.outcome);
+    let resumed = h.app.jobs.entries.iter().filter(|e| e.description.starts_with("resume")).count();
+    assert_eq!(resumed, 1, "p started a resume job");
+}
+
+#[test]
 fn help_opens_and_any_key_closes_it() {
     let (_d, mut h) = harness(4);
     h.key(KeyCode::Char('?'));

@@ -168,6 +168,8 @@ pub fn start(app: &mut App, resume: bool) {
             "{} already holds a run: p resumes it, or change output.dir on the Recipe screen",
             out.display()
         )));
+        // What the message promises: `p` resumes the run the folder holds.
+        app.train.paused = true;
         return;
     }
     if !resume {
