@@ -6,7 +6,7 @@
 //! copied when the hidden size matches. Everything else is drawn from a seeded N(0, 0.02²).
 
 use crate::engine::fsutil::write_atomic;
-use crate::engine::loader::{build_network, LoadOptions, LoadedModel};
+use crate::engine::loader::{build_network, Dims, LoadOptions, LoadedModel};
 use crate::engine::models::init::InitSource;
 use crate::engine::models::weights::TensorSource;
 use crate::engine::models::ArchConfig;
@@ -270,12 +270,7 @@ pub fn derive_loaded(teacher: &LoadedModel, shape: &StudentShape, seed: u64) -> 
     let mut info = teacher.info.clone();
     info.name = format!("{} (derived, {} layers)", teacher.info.name, built.config.layers());
     info.parameters = d.parameters;
-    info.layers = built.config.layers();
-    info.hidden = built.config.hidden();
-    info.intermediate = built.config.intermediate();
-    info.heads = built.config.heads();
-    info.kv_heads = built.config.kv_heads();
-    info.head_dim = built.config.head_dim();
+    info.dims = Dims::of(&built.config);
     info.bytes = d.parameters * 4;
     info.dtype = "F32 (not saved yet)".into();
     info.hub_id = None;

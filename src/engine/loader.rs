@@ -35,15 +35,8 @@ pub struct ModelInfo {
     /// `causal-lm`, `classifier` or `encoder`.
     pub task: String,
     pub parameters: u64,
-    pub layers: usize,
-    pub hidden: usize,
-    pub intermediate: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab: usize,
-    pub context_length: usize,
-    pub tied_embeddings: bool,
+    #[serde(flatten)]
+    pub dims: Dims,
     /// Stored dtypes with tensor counts, e.g. `F32` or `BF16` or `Q4_1 ×210, F32 ×61`.
     pub dtype: String,
     /// Bytes of the weight files on disk.
@@ -54,6 +47,37 @@ pub struct ModelInfo {
     pub revision: Option<String>,
     pub tokenizer: Option<String>,
     pub labels: Vec<String>,
+}
+
+/// An architecture's dimensions (`inspect` prints them beside the model's name and files).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dims {
+    pub layers: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub context_length: usize,
+    pub tied_embeddings: bool,
+}
+
+impl Dims {
+    /// The dimensions `config` describes.
+    pub fn of(c: &ArchConfig) -> Self {
+        Self {
+            layers: c.layers(),
+            hidden: c.hidden(),
+            intermediate: c.intermediate(),
+            heads: c.heads(),
+            kv_heads: c.kv_heads(),
+            head_dim: c.head_dim(),
+            vocab: c.vocab_size(),
+            context_length: c.context_length(),
+            tied_embeddings: c.tied_embeddings(),
+        }
+    }
 }
 
 /// A model ready to run (and, when trainable, to train).
@@ -128,15 +152,7 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         model_type: config.model_type().into(),
         task: task.into(),
         parameters: params.values().map(|t| t.elem_count() as u64).sum(),
-        layers: config.layers(),
-        hidden: config.hidden(),
-        intermediate: config.intermediate(),
-        heads: config.heads(),
-        kv_heads: config.kv_heads(),
-        head_dim: config.head_dim(),
-        vocab: config.vocab_size(),
-        context_length: config.context_length(),
-        tied_embeddings: config.tied_embeddings(),
+        dims: Dims::of(&config),
         dtype: stored_dtype,
         bytes: resolved.weight_bytes(),
         format: if matches!(resolved.files, ModelFiles::Gguf { .. }) { "gguf".into() } else { format },

@@ -18,7 +18,7 @@
 
 use super::cpu::{f32_data, gemm, with_f32_tensors, Bwd3, Fwd, Shared};
 use super::vmath;
-use crate::engine::{Error, Result};
+use crate::engine::Result;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Tensor};
 use rayon::prelude::*;
 
@@ -44,13 +44,9 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         && kv > 0
         && heads % kv == 0;
     if !ok {
-        return Err(Error::Invalid(format!(
-            "fused attention takes f32 CPU q [b, t, heads, d] and k, v [b, t, kv_heads, d] with kv_heads \
-             dividing heads, got {:?}, {:?} and {:?}",
-            q.dims(),
-            k.dims(),
-            v.dims()
-        )));
+        let takes = "fused attention takes f32 CPU q [b, t, heads, d] and k, v [b, t, kv_heads, d] with kv_heads \
+                     dividing heads";
+        return Err(super::refused(takes, &[q, k, v]));
     }
     Ok(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, CausalAttention { scale: scale as f32 })?)
 }

@@ -8,7 +8,7 @@
 //! candle uses, with the same threads).
 
 use super::cpu::{f32_data, gemm_threads, with_f32_tensors, Bwd2, Fwd};
-use crate::engine::{Error, Result};
+use crate::engine::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 /// True when [`linear`] takes these operands: 2-D f32 tensors on the CPU that chain.
@@ -26,11 +26,7 @@ pub fn applies(x: &Tensor, w: &Tensor) -> bool {
 /// `x · Wᵀ`, differentiable in both.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !applies(x, w) {
-        return Err(Error::Invalid(format!(
-            "fused linear takes f32 CPU x [n, in] and W [out, in], got {:?} and {:?}",
-            x.dims(),
-            w.dims()
-        )));
+        return Err(super::refused("fused linear takes f32 CPU x [n, in] and W [out, in]", &[x, w]));
     }
     Ok(x.contiguous()?.apply_op2(&w.contiguous()?, Linear)?)
 }

@@ -65,6 +65,16 @@ thread_local! {
     static CURRENT: Cell<Kernels> = const { Cell::new(Kernels::Fused) };
 }
 
+/// The error of a kernel called with what it does not take: `takes` says what it takes, then the
+/// shapes and dtypes it got (or that this thread runs on the reference path).
+pub(crate) fn refused(takes: &str, got: &[&candle_core::Tensor]) -> crate::engine::Error {
+    if !enabled() {
+        return crate::engine::Error::Invalid(format!("{takes}; this thread runs candle's ops (kernels::reference)"));
+    }
+    let got: Vec<String> = got.iter().map(|t| format!("{:?} {:?}", t.dims(), t.dtype())).collect();
+    crate::engine::Error::Invalid(format!("{takes}, got {}", got.join(" and ")))
+}
+
 /// True when this thread may use the fused kernels (outside a [`reference`] scope).
 pub fn enabled() -> bool {
     CURRENT.with(|c| c.get()) == Kernels::Fused

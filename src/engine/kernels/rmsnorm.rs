@@ -9,7 +9,7 @@
 
 use super::cpu::{f32_data, with_f32_tensors, Bwd2, Fwd};
 use super::vmath;
-use crate::engine::{Error, Result};
+use crate::engine::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Tensor};
 use rayon::prelude::*;
 
@@ -31,11 +31,8 @@ pub fn applies(x: &Tensor, w: &Tensor) -> bool {
 /// `x / √(mean(x²) + eps) · w` over the last dimension; differentiable in `x` and `w`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if !applies(x, w) {
-        return Err(Error::Invalid(format!(
-            "fused RMS norm takes an f32 CPU tensor and a weight as wide as its last dimension, got {:?} and {:?}",
-            x.dims(),
-            w.dims()
-        )));
+        let takes = "fused RMS norm takes an f32 CPU tensor and a weight as wide as its last dimension";
+        return Err(super::refused(takes, &[x, w]));
     }
     Ok(x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })?)
 }

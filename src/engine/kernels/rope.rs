@@ -9,7 +9,7 @@
 
 use super::cpu::Fwd;
 use super::vmath;
-use crate::engine::{Error, Result};
+use crate::engine::Result;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Tensor, D};
 use rayon::prelude::*;
 
@@ -24,12 +24,8 @@ pub fn rope_thd(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let ok = applies(x) && cos.rank() == 2 && cos.dims() == sin.dims();
     let (t, d) = if ok { (x.dim(1)?, x.dim(3)?) } else { (0, 0) };
     if !ok || d % 2 != 0 || cos.dim(0)? < t || cos.dim(1)? != d {
-        return Err(Error::Invalid(format!(
-            "fused rope takes f32 CPU x [b, t, heads, d] (d even) and cos, sin [t, d], got {:?}, {:?} and {:?}",
-            x.dims(),
-            cos.dims(),
-            sin.dims()
-        )));
+        let takes = "fused rope takes f32 CPU x [b, t, heads, d] (d even) and cos, sin [t, d]";
+        return Err(super::refused(takes, &[x, cos, sin]));
     }
     let half = |table: &Tensor| -> Result<Vec<f32>> {
         Ok(table.narrow(0, 0, t)?.narrow(D::Minus1, 0, d / 2)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)

@@ -13,7 +13,7 @@
 
 use super::cpu::{f32_data, Bwd2, Fwd};
 use super::vmath;
-use crate::engine::{Error, Result};
+use crate::engine::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Tensor};
 use rayon::prelude::*;
 
@@ -35,11 +35,8 @@ pub fn applies(scores: &Tensor, mask: &Tensor) -> bool {
 /// `softmax(scale · scores + mask)` over the last dimension; differentiable in `scores`.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     if !applies(scores, mask) {
-        return Err(Error::Invalid(format!(
-            "fused softmax takes f32 CPU scores [..., t, tk] and a [t, tk] mask, got {:?} and {:?}",
-            scores.dims(),
-            mask.dims()
-        )));
+        let takes = "fused softmax takes f32 CPU scores [..., t, tk] and a [t, tk] mask";
+        return Err(super::refused(takes, &[scores, mask]));
     }
     Ok(scores.contiguous()?.apply_op2(&mask.contiguous()?, MaskedSoftmax { scale: scale as f32 })?)
 }

@@ -12,7 +12,7 @@
 
 use super::cpu::{f32_data, with_f32_tensors, Bwd2, Fwd};
 use super::vmath;
-use crate::engine::{Error, Result};
+use crate::engine::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Tensor};
 use rayon::prelude::*;
 
@@ -31,13 +31,7 @@ pub fn applies(gate: &Tensor, up: &Tensor) -> bool {
 /// `silu(gate) ⊙ up`, differentiable in both.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if !applies(gate, up) {
-        return Err(Error::Invalid(format!(
-            "fused SwiGLU takes two f32 CPU tensors of one shape, got {:?} {:?} and {:?} {:?}",
-            gate.dims(),
-            gate.dtype(),
-            up.dims(),
-            up.dtype()
-        )));
+        return Err(super::refused("fused SwiGLU takes two f32 CPU tensors of one shape", &[gate, up]));
     }
     Ok(gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?)
 }

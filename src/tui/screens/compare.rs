@@ -203,8 +203,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         "point", "size", "ppl", "top-1", "KL", "agree", "path"
     ))];
     let height = table_area.height.saturating_sub(3) as usize;
-    let first = s.row.saturating_sub(height.saturating_sub(1));
-    rows.extend(s.points.iter().enumerate().skip(first).take(height).map(|(i, p)| {
+    rows.extend(super::in_view(&s.points, s.row, height).map(|(i, p)| {
         let budget = if s.budget.is_set() && verdict.meets[i] { '$' } else { ' ' };
         Line::styled(
             format!(

@@ -41,13 +41,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let row = app.jobs_screen.row.min(jobs.len().saturating_sub(1));
     let [list, log] = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area);
     let height = list.height.saturating_sub(2) as usize;
-    let first = row.saturating_sub(height.saturating_sub(1));
     let bar_width = (list.width as usize).saturating_sub(60).clamp(6, 30);
-    let lines: Vec<Line> = jobs
-        .iter()
-        .enumerate()
-        .skip(first)
-        .take(height)
+    let lines: Vec<Line> = super::in_view(jobs, row, height)
         .map(|(i, e)| {
             let progress = match (&e.progress, e.status == Status::Running) {
                 (Some((_, done, total, unit)), _) => bar(*done, *total, unit, bar_width),

@@ -25,3 +25,9 @@ pub fn selected(on: bool) -> Style {
         Style::default()
     }
 }
+
+/// The items of a list that fit in `height` rows with row `selected` in view, with their indices.
+pub fn in_view<T>(items: &[T], selected: usize, height: usize) -> impl Iterator<Item = (usize, &T)> {
+    let first = selected.saturating_sub(height.saturating_sub(1));
+    items.iter().enumerate().skip(first).take(height)
+}

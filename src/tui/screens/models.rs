@@ -158,9 +158,9 @@ fn model_lines(role: &str, m: &LoadedModel) -> Vec<Line<'static>> {
             "  {} params · {} · vocab {} · {}L×{}",
             fmt::params(i.parameters),
             fmt::mb(i.bytes),
-            i.vocab,
-            i.layers,
-            i.hidden
+            i.dims.vocab,
+            i.dims.layers,
+            i.dims.hidden
         )),
     ]
 }

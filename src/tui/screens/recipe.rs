@@ -136,14 +136,9 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let r = &app.recipe.recipe;
     let [list, foot] = Layout::vertical([Constraint::Min(3), Constraint::Length(4)]).areas(area);
     let height = list.height.saturating_sub(2) as usize;
-    let first = s.row.saturating_sub(height.saturating_sub(1));
     let key_width = FIELDS.iter().map(|f| f.key.len()).max().unwrap_or(0);
     let wide = list.width as usize > key_width + 60;
-    let lines: Vec<Line> = FIELDS
-        .iter()
-        .enumerate()
-        .skip(first)
-        .take(height)
+    let lines: Vec<Line> = super::in_view(FIELDS, s.row, height)
         .map(|(i, field)| {
             let on = i == s.row;
             let value = match (&s.input, on) {
