@@ -201,6 +201,13 @@ pub enum TokenizerOut<'a> {
     Built(&'a tokenizers::Tokenizer),
 }
 
+impl<'a> TokenizerOut<'a> {
+    /// The tokenizer file a model came with, else the tokenizer in memory.
+    pub fn of(file: Option<&'a Path>, tokenizer: &'a tokenizers::Tokenizer) -> Self {
+        file.map_or(Self::Built(tokenizer), Self::File)
+    }
+}
+
 /// Saves a Hugging Face folder: config.json, model.safetensors and tokenizer.json, each atomically.
 pub fn save_hf_folder(
     dir: &Path,

@@ -131,13 +131,11 @@ pub fn prepare_teacher(lr: &LoadedClassify, resume: bool, ctx: &JobContext) -> R
             ctx.log(format!("fine-tuning the teacher ({} parameters) on the labels", count(&built.vars)));
             std::fs::create_dir_all(&root).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
             remove_stale_temporaries(&root);
-            let mut trainees = vec![Trainee::new(Role::Teacher, built, ft.weight_decay)?];
+            let plan = schedule(ft, "finetune");
+            let mut trainees = vec![Trainee::new(Role::Teacher, built, &plan)?];
             let mut task = ClassTask::new(&train_enc, &eval_enc, ft, None);
-            train(&mut task, &mut trainees, &schedule(ft, "finetune"), &root, state, ctx)?;
-            let tok = match &tokenizer_file {
-                Some(p) => TokenizerOut::File(p),
-                None => TokenizerOut::Built(&tokenizer),
-            };
+            train(&mut task, &mut trainees, &plan, &root, state, ctx)?;
+            let tok = TokenizerOut::of(tokenizer_file.as_deref(), &tokenizer);
             save_hf_folder(&dir, &config_json, &trainees[0].weights(), tok)?;
             trainees[0].seconds
         }
@@ -175,13 +173,6 @@ fn speeds(nets: &[&Network], eval: &Encoded) -> Result<Vec<f64>> {
         }
     }
     Ok(best.iter().map(|s| eval.ids.len() as f64 / s.max(1e-9)).collect())
-}
-
-fn tokenizer_out(p: &Prepared) -> TokenizerOut<'_> {
-    match &p.tokenizer_file {
-        Some(f) => TokenizerOut::File(f),
-        None => TokenizerOut::Built(&p.tokenizer),
-    }
 }
 
 /// The summary's frame: the run, its classes and the size of each split.
@@ -268,23 +259,27 @@ pub fn run_classification(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobConte
         student.layers, derived.copied_layers, derived.parameters
     ));
     let teacher = Teacher { network: &p.teacher.network, train_logits: &teacher_train, eval_logits: &teacher_eval };
+    let plan = schedule(d, "distill");
     let mut roles = vec![Role::Student];
     if d.baseline() {
         roles.push(Role::Baseline);
     }
     let mut trainees = roles
         .into_iter()
-        .map(|role| {
-            Trainee::new(role, trainable(&derived.config_json, &derived.tensors, &Device::Cpu)?, d.weight_decay)
-        })
+        .map(|role| Trainee::new(role, trainable(&derived.config_json, &derived.tensors, &Device::Cpu)?, &plan))
         .collect::<Result<Vec<_>>>()?;
     let mut task = ClassTask::new(&p.train, &p.eval, d, Some(&teacher));
-    train(&mut task, &mut trainees, &schedule(d, "distill"), &out, existing, ctx)?;
+    train(&mut task, &mut trainees, &plan, &out, existing, ctx)?;
     let mut models = Vec::new();
     for t in &trainees {
         let metrics = measure(&t.network, &p.eval, Some(&teacher_eval), 32)?;
         let dir = out.join(t.name());
-        save_hf_folder(&dir, &derived.config_json, &t.weights(), tokenizer_out(&p))?;
+        save_hf_folder(
+            &dir,
+            &derived.config_json,
+            &t.weights(),
+            TokenizerOut::of(p.tokenizer_file.as_deref(), &p.tokenizer),
+        )?;
         models.push((t, metrics, dir));
     }
     ctx.log("timing inference on the eval set (teacher and students in turn)");

@@ -54,10 +54,7 @@ pub(super) fn finish(
     }
     for t in trainees {
         let dir = out.join(t.name());
-        let tok = match &setup.tokenizer_file {
-            Some(p) => TokenizerOut::File(p),
-            None => TokenizerOut::Built(&setup.tokenizer),
-        };
+        let tok = TokenizerOut::of(setup.tokenizer_file.as_deref(), &setup.tokenizer);
         save_hf_folder(&dir, &setup.student_config, &t.weights(), tok)?;
         let last = t.last().cloned().unwrap_or_default();
         *summary.role_mut(t.role) = Some(ModelSummary {

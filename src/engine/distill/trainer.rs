@@ -123,11 +123,21 @@ pub fn run_with_tokenizer(
         (Some(_), true) => vec![Role::Student, Role::Baseline],
         (Some(_), false) => vec![Role::Student],
     };
+    let schedule = Schedule {
+        steps: d.steps,
+        warmup_steps: d.warmup_steps,
+        lr: d.lr,
+        min_lr_ratio: d.min_lr_ratio,
+        weight_decay: d.weight_decay,
+        grad_clip: d.grad_clip,
+        eval_every: d.eval_every,
+        checkpoint_every: d.checkpoint_every,
+        precision: setup.precision,
+        section: "distill",
+    };
     let mut trainees = roles
         .iter()
-        .map(|&role| {
-            Trainee::new(role, trainable(&setup.student_config, &setup.initial, &setup.device)?, d.weight_decay)
-        })
+        .map(|&role| Trainee::new(role, trainable(&setup.student_config, &setup.initial, &setup.device)?, &schedule))
         .collect::<Result<Vec<_>>>()?;
     if let Some(note) = autocast::emulation_note("precision", d.precision, &setup.device) {
         ctx.log(note);
@@ -199,18 +209,6 @@ pub fn run_with_tokenizer(
             Some(f)
         }
         _ => None,
-    };
-    let schedule = Schedule {
-        steps: d.steps,
-        warmup_steps: d.warmup_steps,
-        lr: d.lr,
-        min_lr_ratio: d.min_lr_ratio,
-        weight_decay: d.weight_decay,
-        grad_clip: d.grad_clip,
-        eval_every: d.eval_every,
-        checkpoint_every: d.checkpoint_every,
-        precision: setup.precision,
-        section: "distill",
     };
     let mut task = LmTask {
         setup: &setup,

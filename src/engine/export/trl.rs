@@ -66,10 +66,7 @@ pub fn write(lr: &LoadedRecipe, dir: &Path, ctx: &JobContext) -> Result<Vec<Path
     };
     let mut files = Vec::new();
     let student_dir = dir.join("student_init");
-    let tok = match &setup.tokenizer_file {
-        Some(p) => TokenizerOut::File(p),
-        None => TokenizerOut::Built(&setup.tokenizer),
-    };
+    let tok = TokenizerOut::of(setup.tokenizer_file.as_deref(), &setup.tokenizer);
     save_hf_folder(&student_dir, &setup.student_config, &setup.initial, tok)?;
     files.push(student_dir);
     let r = &lr.recipe;

@@ -118,9 +118,9 @@ pub struct Trainee<M> {
 }
 
 impl<M> Trainee<M> {
-    /// A fresh trainee from a trainable network.
-    pub fn new(role: Role, built: Built, weight_decay: f64) -> Result<Self> {
-        let opt = AdamW::new(&built.vars, weight_decay)?;
+    /// A fresh trainee from a trainable network, with the schedule's AdamW.
+    pub fn new(role: Role, built: Built, schedule: &Schedule) -> Result<Self> {
+        let opt = AdamW::new(&built.vars, schedule.weight_decay)?;
         Ok(Self { role, network: built.network, vars: built.vars, opt, evals: Vec::new(), seconds: 0.0, tokens: 0 })
     }
 
