@@ -1,7 +1,7 @@
 //! Model commands: `inspect`, `eval`, `derive-student`, `check`, `search`, `cache`.
 
 use super::{print_json, Command};
-use crate::engine::context::Settings;
+use crate::engine::context::{Monitor, Settings};
 use crate::engine::derive::{derive_and_save, derive_loaded, StudentShape};
 use crate::engine::distribution::soften;
 use crate::engine::eval::{evaluate_text, measure_against, EvalOptions};
@@ -31,8 +31,8 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
                 .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
             let (t, m) = (load(settings, &teacher, false)?, load(settings, &model, false)?);
             let opts = EvalOptions { seq_len, max_tokens, batch_size };
-            let mut progress = |_: &str, _: usize, _: usize| {};
-            let (own, c) = measure_against(&t, &[&m], &text, &opts, &mut progress, &AtomicBool::new(false))?;
+            let cancel = AtomicBool::new(false);
+            let (own, c) = measure_against(&t, &[&m], &text, &opts, &Monitor::silent(&cancel))?;
             let c = &c[0];
             if json {
                 let report = serde_json::json!({
@@ -57,13 +57,14 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
             let m = load(settings, &model, false)?;
             let opts = EvalOptions { seq_len, max_tokens, batch_size };
             let interactive = std::io::stderr().is_terminal();
-            let mut progress = |done: usize, total: usize| {
+            let progress = |_: &str, done: u64, total: u64, _: &str| {
                 if interactive {
                     eprint!("\revaluating: window {done}/{total}");
                     let _ = std::io::stderr().flush();
                 }
             };
-            let report = evaluate_text(&m, &text, &opts, &mut progress, &AtomicBool::new(false))?;
+            let cancel = AtomicBool::new(false);
+            let report = evaluate_text(&m, &text, &opts, &Monitor::calling(&cancel, &progress))?;
             if interactive {
                 eprintln!();
             }
@@ -245,7 +246,7 @@ fn print_info(m: &LoadedModel) {
     println!("dtype         {}", i.dtype);
     println!("bytes         {} ({:.1} MB, {})", i.bytes, i.bytes as f64 / 1e6, i.format);
     println!("source        {}", i.source_path);
-    if let Some(rev) = &i.revision {
+    if let Some(rev) = &i.hub.revision {
         println!("revision      {rev}");
     }
     println!("tokenizer     {}", i.tokenizer.as_deref().unwrap_or("none"));

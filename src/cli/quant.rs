@@ -3,7 +3,7 @@
 
 use super::models::load;
 use super::print_json;
-use crate::engine::context::Settings;
+use crate::engine::context::{Monitor, Settings};
 use crate::engine::eval::EvalOptions;
 use crate::engine::quant::sweep::read_text;
 use crate::engine::quant::{
@@ -95,7 +95,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings) -> Result<()> {
     let model = load(&settings.hub, &args.model, false)?;
     let cancel = AtomicBool::new(false);
     let imatrix = match &calibration {
-        Some(text) => Some(calibrate(&model, text, &args.policy.eval(), &mut |_, _| {}, &cancel)?),
+        Some(text) => Some(calibrate(&model, text, &args.policy.eval(), &Monitor::silent(&cancel))?),
         None => None,
     };
     let q = quantize_model(&model, format, &QuantOptions { policy, imatrix: imatrix.as_ref() }, &cancel)?;

@@ -1,7 +1,8 @@
 //! What the engine is given from outside: [`Settings`] (hub, device, cache folder), built once by the
-//! front end (`main` reads the environment, tests build them by hand), and [`JobContext`], the
-//! progress/cancel monitor every long engine function reports through. Nothing below `main` reads
-//! an environment variable to decide what the engine does.
+//! front end (`main` reads the environment, tests build them by hand); [`JobContext`], what a job
+//! reports through; and [`Monitor`], the progress/cancel handle every long engine function takes
+//! (a job's context, a CLI progress line or nothing). Nothing below `main` reads an environment
+//! variable to decide what the engine does.
 
 use crate::engine::events::{JobEvent, JobId};
 use crate::engine::hub::HubSettings;
@@ -133,7 +134,67 @@ impl JobContext {
 
     /// `Err(Cancelled)` once cancellation was requested: call between units of work.
     pub fn check(&self) -> Result<()> {
-        if self.is_cancelled() {
+        self.quiet().check()
+    }
+
+    /// The cancellation flag, for engine functions that take one.
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+}
+
+/// Where a [`Monitor`] sends its counts.
+#[derive(Clone, Copy)]
+enum Sink<'a> {
+    Silent,
+    Job(&'a JobContext),
+    Call(&'a dyn Fn(&str, u64, u64, &str)),
+}
+
+/// Progress and cancellation for one piece of engine work (an evaluation, a calibration pass, a
+/// comparison): `report(done, total)` under the monitor's stage name and unit, and the cancel flag
+/// checked between units of work.
+#[derive(Clone)]
+pub struct Monitor<'a> {
+    cancel: &'a AtomicBool,
+    sink: Sink<'a>,
+    stage: String,
+    unit: &'static str,
+}
+
+impl<'a> Monitor<'a> {
+    /// Reports nothing; stops when `cancel` is set.
+    pub fn silent(cancel: &'a AtomicBool) -> Self {
+        Self { cancel, sink: Sink::Silent, stage: String::new(), unit: "windows" }
+    }
+
+    /// Reports `(stage, done, total, unit)` to `call` (a CLI progress line, a test's counter).
+    pub fn calling(cancel: &'a AtomicBool, call: &'a dyn Fn(&str, u64, u64, &str)) -> Self {
+        Self { sink: Sink::Call(call), ..Self::silent(cancel) }
+    }
+
+    /// The same monitor under another stage name (`teacher`, `evaluating q4_0`, ...).
+    pub fn stage(&self, name: impl Into<String>) -> Self {
+        Self { stage: name.into(), ..self.clone() }
+    }
+
+    /// The same monitor counting another unit (`windows` unless told).
+    pub fn unit(&self, unit: &'static str) -> Self {
+        Self { unit, ..self.clone() }
+    }
+
+    pub fn report(&self, done: usize, total: usize) {
+        let (done, total) = (done as u64, total as u64);
+        match self.sink {
+            Sink::Silent => {}
+            Sink::Job(ctx) => ctx.progress(&self.stage, done, total, self.unit),
+            Sink::Call(call) => call(&self.stage, done, total, self.unit),
+        }
+    }
+
+    /// `Err(Cancelled)` once cancellation was requested: call between units of work.
+    pub fn check(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
             Err(Error::Cancelled)
         } else {
             Ok(())
@@ -141,7 +202,19 @@ impl JobContext {
     }
 
     /// The cancellation flag, for engine functions that take one.
-    pub fn cancel_flag(&self) -> &AtomicBool {
-        &self.cancel
+    pub fn cancel_flag(&self) -> &'a AtomicBool {
+        self.cancel
+    }
+}
+
+impl JobContext {
+    /// A monitor reporting as this job's progress events under `stage`.
+    pub fn monitor(&self, stage: impl Into<String>) -> Monitor<'_> {
+        Monitor { sink: Sink::Job(self), ..Monitor::silent(&self.cancel) }.stage(stage)
+    }
+
+    /// A monitor that reports nothing but stops with this job.
+    pub fn quiet(&self) -> Monitor<'_> {
+        Monitor::silent(&self.cancel)
     }
 }

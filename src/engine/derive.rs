@@ -280,8 +280,7 @@ pub fn derive_loaded(teacher: &LoadedModel, shape: &StudentShape, seed: u64) -> 
     info.dims = Dims::of(&built.config);
     info.bytes = d.parameters * 4;
     info.dtype = "F32 (not saved yet)".into();
-    info.hub_id = None;
-    info.revision = None;
+    info.hub = Default::default();
     Ok(LoadedModel {
         resolved: teacher.resolved.clone(),
         config: built.config,

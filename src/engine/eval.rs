@@ -5,6 +5,7 @@
 //! tail window of at least 2 tokens is evaluated too); each window predicts its positions
 //! 1..len-1 from the ones before; perplexity = exp(mean NLL) over every predicted token.
 
+use crate::engine::context::Monitor;
 use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::Network;
@@ -13,7 +14,6 @@ use crate::engine::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::ops::log_softmax;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -60,13 +60,7 @@ fn checked_windows(tokens: &[u32], seq_len: usize) -> Result<Vec<&[u32]>> {
 }
 
 /// Evaluates a causal LM on a text with its own tokenizer.
-pub fn evaluate_text(
-    model: &LoadedModel,
-    text: &str,
-    opts: &EvalOptions,
-    progress: &mut dyn FnMut(usize, usize),
-    cancel: &AtomicBool,
-) -> Result<EvalReport> {
+pub fn evaluate_text(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &Monitor) -> Result<EvalReport> {
     if !model.config.is_causal_lm() {
         return Err(Error::Invalid(format!(
             "{} is a {} model; perplexity needs a causal language model",
@@ -84,7 +78,7 @@ pub fn evaluate_text(
     if let Some(max) = opts.max_tokens {
         tokens.truncate(max);
     }
-    evaluate_tokens(&model.network, &tokens, opts, &Device::Cpu, progress, cancel)
+    evaluate_tokens(&model.network, &tokens, opts, &Device::Cpu, monitor)
 }
 
 /// Evaluates a causal LM on token ids.
@@ -93,8 +87,7 @@ pub fn evaluate_tokens(
     tokens: &[u32],
     opts: &EvalOptions,
     device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-    cancel: &AtomicBool,
+    monitor: &Monitor,
 ) -> Result<EvalReport> {
     if opts.seq_len < 2 {
         return Err(Error::Invalid("--seq-len must be at least 2".into()));
@@ -113,9 +106,7 @@ pub fn evaluate_tokens(
         }
     }
     for group in groups {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
+        monitor.check()?;
         let t = group[0].len();
         let flat: Vec<u32> = group.iter().flat_map(|w| w.iter().copied()).collect();
         let ids = Tensor::from_vec(flat, (group.len(), t), device)?;
@@ -125,7 +116,7 @@ pub fn evaluate_tokens(
         predicted += group.len() * (t - 1);
         fed += group.len() * t;
         done += group.len();
-        progress(done, wins.len());
+        monitor.report(done, wins.len());
     }
     let seconds = start.elapsed().as_secs_f64();
     let mean_nll = nll / predicted as f64;
@@ -167,17 +158,16 @@ impl ReferenceStates {
         tokens: &[u32],
         seq_len: usize,
         device: &Device,
-        cancel: &AtomicBool,
+        monitor: &Monitor,
     ) -> Result<Self> {
         let wins: Vec<Vec<u32>> = checked_windows(tokens, seq_len)?.into_iter().map(|w| w.to_vec()).collect();
         let mut hidden = Vec::with_capacity(wins.len());
-        for w in &wins {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
+        for (i, w) in wins.iter().enumerate() {
+            monitor.check()?;
             let ids = Tensor::from_slice(&w[..w.len() - 1], (1, w.len() - 1), device)?;
             let h = reference.hidden_states(&ids)?;
             hidden.push(h.reshape((w.len() - 1, h.dim(D::Minus1)?))?);
+            monitor.report(i + 1, wins.len());
         }
         Ok(Self { windows: wins, hidden })
     }
@@ -185,27 +175,27 @@ impl ReferenceStates {
 
 /// The teacher's own numbers on `text` (in the teacher's tokenizer, its first `max_tokens`
 /// tokens) and each candidate's, with KL and agreement to the teacher: the float points of the
-/// Compare screen and of `distill-tui eval MODEL --teacher TEACHER`. `progress(stage, done, total)`
-/// names the model being measured.
+/// Compare screen and of `distill-tui eval MODEL --teacher TEACHER`. The monitor's stage names the
+/// model being measured.
 pub fn measure_against(
     teacher: &LoadedModel,
     candidates: &[&LoadedModel],
     text: &str,
     opts: &EvalOptions,
-    progress: &mut dyn FnMut(&str, usize, usize),
-    cancel: &AtomicBool,
+    monitor: &Monitor,
 ) -> Result<(EvalReport, Vec<CompareReport>)> {
     let mut tokens = encode_plain(teacher.tokenizer()?, text)?;
     if let Some(max) = opts.max_tokens {
         tokens.truncate(max);
     }
     let cpu = Device::Cpu;
-    let own = evaluate_tokens(&teacher.network, &tokens, opts, &cpu, &mut |d, t| progress("teacher", d, t), cancel)?;
-    let states = ReferenceStates::compute(&teacher.network, &tokens, opts.seq_len, &cpu, cancel)?;
+    let own = evaluate_tokens(&teacher.network, &tokens, opts, &cpu, &monitor.stage("teacher"))?;
+    let states =
+        ReferenceStates::compute(&teacher.network, &tokens, opts.seq_len, &cpu, &monitor.stage("teacher states"))?;
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
-        let mut report = |d, t| progress(&c.info.name, d, t);
-        out.push(compare_with_states(&teacher.network, &states, &c.network, opts, &cpu, &mut report, cancel)?);
+        let each = monitor.stage(c.info.name.as_str());
+        out.push(compare_with_states(&teacher.network, &states, &c.network, opts, &cpu, &each)?);
     }
     Ok((own, out))
 }
@@ -219,11 +209,10 @@ pub fn compare_tokens(
     tokens: &[u32],
     opts: &EvalOptions,
     device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-    cancel: &AtomicBool,
+    monitor: &Monitor,
 ) -> Result<CompareReport> {
-    let states = ReferenceStates::compute(reference, tokens, opts.seq_len, device, cancel)?;
-    compare_with_states(reference, &states, candidate, opts, device, progress, cancel)
+    let states = ReferenceStates::compute(reference, tokens, opts.seq_len, device, monitor)?;
+    compare_with_states(reference, &states, candidate, opts, device, monitor)
 }
 
 /// [`compare_tokens`] with the reference's hidden states already computed.
@@ -233,15 +222,13 @@ pub fn compare_with_states(
     candidate: &Network,
     opts: &EvalOptions,
     device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-    cancel: &AtomicBool,
+    monitor: &Monitor,
 ) -> Result<CompareReport> {
-    compare_with_states_at(reference, states, candidate, Precision::F32, opts, device, progress, cancel)
+    compare_with_states_at(reference, states, candidate, Precision::F32, opts, device, monitor)
 }
 
 /// [`compare_with_states`] with the candidate's linear layers at `precision` (the reference stays
 /// f32): how far a teacher computed in int8 or bf16 is from itself in f32.
-#[allow(clippy::too_many_arguments)]
 pub fn compare_with_states_at(
     reference: &Network,
     states: &ReferenceStates,
@@ -249,19 +236,16 @@ pub fn compare_with_states_at(
     precision: Precision,
     opts: &EvalOptions,
     device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-    cancel: &AtomicBool,
+    monitor: &Monitor,
 ) -> Result<CompareReport> {
     let start = Instant::now();
     let mut acc = CompareAcc::default();
     let total = states.windows.len();
     for (i, (w, hr)) in states.windows.iter().zip(&states.hidden).enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
+        monitor.check()?;
         let ids = Tensor::from_slice(w, (1, w.len()), device)?;
         compare_window(reference, hr, (candidate, precision), &ids, &mut acc)?;
-        progress(i + 1, total);
+        monitor.report(i + 1, total);
     }
     let seconds = start.elapsed().as_secs_f64();
     let n = acc.predicted as f64;

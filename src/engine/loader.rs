@@ -4,7 +4,7 @@
 use crate::engine::gguf;
 use crate::engine::models::weights::{TensorSource, WeightStore};
 use crate::engine::models::{ArchConfig, Network};
-use crate::engine::source::{ModelFiles, ResolvedModel};
+use crate::engine::source::{HubRef, ModelFiles, ResolvedModel};
 use crate::engine::tokenizer::load_tokenizer;
 use crate::engine::{Error, Result};
 use candle_core::{Device, Tensor, Var};
@@ -43,8 +43,8 @@ pub struct ModelInfo {
     pub bytes: u64,
     pub format: String,
     pub source_path: String,
-    pub hub_id: Option<String>,
-    pub revision: Option<String>,
+    #[serde(flatten)]
+    pub hub: HubRef,
     pub tokenizer: Option<String>,
     pub labels: Vec<String>,
 }
@@ -157,8 +157,7 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         bytes: resolved.weight_bytes(),
         format: if matches!(resolved.files, ModelFiles::Gguf { .. }) { "gguf".into() } else { format },
         source_path: resolved.path().display().to_string(),
-        hub_id: resolved.hub_id.clone(),
-        revision: resolved.revision.clone(),
+        hub: resolved.hub.clone(),
         tokenizer: resolved
             .tokenizer
             .as_ref()

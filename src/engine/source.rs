@@ -89,10 +89,22 @@ pub struct ResolvedModel {
     pub spec: String,
     pub files: ModelFiles,
     pub tokenizer: Option<PathBuf>,
+    pub hub: HubRef,
+}
+
+/// Where on the hub a model came from: both absent for a local folder or file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HubRef {
     /// Hub id, when it came from the hub.
     pub hub_id: Option<String>,
     /// Commit hash of the hub snapshot.
     pub revision: Option<String>,
+}
+
+impl HubRef {
+    pub fn new(id: impl Into<String>, revision: impl Into<String>) -> Self {
+        Self { hub_id: Some(id.into()), revision: Some(revision.into()) }
+    }
 }
 
 impl ResolvedModel {
@@ -119,7 +131,7 @@ impl ResolvedModel {
 
     /// A short name for display: the hub id or the last path component.
     pub fn display_name(&self) -> String {
-        self.hub_id.clone().unwrap_or_else(|| {
+        self.hub.hub_id.clone().unwrap_or_else(|| {
             self.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| self.spec.clone())
         })
     }
@@ -128,16 +140,10 @@ impl ResolvedModel {
 /// Resolves a model argument to local files, downloading from the hub when needed (cache first).
 pub fn resolve(spec: &str, settings: &HubSettings, progress: &dyn Fn(&DownloadProgress)) -> Result<ResolvedModel> {
     match ModelSpec::parse(spec, &settings.home)? {
-        ModelSpec::Folder(dir) => resolve_folder(spec, &dir, None, None),
+        ModelSpec::Folder(dir) => resolve_folder(spec, &dir, HubRef::default()),
         ModelSpec::GgufFile(file) => {
             let tokenizer = file.parent().map(|d| d.join("tokenizer.json")).filter(|p| p.is_file());
-            Ok(ResolvedModel {
-                spec: spec.into(),
-                files: ModelFiles::Gguf { file },
-                tokenizer,
-                hub_id: None,
-                revision: None,
-            })
+            Ok(ResolvedModel { spec: spec.into(), files: ModelFiles::Gguf { file }, tokenizer, hub: HubRef::default() })
         }
         ModelSpec::Hub { id, revision, gguf } => {
             let repo = HubRepo { revision, ..HubRepo::new(id.clone()) };
@@ -153,36 +159,24 @@ pub fn resolve(spec: &str, settings: &HubSettings, progress: &dyn Fn(&DownloadPr
                         spec: spec.into(),
                         files: ModelFiles::Gguf { file: snap.dir.join(f) },
                         tokenizer,
-                        hub_id: Some(id),
-                        revision: Some(snap.revision),
+                        hub: HubRef::new(id, snap.revision),
                     })
                 }
-                None => resolve_folder(spec, &snap.dir, Some(id), Some(snap.revision)),
+                None => resolve_folder(spec, &snap.dir, HubRef::new(id, snap.revision)),
             }
         }
     }
 }
 
 /// Resolves a Hugging Face layout folder: config.json plus `model.safetensors` or a sharded index.
-pub fn resolve_folder(
-    spec: &str,
-    dir: &Path,
-    hub_id: Option<String>,
-    revision: Option<String>,
-) -> Result<ResolvedModel> {
+pub fn resolve_folder(spec: &str, dir: &Path, hub: HubRef) -> Result<ResolvedModel> {
     let config = dir.join("config.json");
     if !config.is_file() {
         return Err(Error::BadSource { path: dir.into(), detail: "no config.json in this folder".into() });
     }
     let weights = weight_files(dir)?;
     let tokenizer = Some(dir.join("tokenizer.json")).filter(|p| p.is_file());
-    Ok(ResolvedModel {
-        spec: spec.into(),
-        files: ModelFiles::Hf { dir: dir.into(), config, weights },
-        tokenizer,
-        hub_id,
-        revision,
-    })
+    Ok(ResolvedModel { spec: spec.into(), files: ModelFiles::Hf { dir: dir.into(), config, weights }, tokenizer, hub })
 }
 
 /// `model.safetensors`, or the shards listed by `model.safetensors.index.json`.

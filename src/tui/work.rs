@@ -102,8 +102,7 @@ pub fn float_points(
     opts: &EvalOptions,
 ) -> Result<Value> {
     let candidates: Vec<&LoadedModel> = student.iter().map(|s| s.as_ref()).collect();
-    let mut progress = |stage: &str, d: usize, t: usize| ctx.progress(stage, d as u64, t as u64, "windows");
-    let (t, compared) = measure_against(&teacher, &candidates, text, opts, &mut progress, ctx.cancel_flag())?;
+    let (t, compared) = measure_against(&teacher, &candidates, text, opts, &ctx.monitor(""))?;
     let mut points = vec![Point {
         origin: Origin::Teacher,
         format: "float".into(),

@@ -3,6 +3,7 @@
 use crate::common;
 
 use candle_core::{DType, Device, D};
+use distill_tui::engine::context::Monitor;
 use distill_tui::engine::distribution::soften;
 use distill_tui::engine::eval::{evaluate_text, evaluate_tokens, measure_against, windows, EvalOptions};
 use distill_tui::engine::prompt::prompt_logits;
@@ -42,8 +43,9 @@ fn perplexity_and_top1_equal_those_computed_from_golden_logits() {
         let n = (b * (t - 1)) as f64;
         let tokens: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
         let opts = EvalOptions { seq_len: t, max_tokens: None, batch_size: Some(1) };
-        let r = evaluate_tokens(&model.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &AtomicBool::new(false))
-            .unwrap();
+        let r =
+            evaluate_tokens(&model.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&AtomicBool::new(false)))
+                .unwrap();
         assert_eq!(r.windows, b);
         assert_eq!(r.predicted_tokens, b * (t - 1));
         let want_ppl = (nll / n).exp();
@@ -55,8 +57,7 @@ fn perplexity_and_top1_equal_those_computed_from_golden_logits() {
             &tokens,
             &EvalOptions { batch_size: Some(2), ..opts },
             &Device::Cpu,
-            &mut |_, _| {},
-            &AtomicBool::new(false),
+            &Monitor::silent(&AtomicBool::new(false)),
         )
         .unwrap();
         assert!((batched.perplexity - r.perplexity).abs() < 1e-9);
@@ -77,24 +78,24 @@ fn eval_rejects_bad_settings_with_actionable_messages() {
     let model = common::load_fixture("tiny-llama", false);
     let cancel = AtomicBool::new(false);
     let too_long = EvalOptions { seq_len: 4096, ..EvalOptions::default() };
-    let e = evaluate_text(&model, "some text", &too_long, &mut |_, _| {}, &cancel).unwrap_err().to_string();
+    let e = evaluate_text(&model, "some text", &too_long, &Monitor::silent(&cancel)).unwrap_err().to_string();
     assert!(e.contains("--seq-len 4096") && e.contains("256"), "{e}");
-    let e = evaluate_text(&model, "", &EvalOptions { seq_len: 16, ..EvalOptions::default() }, &mut |_, _| {}, &cancel)
-        .unwrap_err()
-        .to_string();
+    let e =
+        evaluate_text(&model, "", &EvalOptions { seq_len: 16, ..EvalOptions::default() }, &Monitor::silent(&cancel))
+            .unwrap_err()
+            .to_string();
     assert!(e.contains("at least 2"), "{e}");
     let cancelled = AtomicBool::new(true);
     let e = evaluate_text(
         &model,
         "It is a truth universally acknowledged",
         &EvalOptions { seq_len: 8, ..EvalOptions::default() },
-        &mut |_, _| {},
-        &cancelled,
+        &Monitor::silent(&cancelled),
     )
     .unwrap_err();
     assert!(matches!(e, distill_tui::engine::Error::Cancelled));
     let cls = common::load_fixture("tiny-bert-cls", false);
-    let e = evaluate_text(&cls, "text", &EvalOptions::default(), &mut |_, _| {}, &cancel).unwrap_err().to_string();
+    let e = evaluate_text(&cls, "text", &EvalOptions::default(), &Monitor::silent(&cancel)).unwrap_err().to_string();
     assert!(e.contains("causal language model"), "{e}");
 }
 
@@ -108,18 +109,18 @@ fn compare_reports_zero_kl_and_full_agreement_against_itself_and_positive_kl_oth
     let opts = EvalOptions { seq_len: 30, max_tokens: None, batch_size: None };
     let cancel = AtomicBool::new(false);
     let same =
-        compare_tokens(&teacher.network, &teacher.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &cancel)
+        compare_tokens(&teacher.network, &teacher.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&cancel))
             .unwrap();
     assert!(same.kl.abs() < 1e-6, "KL to itself {}", same.kl);
     assert_eq!(same.agreement, 1.0);
     assert!((same.reference_perplexity - same.candidate.perplexity).abs() < 1e-9);
     let other =
-        compare_tokens(&teacher.network, &student.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &cancel)
+        compare_tokens(&teacher.network, &student.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&cancel))
             .unwrap();
     assert!(other.kl > 1e-3, "KL teacher‖student {}", other.kl);
     assert!(other.agreement < 1.0);
     // The candidate's own numbers equal a plain evaluation of it.
-    let plain = evaluate_tokens(&student.network, &tokens, &opts, &Device::Cpu, &mut |_, _| {}, &cancel).unwrap();
+    let plain = evaluate_tokens(&student.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&cancel)).unwrap();
     assert!((plain.perplexity - other.candidate.perplexity).abs() / plain.perplexity < 1e-6);
     assert_eq!(plain.top1_accuracy, other.candidate.top1_accuracy);
 }
@@ -142,13 +143,24 @@ fn the_workbench_measurements_run_headless() {
     let (tm, sm) = (common::load_fixture("tiny-llama", false), common::load_fixture("tiny-llama-student", false));
     let opts = EvalOptions { seq_len: 16, max_tokens: None, batch_size: None };
     let text = std::fs::read_to_string(&data).unwrap();
-    let (own, c) = measure_against(&tm, &[&sm], &text, &opts, &mut |_, _, _| {}, &AtomicBool::new(false)).unwrap();
+    // The monitor hears every stage, named by the model measured, up to its total.
+    let heard = std::cell::RefCell::new(Vec::new());
+    let record = |stage: &str, done: u64, total: u64, unit: &str| {
+        heard.borrow_mut().push((stage.to_string(), done, total, unit.to_string()))
+    };
+    let cancel = AtomicBool::new(false);
+    let (own, c) = measure_against(&tm, &[&sm], &text, &opts, &Monitor::calling(&cancel, &record)).unwrap();
+    let heard = heard.into_inner();
+    for stage in ["teacher", "teacher states", sm.info.name.as_str()] {
+        let last = heard.iter().rfind(|h| h.0 == stage).unwrap_or_else(|| panic!("no progress for {stage}: {heard:?}"));
+        assert!(last.1 == last.2 && last.2 > 0 && last.3 == "windows", "{last:?}");
+    }
     assert_eq!(v["kl_to_teacher"].as_f64().unwrap(), c[0].kl);
     assert_eq!(v["agreement"].as_f64().unwrap(), c[0].agreement);
     assert_eq!(v["teacher"]["perplexity"].as_f64().unwrap(), own.perplexity);
     assert!(c[0].kl > 0.0 && (0.0..=1.0).contains(&c[0].agreement));
     // The teacher against itself: no divergence, full agreement.
-    let (_, same) = measure_against(&tm, &[&tm], &text, &opts, &mut |_, _, _| {}, &AtomicBool::new(false)).unwrap();
+    let (_, same) = measure_against(&tm, &[&tm], &text, &opts, &Monitor::silent(&AtomicBool::new(false))).unwrap();
     assert!(same[0].kl.abs() < 1e-6 && same[0].agreement == 1.0, "{:?}", same[0]);
 
     let args = ["logits", t, "--prompt", "The quick brown", "--temperatures", "1,5", "--top", "3", "--json"];

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use distill_tui::engine::context::Monitor;
 use distill_tui::engine::eval::EvalOptions;
 use distill_tui::engine::loader::LoadedModel;
 use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions, QuantPolicy, TensorRole, TensorRule};
@@ -75,8 +76,7 @@ fn q8_0_is_close_to_the_unquantized_model_on_held_out_text() {
         &tokens[..512],
         &opts,
         &candle_core::Device::Cpu,
-        &mut |_, _| {},
-        &AtomicBool::new(false),
+        &Monitor::silent(&AtomicBool::new(false)),
     )
     .unwrap();
     println!(

@@ -34,7 +34,7 @@ fn read_files(lr: &LoadedRecipe, pattern: &str, key: &str) -> Result<String> {
 fn target_model(lr: &LoadedRecipe, role: &str, hub: &crate::engine::hub::HubSettings) -> Result<Option<LoadedModel>> {
     let dir = lr.output_dir().join(role);
     if dir.join("config.json").is_file() {
-        return Ok(Some(load_model(&resolve_folder(role, &dir, None, None)?, &LoadOptions::default())?));
+        return Ok(Some(load_model(&resolve_folder(role, &dir, Default::default())?, &LoadOptions::default())?));
     }
     match (role, &lr.recipe.student.model) {
         ("student", Some(spec)) => {

@@ -151,7 +151,7 @@ pub fn run_with_tokenizer(
         (Some(t), k) if k > 0 => {
             let key = CacheKey::new(
                 &t.resolved.weight_files(),
-                t.resolved.revision.as_deref(),
+                t.resolved.hub.revision.as_deref(),
                 &setup.train.tokens,
                 r.data.seq_len,
                 k,
@@ -164,24 +164,13 @@ pub fn run_with_tokenizer(
     };
     let eval_opts = EvalOptions { seq_len: r.data.seq_len, max_tokens: None, batch_size: None };
     let teacher_metrics = match &setup.teacher {
-        Some(t) => Some(evaluate_tokens(
-            &t.network,
-            &setup.eval_tokens,
-            &eval_opts,
-            &setup.device,
-            &mut |_, _| {},
-            ctx.cancel_flag(),
-        )?),
+        Some(t) => Some(evaluate_tokens(&t.network, &setup.eval_tokens, &eval_opts, &setup.device, &ctx.quiet())?),
         None => None,
     };
     let teacher_states = match &setup.teacher {
-        Some(t) => Some(ReferenceStates::compute(
-            &t.network,
-            &setup.eval_tokens,
-            r.data.seq_len,
-            &setup.device,
-            ctx.cancel_flag(),
-        )?),
+        Some(t) => {
+            Some(ReferenceStates::compute(&t.network, &setup.eval_tokens, r.data.seq_len, &setup.device, &ctx.quiet())?)
+        }
         None => None,
     };
     // How far the teacher the steps use (int8, bf16) is from the f32 teacher, on the eval text.
@@ -194,8 +183,7 @@ pub fn run_with_tokenizer(
                 setup.teacher_precision,
                 &eval_opts,
                 &setup.device,
-                &mut |_, _| {},
-                ctx.cancel_flag(),
+                &ctx.quiet(),
             )?;
             ctx.log(format!(
                 "teacher at teacher_precision = \"{}\": KL to the f32 teacher {:.4} nats, top-1 agreement {:.1}%, \
@@ -287,15 +275,7 @@ fn evaluate(
 ) -> Result<EvalMetrics> {
     Ok(match (&setup.teacher, states) {
         (Some(t), Some(states)) => {
-            let c = compare_with_states(
-                &t.network,
-                states,
-                network,
-                opts,
-                &setup.device,
-                &mut |_, _| {},
-                ctx.cancel_flag(),
-            )?;
+            let c = compare_with_states(&t.network, states, network, opts, &setup.device, &ctx.quiet())?;
             EvalMetrics {
                 perplexity: c.candidate.perplexity,
                 top1_accuracy: c.candidate.top1_accuracy,
@@ -305,8 +285,7 @@ fn evaluate(
             }
         }
         _ => {
-            let e =
-                evaluate_tokens(network, &setup.eval_tokens, opts, &setup.device, &mut |_, _| {}, ctx.cancel_flag())?;
+            let e = evaluate_tokens(network, &setup.eval_tokens, opts, &setup.device, &ctx.quiet())?;
             EvalMetrics {
                 perplexity: e.perplexity,
                 top1_accuracy: e.top1_accuracy,

@@ -185,7 +185,7 @@ pub fn write_point(
     if let Some(format) = point.format {
         ctx.log(format!("quantizing the {} to {}", point.role.name(), format.name()));
         let resolved = if role_dir.join("config.json").is_file() {
-            resolve_folder(point.role.name(), &role_dir, None, None)?
+            resolve_folder(point.role.name(), &role_dir, Default::default())?
         } else {
             teacher()?
         };

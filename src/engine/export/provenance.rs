@@ -65,8 +65,8 @@ pub fn collect(lr: &LoadedRecipe, hub: &HubSettings) -> Result<Provenance> {
         models.push(ModelRecord {
             role: role.into(),
             spec,
-            hub_id: resolved.hub_id.clone(),
-            revision: resolved.revision.clone(),
+            hub_id: resolved.hub.hub_id.clone(),
+            revision: resolved.hub.revision.clone(),
             files,
         });
     }

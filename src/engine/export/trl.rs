@@ -51,14 +51,14 @@ pub fn write(lr: &LoadedRecipe, dir: &Path, ctx: &JobContext) -> Result<Vec<Path
     ctx.log("preparing the run's teacher, student and data for the trl project");
     let setup = prepare(lr, None, ctx)?;
     let teacher = setup.teacher.as_ref().ok_or_else(|| Error::Invalid("--target trl needs a [teacher]".into()))?;
-    let teacher_json = match (&teacher.resolved.files, &teacher.resolved.hub_id) {
+    let teacher_json = match (&teacher.resolved.files, &teacher.resolved.hub.hub_id) {
         (ModelFiles::Gguf { file }, _) => {
             return Err(Error::Invalid(format!(
                 "--target trl needs a Hugging Face teacher (transformers cannot train against {})",
                 file.display()
             )))
         }
-        (_, Some(id)) => json!({ "hub_id": id, "revision": teacher.resolved.revision }),
+        (_, Some(id)) => json!({ "hub_id": id, "revision": teacher.resolved.hub.revision }),
         (ModelFiles::Hf { dir: tdir, .. }, None) => {
             let abs = normalize(&super::provenance::absolute(tdir));
             json!({ "path": relative_to(&abs, &normalize(&super::provenance::absolute(dir))).display().to_string() })

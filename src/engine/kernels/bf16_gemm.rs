@@ -170,69 +170,36 @@ unsafe fn convert_blocks(src: *const f32, dst: *mut u32, blocks: usize) {
     }
 }
 
-/// Packs A `[m, k]` into `[panel][pair][MR]`, zero-padded.
-fn pack_a(a: &View) -> Vec<u32> {
+/// Packs the rows of `a` (`[m, k]`) into `[panel][pair][width]`, zero-padded: A with `width = MR`,
+/// and B (`[k, n]`) read as its transpose with `width = NR`.
+fn pack(a: &View, width: usize) -> Vec<u32> {
     let (m, k) = (a.rows, a.cols);
     let kp = pairs(k);
-    let mut out = vec![0u32; m.div_ceil(MR) * kp * MR];
-    out.par_chunks_mut(kp * MR).enumerate().for_each(|(p, dst)| {
-        let r0 = p * MR;
-        let rows = MR.min(m - r0);
+    let mut out = vec![0u32; m.div_ceil(width) * kp * width];
+    out.par_chunks_mut(kp * width).enumerate().for_each(|(p, dst)| {
+        let r0 = p * width;
+        let rows = width.min(m - r0);
         if a.cs == 1 {
-            // Pairs lie next to each other in a row: convert the row, then interleave the rows.
+            // Pairs lie next to each other in a row (A row-major, or B = Wᵀ with W row-major):
+            // convert the row, then interleave the rows.
             let mut row = vec![0u32; kp];
             for r in 0..rows {
                 convert_pairs(a.run(r0 + r, 0, k), &mut row);
                 for (q, &v) in row.iter().enumerate() {
-                    dst[q * MR + r] = v;
+                    dst[q * width + r] = v;
                 }
             }
         } else if a.rs == 1 {
-            // A transposed: the panel's rows are contiguous, a pair spans two columns.
+            // The panel's rows are contiguous (A transposed, or B row-major), a pair spans two columns.
             for q in 0..kp {
                 let hi = (2 * q + 1 < k).then(|| a.run(r0, 2 * q + 1, rows));
-                interleave_pairs(a.run(r0, 2 * q, rows), hi, &mut dst[q * MR..q * MR + rows]);
+                interleave_pairs(a.run(r0, 2 * q, rows), hi, &mut dst[q * width..q * width + rows]);
             }
         } else {
             for r in 0..rows {
                 for q in 0..kp {
                     let hi = if 2 * q + 1 < k { a.at(r0 + r, 2 * q + 1) } else { 0.0 };
-                    dst[q * MR + r] = pair(a.at(r0 + r, 2 * q), hi);
-                }
-            }
-        }
-    });
-    out
-}
-
-/// Packs B `[k, n]` into `[panel][pair][NR]`, zero-padded.
-fn pack_b(b: &View) -> Vec<u32> {
-    let (k, n) = (b.rows, b.cols);
-    let kp = pairs(k);
-    let mut out = vec![0u32; n.div_ceil(NR) * kp * NR];
-    out.par_chunks_mut(kp * NR).enumerate().for_each(|(p, dst)| {
-        let c0 = p * NR;
-        let cols = NR.min(n - c0);
-        if b.cs == 1 {
-            // Row-major B: a panel row is contiguous, a pair spans two rows.
-            for q in 0..kp {
-                let hi = (2 * q + 1 < k).then(|| b.run(2 * q + 1, c0, cols));
-                interleave_pairs(b.run(2 * q, c0, cols), hi, &mut dst[q * NR..q * NR + cols]);
-            }
-        } else if b.rs == 1 {
-            // B = Wᵀ with W row-major: each column is a contiguous run of W, pairs are adjacent.
-            let mut col = vec![0u32; kp];
-            for c in 0..cols {
-                convert_pairs(b.run(0, c0 + c, k), &mut col);
-                for (q, &v) in col.iter().enumerate() {
-                    dst[q * NR + c] = v;
-                }
-            }
-        } else {
-            for c in 0..cols {
-                for q in 0..kp {
-                    let hi = if 2 * q + 1 < k { b.at(2 * q + 1, c0 + c) } else { 0.0 };
-                    dst[q * NR + c] = pair(b.at(2 * q, c0 + c), hi);
+                    dst[q * width + r] = pair(a.at(r0 + r, 2 * q), hi);
                 }
             }
         }
@@ -306,7 +273,7 @@ pub fn matmul(a: &View, b: &View) -> Vec<f32> {
     }
     // Not zeroed: the first pass over the reduction (q0 = 0) stores every element of every tile.
     let mut c: Vec<f32> = Vec::with_capacity(m * n);
-    let (pa, pb) = rayon::join(|| pack_a(a), || pack_b(b));
+    let (pa, pb) = rayon::join(|| pack(a, MR), || pack(&b.t(), NR));
     let kp = pairs(k);
     let (m_panels, n_panels) = (m.div_ceil(MR), n.div_ceil(NR));
     let (tiles_m, tiles_n) = (m_panels.div_ceil(TILE_M), n_panels.div_ceil(TILE_N));

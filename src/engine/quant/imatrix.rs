@@ -6,6 +6,7 @@
 //! on a calibration text — the quantity llama.cpp's `imatrix` tool collects. K-quants use it through
 //! candle's `QTensor::quantize_imatrix`, the own formats through weighted rounding.
 
+use crate::engine::context::Monitor;
 use crate::engine::eval::{windows, EvalOptions};
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::layers::InputRecorder;
@@ -15,7 +16,6 @@ use crate::engine::tokenizer::encode_plain;
 use crate::engine::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Per-column importance of every linear weight, by the weight's Hugging Face name.
@@ -30,13 +30,7 @@ pub struct Imatrix {
 /// Runs `model` (a causal LM) over `text` — windows of `opts.seq_len`, at most `opts.max_tokens`
 /// tokens — and records the input of every named linear layer. A tied head has no weight of its
 /// own and gets no entry (it is quantized plainly).
-pub fn calibrate(
-    model: &LoadedModel,
-    text: &str,
-    opts: &EvalOptions,
-    progress: &mut dyn FnMut(usize, usize),
-    cancel: &AtomicBool,
-) -> Result<Imatrix> {
+pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &Monitor) -> Result<Imatrix> {
     if !model.config.is_causal_lm() {
         return Err(Error::Invalid(format!(
             "{} is a {} model; calibration runs a causal language model over text",
@@ -58,12 +52,10 @@ pub fn calibrate(
     let recorder = Arc::new(InputRecorder::default());
     let network = recording_network(model, recorder.clone())?;
     for (i, w) in wins.iter().enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
+        monitor.check()?;
         let ids = Tensor::from_slice(w, (1, w.len()), &Device::Cpu)?;
         network.forward(&ids)?;
-        progress(i + 1, wins.len());
+        monitor.report(i + 1, wins.len());
     }
     Ok(Imatrix { columns: recorder.means(), tokens: wins.iter().map(|w| w.len()).sum() })
 }

@@ -26,8 +26,8 @@ use half::f16;
 #[derive(Clone, Debug)]
 pub struct IntTensor {
     pub format: IntFormat,
-    pub rows: usize,
-    pub cols: usize,
+    /// `(rows, cols)` of the row-major weight.
+    pub shape: (usize, usize),
     /// One code per weight, row-major, each `< 2^bits`.
     pub codes: Vec<u8>,
     /// One per group, `[rows, groups_per_row]`, exactly representable in f16.
@@ -65,8 +65,7 @@ impl IntTensor {
         let n_groups = rows * cols / group;
         let mut t = Self {
             format,
-            rows,
-            cols,
+            shape: (rows, cols),
             codes: vec![0; w.len()],
             scales: Vec::with_capacity(n_groups),
             mins: Vec::with_capacity(if format.symmetric { 0 } else { n_groups }),
@@ -89,7 +88,7 @@ impl IntTensor {
     }
 
     fn group(&self) -> usize {
-        self.format.group.unwrap_or(self.cols)
+        self.format.group.unwrap_or(self.shape.1)
     }
 
     /// The dequantized weight, row-major.
@@ -285,6 +284,6 @@ impl IntTensor {
                 value as u8
             })
             .collect();
-        Ok(Self { format, rows, cols, codes, scales, mins })
+        Ok(Self { format, shape: (rows, cols), codes, scales, mins })
     }
 }

@@ -71,7 +71,7 @@ impl QuantTensor {
         let t = match &self.data {
             QuantData::Float(t) => return Ok(t.clone()),
             QuantData::Ggml(q) => q.dequantize(&Device::Cpu)?,
-            QuantData::Int(t) => Tensor::from_vec(t.dequantize(), (t.rows, t.cols), &Device::Cpu)?,
+            QuantData::Int(t) => Tensor::from_vec(t.dequantize(), t.shape, &Device::Cpu)?,
         };
         Ok(if self.transposed { t.t()?.contiguous()? } else { t })
     }

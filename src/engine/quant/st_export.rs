@@ -46,9 +46,9 @@ pub fn export_safetensors(q: &QuantizedModel, path: &Path) -> Result<()> {
                 )))
             }
             QuantData::Int(i) => {
-                let groups = i.scales.len() / i.rows;
+                let groups = i.scales.len() / i.shape.0;
                 let f16 = |v: &[f32]| -> Result<Tensor> {
-                    Ok(Tensor::from_slice(v, (i.rows, groups), &Device::Cpu)?.to_dtype(DType::F16)?)
+                    Ok(Tensor::from_slice(v, (i.shape.0, groups), &Device::Cpu)?.to_dtype(DType::F16)?)
                 };
                 let packed = i.packed_codes();
                 let len = packed.len();
@@ -59,7 +59,7 @@ pub fn export_safetensors(q: &QuantizedModel, path: &Path) -> Result<()> {
                 }
                 described.insert(
                     name.clone(),
-                    json!({"format": t.format().name(), "shape": [i.rows, i.cols], "transposed": t.transposed}),
+                    json!({"format": t.format().name(), "shape": [i.shape.0, i.shape.1], "transposed": t.transposed}),
                 );
             }
         }

@@ -67,22 +67,23 @@ pub fn sweep(
         Some(t) => {
             ctx.log(format!("reference: {} (KL and agreement to the teacher)", t.info.name));
             let tokens = eval_tokens(t, data, opts)?;
-            let states = ReferenceStates::compute(&t.network, &tokens, seq_len, &Device::Cpu, ctx.cancel_flag())?;
+            let states =
+                ReferenceStates::compute(&t.network, &tokens, seq_len, &Device::Cpu, &ctx.monitor("teacher states"))?;
             Some(TeacherRef { model: t, states })
         }
         None => None,
     };
     for model in models {
         let tokens = eval_tokens(model, data, opts)?;
-        let own = ReferenceStates::compute(&model.network, &tokens, seq_len, &Device::Cpu, ctx.cancel_flag())?;
+        let own =
+            ReferenceStates::compute(&model.network, &tokens, seq_len, &Device::Cpu, &ctx.monitor("reference states"))?;
         // The teacher's own points are already measured against the teacher.
         let is_teacher = teacher.as_ref().is_some_and(|t| std::ptr::eq(t.model, *model));
         let teacher = teacher.as_ref().filter(|_| !is_teacher);
         let imatrix = match &opts.calibration {
             Some(text) if formats.iter().any(|f| f.supports_imatrix()) => {
                 ctx.log(format!("calibrating {} for the importance matrix", model.info.name));
-                let mut progress = |d: usize, t: usize| ctx.progress("calibration", d as u64, t as u64, "windows");
-                Some(calibrate(model, text, &opts.eval, &mut progress, ctx.cancel_flag())?)
+                Some(calibrate(model, text, &opts.eval, &ctx.monitor("calibration"))?)
             }
             _ => None,
         };
@@ -132,28 +133,19 @@ fn sweep_point(
         q.size.bytes as f64 / 1e6,
         q.seconds
     ));
-    let mut progress = |d: usize, t: usize| ctx.progress(&format!("evaluating {label}"), d as u64, t as u64, "windows");
     let cpu = Device::Cpu;
-    let cmp = compare_with_states(&model.network, own, &network, &opts.eval, &cpu, &mut progress, ctx.cancel_flag())?;
+    let each = ctx.monitor(format!("evaluating {label}"));
+    let cmp = compare_with_states(&model.network, own, &network, &opts.eval, &cpu, &each)?;
     let to_teacher = match teacher {
         Some(t) => {
-            let mut progress =
-                |d: usize, n: usize| ctx.progress(&format!("{label} vs teacher"), d as u64, n as u64, "windows");
-            let c = compare_with_states(
-                &t.model.network,
-                &t.states,
-                &network,
-                &opts.eval,
-                &cpu,
-                &mut progress,
-                ctx.cancel_flag(),
-            )?;
+            let each = ctx.monitor(format!("{label} vs teacher"));
+            let c = compare_with_states(&t.model.network, &t.states, &network, &opts.eval, &cpu, &each)?;
             Some((c.kl, c.agreement))
         }
         None => None,
     };
     let timed = &tokens[..opts.speed_tokens.max(2).min(tokens.len())];
-    let speed = evaluate_tokens(&network, timed, &opts.eval, &Device::Cpu, &mut |_, _| {}, ctx.cancel_flag())?;
+    let speed = evaluate_tokens(&network, timed, &opts.eval, &Device::Cpu, &ctx.quiet())?;
     Ok(QuantPoint {
         model: model.info.name.clone(),
         format: label,
