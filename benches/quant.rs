@@ -4,6 +4,7 @@
 //! `cargo bench --bench quant -- offline/SmolLM2-135M-Instruct-dequantized ../shared/data/austen/persuasion.txt
 //! f32,q8_0,q6_k,q4_k,q4_0,int4-g64 1024 3`. Prints a markdown table of medians over RUNS runs.
 
+use distill_tui::engine::context::Monitor;
 use distill_tui::engine::context::Settings;
 use distill_tui::engine::eval::{evaluate_tokens, EvalOptions};
 use distill_tui::engine::loader::{load_model, LoadOptions};
@@ -44,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for format in QuantFormat::parse_list(formats)? {
         let (mut qspeed, mut espeed, mut last) = (Vec::new(), Vec::new(), None);
         for _ in 0..runs {
-            let q = quantize_model(&m, format, &QuantOptions::default(), &cancel)?;
+            let q = quantize_model(&m, format, &QuantOptions::default(), &Monitor::silent(&cancel))?;
             qspeed.push(params / q.seconds.max(1e-9));
             last = Some(q);
         }
@@ -52,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let network = q.network(&m)?;
         for _ in 0..runs {
             espeed.push(
-                evaluate_tokens(&network, &tokens, &opts, &candle_core::Device::Cpu, &mut |_, _| {}, &cancel)?
+                evaluate_tokens(&network, &tokens, &opts, &candle_core::Device::Cpu, &Monitor::silent(&cancel))?
                     .tokens_per_second,
             );
         }

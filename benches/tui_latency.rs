@@ -39,7 +39,8 @@ fn main() {
     let out = std::env::temp_dir().join(format!("distill-tui-bench-{}", std::process::id()));
     recipe.recipe.output.dir = out.display().to_string();
     recipe.recipe.distill.steps = 1_000_000;
-    let (spawner, msgs) = Spawner::new();
+    let (spawner, msgs) =
+        Spawner::new(Arc::new(distill_tui::engine::context::Settings::from_env().unwrap_or_else(|e| panic!("{e}"))));
     let mut app = App::new(spawner, recipe);
     app.handle_action(Action::Goto(Screen::Train));
     app.handle_action(Action::StartRun);

@@ -4,6 +4,7 @@
 use clap::{CommandFactory, Parser};
 use distill_tui::cli::{run, Cli};
 use distill_tui::engine::context::Settings;
+use distill_tui::headless::progress::Output;
 #[cfg(feature = "tui")]
 use std::io::IsTerminal;
 
@@ -40,7 +41,9 @@ fn main() {
     match cli.command {
         Some(command) => {
             let _ = color_eyre::install();
-            std::process::exit(run(command, settings))
+            // NO_COLOR (no-color.org): any non-empty value turns colour off.
+            let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            std::process::exit(run(command, settings, Output { quiet: cli.quiet, color }))
         }
         #[cfg(feature = "tui")]
         None if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() => {

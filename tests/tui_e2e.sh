@@ -3,7 +3,7 @@
 # opens on the demo, checks the pair, starts a run (the step counter and the curve grow between
 # two captures), changes T on the Temperature screen, opens Compare after the run (float and
 # quantized points) and sets a budget, quits, and the
-# pane is back at the shell with the terminal restored. Exits non-zero with a message on failure.
+# pane is back at the shell with the terminal restored; then a headless eval draws its progress bar. Exits non-zero with a message on failure.
 #
 #   cargo build --release && bash tests/tui_e2e.sh
 #
@@ -108,4 +108,13 @@ keys "stty -a | grep -Eo -- '-?icanon' | head -1" Enter
 wait_for '^-?icanon$' 10
 grep -qx 'icanon' <(grep -Eo -- '^-?icanon$' "$LOG") || fail "the terminal is still in raw mode"
 echo "tui_e2e: quit; the shell is back with the terminal restored"
+
+# The headless eval on a terminal: a progress bar with a count and an ETA on stderr, the result on
+# stdout. 8,192 tokens of Persuasion on the demo teacher.
+keys clear Enter
+keys "$BIN eval $ROOT/assets/models/demo-teacher --data $ROOT/../shared/data/austen/persuasion.txt --max-tokens 8192 --seq-len 128" Enter
+wait_for '^perplexity ' 120
+grep -Eq 'eval +\[[=> ]+\] 64/64 windows .*ETA' "$LOG" || fail "eval on a terminal drew no progress bar with an ETA"
+grep -q 'scoring 8192 tokens' "$LOG" || fail "eval did not say what it would score"
+echo "tui_e2e: eval on a terminal draws a progress bar with an ETA"
 echo "tui_e2e: 1 passed, 0 failed"

@@ -1,5 +1,7 @@
 //! `finetune RECIPE` and `run RECIPE` for classification recipes (`task = "classification"`).
 
+use super::run::How;
+use super::RecipeOverrides;
 use crate::engine::classify::pipeline::{run_classification, run_finetune};
 use crate::engine::classify::recipe::{ClassifyRecipe, LoadedClassify};
 use crate::engine::context::Settings;
@@ -17,15 +19,16 @@ pub enum Stage {
     Run,
 }
 
-pub fn run(recipe: &Path, stage: Stage, resume: bool, json: bool, settings: Arc<Settings>) -> i32 {
-    match ClassifyRecipe::load(recipe) {
-        Ok(loaded) => follow_run(loaded, stage, resume, json, settings),
-        Err(e) => crate::headless::fail(&e, json),
+pub fn run(recipe: &Path, overrides: &RecipeOverrides, stage: Stage, how: How, settings: Arc<Settings>) -> i32 {
+    match overrides.parsed().and_then(|o| ClassifyRecipe::load_with(recipe, &o)) {
+        Ok(loaded) => follow_run(loaded, stage, how, settings),
+        Err(e) => crate::headless::fail(&e, how.json),
     }
 }
 
 /// Runs a loaded classification recipe as a job and follows its events; returns the exit code.
-pub fn follow_run(loaded: LoadedClassify, stage: Stage, resume: bool, json: bool, settings: Arc<Settings>) -> i32 {
+pub fn follow_run(loaded: LoadedClassify, stage: Stage, how: How, settings: Arc<Settings>) -> i32 {
+    let How { resume, json, output, .. } = how;
     let opts = RunOptions { resume };
     let what = loaded.path.display().to_string();
     let handle = match stage {
@@ -36,5 +39,5 @@ pub fn follow_run(loaded: LoadedClassify, stage: Stage, resume: bool, json: bool
             run_classification(&loaded, &opts, ctx)
         }),
     };
-    follow(handle, if json { Mode::Json } else { Mode::Human })
+    follow(handle, if json { Mode::Json } else { Mode::Human }, output)
 }

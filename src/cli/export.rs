@@ -3,6 +3,7 @@
 
 use crate::engine::context::Settings;
 use crate::engine::export::{export_run, ExportRequest, Target};
+use crate::headless::progress::Output;
 use crate::headless::{follow, Mode};
 use clap::Args;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ pub struct ExportArgs {
     pub json: bool,
 }
 
-pub(super) fn export(args: ExportArgs, settings: Arc<Settings>) -> i32 {
+pub(super) fn export(args: ExportArgs, settings: Arc<Settings>, output: Output) -> i32 {
     let targets = match args.targets.iter().map(|t| Target::parse(t)).collect::<Result<Vec<_>, _>>() {
         Ok(t) => t,
         Err(e) => return crate::headless::fail(&e, args.json),
@@ -33,5 +34,5 @@ pub(super) fn export(args: ExportArgs, settings: Arc<Settings>) -> i32 {
     let req = ExportRequest { run_dir: args.run_dir, point: args.point, out: args.out, targets };
     let description = format!("export {} of {}", req.point, req.run_dir.display());
     let handle = crate::jobs::spawn("export", description, settings, move |ctx| export_run(&req, ctx));
-    follow(handle, if args.json { Mode::Json } else { Mode::Human })
+    follow(handle, if args.json { Mode::Json } else { Mode::Human }, output)
 }

@@ -8,19 +8,29 @@ mod quant;
 mod run;
 
 use crate::engine::context::Settings;
+use crate::engine::recipe::Override;
 use crate::engine::Error;
-use clap::{Parser, Subcommand};
+use crate::headless::progress::Output;
+use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// The exit codes, as `--help` and the README state them.
+pub const EXIT_CODES: &str = "Exit codes: 0 done, 1 failed, 2 bad input or usage, 130 interrupted (Ctrl-C; a run keeps its last checkpoint).
+Without a command, on a terminal: the workbench. Progress goes to stderr (a bar on a terminal, a line at most every 10 s otherwise); NO_COLOR drops its colours.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "distill-tui",
     version,
-    about = "A workbench for knowledge distillation and quantization, measured against the teacher."
+    about = "A workbench for knowledge distillation and quantization, measured against the teacher.",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
+    /// No progress bars or progress lines on stderr (results and errors still print).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -119,58 +129,104 @@ pub enum Command {
     },
     /// Run a distillation recipe headless: progress lines, or JSON lines with --json.
     Run {
-        recipe: PathBuf,
-        /// Continue the run in the recipe's output directory from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
+        #[command(flatten)]
+        args: RecipeArgs,
         /// Rerun an exported recipe (into `verify-run/` beside it) and compare every metric with its
         /// `[expected]` values: exit 1 naming each metric beyond the tolerance.
         #[arg(long, conflicts_with = "resume")]
         verify: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Fine-tune a classifier teacher (a `task = "classification"` recipe; `run` continues to the student).
-    Finetune {
-        recipe: PathBuf,
-        /// Continue the fine-tuning in the recipe's output directory from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Finetune(RecipeArgs),
     /// Train a model from scratch on text (and a BPE tokenizer when the recipe asks).
-    Pretrain {
-        recipe: PathBuf,
-        #[arg(long)]
-        resume: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Pretrain(RecipeArgs),
     /// Export a point of a finished run: a reproducible recipe, the model and its quantized file.
     Export(export::ExportArgs),
     /// Quantize a model to one format and write it as GGUF or safetensors.
     Quantize(quant::QuantizeArgs),
     /// Quantize models to several formats, each point measured against the unquantized model.
     Sweep(quant::SweepArgs),
+    /// Print a completion script for a shell (e.g. `distill-tui completions bash > ~/.local/share/bash-completion/completions/distill-tui`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff; e.g. `distill-tui manpage > distill-tui.1 && man -l distill-tui.1`).
+    Manpage,
+}
+
+/// A recipe command's arguments: `run`, `finetune`, `pretrain`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecipeArgs {
+    pub recipe: PathBuf,
+    #[command(flatten)]
+    pub overrides: RecipeOverrides,
+    /// Continue the run in the recipe's output directory from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// JSON lines on stdout, one per event; the last is the summary (or the failure).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RecipeArgs {
+    fn how(&self, verify: bool, output: Output) -> run::How {
+        run::How { resume: self.resume, json: self.json, verify, output }
+    }
+}
+
+/// Changes to a recipe on the command line, applied before anything runs or is written.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RecipeOverrides {
+    /// Set a recipe value: `--set distill.temperature=5 --set distill.loss=reverse_kl` (repeatable;
+    /// typed and checked as in the file; the run records the recipe with them applied).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The run's output folder (the recipe's `output.dir`), relative to the working directory.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+impl RecipeOverrides {
+    /// The overrides in order, `--output` last.
+    pub fn parsed(&self) -> crate::engine::Result<Vec<Override>> {
+        let mut all: Vec<Override> = self.set.iter().map(|s| Override::parse(s)).collect::<Result<_, _>>()?;
+        if let Some(dir) = &self.output {
+            let dir = dir.display().to_string();
+            all.push(Override {
+                key: vec!["output".into(), "dir".into()],
+                value: toml::Value::String(dir.clone()),
+                text: format!("--output {dir}"),
+            });
+        }
+        Ok(all)
+    }
 }
 
 /// Runs a subcommand with the engine settings `main` read; returns the process exit code.
-pub fn run(command: Command, settings: Arc<Settings>) -> i32 {
+pub fn run(command: Command, settings: Arc<Settings>, output: Output) -> i32 {
     match &command {
-        Command::Run { recipe, resume, json, verify } => {
-            return run::run(recipe, run::Kind::Distill, *resume, *json, *verify, settings)
+        Command::Run { args, verify } => {
+            return run::run(&args.recipe, &args.overrides, run::Kind::Distill, args.how(*verify, output), settings)
         }
-        Command::Pretrain { recipe, resume, json } => {
-            return run::run(recipe, run::Kind::Pretrain, *resume, *json, false, settings)
+        Command::Pretrain(args) => {
+            return run::run(&args.recipe, &args.overrides, run::Kind::Pretrain, args.how(false, output), settings)
         }
-        Command::Finetune { recipe, resume, json } => {
-            return classify::run(recipe, classify::Stage::Finetune, *resume, *json, settings)
+        Command::Finetune(args) => {
+            let how = args.how(false, output);
+            return classify::run(&args.recipe, &args.overrides, classify::Stage::Finetune, how, settings);
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "distill-tui", &mut std::io::stdout());
+            return 0;
+        }
+        Command::Manpage => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => crate::headless::fail(&Error::io("manpage", e), false),
+            };
         }
         _ => {}
     }
     let command = match command {
-        Command::Export(args) => return export::export(args, settings),
+        Command::Export(args) => return export::export(args, settings, output),
         other => other,
     };
     let json = matches!(
@@ -186,9 +242,9 @@ pub fn run(command: Command, settings: Arc<Settings>) -> i32 {
             | Command::Sweep(quant::SweepArgs { json: true, .. })
     );
     let outcome = match command {
-        Command::Quantize(args) => quant::quantize(args, &settings),
-        Command::Sweep(args) => quant::sweep(args, settings),
-        other => models::dispatch(other, &settings),
+        Command::Quantize(args) => quant::quantize(args, &settings, output),
+        Command::Sweep(args) => quant::sweep(args, settings, output),
+        other => models::dispatch(other, &settings, output),
     };
     match outcome {
         Ok(()) => 0,
@@ -196,8 +252,9 @@ pub fn run(command: Command, settings: Arc<Settings>) -> i32 {
     }
 }
 
+/// `--json` output: one JSON object on one line (the job commands print one per event).
 pub(crate) fn print_json<T: Serialize>(value: &T) -> crate::engine::Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
+    let text = serde_json::to_string(value).map_err(|e| Error::Invalid(e.to_string()))?;
     println!("{text}");
     Ok(())
 }

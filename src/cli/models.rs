@@ -1,6 +1,7 @@
 //! Model commands: `inspect`, `eval`, `derive-student`, `check`, `search`, `cache`.
 
 use super::{print_json, Command};
+use crate::engine::context::Progress;
 use crate::engine::context::{Monitor, Settings};
 use crate::engine::derive::{derive_and_save, derive_loaded, StudentShape};
 use crate::engine::distribution::soften;
@@ -11,14 +12,17 @@ use crate::engine::pair::{check_pair, gib};
 use crate::engine::prompt::prompt_logits;
 use crate::engine::source::resolve;
 use crate::engine::{Error, Result};
-use std::io::{IsTerminal, Write};
-use std::sync::atomic::AtomicBool;
+use crate::headless::interrupt_flag;
+use crate::headless::progress::{Output, Reporter};
 
-pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
+pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) -> Result<()> {
     let settings = &settings.hub;
+    let reporter = Reporter::new(output);
+    let cancel = interrupt_flag();
+    let load = |spec: &str| load(settings, spec, false, &reporter);
     match command {
         Command::Inspect { model, json } => {
-            let m = load(settings, &model, false)?;
+            let m = load(&model)?;
             if json {
                 print_json(&m.info)
             } else {
@@ -29,10 +33,10 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
         Command::Eval { model, data, seq_len, max_tokens, batch_size, teacher: Some(teacher), json } => {
             let text = std::fs::read_to_string(&data)
                 .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
-            let (t, m) = (load(settings, &teacher, false)?, load(settings, &model, false)?);
+            let (t, m) = (load(&teacher)?, load(&model)?);
             let opts = EvalOptions { seq_len, max_tokens, batch_size };
-            let cancel = AtomicBool::new(false);
-            let (own, c) = measure_against(&t, &[&m], &text, &opts, &Monitor::silent(&cancel))?;
+            let (own, c) = measure_against(&t, &[&m], &text, &opts, &Monitor::new(&cancel, &reporter))?;
+            reporter.finish();
             let c = &c[0];
             if json {
                 let report = serde_json::json!({
@@ -54,20 +58,10 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
         Command::Eval { model, data, seq_len, max_tokens, batch_size, teacher: None, json } => {
             let text = std::fs::read_to_string(&data)
                 .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
-            let m = load(settings, &model, false)?;
+            let m = load(&model)?;
             let opts = EvalOptions { seq_len, max_tokens, batch_size };
-            let interactive = std::io::stderr().is_terminal();
-            let progress = |_: &str, done: u64, total: u64, _: &str| {
-                if interactive {
-                    eprint!("\revaluating: window {done}/{total}");
-                    let _ = std::io::stderr().flush();
-                }
-            };
-            let cancel = AtomicBool::new(false);
-            let report = evaluate_text(&m, &text, &opts, &Monitor::calling(&cancel, &progress))?;
-            if interactive {
-                eprintln!();
-            }
+            let report = evaluate_text(&m, &text, &opts, &Monitor::new(&cancel, &reporter).stage("eval"))?;
+            reporter.finish();
             if json {
                 print_json(&report)
             } else {
@@ -84,7 +78,7 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
             }
         }
         Command::DeriveStudent { teacher, layers, hidden, heads, kv_heads, intermediate, seed, out, json } => {
-            let t = load(settings, &teacher, false)?;
+            let t = load(&teacher)?;
             let shape = StudentShape { layers, hidden, heads, kv_heads, intermediate };
             let report = derive_and_save(&t, &shape, seed, &out)?;
             if json {
@@ -114,9 +108,9 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
             }
         }
         Command::Check { teacher, student, derive_layers, batch_size, seq_len, json } => {
-            let t = load(settings, &teacher, false)?;
+            let t = load(&teacher)?;
             let s = match (student, derive_layers) {
-                (Some(spec), _) => load(settings, &spec, false)?,
+                (Some(spec), _) => load(&spec)?,
                 (None, Some(layers)) => derive_loaded(&t, &StudentShape { layers, ..StudentShape::default() }, 0)?,
                 (None, None) => return Err(Error::Invalid("give a STUDENT or --derive-layers N".into())),
             };
@@ -152,7 +146,7 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
             Ok(())
         }
         Command::Logits { model, prompt, temperatures, top, json } => {
-            let m = load(settings, &model, false)?;
+            let m = load(&model)?;
             let out = prompt_logits(&m, &prompt)?;
             let row = out.rows.last().ok_or_else(|| Error::Invalid("the model gave no output".into()))?;
             let what = if out.labels.is_empty() { "next token after the prompt" } else { "class" };
@@ -197,7 +191,7 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { .. } | Command::Pretrain { .. } | Command::Export(_) | Command::Finetune { .. } => {
+        Command::Run { .. } | Command::Pretrain(_) | Command::Export(_) | Command::Finetune(_) => {
             unreachable!("dispatched in cli::run")
         }
         Command::Cache { json } => {
@@ -212,21 +206,16 @@ pub(super) fn dispatch(command: Command, settings: &Settings) -> Result<()> {
             }
             Ok(())
         }
-        Command::Quantize(_) | Command::Sweep(_) => unreachable!("dispatched to cli::quant by cli::run"),
+        Command::Quantize(_) | Command::Sweep(_) | Command::Completions { .. } | Command::Manpage => {
+            unreachable!("dispatched by cli::run")
+        }
     }
 }
 
-/// Resolves and loads a model, showing download progress on an interactive stderr.
-pub(crate) fn load(settings: &HubSettings, spec: &str, trainable: bool) -> Result<LoadedModel> {
-    let interactive = std::io::stderr().is_terminal();
-    let progress = |p: &DownloadProgress| {
-        if interactive {
-            eprint!("\rdownloading {}: {:.1}/{:.1} MB   ", p.file, p.bytes as f64 / 1e6, p.total as f64 / 1e6);
-            if p.bytes >= p.total {
-                eprintln!();
-            }
-        }
-    };
+/// Resolves and loads a model, showing download progress on `reporter`.
+pub(crate) fn load(settings: &HubSettings, spec: &str, trainable: bool, reporter: &Reporter) -> Result<LoadedModel> {
+    let progress =
+        |p: &DownloadProgress| reporter.progress(&format!("downloading {}", p.file), p.bytes, p.total, "bytes");
     let resolved = resolve(spec, settings, &progress)?;
     load_model(&resolved, &LoadOptions { trainable, ..LoadOptions::default() })
 }

@@ -3,21 +3,54 @@
 
 use super::models::load;
 use super::print_json;
+use crate::engine::context::Progress;
 use crate::engine::context::{Monitor, Settings};
 use crate::engine::eval::EvalOptions;
+use crate::engine::quant::imatrix::DEFAULT_CALIB_TOKENS;
 use crate::engine::quant::sweep::read_text;
 use crate::engine::quant::{
     calibrate, export, quantize_model, ExportKind, QuantFormat, QuantOptions, QuantPolicy, QuantizedModel,
     SweepOptions, SweepRequest, TensorRule,
 };
 use crate::engine::{Error, Result};
+use crate::headless::progress::{Output, Reporter};
+use crate::headless::{cancel_on_interrupt, interrupt_flag};
 use crate::jobs::{spawn, JobEvent};
 use clap::Args;
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+/// How much of the `--imatrix` text calibration reads.
+#[derive(Args, Debug, Clone)]
+pub struct CalibTokens {
+    /// Calibration tokens: the first N of the `--imatrix` text, or `all`.
+    #[arg(long = "calib-tokens", value_name = "N|all", default_value_t = Limit(Some(DEFAULT_CALIB_TOKENS)), value_parser = parse_limit)]
+    pub calib_tokens: Limit,
+}
+
+/// A token bound; `None` is the whole text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(pub Option<usize>);
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("all"),
+        }
+    }
+}
+
+fn parse_limit(s: &str) -> std::result::Result<Limit, String> {
+    match s {
+        "all" => Ok(Limit(None)),
+        n => match n.parse::<usize>() {
+            Ok(n) if n >= 2 => Ok(Limit(Some(n))),
+            _ => Err(format!("`{n}` is neither a number of tokens (2 or more) nor `all`")),
+        },
+    }
+}
 
 /// Options shared by `quantize` and `sweep`.
 #[derive(Args, Debug, Clone)]
@@ -31,9 +64,6 @@ pub struct PolicyArgs {
     /// Window length for calibration and evaluation.
     #[arg(long, default_value_t = 512)]
     pub seq_len: usize,
-    /// Tokens of the calibration/evaluation text to use.
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
 }
 
 impl PolicyArgs {
@@ -41,8 +71,9 @@ impl PolicyArgs {
         Ok(QuantPolicy { embeddings: TensorRule::parse(&self.embeddings)?, head: TensorRule::parse(&self.head)? })
     }
 
-    fn eval(&self) -> EvalOptions {
-        EvalOptions { seq_len: self.seq_len, max_tokens: self.max_tokens, batch_size: None }
+    /// Windows of `seq_len`, the first `max_tokens` of the text.
+    fn eval(&self, max_tokens: Option<usize>) -> EvalOptions {
+        EvalOptions { seq_len: self.seq_len, max_tokens, batch_size: None }
     }
 }
 
@@ -55,6 +86,8 @@ pub struct QuantizeArgs {
     /// Calibration text for an importance matrix (K-quants and the int formats use it).
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
+    #[command(flatten)]
+    pub calib: CalibTokens,
     /// `FILE.gguf` (GGML formats, llama/qwen2) or `FILE.safetensors` (float and int formats).
     #[arg(long)]
     pub out: PathBuf,
@@ -77,6 +110,11 @@ pub struct SweepArgs {
     /// Calibration text: formats that support it use its importance matrix.
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
+    #[command(flatten)]
+    pub calib: CalibTokens,
+    /// Tokens of the `--data` text every point is measured on (the first N; all without it).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
     /// Tokens timed for tokens/s.
     #[arg(long, default_value_t = 1024)]
     pub speed_tokens: usize,
@@ -87,18 +125,25 @@ pub struct SweepArgs {
 }
 
 /// `distill-tui quantize`.
-pub(super) fn quantize(args: QuantizeArgs, settings: &Settings) -> Result<()> {
+pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) -> Result<()> {
     let format = QuantFormat::parse(&args.format)?;
     let policy = args.policy.policy()?;
     ExportKind::from_path(&args.out)?;
     let calibration = args.imatrix.as_ref().map(|p| read_text(p, "--imatrix")).transpose()?;
-    let model = load(&settings.hub, &args.model, false)?;
-    let cancel = AtomicBool::new(false);
+    let reporter = Reporter::new(output);
+    let model = load(&settings.hub, &args.model, false, &reporter)?;
+    let cancel = interrupt_flag();
+    let monitor = Monitor::new(&cancel, &reporter);
     let imatrix = match &calibration {
-        Some(text) => Some(calibrate(&model, text, &args.policy.eval(), &Monitor::silent(&cancel))?),
+        Some(text) => {
+            let calib = args.policy.eval(args.calib.calib_tokens.0);
+            Some(calibrate(&model, text, &calib, &monitor.stage("calibration"))?)
+        }
         None => None,
     };
-    let q = quantize_model(&model, format, &QuantOptions { policy, imatrix: imatrix.as_ref() }, &cancel)?;
+    let qopts = QuantOptions { policy, imatrix: imatrix.as_ref() };
+    let q = quantize_model(&model, format, &qopts, &monitor.stage(format!("quantizing {}", format.name())))?;
+    reporter.finish();
     let export = export(&model, &q, &args.out)?;
     if args.json {
         return print_json(&serde_json::json!({
@@ -112,6 +157,9 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings) -> Result<()> {
         }));
     }
     print_quantized(&model.info.name, &q);
+    if let Some(m) = &imatrix {
+        println!("imatrix     {} calibration tokens (--calib-tokens)", m.tokens);
+    }
     println!("wrote {} ({:.1} MB, {} tensors)", export.path, export.bytes as f64 / 1e6, export.tensors);
     Ok(())
 }
@@ -142,7 +190,7 @@ fn print_quantized(name: &str, q: &QuantizedModel) {
 }
 
 /// `distill-tui sweep`: the sweep runs as a job; its events are printed as they arrive.
-pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>) -> Result<()> {
+pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>, output: Output) -> Result<()> {
     let formats = QuantFormat::parse_list(&args.formats)?;
     let request = SweepRequest {
         models: args.models.clone(),
@@ -150,16 +198,18 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>) -> Result<()> {
         data: args.data.clone(),
         imatrix: args.imatrix.clone(),
         opts: SweepOptions {
-            eval: args.policy.eval(),
+            eval: args.policy.eval(args.max_tokens),
             policy: args.policy.policy()?,
             calibration: None,
+            calib_tokens: args.calib.calib_tokens.0,
             speed_tokens: args.speed_tokens,
         },
     };
     let job = spawn("sweep", format!("sweep {} × {}", args.models.join(", "), args.formats), settings, move |ctx| {
         request.run(ctx)
     });
-    let interactive = std::io::stderr().is_terminal();
+    cancel_on_interrupt(job.cancel_flag());
+    let reporter = Reporter::new(output);
     if !args.json {
         println!(
             "{:<40} {:<16} {:>8} {:>9} {:>10} {:>7} {:>8} {:>7} {:>9}",
@@ -169,26 +219,25 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>) -> Result<()> {
     let mut outcome = Ok(());
     for event in job.events.iter() {
         match &event {
-            JobEvent::Point { point: p, .. } if !args.json => println!(
-                "{:<40} {:<16} {:>8.3} {:>9.2} {:>10.4} {:>7.4} {:>8.5} {:>7.4} {:>9.0}",
-                p.model,
-                p.format,
-                p.bits_per_weight,
-                p.bytes as f64 / 1e6,
-                p.metrics.perplexity.unwrap_or(f64::NAN),
-                p.metrics.top1_accuracy.unwrap_or(f64::NAN),
-                p.kl,
-                p.agreement,
-                p.tokens_per_second.unwrap_or(f64::NAN)
-            ),
+            JobEvent::Point { point: p, .. } if !args.json => reporter.suspend(|| {
+                println!(
+                    "{:<40} {:<16} {:>8.3} {:>9.2} {:>10.4} {:>7.4} {:>8.5} {:>7.4} {:>9.0}",
+                    p.model,
+                    p.format,
+                    p.bits_per_weight,
+                    p.bytes as f64 / 1e6,
+                    p.metrics.perplexity.unwrap_or(f64::NAN),
+                    p.metrics.top1_accuracy.unwrap_or(f64::NAN),
+                    p.kl,
+                    p.agreement,
+                    p.tokens_per_second.unwrap_or(f64::NAN)
+                )
+            }),
             JobEvent::Point { .. } | JobEvent::Summary { .. } if args.json => {
-                println!("{}", serde_json::to_string(&event).unwrap_or_default())
+                reporter.suspend(|| println!("{}", serde_json::to_string(&event).unwrap_or_default()))
             }
-            JobEvent::Log { message, .. } if !args.json => eprintln!("{message}"),
-            JobEvent::Progress { stage, done, total, unit, .. } if interactive => {
-                eprint!("\r{stage}: {done}/{total} {unit}        ");
-                let _ = std::io::stderr().flush();
-            }
+            JobEvent::Log { message, .. } => reporter.note(message),
+            JobEvent::Progress { stage, done, total, unit, .. } => reporter.progress(stage, *done, *total, unit),
             JobEvent::Failed { error, bad_input: true, .. } => outcome = Err(Error::Invalid(error.clone())),
             JobEvent::Failed { error, .. } => outcome = Err(Error::io("sweep", std::io::Error::other(error.clone()))),
             JobEvent::Cancelled { .. } => outcome = Err(Error::Cancelled),
@@ -198,6 +247,7 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>) -> Result<()> {
             break;
         }
     }
+    reporter.finish();
     job.join();
     outcome
 }

@@ -1,6 +1,7 @@
 //! `run RECIPE` (distillation, `--verify` to rerun an exported recipe and compare its metrics) and
 //! `pretrain RECIPE`, headless.
 
+use super::RecipeOverrides;
 use crate::engine::classify::recipe::{is_classification, ClassifyRecipe, LoadedClassify};
 use crate::engine::context::Settings;
 use crate::engine::distill::trainer::run_recipe;
@@ -10,6 +11,7 @@ use crate::engine::recipe::{LoadedRecipe, Recipe};
 use crate::engine::summary::RunSummary;
 use crate::engine::train::RunOptions;
 use crate::engine::Error;
+use crate::headless::progress::Output;
 use crate::headless::{follow, Mode};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,13 +29,24 @@ enum Loaded {
     Classify(LoadedClassify),
 }
 
+/// How a recipe command runs: its flags besides the recipe and its overrides.
+#[derive(Clone, Copy, Debug)]
+pub struct How {
+    pub resume: bool,
+    pub json: bool,
+    /// `run --verify`.
+    pub verify: bool,
+    pub output: Output,
+}
+
 impl Loaded {
-    fn load(recipe: &Path, kind: Kind) -> crate::engine::Result<Self> {
+    fn load(recipe: &Path, overrides: &RecipeOverrides, kind: Kind) -> crate::engine::Result<Self> {
+        let overrides = overrides.parsed()?;
         let text = std::fs::read_to_string(recipe).unwrap_or_default();
         if kind == Kind::Distill && is_classification(&text) {
-            ClassifyRecipe::load(recipe).map(Self::Classify)
+            ClassifyRecipe::load_with(recipe, &overrides).map(Self::Classify)
         } else {
-            Recipe::load(recipe).map(Self::Lm)
+            Recipe::load_with(recipe, &overrides).map(Self::Lm)
         }
     }
 
@@ -54,8 +67,9 @@ impl Loaded {
     }
 }
 
-pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool, verify: bool, settings: Arc<Settings>) -> i32 {
-    let mut loaded = match Loaded::load(recipe, kind) {
+pub fn run(recipe: &Path, overrides: &RecipeOverrides, kind: Kind, how: How, settings: Arc<Settings>) -> i32 {
+    let How { resume, json, verify, output } = how;
+    let mut loaded = match Loaded::load(recipe, overrides, kind) {
         Ok(r) => r,
         Err(e) => return crate::headless::fail(&e, json),
     };
@@ -70,7 +84,7 @@ pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool, verify: bool, se
     let what = recipe.display();
     let handle = match (loaded, kind) {
         (Loaded::Classify(l), _) => {
-            let code = super::classify::follow_run(l, super::classify::Stage::Run, resume, json, settings);
+            let code = super::classify::follow_run(l, super::classify::Stage::Run, how, settings);
             return finish(expected, code, json);
         }
         (Loaded::Lm(l), Kind::Distill) => {
@@ -82,7 +96,7 @@ pub fn run(recipe: &Path, kind: Kind, resume: bool, json: bool, verify: bool, se
             })
         }
     };
-    let code = follow(handle, if json { Mode::Json } else { Mode::Human });
+    let code = follow(handle, if json { Mode::Json } else { Mode::Human }, output);
     finish(expected, code, json)
 }
 

@@ -143,12 +143,22 @@ impl JobContext {
     }
 }
 
-/// Where a [`Monitor`] sends its counts.
-#[derive(Clone, Copy)]
-enum Sink<'a> {
-    Silent,
-    Job(&'a JobContext),
-    Call(&'a dyn Fn(&str, u64, u64, &str)),
+/// What a [`Monitor`] reports to: a job's events, the CLI's progress bar, a test's recorder.
+pub trait Progress: Sync {
+    /// `done` of `total` `unit`s of the stage named `stage`.
+    fn progress(&self, stage: &str, done: u64, total: u64, unit: &str);
+    /// A line for whoever watches (what is about to happen, how long it should take).
+    fn note(&self, message: &str);
+}
+
+impl Progress for JobContext {
+    fn progress(&self, stage: &str, done: u64, total: u64, unit: &str) {
+        JobContext::progress(self, stage, done, total, unit)
+    }
+
+    fn note(&self, message: &str) {
+        self.log(message)
+    }
 }
 
 /// Progress and cancellation for one piece of engine work (an evaluation, a calibration pass, a
@@ -157,7 +167,7 @@ enum Sink<'a> {
 #[derive(Clone)]
 pub struct Monitor<'a> {
     cancel: &'a AtomicBool,
-    sink: Sink<'a>,
+    sink: Option<&'a dyn Progress>,
     stage: String,
     unit: &'static str,
 }
@@ -165,12 +175,12 @@ pub struct Monitor<'a> {
 impl<'a> Monitor<'a> {
     /// Reports nothing; stops when `cancel` is set.
     pub fn silent(cancel: &'a AtomicBool) -> Self {
-        Self { cancel, sink: Sink::Silent, stage: String::new(), unit: "windows" }
+        Self { cancel, sink: None, stage: String::new(), unit: "windows" }
     }
 
-    /// Reports `(stage, done, total, unit)` to `call` (a CLI progress line, a test's counter).
-    pub fn calling(cancel: &'a AtomicBool, call: &'a dyn Fn(&str, u64, u64, &str)) -> Self {
-        Self { sink: Sink::Call(call), ..Self::silent(cancel) }
+    /// Reports to `sink` (a job, a CLI progress bar, a test's recorder).
+    pub fn new(cancel: &'a AtomicBool, sink: &'a dyn Progress) -> Self {
+        Self { sink: Some(sink), ..Self::silent(cancel) }
     }
 
     /// The same monitor under another stage name (`teacher`, `evaluating q4_0`, ...).
@@ -184,11 +194,15 @@ impl<'a> Monitor<'a> {
     }
 
     pub fn report(&self, done: usize, total: usize) {
-        let (done, total) = (done as u64, total as u64);
-        match self.sink {
-            Sink::Silent => {}
-            Sink::Job(ctx) => ctx.progress(&self.stage, done, total, self.unit),
-            Sink::Call(call) => call(&self.stage, done, total, self.unit),
+        if let Some(sink) = self.sink {
+            sink.progress(&self.stage, done as u64, total as u64, self.unit);
+        }
+    }
+
+    /// Tells whoever watches what is about to happen.
+    pub fn note(&self, message: impl AsRef<str>) {
+        if let Some(sink) = self.sink {
+            sink.note(message.as_ref());
         }
     }
 
@@ -210,7 +224,7 @@ impl<'a> Monitor<'a> {
 impl JobContext {
     /// A monitor reporting as this job's progress events under `stage`.
     pub fn monitor(&self, stage: impl Into<String>) -> Monitor<'_> {
-        Monitor { sink: Sink::Job(self), ..Monitor::silent(&self.cancel) }.stage(stage)
+        Monitor::new(&self.cancel, self).stage(stage)
     }
 
     /// A monitor that reports nothing but stops with this job.

@@ -74,11 +74,27 @@ pub fn evaluate_text(model: &LoadedModel, text: &str, opts: &EvalOptions, monito
             opts.seq_len
         )));
     }
+    let tokens = scored_tokens(model, text, opts, monitor)?;
+    evaluate_tokens(&model.network, &tokens, opts, &Device::Cpu, monitor)
+}
+
+/// The first `opts.max_tokens` tokens of `text` in `model`'s tokenizer, said on `monitor` before
+/// any work starts (how many tokens, of how many, in how many windows).
+fn scored_tokens(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &Monitor) -> Result<Vec<u32>> {
     let mut tokens = encode_plain(model.tokenizer()?, text)?;
+    let available = tokens.len();
     if let Some(max) = opts.max_tokens {
         tokens.truncate(max);
     }
-    evaluate_tokens(&model.network, &tokens, opts, &Device::Cpu, monitor)
+    let of = if tokens.len() < available { format!(" of the text's {available}") } else { String::new() };
+    let hint = if opts.max_tokens.is_none() { " (--max-tokens bounds it)" } else { "" };
+    monitor.note(format!(
+        "scoring {} tokens{of} in {} windows of {}{hint}",
+        tokens.len(),
+        windows(&tokens, opts.seq_len.max(2)).len(),
+        opts.seq_len
+    ));
+    Ok(tokens)
 }
 
 /// Evaluates a causal LM on token ids.
@@ -105,6 +121,7 @@ pub fn evaluate_tokens(
             _ => groups.push(vec![w]),
         }
     }
+    monitor.report(0, wins.len());
     for group in groups {
         monitor.check()?;
         let t = group[0].len();
@@ -162,6 +179,7 @@ impl ReferenceStates {
     ) -> Result<Self> {
         let wins: Vec<Vec<u32>> = checked_windows(tokens, seq_len)?.into_iter().map(|w| w.to_vec()).collect();
         let mut hidden = Vec::with_capacity(wins.len());
+        monitor.report(0, wins.len());
         for (i, w) in wins.iter().enumerate() {
             monitor.check()?;
             let ids = Tensor::from_slice(&w[..w.len() - 1], (1, w.len() - 1), device)?;
@@ -184,10 +202,7 @@ pub fn measure_against(
     opts: &EvalOptions,
     monitor: &Monitor,
 ) -> Result<(EvalReport, Vec<CompareReport>)> {
-    let mut tokens = encode_plain(teacher.tokenizer()?, text)?;
-    if let Some(max) = opts.max_tokens {
-        tokens.truncate(max);
-    }
+    let tokens = scored_tokens(teacher, text, opts, monitor)?;
     let cpu = Device::Cpu;
     let own = evaluate_tokens(&teacher.network, &tokens, opts, &cpu, &monitor.stage("teacher"))?;
     let states =
@@ -241,6 +256,7 @@ pub fn compare_with_states_at(
     let start = Instant::now();
     let mut acc = CompareAcc::default();
     let total = states.windows.len();
+    monitor.report(0, total);
     for (i, (w, hr)) in states.windows.iter().zip(&states.hidden).enumerate() {
         monitor.check()?;
         let ids = Tensor::from_slice(w, (1, w.len()), device)?;

@@ -143,7 +143,7 @@ fn exported_gguf_reads_back_through_candle_and_our_loader() {
         &student,
         QuantFormat::parse("q8_0").unwrap(),
         &QuantOptions::default(),
-        &AtomicBool::new(false),
+        &distill_tui::engine::context::Monitor::silent(&AtomicBool::new(false)),
     )
     .unwrap();
     let g = load_gguf(&path, &Device::Cpu).unwrap();

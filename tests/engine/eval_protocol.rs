@@ -143,14 +143,13 @@ fn the_workbench_measurements_run_headless() {
     let (tm, sm) = (common::load_fixture("tiny-llama", false), common::load_fixture("tiny-llama-student", false));
     let opts = EvalOptions { seq_len: 16, max_tokens: None, batch_size: None };
     let text = std::fs::read_to_string(&data).unwrap();
-    // The monitor hears every stage, named by the model measured, up to its total.
-    let heard = std::cell::RefCell::new(Vec::new());
-    let record = |stage: &str, done: u64, total: u64, unit: &str| {
-        heard.borrow_mut().push((stage.to_string(), done, total, unit.to_string()))
-    };
+    // The monitor hears every stage, named by the model measured, up to its total, and what is
+    // about to be scored before it starts.
+    let heard = std::sync::Mutex::new(Vec::new());
     let cancel = AtomicBool::new(false);
-    let (own, c) = measure_against(&tm, &[&sm], &text, &opts, &Monitor::calling(&cancel, &record)).unwrap();
-    let heard = heard.into_inner();
+    let (own, c) = measure_against(&tm, &[&sm], &text, &opts, &Monitor::new(&cancel, &Recorder(&heard))).unwrap();
+    let heard = heard.into_inner().unwrap();
+    assert!(heard[0].0 == "note" && heard[0].3.starts_with("scoring "), "{heard:?}");
     for stage in ["teacher", "teacher states", sm.info.name.as_str()] {
         let last = heard.iter().rfind(|h| h.0 == stage).unwrap_or_else(|| panic!("no progress for {stage}: {heard:?}"));
         assert!(last.1 == last.2 && last.2 > 0 && last.3 == "windows", "{last:?}");
@@ -191,4 +190,17 @@ fn the_workbench_measurements_run_headless() {
     assert_eq!(v["fits"], true, "{v}");
     let (code, _, err) = common::run_cli(&["check", t], &[]);
     assert_eq!(code, 2, "a student or --derive-layers is required: {err}");
+}
+
+/// A progress sink that keeps what it hears: `(stage, done, total, unit)`, notes as `("note", 0, 0, text)`.
+struct Recorder<'a>(&'a std::sync::Mutex<Vec<(String, u64, u64, String)>>);
+
+impl distill_tui::engine::context::Progress for Recorder<'_> {
+    fn progress(&self, stage: &str, done: u64, total: u64, unit: &str) {
+        self.0.lock().unwrap().push((stage.into(), done, total, unit.into()));
+    }
+
+    fn note(&self, message: &str) {
+        self.0.lock().unwrap().push(("note".into(), 0, 0, message.into()));
+    }
 }

@@ -6,6 +6,7 @@ use crate::common;
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
+use distill_tui::engine::context::Monitor;
 use distill_tui::engine::quant::own::IntTensor;
 use distill_tui::engine::quant::quantize::quantize_tensor;
 use distill_tui::engine::quant::st_export::{export_safetensors, read_safetensors_dequantized};
@@ -148,7 +149,9 @@ fn format_names_round_trip_and_unknown_names_list_the_valid_ones() {
 fn sizes_count_every_byte_and_fallbacks_are_reported() {
     let m = common::load_fixture("tiny-llama", false);
     let cancel = AtomicBool::new(false);
-    let q = quantize_model(&m, QuantFormat::parse("q8_0").unwrap(), &QuantOptions::default(), &cancel).unwrap();
+    let q =
+        quantize_model(&m, QuantFormat::parse("q8_0").unwrap(), &QuantOptions::default(), &Monitor::silent(&cancel))
+            .unwrap();
     let mut expected = 0u64;
     for (name, t) in &m.params {
         let n = t.elem_count() as u64;
@@ -169,9 +172,13 @@ fn sizes_count_every_byte_and_fallbacks_are_reported() {
 
     // Keeping the tied embedding f32 costs exactly its f32 bytes.
     let keep = QuantPolicy { embeddings: TensorRule::Keep, head: TensorRule::Keep };
-    let qk =
-        quantize_model(&m, QuantFormat::parse("q8_0").unwrap(), &QuantOptions { policy: keep, imatrix: None }, &cancel)
-            .unwrap();
+    let qk = quantize_model(
+        &m,
+        QuantFormat::parse("q8_0").unwrap(),
+        &QuantOptions { policy: keep, imatrix: None },
+        &Monitor::silent(&cancel),
+    )
+    .unwrap();
     let emb = m.params["model.embed_tokens.weight"].elem_count() as u64;
     assert_eq!(qk.size.bytes - q.size.bytes, 4 * emb - emb / 32 * 34);
 }
@@ -181,7 +188,9 @@ fn own_format_safetensors_round_trip() {
     let m = common::load_fixture("tiny-llama", false);
     let cancel = AtomicBool::new(false);
     for name in ["int4-g32", "int3-g64-sym", "f16"] {
-        let q = quantize_model(&m, QuantFormat::parse(name).unwrap(), &QuantOptions::default(), &cancel).unwrap();
+        let q =
+            quantize_model(&m, QuantFormat::parse(name).unwrap(), &QuantOptions::default(), &Monitor::silent(&cancel))
+                .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
         export_safetensors(&q, &path).unwrap();

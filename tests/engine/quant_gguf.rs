@@ -5,6 +5,7 @@ use crate::common;
 
 use candle_core::{Device, D};
 use candle_transformers::models::quantized_llama::ModelWeights;
+use distill_tui::engine::context::Monitor;
 use distill_tui::engine::gguf::load_gguf;
 use distill_tui::engine::quant::gguf_export::{export_gguf, gguf_tensor_name};
 use distill_tui::engine::quant::{export, quantize_model, QuantFormat, QuantOptions, QuantizedModel};
@@ -13,8 +14,13 @@ use std::sync::atomic::AtomicBool;
 
 fn quantized(name: &str, format: &str) -> (distill_tui::engine::loader::LoadedModel, QuantizedModel) {
     let m = common::load_fixture(name, false);
-    let q = quantize_model(&m, QuantFormat::parse(format).unwrap(), &QuantOptions::default(), &AtomicBool::new(false))
-        .unwrap();
+    let q = quantize_model(
+        &m,
+        QuantFormat::parse(format).unwrap(),
+        &QuantOptions::default(),
+        &Monitor::silent(&AtomicBool::new(false)),
+    )
+    .unwrap();
     (m, q)
 }
 

@@ -13,6 +13,12 @@ use std::sync::atomic::AtomicBool;
 
 const SMOLLM: &str = "offline/SmolLM2-135M-Instruct-dequantized";
 
+/// `m` in `format` with the default policy.
+fn quantized(m: &LoadedModel, format: &str) -> distill_tui::engine::quant::QuantizedModel {
+    let cancel = AtomicBool::new(false);
+    quantize_model(m, QuantFormat::parse(format).unwrap(), &QuantOptions::default(), &Monitor::silent(&cancel)).unwrap()
+}
+
 fn smollm() -> Option<LoadedModel> {
     let settings = common::hub();
     match resolve(SMOLLM, &settings, &|_| {}) {
@@ -34,7 +40,7 @@ fn q4_1_is_lossless_on_smollm2_whose_weights_were_q4_1() {
         &m,
         QuantFormat::parse("q4_1").unwrap(),
         &QuantOptions { policy: all, imatrix: None },
-        &AtomicBool::new(false),
+        &Monitor::silent(&AtomicBool::new(false)),
     )
     .unwrap();
     let deq = q.dequantized().unwrap();
@@ -50,8 +56,7 @@ fn q4_1_is_lossless_on_smollm2_whose_weights_were_q4_1() {
 #[test]
 fn k_quants_fall_back_on_576_wide_rows_and_sizes_are_honest() {
     let Some(m) = smollm() else { return };
-    let q = quantize_model(&m, QuantFormat::parse("q2_k").unwrap(), &QuantOptions::default(), &AtomicBool::new(false))
-        .unwrap();
+    let q = quantized(&m, "q2_k");
     let format_of = |n: &str| q.report.iter().find(|r| r.name == n).unwrap().format.clone();
     assert_eq!(format_of("model.layers.0.self_attn.q_proj.weight"), "q4_0", "576-wide rows");
     assert_eq!(format_of("model.layers.0.mlp.down_proj.weight"), "q2_k", "1536-wide rows");
@@ -66,8 +71,7 @@ fn q8_0_is_close_to_the_unquantized_model_on_held_out_text() {
     let Some(m) = smollm() else { return };
     let text = std::fs::read_to_string(common::shared_dir().join("data/austen/persuasion.txt")).unwrap();
     let tokens = encode_plain(m.tokenizer().unwrap(), &text).unwrap();
-    let q = quantize_model(&m, QuantFormat::parse("q8_0").unwrap(), &QuantOptions::default(), &AtomicBool::new(false))
-        .unwrap();
+    let q = quantized(&m, "q8_0");
     let network = q.network(&m).unwrap();
     let opts = EvalOptions { seq_len: 256, max_tokens: Some(512), batch_size: None };
     let r = distill_tui::engine::eval::compare_tokens(

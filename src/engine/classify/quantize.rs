@@ -43,7 +43,12 @@ pub fn sweep(
     for t in targets {
         for &format in formats {
             ctx.check()?;
-            let q = quantize_model(t.model, format, &QuantOptions::default(), ctx.cancel_flag())?;
+            let q = quantize_model(
+                t.model,
+                format,
+                &QuantOptions::default(),
+                &ctx.monitor(format!("quantizing {}", format.name())),
+            )?;
             let network = q.network(t.model)?;
             let clock = Instant::now();
             let logits = predict(&network, eval, 32)?;

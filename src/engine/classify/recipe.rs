@@ -6,7 +6,7 @@ use super::data::Columns;
 use crate::engine::hub::{fetch_uri, is_hf_uri, DownloadProgress, HubSettings};
 use crate::engine::kernels::autocast::Precision;
 use crate::engine::recipe::records::Expected;
-use crate::engine::recipe::{local_data_files, model_spec_in, OutputSection, QuantizeSection};
+use crate::engine::recipe::{local_data_files, model_spec_in, OutputSection, Override, QuantizeSection};
 use crate::engine::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -140,7 +140,6 @@ impl TrainSection {
             (self.grad_accum > 0, "grad_accum must be > 0"),
             (self.precision != Precision::Int8, "precision = \"int8\" has no gradient; valid: f32, bf16"),
             (self.lr > 0.0 && self.lr.is_finite(), "lr must be > 0"),
-            (self.warmup_steps <= self.steps, "warmup_steps must not exceed steps"),
             (self.weight_decay >= 0.0, "weight_decay must be >= 0"),
             (self.grad_clip >= 0.0, "grad_clip must be >= 0 (0 disables clipping)"),
             ((0.0..=1.0).contains(&self.alpha()), "alpha must be in [0, 1]"),
@@ -183,8 +182,14 @@ impl ClassifyRecipe {
     }
 
     pub fn load(path: &Path) -> Result<LoadedClassify> {
+        Self::load_with(path, &[])
+    }
+
+    /// Loads a recipe file with `--set` overrides applied (each validated as the file is).
+    pub fn load_with(path: &Path, overrides: &[Override]) -> Result<LoadedClassify> {
         let (text, base_dir) = crate::engine::recipe::read_recipe(path)?;
-        let recipe = Self::parse(&text, &path.display().to_string())?;
+        let origin = path.display().to_string();
+        let (_, recipe) = crate::engine::recipe::overrides::apply(&text, overrides, |t| Self::parse(t, &origin))?;
         Ok(LoadedClassify { recipe, path: path.to_path_buf(), base_dir })
     }
 

@@ -81,7 +81,8 @@ pub fn run(
     let eval =
         EvalOptions { seq_len: lr.recipe.data.seq_len, max_tokens: Some(lr.recipe.data.eval_tokens), batch_size: None };
     let calibration = if q.imatrix { Some(read_files(lr, &lr.recipe.data.train, "data.train")?) } else { None };
-    let opts = SweepOptions { eval, calibration, ..SweepOptions::default() };
+    let calib_tokens = Some(q.calib_tokens.unwrap_or(lr.recipe.data.eval_tokens));
+    let opts = SweepOptions { eval, calibration, calib_tokens, ..SweepOptions::default() };
     ctx.log(format!("quantizing {} model(s) × {} format(s)", models.len(), formats.len()));
     sweep(&models, teacher, formats, &text, &opts, ctx)
 }

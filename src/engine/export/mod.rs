@@ -190,7 +190,12 @@ pub fn write_point(
             teacher()?
         };
         let model = load_model(&resolved, &LoadOptions::default())?;
-        let q = quantize_model(&model, format, &QuantOptions::default(), ctx.cancel_flag())?;
+        let q = quantize_model(
+            &model,
+            format,
+            &QuantOptions::default(),
+            &ctx.monitor(format!("quantizing {}", format.name())),
+        )?;
         let gguf = crate::engine::quant::gguf_export::supports(&model);
         let path = out.join(quant_file_name(point, format, gguf));
         if matches!(format, QuantFormat::Ggml(_)) && !gguf {

@@ -27,9 +27,15 @@ pub struct Imatrix {
     pub tokens: usize,
 }
 
+/// Calibration tokens when nobody says otherwise: on SmolLM2-135M q4_k the importance matrix of
+/// this many tokens of *Emma* is within 1% of the whole novel's in KL, at a seventh of the time
+/// (docs/quantization.md, "How much calibration text").
+pub const DEFAULT_CALIB_TOKENS: usize = 32_768;
+
 /// Runs `model` (a causal LM) over `text` — windows of `opts.seq_len`, at most `opts.max_tokens`
 /// tokens — and records the input of every named linear layer. A tied head has no weight of its
-/// own and gets no entry (it is quantized plainly).
+/// own and gets no entry (it is quantized plainly). Says on `monitor` how many tokens it uses
+/// before it starts and, after the first window, about how long it will take.
 pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &Monitor) -> Result<Imatrix> {
     if !model.config.is_causal_lm() {
         return Err(Error::Invalid(format!(
@@ -38,6 +44,7 @@ pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &
         )));
     }
     let mut tokens = encode_plain(model.tokenizer()?, text)?;
+    let available = tokens.len();
     if let Some(max) = opts.max_tokens {
         tokens.truncate(max);
     }
@@ -49,15 +56,28 @@ pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &
             tokens.len()
         )));
     }
+    let used: usize = wins.iter().map(|w| w.len()).sum();
+    let of = if used < available { format!(" of the text's {available}") } else { String::new() };
+    monitor.note(format!(
+        "importance matrix: {used} calibration tokens{of} in {} windows of {seq_len} (--calib-tokens sets the bound)",
+        wins.len()
+    ));
     let recorder = Arc::new(InputRecorder::default());
     let network = recording_network(model, recorder.clone())?;
+    let start = std::time::Instant::now();
+    monitor.report(0, wins.len());
     for (i, w) in wins.iter().enumerate() {
         monitor.check()?;
         let ids = Tensor::from_slice(w, (1, w.len()), &Device::Cpu)?;
         network.forward(&ids)?;
         monitor.report(i + 1, wins.len());
+        if i == 0 && wins.len() > 1 {
+            let per_token = start.elapsed().as_secs_f64() / w.len() as f64;
+            monitor
+                .note(format!("importance matrix: about {:.0} s at the first window's speed", per_token * used as f64));
+        }
     }
-    Ok(Imatrix { columns: recorder.means(), tokens: wins.iter().map(|w| w.len()).sum() })
+    Ok(Imatrix { columns: recorder.means(), tokens: used })
 }
 
 /// The same network over the same (shared, not copied) tensors, with every linear layer recording.

@@ -9,15 +9,15 @@ use super::format::QuantFormat;
 use super::imatrix::Imatrix;
 use super::own::IntTensor;
 use super::policy::{QuantPolicy, TensorRole};
+use crate::engine::context::Monitor;
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::weights::{TensorSource, WeightStore};
 use crate::engine::models::Network;
-use crate::engine::{Error, Result};
+use crate::engine::Result;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -132,17 +132,17 @@ pub fn quantize_model(
     model: &LoadedModel,
     format: QuantFormat,
     opts: &QuantOptions,
-    cancel: &AtomicBool,
+    monitor: &Monitor,
 ) -> Result<QuantizedModel> {
     let start = Instant::now();
     let tied = model.config.tied_embeddings();
     let conv1d = model.config.model_type() == "gpt2";
     let mut tensors = BTreeMap::new();
     let mut report = Vec::with_capacity(model.params.len());
-    for (name, t) in &model.params {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
+    let monitor = monitor.unit("tensors");
+    monitor.report(0, model.params.len());
+    for (i, (name, t)) in model.params.iter().enumerate() {
+        monitor.check()?;
         let role = TensorRole::of(name, t.dims(), tied);
         let requested = opts.policy.format_for(role, format);
         let transposed = conv1d && role == TensorRole::Linear;
@@ -150,6 +150,7 @@ pub fn quantize_model(
         let (q, r) = quantize_tensor(name, t, role, requested, transposed, importance)?;
         tensors.insert(name.clone(), q);
         report.push(r);
+        monitor.report(i + 1, model.params.len());
     }
     let parameters: u64 = model.params.values().map(|t| t.elem_count() as u64).sum();
     let bytes: u64 = report.iter().map(|r| r.bytes).sum();

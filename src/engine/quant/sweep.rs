@@ -8,7 +8,7 @@
 //! runs: QMatMul for GGML formats, dequantized f32 for the own formats).
 
 use super::format::QuantFormat;
-use super::imatrix::{calibrate, Imatrix};
+use super::imatrix::{calibrate, Imatrix, DEFAULT_CALIB_TOKENS};
 use super::policy::QuantPolicy;
 use super::quantize::{quantize_model, QuantOptions};
 use crate::engine::context::JobContext;
@@ -29,13 +29,21 @@ pub struct SweepOptions {
     pub policy: QuantPolicy,
     /// A calibration text: formats that support it are quantized with its importance matrix.
     pub calibration: Option<String>,
+    /// Tokens of the calibration text used (the first N; `None`: all of it).
+    pub calib_tokens: Option<usize>,
     /// Tokens timed for tokens/s (the quantized network alone).
     pub speed_tokens: usize,
 }
 
 impl Default for SweepOptions {
     fn default() -> Self {
-        Self { eval: EvalOptions::default(), policy: QuantPolicy::default(), calibration: None, speed_tokens: 1024 }
+        Self {
+            eval: EvalOptions::default(),
+            policy: QuantPolicy::default(),
+            calibration: None,
+            calib_tokens: Some(DEFAULT_CALIB_TOKENS),
+            speed_tokens: 1024,
+        }
     }
 }
 
@@ -73,6 +81,7 @@ pub fn sweep(
         }
         None => None,
     };
+    ctx.progress("sweep", 0, total, "points");
     for model in models {
         let tokens = eval_tokens(model, data, opts)?;
         let own =
@@ -83,7 +92,8 @@ pub fn sweep(
         let imatrix = match &opts.calibration {
             Some(text) if formats.iter().any(|f| f.supports_imatrix()) => {
                 ctx.log(format!("calibrating {} for the importance matrix", model.info.name));
-                Some(calibrate(model, text, &opts.eval, &ctx.monitor("calibration"))?)
+                let calib = EvalOptions { max_tokens: opts.calib_tokens, ..opts.eval.clone() };
+                Some(calibrate(model, text, &calib, &ctx.monitor("calibration"))?)
             }
             _ => None,
         };
@@ -123,7 +133,7 @@ fn sweep_point(
     ctx: &JobContext,
 ) -> Result<QuantPoint> {
     let qopts = QuantOptions { policy: opts.policy, imatrix };
-    let q = quantize_model(model, format, &qopts, ctx.cancel_flag())?;
+    let q = quantize_model(model, format, &qopts, &ctx.monitor(format!("quantizing {}", format.name())))?;
     let network = q.network(model)?;
     let label = format!("{}{}", format.name(), if q.imatrix { "+imatrix" } else { "" });
     ctx.log(format!(

@@ -3,12 +3,14 @@
 //! to the recipe file's folder, so a recipe travels with its data; `output.dir` is relative to the
 //! working directory. The format is documented in `docs/recipe.md`.
 
+pub mod overrides;
 pub mod records;
 
 use crate::engine::derive::StudentShape;
 use crate::engine::distill::losses::SoftLoss;
 use crate::engine::quant::format::{IntFormat, QuantFormat, INT_GROUPS};
 use crate::engine::{Error, Result};
+pub use overrides::Override;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -130,6 +132,10 @@ pub struct QuantizeSection {
     /// on the training text.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub imatrix: bool,
+    /// Tokens of the training text the importance matrix reads (the first N; absent: the
+    /// evaluation budget `data.eval_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calib_tokens: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,8 +226,14 @@ impl Recipe {
 
     /// Loads a recipe file.
     pub fn load(path: &Path) -> Result<LoadedRecipe> {
+        Self::load_with(path, &[])
+    }
+
+    /// Loads a recipe file with `--set` overrides applied (each validated as the file is).
+    pub fn load_with(path: &Path, overrides: &[Override]) -> Result<LoadedRecipe> {
         let (text, base_dir) = read_recipe(path)?;
-        let recipe = Self::parse(&text, &path.display().to_string())?;
+        let origin = path.display().to_string();
+        let (_, recipe) = overrides::apply(&text, overrides, |t| Self::parse(t, &origin))?;
         Ok(LoadedRecipe { recipe, path: path.to_path_buf(), base_dir })
     }
 
@@ -248,7 +260,7 @@ impl Recipe {
             return Err("a recipe needs a [teacher] (distillation) or a [pretrain] section".into());
         }
         SoftLoss::parse(&d.loss).map_err(|e| format!("distill.loss: {e}"))?;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 11] = [
             (d.temperature > 0.0 && d.temperature.is_finite(), "distill.temperature must be > 0"),
             ((0.0..=1.0).contains(&d.alpha), "distill.alpha must be in [0, 1]"),
             ((0.0..=1.0).contains(&d.jsd_beta), "distill.jsd_beta must be in [0, 1]"),
@@ -257,7 +269,6 @@ impl Recipe {
             (d.grad_accum > 0, "distill.grad_accum must be > 0"),
             (d.lr > 0.0 && d.lr.is_finite(), "distill.lr must be > 0"),
             ((0.0..=1.0).contains(&d.min_lr_ratio), "distill.min_lr_ratio must be in [0, 1]"),
-            (d.warmup_steps <= d.steps, "distill.warmup_steps must not exceed distill.steps"),
             (d.weight_decay >= 0.0, "distill.weight_decay must be >= 0"),
             (d.grad_clip >= 0.0, "distill.grad_clip must be >= 0 (0 disables clipping)"),
             (self.data.seq_len >= 2, "data.seq_len must be at least 2"),

@@ -216,6 +216,8 @@ fn fused_update(slot: &Slot, g: &Tensor, c: &Coefficients) -> Result<Option<(Ten
 }
 
 /// Learning rate at `step` (0-based): linear warmup to `lr`, then cosine decay to `lr * min_ratio`.
+/// A warmup longer than the run (`--set distill.steps=4` on a recipe warming up for 50) ramps
+/// until the end and never decays, as transformers' schedulers do.
 pub fn lr_at(step: usize, steps: usize, warmup: usize, lr: f64, min_ratio: f64) -> f64 {
     if step < warmup {
         return lr * (step + 1) as f64 / warmup as f64;

@@ -2,9 +2,15 @@
 //! stdout) or, with `--json`, as one JSON object per line. Same events, same order as the TUI.
 //! Exit codes: 0 done, 2 bad input, 1 other failure, 130 cancelled (Ctrl-C).
 
+pub mod progress;
+
+use crate::engine::context::Progress;
 use crate::engine::Error;
 use crate::jobs::{JobEvent, JobHandle, Role};
+use progress::{Output, Reporter};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Exit code: bad input (a wrong id, a missing file, a bad recipe value).
 pub const BAD_INPUT: i32 = 2;
@@ -33,6 +39,29 @@ pub fn fail(e: &Error, json: bool) -> i32 {
     exit_code(e)
 }
 
+/// The flags Ctrl-C sets: each long command registers its cancel flag.
+static ON_INTERRUPT: Mutex<Vec<Arc<AtomicBool>>> = Mutex::new(Vec::new());
+
+/// Ctrl-C sets `flag` (the engine then stops between units of work: exit 130).
+pub fn cancel_on_interrupt(flag: Arc<AtomicBool>) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let _ = ctrlc::set_handler(|| {
+            for flag in ON_INTERRUPT.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+    });
+    ON_INTERRUPT.lock().unwrap_or_else(|e| e.into_inner()).push(flag);
+}
+
+/// A fresh cancel flag that Ctrl-C sets.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    cancel_on_interrupt(flag.clone());
+    flag
+}
+
 /// Output style.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -40,30 +69,38 @@ pub enum Mode {
     Json,
 }
 
-/// Streams `handle`'s events to stdout until its terminal event; Ctrl-C cancels the job.
-pub fn follow(handle: JobHandle, mode: Mode) -> i32 {
-    let cancel = handle.cancel_flag();
-    let _ = ctrlc::set_handler(move || cancel.store(true, std::sync::atomic::Ordering::Relaxed));
+/// Streams `handle`'s events to stdout until its terminal event, its progress (stages and training
+/// steps) to stderr as `output` says; Ctrl-C cancels the job.
+pub fn follow(handle: JobHandle, mode: Mode, output: Output) -> i32 {
+    cancel_on_interrupt(handle.cancel_flag());
+    let reporter = Reporter::new(output);
     let mut code = 1;
-    let mut out = std::io::stdout().lock();
     for event in handle.events.iter() {
         let terminal = event.is_terminal();
-        match mode {
-            Mode::Json => {
-                let _ = writeln!(out, "{}", serde_json::to_string(&event).unwrap_or_default());
+        match &event {
+            JobEvent::Progress { stage, done, total, unit, .. } => reporter.progress(stage, *done, *total, unit),
+            JobEvent::Step { role, step, total_steps, .. } => {
+                reporter.progress(&format!("{} steps", role.name()), *step as u64, *total_steps as u64, "steps")
             }
-            Mode::Human => {
-                if let Some(line) = human_line(&event) {
-                    let _ = writeln!(out, "{line}");
-                }
-            }
+            _ => {}
         }
-        let _ = out.flush();
+        let line = match mode {
+            Mode::Json => Some(serde_json::to_string(&event).unwrap_or_default()),
+            Mode::Human => human_line(&event),
+        };
+        if let Some(line) = line {
+            reporter.suspend(|| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            });
+        }
         if terminal {
             code = match &event {
                 JobEvent::Summary { .. } => 0,
                 JobEvent::Cancelled { .. } => CANCELLED,
                 JobEvent::Failed { bad_input, error, .. } => {
+                    reporter.finish();
                     eprintln!("error: {error}");
                     if *bad_input {
                         BAD_INPUT
@@ -94,12 +131,8 @@ pub fn human_line(event: &JobEvent) -> Option<String> {
     Some(match event {
         JobEvent::Started { description, .. } => format!("started: {description}"),
         JobEvent::Log { message, .. } => message.clone(),
-        JobEvent::Progress { stage, done, total, unit, .. } => {
-            if done != total {
-                return None;
-            }
-            format!("{stage}: {done} {unit}")
-        }
+        // Progress goes to stderr (a bar or plain lines), never to the result on stdout.
+        JobEvent::Progress { .. } => return None,
         JobEvent::Step { role: r, step, total_steps, loss, soft_loss, hard_loss, lr, tokens_per_second, .. } => {
             if *step != 1 && step % 10 != 0 && step != total_steps {
                 return None;
