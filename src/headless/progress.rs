@@ -1,11 +1,12 @@
 //! Progress of long headless work, always on stderr (stdout stays the result, or pure JSON lines
 //! with `--json`): an indicatif bar with count, rate and ETA on a terminal; a plain line otherwise,
-//! at most every 10 s (the first, and each stage's last, always) and at least every 30 s while a
-//! stage is unfinished; nothing with `--quiet`. `NO_COLOR` drops the bar's colours. A stage that
-//! comes back (a sweep's point count between its points) keeps its start time.
+//! at most every 10 s (the first line, and each stage's last, always) and at least every 30 s while
+//! a stage is unfinished; nothing with `--quiet`. `NO_COLOR` drops the bar's colours. Stages may
+//! interleave (the KD student and the baseline step in turn; a sweep's point count between its
+//! points): each keeps its own bar and start time, and a finished one leaves a single line.
 
 use crate::engine::context::Progress;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,7 +37,7 @@ enum Mode {
     Quiet,
 }
 
-/// The stage being shown.
+/// One stage of work (`eval`, `student steps`, `downloading model.safetensors`).
 struct Stage {
     name: String,
     unit: String,
@@ -48,19 +49,21 @@ struct Stage {
 }
 
 impl Stage {
-    /// `name: done/total unit (p%), rate, ETA` for a plain line.
+    fn amount(&self, n: u64) -> String {
+        if self.unit == "bytes" {
+            format!("{:.1} MB", n as f64 / 1e6)
+        } else {
+            n.to_string()
+        }
+    }
+
+    /// `name: done/total unit (p%), rate, ETA` for a plain line; `… in 12 s` once finished.
     fn line(&self) -> String {
         let secs = self.started.elapsed().as_secs_f64();
         let (done, total) = (self.done as f64, self.total.max(1) as f64);
-        let amount = |n: u64| if self.unit == "bytes" { format!("{:.1} MB", n as f64 / 1e6) } else { n.to_string() };
         let unit = if self.unit == "bytes" { "" } else { self.unit.as_str() };
-        let head = format!(
-            "{}: {}/{} {unit} ({:.0}%)",
-            self.name,
-            amount(self.done),
-            amount(self.total),
-            100.0 * done / total
-        );
+        let (d, t) = (self.amount(self.done), self.amount(self.total));
+        let head = format!("{}: {d}/{t} {unit} ({:.0}%)", self.name, 100.0 * done / total);
         if self.finished {
             return format!("{head} in {}", human_seconds(secs));
         }
@@ -82,19 +85,14 @@ fn human_seconds(s: f64) -> String {
     }
 }
 
-struct Shared {
-    mode: Mode,
-    color: bool,
-    stage: Mutex<Shown>,
-    stop: AtomicBool,
-}
-
-/// What is on screen: the current stage, when each stage started, when the last plain line went out.
+/// The stages seen (several run interleaved: the KD student and the baseline step in turn) and
+/// when the last plain line went out.
 #[derive(Default)]
 struct Shown {
-    stage: Option<Stage>,
-    starts: std::collections::HashMap<String, Instant>,
+    stages: Vec<Stage>,
     last_line: Option<Instant>,
+    /// The stage reported last (what the 30 s heartbeat repeats).
+    latest: Option<usize>,
 }
 
 impl Shown {
@@ -102,12 +100,19 @@ impl Shown {
         self.last_line.is_none_or(|t| t.elapsed() >= every)
     }
 
-    fn print_line(&mut self) {
-        if let Some(s) = &self.stage {
-            self.last_line = Some(Instant::now());
-            eprintln!("{}", s.line());
-        }
+    fn print_line(&mut self, i: usize) {
+        self.last_line = Some(Instant::now());
+        eprintln!("{}", self.stages[i].line());
     }
+}
+
+struct Shared {
+    mode: Mode,
+    color: bool,
+    shown: Mutex<Shown>,
+    /// The bars (bar mode): live stages draw here, finished ones leave one line above.
+    multi: MultiProgress,
+    stop: AtomicBool,
 }
 
 /// Shows progress and notes of long work on stderr; see the module's documentation.
@@ -128,16 +133,24 @@ impl Reporter {
     }
 
     fn with_mode(mode: Mode, color: bool) -> Self {
-        let shared =
-            Arc::new(Shared { mode, color, stage: Mutex::new(Shown::default()), stop: AtomicBool::new(false) });
+        let target = if mode == Mode::Bar { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let shared = Arc::new(Shared {
+            mode,
+            color,
+            shown: Mutex::new(Shown::default()),
+            multi: MultiProgress::with_draw_target(target),
+            stop: AtomicBool::new(false),
+        });
         let heartbeat = (mode == Mode::Lines).then(|| {
             let shared = shared.clone();
             std::thread::spawn(move || {
                 while !shared.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(250));
-                    let mut shown = shared.stage.lock().unwrap_or_else(|e| e.into_inner());
-                    if shown.stage.as_ref().is_some_and(|s| !s.finished) && shown.line_due(HEARTBEAT) {
-                        shown.print_line();
+                    let mut shown = shared.shown.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(i) = shown.latest.filter(|&i| !shown.stages[i].finished) {
+                        if shown.line_due(HEARTBEAT) {
+                            shown.print_line(i);
+                        }
                     }
                 }
             })
@@ -145,27 +158,39 @@ impl Reporter {
         Self { shared, heartbeat }
     }
 
-    /// Runs `f` (which prints to stdout or stderr) with the bar out of the way.
+    /// Runs `f` (which prints to stdout or stderr) with the bars out of the way.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        let shown = self.shared.stage.lock().unwrap_or_else(|e| e.into_inner());
-        match shown.stage.as_ref().and_then(|s| s.bar.as_ref()).filter(|b| !b.is_finished()) {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
+        self.shared.multi.suspend(f)
     }
 
-    /// Ends the current stage's bar, leaving its last state on screen.
+    /// Ends every bar still drawn (a failure or the end of a command): each leaves its last line.
     pub fn finish(&self) {
-        let mut shown = self.shared.stage.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = shown.stage.as_mut() {
-            if let Some(bar) = &s.bar {
-                bar.finish();
+        let mut shown = self.shared.shown.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..shown.stages.len() {
+            if !shown.stages[i].finished {
+                self.close(&mut shown.stages[i]);
             }
-            s.finished = true;
         }
     }
 
-    fn style(&self, unit: &str) -> ProgressStyle {
+    /// Takes a stage's bar off the live area and leaves its final line above it.
+    fn close(&self, stage: &mut Stage) {
+        if let Some(bar) = stage.bar.take() {
+            let line = format!(
+                "{:>16} {}/{} {} in {}",
+                stage.name,
+                stage.amount(stage.done),
+                stage.amount(stage.total),
+                if stage.unit == "bytes" { "" } else { stage.unit.as_str() },
+                human_seconds(stage.started.elapsed().as_secs_f64())
+            );
+            bar.finish_and_clear();
+            self.shared.multi.remove(&bar);
+            let _ = self.shared.multi.println(line);
+        }
+    }
+
+    fn bar(&self, stage: &str, total: u64, unit: &str) -> ProgressBar {
         let (name, bar) = if self.shared.color {
             ("{prefix:>16.cyan.bold}", "{bar:30.green/white}")
         } else {
@@ -174,11 +199,18 @@ impl Reporter {
         let counts = if unit == "bytes" {
             "{bytes}/{total_bytes} · {bytes_per_sec}".to_string()
         } else {
-            format!("{{pos}}/{{len}} {unit} · {{per_sec}}")
+            format!("{{pos}}/{{len}} {unit} · {{rate}}")
         };
-        ProgressStyle::with_template(&format!("{name} [{bar}] {counts} · ETA {{eta}}"))
+        let style = ProgressStyle::with_template(&format!("{name} [{bar}] {counts} · ETA {{eta}}"))
             .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ")
+            .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}/s", state.per_sec());
+            })
+            .progress_chars("=> ");
+        let bar = self.shared.multi.add(ProgressBar::new(total));
+        bar.set_style(style);
+        bar.set_prefix(stage.to_string());
+        bar
     }
 }
 
@@ -188,31 +220,39 @@ impl Progress for Reporter {
         if mode == Mode::Quiet {
             return;
         }
-        let mut shown = self.shared.stage.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh =
-            !matches!(&shown.stage, Some(s) if s.name == stage && s.unit == unit && !(s.finished && done < s.done));
-        if fresh {
-            if let Some(bar) = shown.stage.as_ref().and_then(|s| s.bar.as_ref()) {
-                bar.finish();
+        let mut shown = self.shared.shown.lock().unwrap_or_else(|e| e.into_inner());
+        let found = shown.stages.iter().position(|s| s.name == stage);
+        // A stage seen before continues unless it starts over (another unit, or counting from below).
+        let fresh = match found {
+            Some(i) => {
+                let s = &shown.stages[i];
+                s.unit != unit || done < s.done
             }
-            let now = Instant::now();
-            // A stage seen before and not starting over keeps its start (rate and ETA stay honest).
-            let started = match shown.starts.get(stage) {
-                Some(t) if done > 0 => *t,
-                _ => now,
-            };
-            shown.starts.insert(stage.to_string(), started);
-            let bar = (mode == Mode::Bar).then(|| {
-                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-                    .with_elapsed(now.duration_since(started));
-                bar.set_style(self.style(unit));
-                bar.set_prefix(stage.to_string());
-                bar
-            });
-            shown.stage =
-                Some(Stage { name: stage.into(), unit: unit.into(), done, total, started, finished: false, bar });
-        }
-        let Some(s) = shown.stage.as_mut() else { return };
+            None => true,
+        };
+        let i = match (found, fresh) {
+            (Some(i), false) => i,
+            (found, _) => {
+                if let Some(i) = found {
+                    let mut old = shown.stages.remove(i);
+                    self.close(&mut old);
+                }
+                let bar = (mode == Mode::Bar).then(|| self.bar(stage, total, unit));
+                let started = Instant::now();
+                shown.stages.push(Stage {
+                    name: stage.into(),
+                    unit: unit.into(),
+                    done,
+                    total,
+                    started,
+                    finished: false,
+                    bar,
+                });
+                shown.stages.len() - 1
+            }
+        };
+        shown.latest = Some(i);
+        let s = &mut shown.stages[i];
         let was_finished = s.finished;
         s.done = done;
         s.total = total;
@@ -221,11 +261,11 @@ impl Progress for Reporter {
         if let Some(bar) = &s.bar {
             bar.set_length(total);
             bar.set_position(done);
-            if s.finished {
-                bar.finish();
+            if just_finished {
+                self.close(s);
             }
-        } else if just_finished || shown.line_due(LINE_EVERY) {
-            shown.print_line();
+        } else if mode == Mode::Lines && (just_finished || shown.line_due(LINE_EVERY)) {
+            shown.print_line(i);
         }
     }
 
