@@ -132,6 +132,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
     let calibration = args.imatrix.as_ref().map(|p| read_text(p, "--imatrix")).transpose()?;
     let reporter = Reporter::new(output);
     let model = load(&settings.hub, &args.model, false, &reporter)?;
+    crate::engine::quant::export::check_output(&model, &args.out)?;
     let cancel = interrupt_flag();
     let monitor = Monitor::new(&cancel, &reporter);
     let imatrix = match &calibration {

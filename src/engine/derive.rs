@@ -253,6 +253,9 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
 
 /// Derives and saves a student; the `derive-student` command.
 pub fn derive_and_save(teacher: &LoadedModel, shape: &StudentShape, seed: u64, out: &Path) -> Result<DeriveReport> {
+    let inputs = teacher.resolved.input_files();
+    let inputs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
+    crate::engine::fsutil::refuse_overwriting_input(out, &inputs, "--out")?;
     let s = derive_student(teacher, shape, seed)?;
     save_hf_folder(out, &s.config_json, &s.tensors, tokenizer_of(teacher)?)?;
     Ok(DeriveReport {

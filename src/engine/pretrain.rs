@@ -57,6 +57,7 @@ pub fn run_pretrain(lr: &LoadedRecipe, opts: &RunOptions, ctx: &JobContext) -> R
             lr.path.display()
         )));
     }
+    let _lock = crate::engine::fsutil::FolderLock::acquire(&lr.output_dir(), "distill-tui pretrain")?;
     let mut lr = lr.clone();
     let tokenizer = match r.pretrain.as_ref().and_then(|p| p.train_tokenizer_vocab) {
         Some(vocab) => {

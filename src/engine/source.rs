@@ -124,6 +124,17 @@ impl ResolvedModel {
         }
     }
 
+    /// Every file a load reads: weights, config and tokenizer (what no command may write over).
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut files = self.weight_files();
+        if let ModelFiles::Hf { config, .. } = &self.files {
+            files.push(config.clone());
+        }
+        files.extend(self.tokenizer.clone());
+        files.push(self.path().to_path_buf());
+        files
+    }
+
     /// Total bytes of the weight files.
     pub fn weight_bytes(&self) -> u64 {
         self.weight_files().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()

@@ -235,6 +235,13 @@ fn bad_input_unknown_point_missing_run_and_changed_files() {
     let (code, _, stderr) = export(tmp.path(), &run, "student", &["--target", "vllm"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown export target `vllm`"), "{stderr}");
+    // The run's own folder as the output: refused before anything is written over its recipe.
+    let recipe_before = std::fs::read(run.join("recipe.toml")).unwrap();
+    let (code, _, stderr) =
+        cli(tmp.path(), &["export", run.to_str().unwrap(), "--point", "student", "--out", run.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is an input of this command"), "{stderr}");
+    assert_eq!(std::fs::read(run.join("recipe.toml")).unwrap(), recipe_before);
 
     // An export, then the eval text changes: the rerun refuses, naming the file and both hashes.
     assert_eq!(export(tmp.path(), &run, "student", &[]).0, 0);

@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod classify;
 mod export;
+mod guards;
 mod headless_ux;
 mod pretrain;
 mod quant_bad_input;

@@ -18,6 +18,7 @@ use crate::engine::events::Role;
 use crate::engine::events::{QuantPoint, TaskMetrics};
 use crate::engine::export::provenance::absolute;
 use crate::engine::fsutil::write_atomic;
+use crate::engine::fsutil::FolderLock;
 use crate::engine::hub::DownloadProgress;
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::Network;
@@ -222,8 +223,22 @@ fn record_recipe(lr: &LoadedClassify) -> Result<()> {
     write_atomic(&out.join("recipe.toml"), lr.recipe.to_toml()?.as_bytes())
 }
 
+/// Locks the run's folder and, on `--resume`, checks that the recipe is the one it was started with.
+fn own_output(lr: &LoadedClassify, opts: &RunOptions, what: &str) -> Result<FolderLock> {
+    let lock = FolderLock::acquire(&lr.output_dir(), what)?;
+    if opts.resume {
+        crate::engine::recipe::resume::check_unchanged(&lr.output_dir(), &lr.recipe.to_toml()?)?;
+    }
+    Ok(lock)
+}
+
 /// The `finetune` job: the teacher alone.
 pub fn run_finetune(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<Value> {
+    let _lock = own_output(lr, opts, "distill-tui finetune")?;
+    finetune(lr, opts, ctx)
+}
+
+fn finetune(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<Value> {
     let Some(ft) = &lr.recipe.finetune else {
         return Err(Error::Invalid(format!("recipe {}: `finetune` needs a [finetune] section", lr.path.display())));
     };
@@ -240,9 +255,10 @@ pub fn run_finetune(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) ->
 /// The `run` job: teacher (fine-tuned when the recipe says so), then student and baseline, then
 /// the `[quantize]` sweep.
 pub fn run_classification(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<Value> {
+    let _lock = own_output(lr, opts, "distill-tui run")?;
     let r = &lr.recipe;
     let (Some(student), Some(d)) = (&r.student, &r.distill) else {
-        return run_finetune(lr, opts, ctx);
+        return finetune(lr, opts, ctx);
     };
     let formats = r.quantize.as_ref().map(|q| q.parsed_formats()).transpose()?;
     let out = lr.output_dir();

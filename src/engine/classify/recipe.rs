@@ -194,6 +194,9 @@ impl ClassifyRecipe {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        if self.output.dir.trim().is_empty() {
+            return Err("output.dir is empty; name a folder for the run (e.g. runs/NAME)".into());
+        }
         if self.task != TASK {
             return Err(format!("task = \"{}\" is not known here; this recipe type is task = \"{TASK}\"", self.task));
         }

@@ -12,6 +12,7 @@ use crate::engine::data::step_windows;
 use crate::engine::eval::{compare_with_states, compare_with_states_at, evaluate_tokens, EvalOptions, ReferenceStates};
 use crate::engine::events::{EvalMetrics, Role};
 use crate::engine::fsutil::write_atomic;
+use crate::engine::fsutil::FolderLock;
 use crate::engine::kernels::autocast;
 use crate::engine::models::Network;
 use crate::engine::recipe::LoadedRecipe;
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 /// Runs a recipe to the end (or to cancellation) and returns its summary.
 pub fn run_recipe(lr: &LoadedRecipe, opts: &RunOptions, ctx: &JobContext) -> Result<serde_json::Value> {
+    let _lock = FolderLock::acquire(&lr.output_dir(), "distill-tui run")?;
     run_with_tokenizer(lr, opts, None, ctx)
 }
 
@@ -92,7 +94,8 @@ impl Task for LmTask<'_> {
     }
 }
 
-/// [`run_recipe`] with a tokenizer supplied by the caller (pretraining trains its own).
+/// [`run_recipe`] with a tokenizer supplied by the caller (pretraining trains its own); the caller
+/// holds the output folder's lock.
 pub fn run_with_tokenizer(
     lr: &LoadedRecipe,
     opts: &RunOptions,
@@ -103,6 +106,9 @@ pub fn run_with_tokenizer(
     let r = &lr.recipe;
     let out = lr.output_dir();
     let existing = existing_run(&out, opts.resume)?;
+    if existing.is_some() {
+        crate::engine::recipe::resume::check_unchanged(&out, &r.to_toml()?)?;
+    }
     let quant_formats = super::post_quant::formats(lr)?;
     let provenance = crate::engine::export::provenance::for_run(lr, ctx)?;
     let setup = prepare(lr, tokenizer, ctx)?;

@@ -80,7 +80,9 @@ pub fn expected(run: &FinishedRun, point: &Point) -> Expected {
 
 /// Exports a point; returns a report naming every file written.
 pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::Value> {
+    crate::engine::fsutil::refuse_overwriting_input(&req.out, &[&req.run_dir], "--out")?;
     let run = FinishedRun::open(&req.run_dir)?;
+    let _lock = crate::engine::fsutil::FolderLock::acquire(&req.out, "distill-tui export")?;
     let point = run.point(&req.point)?;
     if run.summary.task() == TaskKind::Classification {
         return crate::engine::classify::export::export(&run, &point, req, ctx);

@@ -39,9 +39,17 @@ pub struct ExportReport {
     pub format: String,
 }
 
+/// Refuses an output path that is one of the files (or the folder) `model` was read from.
+pub fn check_output(model: &LoadedModel, path: &Path) -> Result<()> {
+    let inputs = model.resolved.input_files();
+    let inputs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
+    crate::engine::fsutil::refuse_overwriting_input(path, &inputs, "--out")
+}
+
 /// Writes `q` (quantized from `model`) to `path` in the container its extension names, atomically:
 /// on any error nothing is left at `path`.
 pub fn export(model: &LoadedModel, q: &QuantizedModel, path: &Path) -> Result<ExportReport> {
+    check_output(model, path)?;
     match ExportKind::from_path(path)? {
         ExportKind::Gguf => export_gguf(model, q, path)?,
         ExportKind::Safetensors => export_safetensors(q, path)?,

@@ -5,6 +5,7 @@
 
 pub mod overrides;
 pub mod records;
+pub mod resume;
 
 use crate::engine::derive::StudentShape;
 use crate::engine::distill::losses::SoftLoss;
@@ -260,7 +261,8 @@ impl Recipe {
             return Err("a recipe needs a [teacher] (distillation) or a [pretrain] section".into());
         }
         SoftLoss::parse(&d.loss).map_err(|e| format!("distill.loss: {e}"))?;
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 12] = [
+            (!self.output.dir.trim().is_empty(), "output.dir is empty; name a folder for the run (e.g. runs/NAME)"),
             (d.temperature > 0.0 && d.temperature.is_finite(), "distill.temperature must be > 0"),
             ((0.0..=1.0).contains(&d.alpha), "distill.alpha must be in [0, 1]"),
             ((0.0..=1.0).contains(&d.jsd_beta), "distill.jsd_beta must be in [0, 1]"),
