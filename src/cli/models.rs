@@ -5,6 +5,7 @@ use crate::engine::context::Progress;
 use crate::engine::context::{Monitor, Settings};
 use crate::engine::derive::{derive_and_save, derive_loaded, StudentShape};
 use crate::engine::distribution::soften;
+use crate::engine::error::printable;
 use crate::engine::eval::{evaluate_text, measure_against, EvalOptions};
 use crate::engine::hub::{self, DownloadProgress, HubSettings};
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
@@ -115,8 +116,18 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
                 (None, None) => return Err(Error::Invalid("give a STUDENT or --derive-layers N".into())),
             };
             let r = check_pair(&t, &s, batch_size, seq_len)?;
+            // The verdict is the exit code too: a pair that does not fit is not ready to run.
+            let verdict = if r.fits {
+                Ok(())
+            } else {
+                Err(Error::Invalid(format!(
+                    "the pair does not fit at batch {batch_size} × seq_len {seq_len}: {}",
+                    r.notes.last().map(String::as_str).unwrap_or("")
+                )))
+            };
             if json {
-                return print_json(&r);
+                print_json(&r)?;
+                return verdict;
             }
             println!("teacher   {} ({} parameters)", r.teacher, t.info.parameters);
             println!("student   {} ({} parameters)", r.student, s.info.parameters);
@@ -143,7 +154,7 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
             for n in &r.notes {
                 println!("note      {n}");
             }
-            Ok(())
+            verdict
         }
         Command::Logits { model, prompt, temperatures, top, json } => {
             let m = load(&model)?;
@@ -222,8 +233,10 @@ pub(crate) fn load(settings: &HubSettings, spec: &str, trainable: bool, reporter
 
 fn print_info(m: &LoadedModel) {
     let i = &m.info;
-    println!("model         {}", i.name);
-    println!("architecture  {} ({}, {})", i.architecture, i.model_type, i.task);
+    // Every string here may come from the file: shown, never sent to the terminal as escapes.
+    let p = |s: &str| printable(s, 200, false);
+    println!("model         {}", p(&i.name));
+    println!("architecture  {} ({}, {})", p(&i.architecture), p(&i.model_type), i.task);
     println!("parameters    {} ({:.1}M)", i.parameters, i.parameters as f64 / 1e6);
     let d = &i.dims;
     println!("layers        {}", d.layers);
@@ -232,14 +245,14 @@ fn print_info(m: &LoadedModel) {
     println!("vocab         {}", d.vocab);
     println!("context       {}", d.context_length);
     println!("tied embed.   {}", d.tied_embeddings);
-    println!("dtype         {}", i.dtype);
+    println!("dtype         {}", p(&i.dtype));
     println!("bytes         {} ({:.1} MB, {})", i.bytes, i.bytes as f64 / 1e6, i.format);
-    println!("source        {}", i.source_path);
+    println!("source        {}", p(&i.source_path));
     if let Some(rev) = &i.hub.revision {
-        println!("revision      {rev}");
+        println!("revision      {}", p(rev));
     }
-    println!("tokenizer     {}", i.tokenizer.as_deref().unwrap_or("none"));
+    println!("tokenizer     {}", p(i.tokenizer.as_deref().unwrap_or("none")));
     if !i.labels.is_empty() {
-        println!("labels        {}", i.labels.join(", "));
+        println!("labels        {}", p(&i.labels.join(", ")));
     }
 }

@@ -66,6 +66,19 @@ pub fn student_config(teacher_json: &Value, teacher: &ArchConfig, shape: &Studen
     if shape.layers == 0 {
         return Err(Error::Invalid("a student needs at least one layer (--layers N)".into()));
     }
+    if shape.layers > teacher.layers() {
+        return Err(Error::Invalid(format!(
+            "a student of {} layers is larger than its {}-layer teacher; derive at most {} layers",
+            shape.layers,
+            teacher.layers(),
+            teacher.layers()
+        )));
+    }
+    for (flag, value) in [("--hidden", shape.hidden), ("--intermediate", shape.intermediate)] {
+        if value == Some(0) {
+            return Err(Error::Invalid(format!("{flag} 0: a student needs a positive size")));
+        }
+    }
     let hidden = shape.hidden.unwrap_or(teacher.hidden());
     let heads = shape.heads.unwrap_or(teacher.heads());
     let kv_heads = shape.kv_heads.unwrap_or_else(|| {

@@ -87,3 +87,39 @@ impl Error {
         !matches!(self, Error::Io { .. } | Error::Candle(_) | Error::Cancelled | Error::Network { .. })
     }
 }
+
+/// `text` from a file (metadata, tensor names, an error quoting them) made safe for a terminal:
+/// control characters (escape sequences that would retitle the window or clear the screen) are
+/// shown escaped (`\u{1b}`), line breaks only where `lines` allows them, and anything past
+/// `max_chars` is cut with a count of what was left out.
+pub fn printable(text: &str, max_chars: usize, lines: bool) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars + 32));
+    let mut count = 0;
+    for c in text.chars() {
+        if count == max_chars {
+            let rest = text.chars().count() - count;
+            out.push_str(&format!("… ({rest} more characters)"));
+            break;
+        }
+        if (c == '\n' && lines) || !c.is_control() || (c == '\t' && lines) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+        count += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn escapes_are_shown_not_sent_and_long_values_are_cut() {
+        assert_eq!(printable("a\u{1b}]0;pwned\u{7}b", 100, false), "a\\u{1b}]0;pwned\\u{7}b");
+        assert_eq!(printable("x\ny", 100, true), "x\ny");
+        assert_eq!(printable("x\ny", 100, false), "x\\ny");
+        assert_eq!(printable(&"z".repeat(50), 10, false), format!("{}… (40 more characters)", "z".repeat(10)));
+    }
+}

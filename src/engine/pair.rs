@@ -2,6 +2,7 @@
 //! the same kind, and the memory the pair needs for training against this machine's memory.
 
 use crate::engine::loader::LoadedModel;
+use crate::engine::models::ArchConfig;
 use crate::engine::{Error, Result};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -161,32 +162,91 @@ fn by_id(m: &HashMap<String, u32>) -> Vec<(u32, &str)> {
 
 /// Memory for distilling `student` from `teacher` at `batch × seq` in f32.
 pub fn estimate_memory(teacher: &LoadedModel, student: &LoadedModel, batch: usize, seq: usize) -> MemoryEstimate {
-    let f = 4u64;
-    let (tp, sp) = (teacher.parameter_count(), student.parameter_count());
-    let (b, t) = (batch as u64, seq as u64);
-    let s = &student.config;
-    let vocab = s.vocab_size().max(teacher.config.vocab_size()) as u64;
-    let logits = 2 * b * t * vocab * f;
-    let (h, i, heads, layers) = (s.hidden() as u64, s.intermediate() as u64, s.heads() as u64, s.layers() as u64);
+    let t = (&teacher.config, teacher.parameter_count());
+    estimate(Some(t), (&student.config, student.parameter_count()), 1, batch, seq)
+}
+
+/// Memory for training `trainees` copies of `student` (the KD student and the baseline train side
+/// by side) at `batch × seq` in f32, next to `teacher` when there is one (pretraining has none).
+pub fn estimate(
+    teacher: Option<(&ArchConfig, u64)>,
+    student: (&ArchConfig, u64),
+    trainees: u64,
+    batch: usize,
+    seq: usize,
+) -> MemoryEstimate {
+    // In f64, cast back saturating: an absurd batch (1e18) is a huge estimate, never an overflow.
+    let f = 4.0;
+    let (s, sp) = (student.0, student.1 as f64);
+    let (b, t) = (batch as f64, seq as f64);
+    let vocab = teacher.map_or(0, |(c, _)| c.vocab_size()).max(s.vocab_size()) as f64;
+    let logits = 2.0 * b * t * vocab * f;
+    let (h, i, heads, layers) = (s.hidden() as f64, s.intermediate() as f64, s.heads() as f64, s.layers() as f64);
     // Per layer and token: ~16 hidden-sized tensors, 3 intermediate-sized, and 2 attention rows per head.
-    let per_layer = b * t * (16 * h + 3 * i + 2 * heads * t) * f;
-    let tc = &teacher.config;
-    let teacher_transient =
-        b * t * (8 * tc.hidden() as u64 + 3 * tc.intermediate() as u64 + 2 * tc.heads() as u64 * t) * f;
-    let activations = layers * per_layer + teacher_transient;
+    let per_layer = b * t * (16.0 * h + 3.0 * i + 2.0 * heads * t) * f;
+    let teacher_transient = teacher.map_or(0.0, |(tc, _)| {
+        b * t * (8.0 * tc.hidden() as f64 + 3.0 * tc.intermediate() as f64 + 2.0 * tc.heads() as f64 * t) * f
+    });
+    let n = trainees as f64;
     let m = MemoryEstimate {
-        teacher_weights: tp * f,
-        student_weights: sp * f,
-        student_grads: sp * f,
-        optimizer: 2 * sp * f,
-        logits,
-        activations,
+        teacher_weights: teacher.map_or(0.0, |(_, tp)| tp as f64 * f) as u64,
+        student_weights: (n * sp * f) as u64,
+        student_grads: (n * sp * f) as u64,
+        optimizer: (n * 2.0 * sp * f) as u64,
+        logits: logits as u64,
+        activations: (layers * per_layer + teacher_transient) as u64,
         total: 0,
     };
-    MemoryEstimate {
-        total: m.teacher_weights + m.student_weights + m.student_grads + m.optimizer + m.logits + m.activations,
-        ..m
+    let total = [m.teacher_weights, m.student_weights, m.student_grads, m.optimizer, m.logits, m.activations]
+        .iter()
+        .fold(0u64, |a, &x| a.saturating_add(x));
+    MemoryEstimate { total, ..m }
+}
+
+/// Refuses, before anything is allocated, a run whose training memory (see [`estimate`]) exceeds
+/// `available` bytes: the message names the estimate, the free memory and the largest batch
+/// that fits (or a shorter sequence when no batch does).
+pub fn preflight(
+    teacher: Option<(&ArchConfig, u64)>,
+    student: (&ArchConfig, u64),
+    trainees: u64,
+    batch: usize,
+    seq: usize,
+    available: u64,
+) -> Result<MemoryEstimate> {
+    let need = |b: usize, t: usize| estimate(teacher, student, trainees, b, t).total;
+    let m = estimate(teacher, student, trainees, batch, seq);
+    if m.total <= available {
+        return Ok(m);
     }
+    // The largest batch that fits, by bisection (the estimate grows with the batch).
+    let (mut lo, mut hi) = (0usize, batch);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if need(mid, seq) <= available {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let advice = if lo > 0 {
+        format!("batch_size = {lo} fits (raise grad_accum to keep the effective batch)")
+    } else {
+        let mut t = seq;
+        while t > 2 && need(1, t) > available {
+            t /= 2;
+        }
+        if need(1, t) <= available {
+            format!("not even batch 1 fits at seq_len {seq}; batch_size = 1 with seq_len = {t} does")
+        } else {
+            "not even batch 1 fits: pick a smaller student or teacher".to_string()
+        }
+    };
+    Err(Error::Invalid(format!(
+        "training needs about {:.1} GiB at batch_size {batch} × seq_len {seq} but {:.1} GiB of memory is available; {advice}",
+        gib(m.total),
+        gib(available)
+    )))
 }
 
 /// (total, available) memory of this machine in bytes.

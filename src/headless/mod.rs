@@ -5,12 +5,16 @@
 pub mod progress;
 
 use crate::engine::context::Progress;
+use crate::engine::error::printable;
 use crate::engine::Error;
 use crate::jobs::{JobEvent, JobHandle, Role};
 use progress::{Output, Reporter};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// The longest error message printed (a message quoting a corrupt file is cut, not dumped).
+pub const MESSAGE_CHARS: usize = 2000;
 
 /// Exit code: bad input (a wrong id, a missing file, a bad recipe value).
 pub const BAD_INPUT: i32 = 2;
@@ -35,7 +39,7 @@ pub fn fail(e: &Error, json: bool) -> i32 {
     if json {
         println!("{}", serde_json::json!({ "event": "failed", "error": e.to_string(), "bad_input": e.is_bad_input() }));
     }
-    eprintln!("error: {e}");
+    eprintln!("error: {}", printable(&e.to_string(), MESSAGE_CHARS, true));
     exit_code(e)
 }
 
@@ -101,7 +105,7 @@ pub fn follow(handle: JobHandle, mode: Mode, output: Output) -> i32 {
                 JobEvent::Cancelled { .. } => CANCELLED,
                 JobEvent::Failed { bad_input, error, .. } => {
                     reporter.finish();
-                    eprintln!("error: {error}");
+                    eprintln!("error: {}", printable(error, MESSAGE_CHARS, true));
                     if *bad_input {
                         BAD_INPUT
                     } else {

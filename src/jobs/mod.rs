@@ -55,6 +55,17 @@ where
     JobHandle { id, events: rx, cancel, thread: Some(thread) }
 }
 
+thread_local! {
+    /// The panic message and location a front end's panic hook noted for this job thread.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps a job thread's panic report (message and location) for its `Failed` event; the TUI's
+/// panic hook calls it instead of printing over the screen.
+pub fn note_panic(report: String) {
+    LAST_PANIC.with(|p| *p.borrow_mut() = Some(report));
+}
+
 /// Runs a job body on the current thread with the same event protocol as [`spawn`].
 pub fn run_body<F>(ctx: &JobContext, kind: &str, description: String, body: F)
 where
@@ -68,12 +79,18 @@ where
         Ok(Err(Error::Cancelled)) => JobEvent::Cancelled { job: ctx.id },
         Ok(Err(e)) => JobEvent::Failed { job: ctx.id, bad_input: e.is_bad_input(), error: e.to_string() },
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            JobEvent::Failed { job: ctx.id, error: format!("internal error: {msg}"), bad_input: false }
+            let msg = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into())
+            });
+            JobEvent::Failed {
+                job: ctx.id,
+                error: format!("internal error (please report it): {msg}"),
+                bad_input: false,
+            }
         }
     };
     ctx.emit(event);

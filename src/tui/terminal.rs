@@ -30,10 +30,11 @@ pub fn restore() {
 fn install_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        // Job threads catch their own panics (they become `Failed` events); only a panic on the
-        // UI thread ends the app, and then the terminal must be usable for the message.
+        // Job threads catch their own panics (they become `Failed` events, shown in the popup):
+        // nothing is printed over the screen. Only a panic on the UI thread ends the app, and
+        // then the terminal must be usable for the message.
         if std::thread::current().name().is_some_and(|n| n.starts_with("job-")) {
-            previous(info);
+            crate::jobs::note_panic(info.to_string());
             return;
         }
         restore();

@@ -9,7 +9,17 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Tabs, Wrap};
 use ratatui::Frame;
 
+/// The smallest terminal the screens are laid out for; below it a note says so (nothing is lost:
+/// the state, unsaved Recipe edits included, is drawn again once the terminal grows).
+pub const MIN_SIZE: (u16, u16) = (20, 5);
+
 pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let note = format!("terminal too small ({}×{}); needs {}×{}", area.width, area.height, MIN_SIZE.0, MIN_SIZE.1);
+        f.render_widget(Paragraph::new(note).wrap(ratatui::widgets::Wrap { trim: true }), area);
+        return;
+    }
     let [tabs_area, body, status_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(f.area());
     let titles: Vec<String> = Screen::ALL.iter().enumerate().map(|(i, s)| format!("{} {}", i + 1, s.title())).collect();
@@ -61,7 +71,7 @@ fn help(f: &mut Frame, screen: Screen) {
 
 fn draw_popup(f: &mut Frame, popup: &Popup) {
     let (title, text) = match popup {
-        Popup::Error(msg) => ("Error (Esc closes)", msg.clone()),
+        Popup::Error(msg) => ("Error (Esc closes)", crate::engine::error::printable(msg, 600, true)),
         Popup::ConfirmQuit => ("Quit?", "Jobs are running. Quit and cancel them? y / n".to_string()),
     };
     let width = 64u16;

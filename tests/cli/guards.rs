@@ -121,3 +121,26 @@ fn no_command_writes_over_what_it_reads() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("output.dir is empty"), "{stderr}");
 }
+
+#[test]
+fn a_batch_that_cannot_fit_is_refused_before_anything_is_allocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let r = recipe(tmp.path(), 2, &out);
+    let (code, _, stderr) =
+        common::run_cli(&["--quiet", "run", r.to_str().unwrap(), "--set", "distill.batch_size=1000000000"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("training needs about") && stderr.contains("GiB of memory is available"), "{stderr}");
+    assert!(stderr.contains("fits (raise grad_accum"), "the message proposes a batch that fits: {stderr}");
+    assert!(!out.join("checkpoint").exists());
+    // The pair check says the same with its exit code, in both output styles.
+    let t = root().join("assets/models/demo-teacher");
+    let t = t.to_str().unwrap();
+    let args = ["check", t, "--derive-layers", "1", "--batch-size", "1000000000", "--seq-len", "32"];
+    let (code, stdout, stderr) = common::run_cli(&args, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.contains("does NOT fit") && stderr.contains("the pair does not fit"), "{stdout}{stderr}");
+    let (code, _, _) =
+        common::run_cli(&["check", t, "--derive-layers", "1", "--batch-size", "2", "--seq-len", "32"], &[]);
+    assert_eq!(code, 0);
+}

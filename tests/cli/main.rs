@@ -5,6 +5,7 @@ mod common;
 
 mod bad_input;
 mod classify;
+mod config_guards;
 mod export;
 mod guards;
 mod headless_ux;

@@ -74,6 +74,14 @@ fn every_screen_populated_by_the_engine() {
         h.key(KeyCode::Char(key));
         insta::assert_snapshot!(format!("{name}_80x24"), h.render(80, 24));
         insta::assert_snapshot!(format!("{name}_120x40"), h.render(120, 40));
+        // Any terminal size, however small or odd, draws without a panic.
+        for (w, hgt) in [(30, 8), (20, 5), (19, 4), (10, 3), (1, 1), (200, 6), (30, 60), (9, 9)] {
+            let text = h.render(w, hgt);
+            assert_eq!(text.lines().count(), hgt as usize, "{name} at {w}×{hgt}");
+            if w < 20 || hgt < 5 {
+                assert!(text.contains("small") || w < 12 || hgt < 2, "{name} at {w}×{hgt} says nothing:\n{text}");
+            }
+        }
     }
     // Export (the screen is open): `x` exports the run's student through the engine's export job.
     h.key(KeyCode::Char('x'));

@@ -94,6 +94,26 @@ impl Task for LmTask<'_> {
     }
 }
 
+/// Refuses, before the first step allocates anything, a batch whose training memory exceeds what
+/// this machine has free (the pair check's estimate).
+fn preflight(setup: &Setup, r: &crate::engine::recipe::Recipe) -> Result<()> {
+    let path = std::path::Path::new("student config.json");
+    let student = crate::engine::models::ArchConfig::from_json(&setup.student_config, path)?;
+    let params: u64 = setup.initial.values().map(|t| t.elem_count() as u64).sum();
+    let teacher = setup.teacher.as_ref().map(|t| (&t.config, t.parameter_count()));
+    let trainees = if teacher.is_some() && r.distill.baseline { 2 } else { 1 };
+    let (_, available) = crate::engine::pair::machine_memory();
+    crate::engine::pair::preflight(
+        teacher,
+        (&student, params),
+        trainees,
+        r.distill.batch_size,
+        r.data.seq_len,
+        available,
+    )?;
+    Ok(())
+}
+
 /// [`run_recipe`] with a tokenizer supplied by the caller (pretraining trains its own); the caller
 /// holds the output folder's lock.
 pub fn run_with_tokenizer(
@@ -112,6 +132,7 @@ pub fn run_with_tokenizer(
     let quant_formats = super::post_quant::formats(lr)?;
     let provenance = crate::engine::export::provenance::for_run(lr, ctx)?;
     let setup = prepare(lr, tokenizer, ctx)?;
+    preflight(&setup, r)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     remove_stale_temporaries(&out);
     crate::engine::export::provenance::record(lr, &provenance, &out)?;

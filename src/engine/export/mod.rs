@@ -82,9 +82,10 @@ pub fn expected(run: &FinishedRun, point: &Point) -> Expected {
 pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::Value> {
     crate::engine::fsutil::refuse_overwriting_input(&req.out, &[&req.run_dir], "--out")?;
     let run = FinishedRun::open(&req.run_dir)?;
-    let _lock = crate::engine::fsutil::FolderLock::acquire(&req.out, "distill-tui export")?;
     let point = run.point(&req.point)?;
+    let lock = || crate::engine::fsutil::FolderLock::acquire(&req.out, "distill-tui export");
     if run.summary.task() == TaskKind::Classification {
+        let _lock = lock()?;
         return crate::engine::classify::export::export(&run, &point, req, ctx);
     }
     for t in &req.targets {
@@ -93,6 +94,8 @@ pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::V
             Target::LlamaCpp => llamacpp::check(&point, &run)?,
         }
     }
+    // Taken once the request is known to be valid: a refused export leaves no folder behind.
+    let _lock = lock()?;
     let lr = recipe_of(&run)?;
     let mut warnings = Vec::new();
     let prov = match &run.provenance {

@@ -33,17 +33,75 @@ impl ArchConfig {
     pub fn from_json(json: &serde_json::Value, path: &Path) -> Result<Self> {
         let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
         let bad = |e: serde_json::Error| Error::Config { path: path.to_path_buf(), detail: e.to_string() };
-        match model_type {
-            "llama" | "qwen2" | "qwen3" => Ok(Self::Llama(serde_json::from_value(json.clone()).map_err(bad)?)),
-            "gpt2" => Ok(Self::Gpt2(serde_json::from_value(json.clone()).map_err(bad)?)),
-            "bert" => Ok(Self::Encoder(EncoderConfig::from_json(EncoderKind::Bert, json, path)?)),
-            "distilbert" => Ok(Self::Encoder(EncoderConfig::from_json(EncoderKind::DistilBert, json, path)?)),
-            other => Err(Error::UnsupportedArch {
-                model_type: if other.is_empty() { "(missing)".into() } else { other.into() },
-                path: path.display().to_string(),
-                supported: SUPPORTED_MODEL_TYPES.join(", "),
-            }),
+        let config = match model_type {
+            "llama" | "qwen2" | "qwen3" => Self::Llama(serde_json::from_value(json.clone()).map_err(bad)?),
+            "gpt2" => Self::Gpt2(serde_json::from_value(json.clone()).map_err(bad)?),
+            "bert" => Self::Encoder(EncoderConfig::from_json(EncoderKind::Bert, json, path)?),
+            "distilbert" => Self::Encoder(EncoderConfig::from_json(EncoderKind::DistilBert, json, path)?),
+            other => {
+                return Err(Error::UnsupportedArch {
+                    model_type: if other.is_empty() { "(missing)".into() } else { other.into() },
+                    path: path.display().to_string(),
+                    supported: SUPPORTED_MODEL_TYPES.join(", "),
+                })
+            }
+        };
+        config.validate().map_err(|detail| Error::Config { path: path.to_path_buf(), detail })?;
+        Ok(config)
+    }
+
+    /// The checks a config must pass before anything is built from it: positive sizes, heads that
+    /// divide the width, finite positive epsilons and rotary bases, a known activation. A config
+    /// that fails would panic in a reshape or print NaN perplexities.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let sizes = [
+            ("vocab_size", self.vocab_size()),
+            ("the number of layers", self.layers()),
+            ("the hidden size", self.hidden()),
+            ("the intermediate size", self.intermediate()),
+            ("the number of attention heads", self.heads()),
+            ("the number of key/value heads", self.kv_heads()),
+            ("the context length (max_position_embeddings)", self.context_length()),
+        ];
+        for (name, value) in sizes {
+            if value == 0 {
+                return Err(format!("{name} is 0; a model needs at least 1"));
+            }
         }
+        if !self.heads().is_multiple_of(self.kv_heads()) {
+            return Err(format!(
+                "{} attention heads cannot share {} key/value heads (heads must be a multiple of kv heads)",
+                self.heads(),
+                self.kv_heads()
+            ));
+        }
+        let explicit_head_dim = matches!(self, Self::Llama(c) if c.head_dim.is_some());
+        if !explicit_head_dim && !self.hidden().is_multiple_of(self.heads()) {
+            return Err(format!("hidden size {} is not a multiple of {} attention heads", self.hidden(), self.heads()));
+        }
+        if self.head_dim() == 0 {
+            return Err("head_dim is 0".into());
+        }
+        let (eps_name, eps, act_name, act) = match self {
+            Self::Llama(c) => ("rms_norm_eps", c.rms_norm_eps, "hidden_act", c.hidden_act.as_str()),
+            Self::Gpt2(c) => {
+                ("layer_norm_epsilon", c.layer_norm_epsilon, "activation_function", c.activation_function.as_str())
+            }
+            Self::Encoder(c) => ("layer_norm_eps", c.eps, "hidden_act", c.activation.as_str()),
+        };
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(format!("{eps_name} = {eps} must be a finite positive number (typically 1e-5 or 1e-6)"));
+        }
+        if let Self::Llama(c) = self {
+            let theta = c.rope_theta();
+            if !(theta.is_finite() && theta > 0.0) {
+                return Err(format!("rope_theta = {theta} must be a finite positive number (typically 10000 or 1e6)"));
+            }
+        }
+        if layers::Activation::parse(act).is_none() {
+            return Err(format!("{act_name} `{act}` is not supported"));
+        }
+        Ok(())
     }
 
     pub fn model_type(&self) -> &str {

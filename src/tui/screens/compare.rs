@@ -187,7 +187,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.compare;
     let front = pareto_front(&s.points, s.metric);
     let verdict = apply_budget(&s.points, &s.budget);
-    let table_height = (s.points.len() as u16 + 3).clamp(4, area.height / 2);
+    // At least 4 rows, at most half the screen; never a panic on a short terminal (clamp would).
+    let table_height = (s.points.len() as u16 + 3).min((area.height / 2).max(4));
     let [chart_area, table_area, budget_area] =
         Layout::vertical([Constraint::Min(6), Constraint::Length(table_height), Constraint::Length(4)]).areas(area);
     if s.points.is_empty() {

@@ -151,9 +151,10 @@ pub fn check_pair(app: &mut App) {
 
 fn model_lines(role: &str, m: &LoadedModel) -> Vec<Line<'static>> {
     let i = &m.info;
+    let p = |s: &str| crate::engine::error::printable(s, 80, false);
     vec![
-        Line::from(format!("{role}: {}", i.name)),
-        Line::from(format!("  {} ({}, {})", i.architecture, i.model_type, i.task)),
+        Line::from(format!("{role}: {}", p(&i.name))),
+        Line::from(format!("  {} ({}, {})", p(&i.architecture), p(&i.model_type), i.task)),
         Line::from(format!(
             "  {} params · {} · vocab {} · {}L×{}",
             fmt::params(i.parameters),
