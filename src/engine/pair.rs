@@ -162,19 +162,26 @@ fn by_id(m: &HashMap<String, u32>) -> Vec<(u32, &str)> {
 
 /// Memory for distilling `student` from `teacher` at `batch × seq` in f32.
 pub fn estimate_memory(teacher: &LoadedModel, student: &LoadedModel, batch: usize, seq: usize) -> MemoryEstimate {
-    let t = (&teacher.config, teacher.parameter_count());
-    estimate(Some(t), (&student.config, student.parameter_count()), 1, batch, seq)
+    let teacher = Some((&teacher.config, teacher.parameter_count()));
+    let student = (&student.config, student.parameter_count());
+    estimate(&Workload { teacher, student, trainees: 1, batch, seq })
 }
 
-/// Memory for training `trainees` copies of `student` (the KD student and the baseline train side
-/// by side) at `batch × seq` in f32, next to `teacher` when there is one (pretraining has none).
-pub fn estimate(
-    teacher: Option<(&ArchConfig, u64)>,
-    student: (&ArchConfig, u64),
-    trainees: u64,
-    batch: usize,
-    seq: usize,
-) -> MemoryEstimate {
+/// What a training run holds in memory: the teacher (none when pretraining) and the student, each
+/// with its parameter count, how many students train side by side (the KD student and the
+/// baseline), and the micro-batch.
+#[derive(Clone, Copy)]
+pub struct Workload<'a> {
+    pub teacher: Option<(&'a ArchConfig, u64)>,
+    pub student: (&'a ArchConfig, u64),
+    pub trainees: u64,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+/// Training memory of a [`Workload`] in f32.
+pub fn estimate(w: &Workload) -> MemoryEstimate {
+    let Workload { teacher, student, trainees, batch, seq } = *w;
     // In f64, cast back saturating: an absurd batch (1e18) is a huge estimate, never an overflow.
     let f = 4.0;
     let (s, sp) = (student.0, student.1 as f64);
@@ -206,16 +213,10 @@ pub fn estimate(
 /// Refuses, before anything is allocated, a run whose training memory (see [`estimate`]) exceeds
 /// `available` bytes: the message names the estimate, the free memory and the largest batch
 /// that fits (or a shorter sequence when no batch does).
-pub fn preflight(
-    teacher: Option<(&ArchConfig, u64)>,
-    student: (&ArchConfig, u64),
-    trainees: u64,
-    batch: usize,
-    seq: usize,
-    available: u64,
-) -> Result<MemoryEstimate> {
-    let need = |b: usize, t: usize| estimate(teacher, student, trainees, b, t).total;
-    let m = estimate(teacher, student, trainees, batch, seq);
+pub fn preflight(w: &Workload, available: u64) -> Result<MemoryEstimate> {
+    let (batch, seq) = (w.batch, w.seq);
+    let need = |b: usize, t: usize| estimate(&Workload { batch: b, seq: t, ..*w }).total;
+    let m = estimate(w);
     if m.total <= available {
         return Ok(m);
     }

@@ -103,14 +103,9 @@ fn preflight(setup: &Setup, r: &crate::engine::recipe::Recipe) -> Result<()> {
     let teacher = setup.teacher.as_ref().map(|t| (&t.config, t.parameter_count()));
     let trainees = if teacher.is_some() && r.distill.baseline { 2 } else { 1 };
     let (_, available) = crate::engine::pair::machine_memory();
-    crate::engine::pair::preflight(
-        teacher,
-        (&student, params),
-        trainees,
-        r.distill.batch_size,
-        r.data.seq_len,
-        available,
-    )?;
+    let (batch, seq) = (r.distill.batch_size, r.data.seq_len);
+    let work = crate::engine::pair::Workload { teacher, student: (&student, params), trainees, batch, seq };
+    crate::engine::pair::preflight(&work, available)?;
     Ok(())
 }
 
