@@ -123,3 +123,33 @@ mod printable_tests {
         assert_eq!(printable(&"z".repeat(50), 10, false), format!("{}… (40 more characters)", "z".repeat(10)));
     }
 }
+
+thread_local! {
+    /// Set while this thread runs a third-party decoder under [`quiet_panics`].
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, a third-party decoder that may assert (panic) on malformed input instead of
+/// returning an error (the `parquet` and `tokenizers` crates do): a panic comes back as `Err`
+/// with its message, and is not printed (a panic hook, installed once, passes every other panic on).
+pub fn quiet_panics<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = DECODING.with(|d| d.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    DECODING.with(|d| d.set(was));
+    outcome.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the decoder failed".into())
+    })
+}

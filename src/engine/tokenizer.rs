@@ -7,8 +7,11 @@ use tokenizers::Tokenizer;
 
 /// Loads a `tokenizer.json`.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path)
-        .map_err(|e| Error::Tokenizer { path: path.display().to_string(), detail: e.to_string() })?;
+    let bad = |detail: String| Error::Tokenizer { path: path.display().to_string(), detail };
+    // The tokenizers crate asserts on some malformed files instead of returning an error.
+    let mut tok = crate::engine::error::quiet_panics(|| Tokenizer::from_file(path))
+        .map_err(|panic| bad(format!("malformed ({panic})")))?
+        .map_err(|e| bad(e.to_string()))?;
     tok.with_padding(None);
     tok.with_truncation(None)
         .map_err(|e| Error::Tokenizer { path: path.display().to_string(), detail: e.to_string() })?;

@@ -8,6 +8,7 @@ mod classify_parquet;
 mod classify_real;
 mod derive_student;
 mod eval_protocol;
+mod fuzz;
 mod gguf_load;
 mod golden_logits;
 mod gradients;

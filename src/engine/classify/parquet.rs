@@ -11,10 +11,8 @@ use parquet::errors::ParquetError;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
-use std::cell::Cell;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 /// The key-value metadata key under which `datasets` stores a table's features.
 const HF_METADATA: &str = "huggingface";
@@ -56,32 +54,10 @@ pub fn class_names(path: &Path, label_column: &str) -> Result<Option<Vec<String>
     guarded(path, || class_names_in(&open(path)?, path, label_column))
 }
 
-thread_local! {
-    /// Set while this thread decodes a Parquet file under [`guarded`].
-    static DECODING: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Runs `f` on the file `path`, turning a panic into the corrupt-file error: the `parquet` crate
-/// asserts (panics) on some malformed metadata and pages instead of returning an error. Such a
-/// panic is not printed (a panic hook, installed once, passes every other panic on).
+/// asserts (panics) on some malformed metadata and pages instead of returning an error.
 fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    static QUIET_HOOK: Once = Once::new();
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !DECODING.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-    DECODING.with(|d| d.set(true));
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
-    DECODING.with(|d| d.set(false));
-    outcome.unwrap_or_else(|panic| {
-        let msg =
-            panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-        Err(corrupt(path, msg.unwrap_or_else(|| "the decoder failed".into())))
-    })
+    crate::engine::error::quiet_panics(f).unwrap_or_else(|msg| Err(corrupt(path, msg)))
 }
 
 fn open(path: &Path) -> Result<SerializedFileReader<std::fs::File>> {

@@ -10,6 +10,7 @@
 //! are added when the metadata has `attention.key_length` / `rope.scaling.*`.
 
 mod metadata;
+pub mod scan;
 mod tokenizer;
 
 pub use metadata::gguf_metadata_summary;
@@ -134,6 +135,9 @@ pub fn open_gguf(path: &Path) -> Result<(Content, BufReader<std::fs::File>)> {
         ));
     }
     reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let len = reader.get_ref().metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+    scan::scan(&mut reader, len).map_err(|e| corrupt(path, &e))?;
+    reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let content = Content::read(&mut reader).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("unknown dtype") {
@@ -145,6 +149,7 @@ pub fn open_gguf(path: &Path) -> Result<(Content, BufReader<std::fs::File>)> {
             corrupt(path, &msg)
         }
     })?;
+    scan::check_extents(&content, len).map_err(|e| corrupt(path, &e))?;
     Ok((content, reader))
 }
 

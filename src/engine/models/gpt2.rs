@@ -40,7 +40,7 @@ fn yes() -> bool {
 
 impl Gpt2Config {
     pub fn inner(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 }
 

@@ -29,6 +29,9 @@ pub enum ArchConfig {
     Encoder(EncoderConfig),
 }
 
+/// The largest dimension, layer count or vocabulary a config may give.
+const MAX_SIZE: usize = 1 << 24;
+
 impl ArchConfig {
     pub fn from_json(json: &serde_json::Value, path: &Path) -> Result<Self> {
         let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
@@ -66,6 +69,11 @@ impl ArchConfig {
         for (name, value) in sizes {
             if value == 0 {
                 return Err(format!("{name} is 0; a model needs at least 1"));
+            }
+            // No real model comes near; a size this large is a corrupt file, not a request for
+            // terabytes of memory.
+            if value > MAX_SIZE {
+                return Err(format!("{name} is {value}, beyond any model this tool can hold (at most {MAX_SIZE})"));
             }
         }
         if !self.heads().is_multiple_of(self.kv_heads()) {
