@@ -119,6 +119,15 @@ fn verification(
             return Err(crate::headless::fail(&Error::Invalid(why), json));
         }
     };
+    let marker = recipe.parent().unwrap_or(Path::new(".")).join(crate::engine::export::INCOMPLETE);
+    if marker.exists() {
+        let why = format!(
+            "{} is from an export that did not finish ({} is there); export the point again",
+            recipe.display(),
+            marker.display()
+        );
+        return Err(crate::headless::fail(&Error::Invalid(why), json));
+    }
     // The rerun goes to a scratch folder beside the recipe, replaced each time.
     let dir = verify_dir(recipe);
     if dir.exists() {

@@ -89,6 +89,13 @@ fn export_then_verify_reproduces_identical_metrics() {
     let (code, _, stderr) = cli(tmp.path(), &["run", out.join("recipe.toml").to_str().unwrap(), "--verify"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("student.perplexity") && !stderr.contains("student.top1_accuracy"), "{stderr}");
+
+    // An export that did not finish (killed before its last rename) is not verified.
+    assert!(!out.join("export.incomplete").exists(), "a finished export keeps its marker");
+    std::fs::write(out.join("export.incomplete"), "").unwrap();
+    let (code, _, stderr) = cli(tmp.path(), &["run", out.join("recipe.toml").to_str().unwrap(), "--verify"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("did not finish"), "{stderr}");
 }
 
 #[test]

@@ -83,10 +83,8 @@ pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::V
     crate::engine::fsutil::refuse_overwriting_input(&req.out, &[&req.run_dir], "--out")?;
     let run = FinishedRun::open(&req.run_dir)?;
     let point = run.point(&req.point)?;
-    let lock = || crate::engine::fsutil::FolderLock::acquire(&req.out, "distill-tui export");
     if run.summary.task() == TaskKind::Classification {
-        let _lock = lock()?;
-        return crate::engine::classify::export::export(&run, &point, req, ctx);
+        return owned(&req.out, || crate::engine::classify::export::export(&run, &point, req, ctx));
     }
     for t in &req.targets {
         match t {
@@ -95,8 +93,25 @@ pub fn export_run(req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::V
         }
     }
     // Taken once the request is known to be valid: a refused export leaves no folder behind.
-    let _lock = lock()?;
-    let lr = recipe_of(&run)?;
+    owned(&req.out, || export_lm(&run, &point, req, ctx))
+}
+
+/// The marker of an export still being written (or killed while it was): `run --verify` refuses
+/// a folder holding it.
+pub const INCOMPLETE: &str = "export.incomplete";
+
+/// Runs `write` with `out` locked and marked incomplete until it succeeds.
+fn owned(out: &Path, write: impl FnOnce() -> Result<serde_json::Value>) -> Result<serde_json::Value> {
+    let _lock = crate::engine::fsutil::FolderLock::acquire(out, "distill-tui export")?;
+    let marker = out.join(INCOMPLETE);
+    write_atomic(&marker, b"an export into this folder did not finish; export again before using it\n")?;
+    let report = write()?;
+    std::fs::remove_file(&marker).map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;
+    Ok(report)
+}
+
+fn export_lm(run: &FinishedRun, point: &Point, req: &ExportRequest, ctx: &JobContext) -> Result<serde_json::Value> {
+    let lr = recipe_of(run)?;
     let mut warnings = Vec::new();
     let prov = match &run.provenance {
         Some(p) => {
