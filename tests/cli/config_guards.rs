@@ -89,3 +89,26 @@ fn what_a_model_file_says_is_shown_escaped_never_sent_to_the_terminal() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["architecture"], title);
 }
+
+#[test]
+fn a_sequence_classifier_without_id2label_keeps_its_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // As transformers reads it: num_labels classes named LABEL_i (a bare encoder would give
+    // hidden-size outputs instead of class logits).
+    let model = edited(tmp.path(), "tiny-bert-cls", |c| {
+        let o = c.as_object_mut().unwrap();
+        o.remove("id2label");
+        o.remove("label2id");
+        o.insert("num_labels".into(), 3.into());
+    });
+    let m = model.to_str().unwrap();
+    let (code, stdout, stderr) = common::run_cli(&["logits", m, "--prompt", "a small cat", "--json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let shown = v["distributions"][0]["top"].as_array().unwrap();
+    assert_eq!(shown.len(), 3, "{stdout}");
+    assert!(stdout.contains("LABEL_2"), "{stdout}");
+    let (_, info, _) = common::run_cli(&["inspect", m, "--json"], &[]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["task"], "classifier");
+}

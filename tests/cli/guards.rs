@@ -144,3 +144,13 @@ fn a_batch_that_cannot_fit_is_refused_before_anything_is_allocated() {
         common::run_cli(&["check", t, "--derive-layers", "1", "--batch-size", "2", "--seq-len", "32"], &[]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_cache_wider_than_the_vocabulary_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), 2, &tmp.path().join("out"));
+    let (code, _, stderr) =
+        common::run_cli(&["--quiet", "run", r.to_str().unwrap(), "--set", "distill.cache_top_k=100000"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("distill.cache_top_k = 100000 keeps at least the teacher's whole vocabulary"), "{stderr}");
+}

@@ -169,6 +169,13 @@ pub fn run_with_tokenizer(
             ctx.log(note);
         }
     }
+    if let Some(t) = setup.teacher.as_ref().filter(|t| d.cache_top_k >= t.config.vocab_size()) {
+        return Err(Error::Invalid(format!(
+            "distill.cache_top_k = {} keeps at least the teacher's whole vocabulary ({} tokens); use a smaller k (32 to 64 is typical) or 0 for no cache",
+            d.cache_top_k,
+            t.config.vocab_size()
+        )));
+    }
     let cache = match (&setup.teacher, d.cache_top_k) {
         (Some(t), k) if k > 0 => {
             let key = CacheKey::new(

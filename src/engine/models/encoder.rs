@@ -88,6 +88,20 @@ fn labels(map: BTreeMap<String, String>) -> Vec<String> {
 
 impl EncoderConfig {
     pub fn from_json(kind: EncoderKind, json: &serde_json::Value, path: &Path) -> Result<Self> {
+        let mut c = Self::read(kind, json, path)?;
+        // A `…ForSequenceClassification` without `id2label` has the classes transformers gives
+        // it: `num_labels` (2 by default) named LABEL_0, LABEL_1, … — never a bare encoder.
+        let classifier = json["architectures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v.as_str().is_some_and(|s| s.ends_with("ForSequenceClassification"))));
+        if classifier && c.labels.is_empty() {
+            let n = json["num_labels"].as_u64().unwrap_or(2).clamp(1, 1 << 16);
+            c.labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
+        }
+        Ok(c)
+    }
+
+    fn read(kind: EncoderKind, json: &serde_json::Value, path: &Path) -> Result<Self> {
         let bad = |e: serde_json::Error| Error::Config { path: path.to_path_buf(), detail: e.to_string() };
         Ok(match kind {
             EncoderKind::Bert => {
