@@ -21,11 +21,8 @@ pub enum Error {
     )]
     NotOnHub { kind: RepoKind, id: String, endpoint: String },
 
-    #[error(
-        "the hub refused access to `{id}` (HTTP {status}); the repository is gated or private: \
-             accept its licence on the hub and set HF_TOKEN (or run `huggingface-cli login`)"
-    )]
-    Unauthorized { id: String, status: u16 },
+    #[error("the hub refused access to `{id}` (HTTP {status}); {}", auth_hint(*.token_sent))]
+    Unauthorized { id: String, status: u16, token_sent: bool },
 
     #[error(
         "could not reach the hub at {endpoint} for `{id}`: {detail}; check the network or HF_ENDPOINT, \
@@ -85,6 +82,17 @@ impl Error {
     /// True when the cause is the user's input (exit code 2 in the CLI), not the machine.
     pub fn is_bad_input(&self) -> bool {
         !matches!(self, Error::Io { .. } | Error::Candle(_) | Error::Cancelled | Error::Network { .. })
+    }
+}
+
+/// What to do about a refused download: a token to set, or the one that was sent to check.
+fn auth_hint(token_sent: bool) -> &'static str {
+    if token_sent {
+        "a token was sent (HF_TOKEN or the token file) and refused: it may be invalid or expired, or its \
+         account has not accepted this gated repository's licence on the hub"
+    } else {
+        "the repository is gated or private: accept its licence on the hub and set HF_TOKEN (or run \
+         `huggingface-cli login`)"
     }
 }
 

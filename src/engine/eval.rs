@@ -75,13 +75,38 @@ pub fn evaluate_text(model: &LoadedModel, text: &str, opts: &EvalOptions, monito
         )));
     }
     let tokens = scored_tokens(model, text, opts, monitor)?;
-    evaluate_tokens(&model.network, &tokens, opts, &Device::Cpu, monitor)
+    let report = evaluate_tokens(&model.network, &tokens, opts, &Device::Cpu, monitor)?;
+    finite(model, report.mean_nll)?;
+    Ok(report)
+}
+
+/// A non-finite score is an error naming its cause, never a printed NaN: the first weight tensor
+/// holding NaN or infinity, or (all weights finite) an activation that overflows.
+pub fn finite(model: &LoadedModel, value: f64) -> Result<()> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    for (name, t) in &model.params {
+        let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(Error::Invalid(format!(
+                "{} gives a non-finite loss ({value}): its weight `{name}` holds {bad} NaN or infinite values; the file is corrupt",
+                model.info.name
+            )));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "{} gives a non-finite loss ({value}) although every weight is finite: an activation overflows (check the config's norm epsilon and rope base)",
+        model.info.name
+    )))
 }
 
 /// The first `opts.max_tokens` tokens of `text` in `model`'s tokenizer, said on `monitor` before
 /// any work starts (how many tokens, of how many, in how many windows).
 fn scored_tokens(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &Monitor) -> Result<Vec<u32>> {
     let mut tokens = encode_plain(model.tokenizer()?, text)?;
+    crate::engine::tokenizer::check_ids(&tokens, model.config.vocab_size(), &model.info.name)?;
     let available = tokens.len();
     if let Some(max) = opts.max_tokens {
         tokens.truncate(max);
@@ -205,12 +230,15 @@ pub fn measure_against(
     let tokens = scored_tokens(teacher, text, opts, monitor)?;
     let cpu = Device::Cpu;
     let own = evaluate_tokens(&teacher.network, &tokens, opts, &cpu, &monitor.stage("teacher"))?;
+    finite(teacher, own.mean_nll)?;
     let states =
         ReferenceStates::compute(&teacher.network, &tokens, opts.seq_len, &cpu, &monitor.stage("teacher states"))?;
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
         let each = monitor.stage(c.info.name.as_str());
-        out.push(compare_with_states(&teacher.network, &states, &c.network, opts, &cpu, &each)?);
+        let compared = compare_with_states(&teacher.network, &states, &c.network, opts, &cpu, &each)?;
+        finite(c, compared.candidate.mean_nll)?;
+        out.push(compared);
     }
     Ok((own, out))
 }

@@ -41,6 +41,7 @@ pub fn prompt_logits(model: &LoadedModel, prompt: &str) -> Result<PromptLogits> 
         let enc = tok.encode(prompt, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
         enc.get_ids().iter().copied().take(ctx_len).collect()
     };
+    crate::engine::tokenizer::check_ids(&ids, model.config.vocab_size(), &model.info.name)?;
     if ids.is_empty() || (!causal && prompt.trim().is_empty()) {
         return Err(Error::Invalid("the prompt gives no tokens; type some text".into()));
     }

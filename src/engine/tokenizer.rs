@@ -26,6 +26,18 @@ pub fn encode_plain(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(enc.get_ids().to_vec())
 }
 
+/// Refuses token ids beyond `model`'s embedding (`vocab` rows): a tokenizer that is not the
+/// model's own would otherwise fail deep in the forward pass with a bare index error.
+pub fn check_ids(ids: &[u32], vocab: usize, model: &str) -> Result<()> {
+    match ids.iter().copied().max() {
+        Some(top) if top as usize >= vocab => Err(Error::Invalid(format!(
+            "the tokenizer gives token id {top} but {model}'s embedding has {vocab} rows: the tokenizer is not \
+             this model's (use the tokenizer.json that came with it)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes one token id for display (special tokens kept).
 pub fn token_text(tok: &Tokenizer, id: u32) -> String {
     tok.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>"))

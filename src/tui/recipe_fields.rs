@@ -41,7 +41,7 @@ pub const FIELDS: &[Field] = &[
     f("data.eval", Kind::Text, "held-out text for evaluation"),
     f("data.seq_len", Kind::Int, "tokens per training window"),
     f("data.eval_tokens", Kind::Int, "eval tokens per evaluation"),
-    f("distill.loss", Kind::Text, "forward_kl, reverse_kl, jsd or mse"),
+    f("distill.loss", Kind::Text, "forward_kl, reverse_kl, jsd or mse_logits"),
     f("distill.temperature", Kind::Float, "softening temperature T (> 0)"),
     f("distill.alpha", Kind::Float, "soft-loss weight; 1-alpha weighs hard CE"),
     f("distill.jsd_beta", Kind::Float, "JSD mixing weight"),

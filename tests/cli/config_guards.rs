@@ -112,3 +112,50 @@ fn a_sequence_classifier_without_id2label_keeps_its_classes() {
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["task"], "classifier");
 }
+
+#[test]
+fn nan_weights_and_foreign_tokenizers_are_named_not_scored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "It is a truth universally acknowledged, that a single man. ".repeat(20)).unwrap();
+    let t = text.to_str().unwrap();
+    // One NaN in one weight: the error names the tensor instead of printing NaN perplexity.
+    let model = tmp.path().join("nan");
+    std::fs::create_dir_all(&model).unwrap();
+    let from = common::fixture("tiny-llama");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(from.join(f), model.join(f)).unwrap();
+    }
+    let mut tensors =
+        candle_core::safetensors::load(from.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let name = "model.layers.0.mlp.up_proj.weight";
+    let w = &tensors[name];
+    let mut v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+    v[7] = f32::NAN;
+    tensors.insert(name.into(), candle_core::Tensor::from_vec(v, w.shape(), &candle_core::Device::Cpu).unwrap());
+    candle_core::safetensors::save(&tensors, model.join("model.safetensors")).unwrap();
+    let (code, stdout, stderr) =
+        common::run_cli(&["eval", model.to_str().unwrap(), "--data", t, "--seq-len", "16"], &[]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("its weight `{name}` holds 1 NaN or infinite values")), "{stderr}");
+
+    // A tokenizer with more tokens than the model's embedding (8 rows kept, config to match).
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::copy(from.join("tokenizer.json"), small.join("tokenizer.json")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap()).unwrap();
+    config["vocab_size"] = 8.into();
+    std::fs::write(small.join("config.json"), config.to_string()).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(from.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        if name.contains("embed_tokens") || name.contains("lm_head") {
+            *t = t.narrow(0, 0, 8).unwrap().contiguous().unwrap();
+        }
+    }
+    candle_core::safetensors::save(&tensors, small.join("model.safetensors")).unwrap();
+    let (code, _, stderr) = common::run_cli(&["eval", small.to_str().unwrap(), "--data", t, "--seq-len", "16"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("embedding has 8 rows: the tokenizer is not this model's"), "{stderr}");
+}

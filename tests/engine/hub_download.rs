@@ -140,8 +140,13 @@ fn errors_name_the_model_and_never_show_the_token() {
     let e = get(&online, &repo(ID), FileSet::Gguf("x.Q4_0.gguf".into())).unwrap_err();
     let ok = matches!(&e, Error::Invalid(t) if t.contains("x.Q4_0.gguf") && t.contains(ID));
     check(ok, e);
+    // Refused with a token: the token is what to check; without one: set one.
     let e = get(&online, &repo("local/gated"), HfModel).unwrap_err();
-    let ok = matches!(&e, Error::Unauthorized { id, status: 403 } if id == "local/gated");
+    let ok = matches!(&e, Error::Unauthorized { id, status: 403, token_sent: true } if id == "local/gated")
+        && e.to_string().contains("a token was sent");
+    check(ok, e);
+    let e = get(&online.clone().with_token(None), &repo("local/gated"), HfModel).unwrap_err();
+    let ok = matches!(&e, Error::Unauthorized { token_sent: false, .. }) && e.to_string().contains("set HF_TOKEN");
     check(ok, e);
     let dead = online.clone().with_endpoint(dead_endpoint());
     let e = get(&dead, &repo(ID), HfModel).unwrap_err();

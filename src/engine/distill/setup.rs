@@ -152,6 +152,9 @@ pub fn prepare(
         );
     }
     let mut eval_tokens = encode_plain(&tokenizer, &eval_text)?;
+    for ids in [&train.tokens, &eval_tokens] {
+        crate::engine::tokenizer::check_ids(ids, vocab, "the student")?;
+    }
     eval_tokens.truncate(r.data.eval_tokens);
     if eval_tokens.len() < r.data.seq_len.min(2) || eval_tokens.len() < 2 {
         return Err(Error::Invalid(format!(

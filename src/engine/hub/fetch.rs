@@ -251,7 +251,9 @@ impl Ctx<'_> {
                     file.unwrap_or("?")
                 )),
                 (Some("RepoNotFound" | "RevisionNotFound"), _) | (_, 404) => Error::NotOnHub { kind, id, endpoint },
-                (Some("GatedRepo"), _) | (_, 401 | 403) => Error::Unauthorized { id, status },
+                (Some("GatedRepo"), _) | (_, 401 | 403) => {
+                    Error::Unauthorized { id, status, token_sent: self.token.is_some() }
+                }
                 _ => Error::Network { id, endpoint, detail: format!("HTTP {status}") },
             },
         }

@@ -44,6 +44,7 @@ pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &
         )));
     }
     let mut tokens = encode_plain(model.tokenizer()?, text)?;
+    crate::engine::tokenizer::check_ids(&tokens, model.config.vocab_size(), &model.info.name)?;
     let available = tokens.len();
     if let Some(max) = opts.max_tokens {
         tokens.truncate(max);
