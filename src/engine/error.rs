@@ -81,7 +81,14 @@ impl Error {
 
     /// True when the cause is the user's input (exit code 2 in the CLI), not the machine.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Error::Io { .. } | Error::Candle(_) | Error::Cancelled | Error::Network { .. })
+        match self {
+            // A file that is not what it should be (binary where text belongs, a missing file the
+            // user named) is bad input; a disk or permission failure is not.
+            Error::Io { source, .. } => {
+                matches!(source.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound)
+            }
+            _ => !matches!(self, Error::Candle(_) | Error::Cancelled | Error::Network { .. }),
+        }
     }
 }
 

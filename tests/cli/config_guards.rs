@@ -41,7 +41,9 @@ fn impossible_configs_are_named_errors_not_panics_or_nans() {
             None => c[key] = value.clone(),
         });
         let m = model.to_str().unwrap();
-        for args in [vec!["inspect", m], vec!["check", m, "--derive-layers", "1"]] {
+        let data = common::shared_dir().join("data/austen/persuasion.txt");
+        let eval = vec!["eval", m, "--data", data.to_str().unwrap(), "--max-tokens", "64", "--seq-len", "16"];
+        for args in [vec!["inspect", m], vec!["check", m, "--derive-layers", "1"], eval] {
             let (code, _, stderr) = common::run_cli(&args, &[]);
             assert_eq!(code, 2, "{fixture} {key}={value} {args:?}: {stderr}");
             assert!(stderr.contains(want) && stderr.contains("config.json"), "{fixture} {key}: {stderr}");

@@ -154,3 +154,39 @@ fn a_cache_wider_than_the_vocabulary_is_named_as_such() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("distill.cache_top_k = 100000 keeps at least the teacher's whole vocabulary"), "{stderr}");
 }
+
+#[test]
+fn a_killed_writers_temporary_is_removed_by_the_next_write_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A process that has ended: its pid names a writer that will never finish.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let stale = tmp.path().join(format!(".other-q8_0.gguf.tmp-{pid}"));
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+    let live = tmp.path().join(format!(".busy.gguf.tmp-{}", std::process::id()));
+    std::fs::write(&live, b"a live writer's").unwrap();
+    let m = common::fixture("tiny-llama");
+    let out = tmp.path().join("tiny-q8_0.gguf");
+    let (code, _, stderr) = common::run_cli(
+        &["--quiet", "quantize", m.to_str().unwrap(), "--format", "q8_0", "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.is_file() && !stale.exists(), "the dead writer's temporary is still there");
+    assert!(live.exists(), "a live writer's temporary was removed");
+}
+
+#[test]
+fn an_error_quoting_a_binary_file_is_cut_and_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("binary");
+    std::fs::create_dir_all(&model).unwrap();
+    let noise: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(model.join("config.json"), &noise).unwrap();
+    std::fs::copy(common::fixture("tiny-llama").join("model.safetensors"), model.join("model.safetensors")).unwrap();
+    let (code, _, stderr) = common::run_cli(&["inspect", model.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.len() < 2_500, "{} bytes of error", stderr.len());
+    assert!(!stderr.chars().any(|c| c.is_control() && c != '\n'), "{stderr:?}");
+}

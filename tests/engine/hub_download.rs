@@ -100,7 +100,14 @@ fn downloads_then_serves_from_cache_online_and_offline_then_lists() {
     let total: usize = FILES.iter().map(|f| read(fixture(f)).len()).sum();
     assert_eq!(model.bytes, total as u64);
     assert!(model.has_safetensors && model.gguf_files.is_empty());
+    // Offline misses name what is missing: another revision (the cached ones listed), or files.
+    let e = get(&offline, &repo(ID).at("v2"), HfModel).unwrap_err().to_string();
+    assert!(e.contains("in the local cache") && e.contains("not at revision `v2` (cached: main)"), "{e}");
+    let e = get(&offline, &repo(ID), FileSet::Gguf("m.Q4_0.gguf".into())).unwrap_err().to_string();
+    assert!(e.contains("at `main`") && e.contains("without `m.Q4_0.gguf`"), "{e}");
     let absent = offline.with_cache_dir(cache.path().join("absent"));
+    let e = get(&absent, &repo(ID), HfModel).unwrap_err();
+    assert!(matches!(e, Error::NotInCache { .. }), "{e}");
     assert!(hub::list_cache(&absent).unwrap().is_empty());
 }
 
@@ -208,8 +215,11 @@ fn sharded_and_gguf_repos() {
     assert_eq!(get(&offline, &sharded, HfModel).unwrap(), snap);
     // A shard gone from the cache makes the snapshot incomplete; online fetches it again.
     fs::remove_file(snap.dir.join(shards[1])).unwrap();
-    let e = get(&offline, &sharded, HfModel).unwrap_err();
-    assert!(matches!(e, Error::NotInCache { .. }), "{e:?}");
+    let e = get(&offline, &sharded, HfModel).unwrap_err().to_string();
+    assert!(
+        e.contains("is in the local cache at `main`") && e.contains("without config.json and safetensors weights"),
+        "{e}"
+    );
     assert_eq!(get(&online, &sharded, HfModel).unwrap(), snap);
 
     let gguf = FileSet::Gguf("tiny.Q8_0.gguf".into());

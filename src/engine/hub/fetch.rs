@@ -94,9 +94,44 @@ pub fn fetch(
         }
     }
     if settings.offline {
-        return Err(Error::NotInCache { kind: repo.kind, id: repo.id.clone(), cache: settings.cache_dir.clone() });
+        return Err(offline_miss(repo, &repo_dir, wanted, settings));
     }
     download(settings, repo, &repo_dir, wanted, progress)
+}
+
+/// Why an offline lookup failed: the repository is not cached at all, or is cached but not at this
+/// revision (the cached ones named), or is cached at it without the files this needs.
+fn offline_miss(repo: &HubRepo, repo_dir: &Path, wanted: &FileSet, settings: &HubSettings) -> Error {
+    let (kind, id, rev) = (repo.kind, repo.id.clone(), repo.revision());
+    if !repo_dir.join("snapshots").is_dir() {
+        return Error::NotInCache { kind, id, cache: settings.cache_dir.clone() };
+    }
+    let Some(commit) = cached_commit(repo_dir, rev) else {
+        let mut cached: Vec<String> = std::fs::read_dir(repo_dir.join("refs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        cached.sort();
+        return Error::Invalid(format!(
+            "{kind} `{id}` is in the local cache ({}) but not at revision `{rev}` (cached: {}), and the hub is offline; \
+             use a cached revision or unset HF_HUB_OFFLINE to download it",
+            repo_dir.display(),
+            if cached.is_empty() { "snapshots by commit only".to_string() } else { cached.join(", ") }
+        ));
+    };
+    let what = match wanted {
+        FileSet::HfModel => "config.json and safetensors weights".to_string(),
+        FileSet::Gguf(f) => format!("`{f}`"),
+        FileSet::Files(f) => f.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+        FileSet::Matching(g) => format!("files matching `{g}`"),
+    };
+    Error::Invalid(format!(
+        "{kind} `{id}` is in the local cache at `{rev}` ({}) but without {what}, and the hub is offline; \
+         unset HF_HUB_OFFLINE to download the missing files",
+        repo_dir.join("snapshots").join(commit).display()
+    ))
 }
 
 /// The commit `rev` stands for in the cache: itself when it is a commit hash, else `refs/<rev>`.
