@@ -80,6 +80,43 @@ pub fn evaluate_text(model: &LoadedModel, text: &str, opts: &EvalOptions, monito
     Ok(report)
 }
 
+/// Memory of one evaluation pass of `model` at `opts` (weights, logits and activations of a batch
+/// of windows), in bytes.
+pub fn eval_bytes(model: &LoadedModel, opts: &EvalOptions, batch: usize) -> u64 {
+    let c = &model.config;
+    let (b, t) = (batch as f64, opts.seq_len as f64);
+    let per_token = 2.0 * c.vocab_size() as f64
+        + 16.0 * c.hidden() as f64
+        + 3.0 * c.intermediate() as f64
+        + 2.0 * c.heads() as f64 * t;
+    (4.0 * (model.parameter_count() as f64 + b * t * per_token)) as u64
+}
+
+/// Refuses an evaluation whose batch of windows cannot fit in `available` bytes, naming a
+/// `--batch-size` that does.
+pub fn preflight(model: &LoadedModel, opts: &EvalOptions, available: u64) -> Result<()> {
+    let batch = opts.batch_size.unwrap_or((2048 / opts.seq_len.max(1)).max(1));
+    let need = eval_bytes(model, opts, batch);
+    if need <= available {
+        return Ok(());
+    }
+    // Linear in the batch: the weights, then a fixed cost per window.
+    let (base, per_window) = (eval_bytes(model, opts, 0), eval_bytes(model, opts, 1) - eval_bytes(model, opts, 0));
+    let fits = (available > base).then(|| ((available - base) / per_window.max(1)) as usize).filter(|&b| b >= 1);
+    let gib = |x: u64| x as f64 / (1u64 << 30) as f64;
+    Err(Error::Invalid(format!(
+        "evaluating {} at --batch-size {batch} × --seq-len {} needs about {:.1} GiB but {:.1} GiB of memory is available; {}",
+        model.info.name,
+        opts.seq_len,
+        gib(need),
+        gib(available),
+        match fits {
+            Some(b) => format!("--batch-size {b} fits"),
+            None => "lower --seq-len (not even one window fits)".into(),
+        }
+    )))
+}
+
 /// A non-finite score is an error naming its cause, never a printed NaN: the first weight tensor
 /// holding NaN or infinity, or (all weights finite) an activation that overflows.
 pub fn finite(model: &LoadedModel, value: f64) -> Result<()> {
@@ -105,6 +142,7 @@ pub fn finite(model: &LoadedModel, value: f64) -> Result<()> {
 /// The first `opts.max_tokens` tokens of `text` in `model`'s tokenizer, said on `monitor` before
 /// any work starts (how many tokens, of how many, in how many windows).
 fn scored_tokens(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &Monitor) -> Result<Vec<u32>> {
+    preflight(model, opts, crate::engine::pair::machine_memory().1)?;
     let mut tokens = encode_plain(model.tokenizer()?, text)?;
     crate::engine::tokenizer::check_ids(&tokens, model.config.vocab_size(), &model.info.name)?;
     let available = tokens.len();

@@ -27,7 +27,8 @@ pub fn restore() {
     let _ = execute!(stdout(), DisableBracketedPaste, LeaveAlternateScreen, crossterm::cursor::Show);
 }
 
-fn install_panic_hook() {
+/// Installs the workbench's panic hook (once per run of the workbench; tests call it too).
+pub fn install_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         // Job threads catch their own panics (they become `Failed` events, shown in the popup):

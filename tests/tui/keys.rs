@@ -272,3 +272,26 @@ fn z_on_compare_quantizes_the_recipe_models_with_the_formats_set_on_the_recipe_s
     assert!(kl("teacher q8_0") < 0.01 && kl("student q8_0") > 10.0 * kl("teacher q8_0"));
     assert!(h.render(100, 30).contains("teacher int4-g32"));
 }
+
+#[test]
+fn a_job_that_panics_fails_with_its_report_and_prints_nothing_over_the_screen() {
+    // The workbench's hook: a job thread's panic is kept for its Failed event (the popup) instead
+    // of being printed over the screen; the report names the message and where it happened.
+    distill_tui::tui::terminal::install_panic_hook();
+    let settings = std::sync::Arc::new(crate::common::settings());
+    let job = distill_tui::jobs::spawn(
+        "boom",
+        "a job that panics".into(),
+        settings,
+        |_| -> distill_tui::engine::Result<serde_json::Value> { panic!("boom at step 3") },
+    );
+    let last = job.events.iter().last().unwrap();
+    match last {
+        distill_tui::jobs::JobEvent::Failed { error, bad_input, .. } => {
+            assert!(!bad_input);
+            assert!(error.starts_with("internal error (please report it): "), "{error}");
+            assert!(error.contains("boom at step 3") && error.contains("tests/tui/keys.rs"), "{error}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
