@@ -3,7 +3,7 @@
 //! For a classifier teacher the sentence is classified whole: the bars are its classes.
 //! The logits are kept, so changing T or the position never reruns a model.
 
-use crate::engine::distribution::soften;
+use crate::engine::distribution::{soften, Softened};
 use crate::tui::app::{Action, App, Popup};
 use crate::tui::input::{Edit, TextInput};
 use crate::tui::keymap::{nav, step, Nav};
@@ -133,12 +133,16 @@ pub fn run(app: &mut App) {
     }
 }
 
-/// The bars, entropy and mass of one model at one temperature.
-fn column(l: &Logits, position: usize, t: f64, k: usize, width: usize) -> Vec<Line<'static>> {
-    let row = if l.labels.is_empty() { l.rows.get(position) } else { l.rows.first() };
-    let Some(row) = row else { return vec![Line::from("(no position)")] };
-    let k = k.min(row.len());
-    let s = soften(row, t, k);
+/// The softened distribution of one model at one temperature, at the position shown.
+fn softened(l: &Logits, position: usize, t: f64, k: usize) -> Option<Softened> {
+    let row = if l.labels.is_empty() { l.rows.get(position) } else { l.rows.first() }?;
+    Some(soften(row, t, k.min(row.len())))
+}
+
+/// The bars, entropy and mass of one model at one temperature; a full bar is probability `top`.
+fn column(l: &Logits, position: usize, t: f64, k: usize, width: usize, top: f64) -> Vec<Line<'static>> {
+    let Some(s) = softened(l, position, t, k) else { return vec![Line::from("(no position)")] };
+    let k = s.top.len();
     let tok = l.model.tokenizer.as_ref();
     let name = |i: usize| match (l.labels.get(i), tok) {
         (Some(label), _) => label.clone(),
@@ -152,7 +156,7 @@ fn column(l: &Logits, position: usize, t: f64, k: usize, width: usize) -> Vec<Li
         Line::from(format!("T={t:.1}  H={:.2} nats", s.entropy)),
         Line::from(format!("top-{k} mass {:.3}", s.top_mass)),
     ];
-    lines.extend(dist_bars::lines(&entries, label_width, bar_width));
+    lines.extend(dist_bars::lines(&entries, label_width, bar_width, top));
     lines
 }
 
@@ -192,11 +196,17 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let columns = models.len() * 2;
     let areas = Layout::horizontal(vec![Constraint::Ratio(1, columns as u32); columns]).split(body);
     let k = s.top_k.min(body.height.saturating_sub(3) as usize).max(1);
+    // One probability scale for every panel: the largest probability any of them shows.
+    let top = models
+        .iter()
+        .flat_map(|(_, l)| s.t.iter().filter_map(|&t| softened(l, s.position, t, k)))
+        .flat_map(|d| d.top.into_iter().map(|(_, p)| p))
+        .fold(0.0, f64::max);
     for (i, area) in areas.iter().enumerate() {
         let (role, logits) = models[i / 2];
         let ti = i % 2;
         let mark = if ti == s.selected_t { "▸" } else { " " };
-        let lines = column(logits, s.position, s.t[ti], k, area.width.saturating_sub(2) as usize);
+        let lines = column(logits, s.position, s.t[ti], k, area.width.saturating_sub(2) as usize, top);
         f.render_widget(Paragraph::new(lines).block(panel(format!("{mark}{role} T{}", ti + 1))), *area);
     }
 }

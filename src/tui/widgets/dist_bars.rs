@@ -25,11 +25,13 @@ pub fn visible(token: &str) -> String {
         .collect()
 }
 
-/// One line per `(label, probability)`, the label column `label_width` wide. Bars are scaled to
-/// the largest probability shown (a flat distribution over 50k tokens would otherwise draw
-/// nothing); the printed numbers are the absolute probabilities.
-pub fn lines(entries: &[(String, f64)], label_width: usize, bar_width: usize) -> Vec<Line<'static>> {
-    let top = entries.iter().map(|e| e.1).fold(0.0, f64::max).max(1e-12);
+/// One line per `(label, probability)`, the label column `label_width` wide. A full bar is the
+/// probability `top`: panels drawn side by side share it (the largest probability any of them
+/// shows), so a bar of 0.45 has one length everywhere and a softened distribution's bars are
+/// visibly shorter, while a flat distribution over 50k tokens still draws something. The printed
+/// numbers are the absolute probabilities.
+pub fn lines(entries: &[(String, f64)], label_width: usize, bar_width: usize, top: f64) -> Vec<Line<'static>> {
+    let top = top.max(1e-12);
     entries
         .iter()
         .map(|(label, p)| {
@@ -47,5 +49,28 @@ mod tests {
         assert_eq!(super::bar(0.5, 4), "██");
         assert_eq!(super::bar(1.0 / 16.0, 4), "▎");
         assert_eq!(super::visible(" a\n"), "␣a⏎");
+    }
+
+    use super::*;
+
+    fn bar_cells(line: &Line) -> f64 {
+        let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+        text.chars()
+            .map(|c| match c {
+                '█' => 1.0,
+                c => PARTS.iter().position(|p| p.starts_with(c)).map_or(0.0, |i| i as f64 / 8.0),
+            })
+            .sum()
+    }
+
+    #[test]
+    fn bar_lengths_are_proportional_to_probability_on_one_scale() {
+        // Two panels sharing the scale 0.8: the same probability draws the same length in both.
+        let cold = lines(&[("cat".into(), 0.8), ("dog".into(), 0.2)], 5, 16, 0.8);
+        let warm = lines(&[("cat".into(), 0.45), ("dog".into(), 0.35), ("horse".into(), 0.2)], 5, 16, 0.8);
+        assert_eq!(bar_cells(&cold[0]), 16.0);
+        assert_eq!(bar_cells(&cold[1]), 4.0);
+        assert_eq!(bar_cells(&warm[2]), bar_cells(&cold[1]), "0.2 is one length in both panels");
+        assert_eq!(bar_cells(&warm[0]), 9.0, "0.45 of 0.8 of 16 cells");
     }
 }
