@@ -20,26 +20,8 @@ fn perplexity_and_top1_equal_those_computed_from_golden_logits() {
         let pred = logits.narrow(1, 0, t - 1).unwrap().reshape(((), v)).unwrap();
         let labels = ids.narrow(1, 1, t - 1).unwrap().flatten_all().unwrap();
         let logp = candle_nn::ops::log_softmax(&pred, D::Minus1).unwrap();
-        let nll = -logp
-            .gather(&labels.unsqueeze(1).unwrap(), 1)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
-        let hits = pred
-            .argmax(D::Minus1)
-            .unwrap()
-            .eq(&labels)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let nll = -sum(&logp.gather(&labels.unsqueeze(1).unwrap(), 1).unwrap());
+        let hits = sum(&pred.argmax(D::Minus1).unwrap().eq(&labels).unwrap());
         let n = (b * (t - 1)) as f64;
         let tokens: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
         let opts = EvalOptions { seq_len: t, max_tokens: None, batch_size: Some(1) };
@@ -203,4 +185,9 @@ impl distill_tui::engine::context::Progress for Recorder<'_> {
     fn note(&self, message: &str) {
         self.0.lock().unwrap().push(("note".into(), 0, 0, message.into()));
     }
+}
+
+/// The sum of a tensor's elements, in f64.
+fn sum(t: &candle_core::Tensor) -> f64 {
+    t.to_dtype(DType::F64).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
 }
