@@ -2,8 +2,11 @@
 # End-to-end test of the workbench as a new user meets it: the release binary in tmux at 100×30
 # opens on the demo, checks the pair, starts a run (the step counter and the curve grow between
 # two captures), changes T on the Temperature screen, opens Compare after the run (float and
-# quantized points) and sets a budget, quits, and the
-# pane is back at the shell with the terminal restored; then a headless eval draws its progress bar. Exits non-zero with a message on failure.
+# quantized points) and sets a budget, quits, and the pane is back at the shell with the terminal
+# restored; launched again, it opens on the Runs screen listing the finished run, reopens it with
+# its curves and Compare points, and `s` on the same recipe starts a numbered run (runs/demo-2)
+# without an error; then a headless eval draws its progress bar. Exits non-zero with a message on
+# failure. The run library and caches live in the work directory (DISTILL_CACHE_DIR).
 #
 #   cargo build --release && bash tests/tui_e2e.sh
 #
@@ -52,6 +55,7 @@ curve_cells() { perl -CSD -ne '$n += () = /[\x{2801}-\x{28FF}]/g; END { print $n
 tmux new-session -d -s "$SESSION" -x 100 -y 30 -c "$WORK"
 keys "PS1='e2e\$ '; clear" Enter
 wait_for '^e2e\$' 10
+keys "export DISTILL_CACHE_DIR=$WORK/cache" Enter
 keys "$BIN" Enter
 wait_for '1 Models' 20
 echo "tui_e2e: opened on the Models screen"
@@ -108,6 +112,35 @@ keys "stty -a | grep -Eo -- '-?icanon' | head -1" Enter
 wait_for '^-?icanon$' 10
 grep -qx 'icanon' <(grep -Eo -- '^-?icanon$' "$LOG") || fail "the terminal is still in raw mode"
 echo "tui_e2e: quit; the shell is back with the terminal restored"
+
+# Launch again: the library lists the finished run and the workbench opens on it.
+keys clear Enter
+keys "$BIN" Enter
+wait_for '8 Runs' 20
+wait_for 'runs/demo +distill +finished' 10
+save runs
+echo "tui_e2e: launched again, the Runs screen lists runs/demo as finished"
+keys Enter
+wait_for 'reopened runs/demo: finished' 10
+(( $(curve_cells) > 50 )) || fail "the reopened run shows no curves"
+grep -Eq 'student +120/120' "$LOG" || fail "the reopened run does not show its 120 steps"
+keys 4
+wait_for 'student float' 10
+grep -Eq 'teacher q8_0|student q4_0' "$LOG" || fail "the reopened run lacks its quantized points"
+echo "tui_e2e: the run reopens with its curves and its Compare points"
+# The same recipe again: a new numbered run, no error popup.
+keys 3
+keys s
+wait_for 'student +[0-9]+/[0-9]+ · loss' 180
+grep -q 'Error' "$LOG" && fail "starting the recipe again raised an error"
+keys x
+wait_for 'cancelled at step' 60
+keys q
+wait_for '^e2e\$' 10
+keys clear Enter
+keys "ls runs/demo-2/events.jsonl runs/demo-2/run.json && echo numbered-ok" Enter
+wait_for '^numbered-ok' 10
+echo "tui_e2e: s on the same recipe started runs/demo-2 (cancelled there, kept for --resume)"
 
 # The headless eval on a terminal: a live progress bar with a count and an ETA on stderr while it
 # runs (the whole of Persuasion on the demo teacher: several seconds), the result on stdout.

@@ -3,6 +3,7 @@
 
 mod classify;
 mod export;
+mod library;
 mod models;
 mod quant;
 mod run;
@@ -146,6 +147,22 @@ pub enum Command {
     Quantize(quant::QuantizeArgs),
     /// Quantize models to several formats, each point measured against the unquantized model.
     Sweep(quant::SweepArgs),
+    /// List the runs of the library (every run and sweep started on this machine): task, status,
+    /// settings, result, date.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one run: its record, settings, models' metrics and points (a sweep: its members).
+    Show {
+        /// A run folder, or a run's name as `runs` lists it.
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The points of several runs (or a whole sweep) side by side, the Pareto front marked: the
+    /// Compare screen's table as text, Markdown, CSV or JSON.
+    Compare(library::CompareArgs),
     /// Print a completion script for a shell (e.g. `distill-tui completions bash > ~/.local/share/bash-completion/completions/distill-tui`).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff; e.g. `distill-tui manpage > distill-tui.1 && man -l distill-tui.1`).
@@ -158,7 +175,9 @@ pub struct RecipeArgs {
     pub recipe: PathBuf,
     #[command(flatten)]
     pub overrides: RecipeOverrides,
-    /// Continue the run in the recipe's output directory from its last checkpoint.
+    /// Continue the run in the recipe's output directory from its last checkpoint (a sweep: its
+    /// unfinished members). Without it, a folder holding a finished run gets a new numbered run
+    /// beside it (`runs/demo-2`).
     #[arg(long)]
     pub resume: bool,
     /// JSON lines on stdout, one per event; the last is the summary (or the failure).
@@ -238,12 +257,18 @@ pub fn run(command: Command, settings: Arc<Settings>, output: Output) -> i32 {
             | Command::Logits { json: true, .. }
             | Command::Search { json: true, .. }
             | Command::Cache { json: true }
+            | Command::Runs { json: true }
+            | Command::Show { json: true, .. }
+            | Command::Compare(library::CompareArgs { json: true, .. })
             | Command::Quantize(quant::QuantizeArgs { json: true, .. })
             | Command::Sweep(quant::SweepArgs { json: true, .. })
     );
     let outcome = match command {
         Command::Quantize(args) => quant::quantize(args, &settings, output),
         Command::Sweep(args) => quant::sweep(args, settings, output),
+        Command::Runs { json } => library::runs(&settings, json),
+        Command::Show { run, json } => library::show(&settings, &run, json),
+        Command::Compare(args) => library::compare(&settings, &args),
         other => models::dispatch(other, &settings, output),
     };
     match outcome {

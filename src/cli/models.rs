@@ -217,7 +217,13 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
             }
             Ok(())
         }
-        Command::Quantize(_) | Command::Sweep(_) | Command::Completions { .. } | Command::Manpage => {
+        Command::Quantize(_)
+        | Command::Sweep(_)
+        | Command::Completions { .. }
+        | Command::Manpage
+        | Command::Runs { .. }
+        | Command::Show { .. }
+        | Command::Compare(_) => {
             unreachable!("dispatched by cli::run")
         }
     }

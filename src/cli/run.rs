@@ -82,6 +82,11 @@ pub fn run(recipe: &Path, overrides: &RecipeOverrides, kind: Kind, how: How, set
     }
     let opts = RunOptions { resume };
     let what = recipe.display();
+    // Where a sweep's members go (the job decides the same way), for the table at the end.
+    let sweep_root = match &loaded {
+        Loaded::Lm(l) if l.sweep.is_some() => crate::engine::library::fresh_dir(&l.output_dir(), resume).ok(),
+        _ => None,
+    };
     let handle = match (loaded, kind) {
         (Loaded::Classify(l), _) => {
             let code = super::classify::follow_run(l, super::classify::Stage::Run, how, settings);
@@ -97,7 +102,36 @@ pub fn run(recipe: &Path, overrides: &RecipeOverrides, kind: Kind, how: How, set
         }
     };
     let code = follow(handle, if json { Mode::Json } else { Mode::Human }, output);
+    if let (0, Some(root), false) = (code, &sweep_root, json) {
+        sweep_table(root);
+    }
     finish(expected, code, json)
+}
+
+/// The table of a finished sweep's points, its members told apart by what they set.
+fn sweep_table(root: &Path) {
+    let members = match crate::engine::library::sweep::SweepRecord::read(root) {
+        Ok(s) => s.dirs(root).iter().filter_map(|d| crate::engine::library::RunEntry::read(d)).collect::<Vec<_>>(),
+        Err(_) => return,
+    };
+    match super::library::points_of(&members) {
+        Ok(points) => {
+            let metric = crate::engine::tradeoff::Metric::Perplexity;
+            let table = crate::engine::library::table::points_table(
+                &points,
+                metric,
+                crate::engine::library::table::Format::Text,
+            );
+            println!(
+                "
+sweep {} ({} runs):
+{table}",
+                root.display(),
+                members.len()
+            );
+        }
+        Err(e) => eprintln!("note: no table: {e}"),
+    }
 }
 
 /// With `--verify`: the recipe's `[expected]` metrics and the scratch folder the rerun goes to

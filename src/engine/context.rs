@@ -97,12 +97,14 @@ pub struct JobContext {
     tx: Sender<JobEvent>,
     cancel: Arc<AtomicBool>,
     settings: Arc<Settings>,
+    /// The run's event log, while the job records one (see [`crate::engine::library`]).
+    recorder: crate::engine::library::log::Recorder,
 }
 
 impl JobContext {
     /// A context whose events go to `tx` (for running a job body on the current thread).
     pub fn new(tx: Sender<JobEvent>, cancel: Arc<AtomicBool>, settings: Arc<Settings>) -> Self {
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), tx, cancel, settings }
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), tx, cancel, settings, recorder: Default::default() }
     }
 
     /// The settings the engine works with.
@@ -115,9 +117,16 @@ impl JobContext {
         &self.settings.hub
     }
 
-    /// Sends an event; a front end that went away is not an error for the job.
+    /// Sends an event (and appends it to the run's event log while one is recorded); a front end
+    /// that went away is not an error for the job.
     pub fn emit(&self, event: JobEvent) {
+        self.recorder.write(&event);
         let _ = self.tx.send(event);
+    }
+
+    /// The run's event log this job appends to.
+    pub fn recorder(&self) -> &crate::engine::library::log::Recorder {
+        &self.recorder
     }
 
     pub fn log(&self, message: impl Into<String>) {

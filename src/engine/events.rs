@@ -187,6 +187,13 @@ pub enum JobEvent {
         step: usize,
         path: String,
     },
+    /// Training continues from a checkpoint: what the roles did after `step` (in an earlier,
+    /// interrupted attempt) is replaced by what follows.
+    Resumed {
+        job: JobId,
+        step: usize,
+        roles: Vec<Role>,
+    },
     /// A finished quantization point.
     Point {
         job: JobId,
@@ -217,6 +224,7 @@ impl JobEvent {
             | Self::Eval { job, .. }
             | Self::Checkpoint { job, .. }
             | Self::Point { job, .. }
+            | Self::Resumed { job, .. }
             | Self::Summary { job, .. }
             | Self::Failed { job, .. }
             | Self::Cancelled { job } => *job,

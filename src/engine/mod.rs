@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod gguf;
 pub mod hub;
 pub mod kernels;
+pub mod library;
 pub mod loader;
 pub mod models;
 pub mod pair;
@@ -27,6 +28,7 @@ pub mod recipe;
 pub mod source;
 pub mod summary;
 pub mod tokenizer;
+pub mod tradeoff;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -57,8 +57,16 @@ pub fn run_pretrain(lr: &LoadedRecipe, opts: &RunOptions, ctx: &JobContext) -> R
             lr.path.display()
         )));
     }
-    let _lock = crate::engine::fsutil::FolderLock::acquire(&lr.output_dir(), "distill-tui pretrain")?;
-    let mut lr = lr.clone();
+    let dir = crate::engine::library::fresh_dir(&lr.output_dir(), opts.resume)?;
+    let lr = crate::engine::library::redirect(lr, &dir, ctx);
+    let _lock = crate::engine::fsutil::FolderLock::acquire(&dir, "distill-tui pretrain")?;
+    let record = crate::engine::library::RunRecord::new("pretrain", &lr.path, &lr.recipe.to_toml()?);
+    crate::engine::library::recorded(ctx, &dir, record, |ctx| pretrain(lr, opts, ctx))
+}
+
+fn pretrain(mut lr: LoadedRecipe, opts: &RunOptions, ctx: &JobContext) -> Result<serde_json::Value> {
+    let r = lr.recipe.clone();
+    let r = &r;
     let tokenizer = match r.pretrain.as_ref().and_then(|p| p.train_tokenizer_vocab) {
         Some(vocab) => {
             let files = lr.data_files(&r.data.train, "data.train")?;

@@ -183,9 +183,14 @@ pub fn human_line(event: &JobEvent) -> Option<String> {
             point.kl,
             point.agreement
         ),
-        JobEvent::Summary { summary, .. } => {
-            format!("summary: {}", serde_json::to_string_pretty(summary).unwrap_or_default())
-        }
+        JobEvent::Summary { summary, .. } => match (summary.get("sweep"), summary.get("runs")) {
+            (Some(dir), Some(serde_json::Value::Array(runs))) => {
+                format!("sweep finished: {} runs in {}", runs.len(), dir.as_str().unwrap_or_default())
+            }
+            _ => format!("summary: {}", serde_json::to_string_pretty(summary).unwrap_or_default()),
+        },
+        // The "resuming … at step N" log line says it already.
+        JobEvent::Resumed { .. } => return None,
         JobEvent::Failed { .. } => return None,
         JobEvent::Cancelled { .. } => "cancelled; the last checkpoint is kept (continue with --resume)".into(),
     })

@@ -7,14 +7,14 @@ use crate::engine::loader::LoadedModel;
 use crate::engine::recipe::{LoadedRecipe, Recipe};
 use crate::jobs::{JobEvent, JobId};
 use crate::tui::keymap::is_ctrl_c;
-use crate::tui::screens::{compare, export, jobs, models, recipe, temperature, train};
+use crate::tui::screens::{compare, export, jobs, models, recipe, runs, temperature, train};
 use crate::tui::tasks::{Jobs, Msg, Output, Spawner};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The screens, in Tab order; the number keys 1–7 pick them.
+/// The screens, in Tab order; the number keys 1–8 pick them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Screen {
     Models,
@@ -24,11 +24,20 @@ pub enum Screen {
     Temperature,
     Jobs,
     Export,
+    Runs,
 }
 
 impl Screen {
-    pub const ALL: [Screen; 7] =
-        [Self::Models, Self::Recipe, Self::Train, Self::Compare, Self::Temperature, Self::Jobs, Self::Export];
+    pub const ALL: [Screen; 8] = [
+        Self::Models,
+        Self::Recipe,
+        Self::Train,
+        Self::Compare,
+        Self::Temperature,
+        Self::Jobs,
+        Self::Export,
+        Self::Runs,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -39,6 +48,7 @@ impl Screen {
             Self::Temperature => "Temperature",
             Self::Jobs => "Jobs",
             Self::Export => "Export",
+            Self::Runs => "Runs",
         }
     }
 
@@ -89,6 +99,11 @@ pub enum Action {
     RunPrompt,
     CancelJob(JobId),
     Export(crate::engine::export::ExportRequest),
+    /// Reopen runs of the library (one: its curves and points; several: side by side).
+    OpenRuns(Vec<PathBuf>),
+    /// Continue an unfinished run of the library.
+    ResumeRun(PathBuf),
+    RefreshRuns,
 }
 
 pub struct App {
@@ -107,6 +122,7 @@ pub struct App {
     pub temperature: temperature::State,
     pub jobs_screen: jobs::State,
     pub export: export::State,
+    pub runs: runs::State,
     /// Models loaded this session, by the spec they were loaded from.
     pub loaded: HashMap<String, Arc<LoadedModel>>,
     spawner: Spawner,
@@ -130,14 +146,20 @@ impl App {
             temperature: temperature::State::default(),
             jobs_screen: jobs::State::default(),
             export,
+            runs: runs::State::default(),
             loaded: HashMap::new(),
             spawner,
         }
     }
 
-    /// Work to do as the workbench opens: list the local hub cache.
+    /// Work to do as the workbench opens: list the local hub cache and the run library; with past
+    /// runs, open on the Runs screen.
     pub fn start(&mut self) {
         self.handle_action(Action::RefreshCache);
+        self.runs.refresh(self.spawner.settings());
+        if !self.runs.entries.is_empty() {
+            self.screen = Screen::Runs;
+        }
     }
 
     /// Whether the current screen is editing text (then letters go to the field, not to keys).
@@ -148,7 +170,7 @@ impl App {
             Screen::Compare => self.compare.editing(),
             Screen::Temperature => self.temperature.editing(),
             Screen::Export => self.export.editing(),
-            Screen::Train | Screen::Jobs => false,
+            Screen::Train | Screen::Jobs | Screen::Runs => false,
         }
     }
 
@@ -189,6 +211,7 @@ impl App {
             Screen::Temperature => self.temperature.key(key),
             Screen::Jobs => self.jobs_screen.key(key, &self.jobs),
             Screen::Export => self.export.key(key),
+            Screen::Runs => self.runs.key(key),
         }
     }
 
@@ -241,6 +264,9 @@ impl App {
             Action::Quantize => compare::quantize(self),
             Action::RunPrompt => temperature::run(self),
             Action::Export(req) => export::start(self, req),
+            Action::OpenRuns(dirs) => runs::open(self, dirs),
+            Action::ResumeRun(dir) => runs::resume(self, dir),
+            Action::RefreshRuns => self.runs.refresh(self.spawner.settings()),
             Action::CancelJob(id) => {
                 if let Some(e) = self.jobs.get(id) {
                     e.cancel();
@@ -249,8 +275,24 @@ impl App {
         }
     }
 
-    /// Replaces the recipe's contents (its path and base folder stay).
+    /// Replaces the recipe's contents (its path and base folder stay); a `[sweep]`'s members are
+    /// built again on the changed recipe (a change that breaks one of them is refused).
     pub fn set_recipe(&mut self, recipe: Recipe) {
+        if let Some(plan) = &self.recipe.sweep {
+            let origin = self.recipe.path.display().to_string();
+            let rebuilt = recipe.to_toml().and_then(|base| {
+                crate::engine::library::sweep::Plan::build(plan.sweep.clone(), &base, &plan.text, |t| {
+                    Recipe::parse(t, &origin)
+                })
+            });
+            match rebuilt {
+                Ok(p) => self.recipe.sweep = Some(p),
+                Err(e) => {
+                    self.popup = Some(Popup::Error(format!("not applied: {e}")));
+                    return;
+                }
+            }
+        }
         self.recipe.recipe = recipe;
     }
 
@@ -287,6 +329,8 @@ impl App {
                 }
                 if event.is_terminal() {
                     train::on_job_end(self, &event);
+                    // A run (or a sweep member) may have joined the library.
+                    self.runs.refresh(self.spawner.settings());
                 }
             }
             Msg::Output(_, output) => self.on_output(*output),
@@ -323,7 +367,7 @@ fn global_key(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('?') => Action::ToggleHelp,
         KeyCode::Tab => Action::NextScreen,
         KeyCode::BackTab => Action::PrevScreen,
-        KeyCode::Char(c @ '1'..='7') => Action::Goto(Screen::ALL[c as usize - '1' as usize]),
+        KeyCode::Char(c @ '1'..='8') => Action::Goto(Screen::ALL[c as usize - '1' as usize]),
         _ => return None,
     })
 }

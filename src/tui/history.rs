@@ -40,6 +40,18 @@ impl History {
         self.points.push((x, y));
     }
 
+    /// Drops the points past `x` (a run continued from an earlier step replaces what followed it).
+    pub fn truncate_after(&mut self, x: f64) {
+        if self.last.is_none_or(|(lx, _)| lx <= x) {
+            return;
+        }
+        let kept: Vec<(f64, f64)> = self.points().into_iter().filter(|p| p.0 <= x).collect();
+        *self = Self::new(self.capacity);
+        for (px, py) in kept {
+            self.push(px, py);
+        }
+    }
+
     /// The kept points plus the latest one, so the curve always reaches the current step.
     pub fn points(&self) -> Vec<(f64, f64)> {
         let mut out = self.points.clone();
@@ -99,6 +111,19 @@ mod tests {
         }
         let xs: Vec<f64> = h.points.iter().map(|p| p.0).collect();
         assert_eq!(xs, vec![0.0, 4.0, 8.0, 12.0]);
+    }
+
+    #[test]
+    fn truncation_drops_what_a_resumed_run_replaces() {
+        let mut h = History::new(16);
+        for i in 1..=10 {
+            h.push(i as f64, i as f64);
+        }
+        h.truncate_after(6.0);
+        assert_eq!(h.last(), Some((6.0, 6.0)));
+        assert_eq!(h.points().len(), 6);
+        h.push(7.0, 70.0);
+        assert!(h.points().iter().all(|p| p.0 <= 7.0) && h.last() == Some((7.0, 70.0)));
     }
 
     #[test]

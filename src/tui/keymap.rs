@@ -47,7 +47,7 @@ pub fn is_ctrl_c(key: &KeyEvent) -> bool {
 /// Keys that work on every screen (outside text fields).
 pub const GLOBAL_HELP: &[(&str, &str)] = &[
     ("Tab / Shift-Tab", "next / previous screen"),
-    ("1 … 7", "go to a screen"),
+    ("1 … 8", "go to a screen"),
     ("?", "this help"),
     ("q", "quit (asks while jobs run)"),
     ("Ctrl-C", "quit at once, cancelling jobs"),
@@ -71,8 +71,16 @@ pub fn screen_help(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("s", "save the recipe TOML"),
             ("o", "open a recipe TOML"),
         ],
+        Screen::Runs => &[
+            ("↑↓ / j k", "choose a run"),
+            ("Enter", "reopen it (or the marked runs, side by side) on Train and Compare"),
+            ("space", "mark / unmark a run"),
+            ("a", "mark every run of the sweep under the cursor"),
+            ("p", "resume an unfinished run"),
+            ("r", "reload the library"),
+        ],
         Screen::Train => &[
-            ("s", "start the run of the recipe"),
+            ("s", "start the run of the recipe (a sweep: all its runs)"),
             ("p", "pause (checkpoint and stop) / resume"),
             ("x", "cancel the run"),
         ],
@@ -82,6 +90,7 @@ pub fn screen_help(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("m", "switch the quality axis: perplexity, KL, agreement"),
             ("b", "budget: max size in MB"),
             ("d", "budget: max perplexity increase over the teacher, %"),
+            ("o / O", "sort the table by the next column / reverse the order"),
             ("↑↓ / j k", "select a row"),
         ],
         Screen::Temperature => &[

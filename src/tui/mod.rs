@@ -14,7 +14,7 @@ pub mod recipe_fields;
 pub mod screens;
 pub mod tasks;
 pub mod terminal;
-pub mod tradeoff;
+pub use crate::engine::tradeoff;
 pub mod ui;
 pub mod widgets;
 pub mod work;
@@ -33,7 +33,7 @@ pub fn default_recipe() -> LoadedRecipe {
         return loaded;
     }
     let recipe = Recipe::parse(STARTER, "(starter)").expect("the starter recipe is valid");
-    LoadedRecipe { recipe, path: PathBuf::from("recipe.toml"), base_dir: PathBuf::from(".") }
+    LoadedRecipe { recipe, path: PathBuf::from("recipe.toml"), base_dir: PathBuf::from("."), sweep: None }
 }
 
 /// A recipe to edit when no demo is around: the teacher and student are for the user to choose.

@@ -4,8 +4,8 @@
 use crate::engine::hub::{CachedModel, ModelSummary};
 use crate::engine::loader::LoadedModel;
 use crate::engine::pair::PairReport;
+use crate::engine::tradeoff::Point;
 use crate::jobs::{self, JobContext, JobEvent, JobId, Settings};
-use crate::tui::tradeoff::Point;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -127,6 +127,8 @@ pub struct Entry {
     pub status: Status,
     /// Stage, done, total, unit of the latest progress.
     pub progress: Option<(String, u64, u64, String)>,
+    /// A sweep's runs: finished, total.
+    pub runs: Option<(u64, u64)>,
     pub started: Instant,
     pub log: VecDeque<String>,
     cancel: Arc<AtomicBool>,
@@ -171,6 +173,7 @@ impl Jobs {
             description,
             status: Status::Running,
             progress: None,
+            runs: None,
             started: Instant::now(),
             log: VecDeque::new(),
             cancel,
@@ -200,6 +203,7 @@ impl Jobs {
             return;
         };
         match event {
+            JobEvent::Progress { stage, done, total, .. } if stage == "sweep" => e.runs = Some((*done, *total)),
             JobEvent::Progress { stage, done, total, unit, .. } => {
                 e.progress = Some((stage.clone(), *done, *total, unit.clone()))
             }
@@ -215,6 +219,7 @@ impl Jobs {
                 e.push_log(format!("{:?} eval at step {step}: ppl {:.3}", role, metrics.perplexity).to_lowercase())
             }
             JobEvent::Checkpoint { path, .. } => e.push_log(format!("checkpoint {path}")),
+            JobEvent::Resumed { step, .. } => e.push_log(format!("resumed at step {step}")),
             JobEvent::Point { point, .. } => {
                 e.push_log(format!("{} {}: {}", point.model, point.format, point.metrics.headline()))
             }

@@ -27,6 +27,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         .select(app.screen.index())
         .highlight_style(Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD))
         .divider("│");
+    // Below 90 columns the tabs drop their padding, so all eight fit in 80.
+    let tabs = if area.width < 90 { tabs.padding("", "") } else { tabs };
     f.render_widget(tabs, tabs_area);
     match app.screen {
         Screen::Models => screens::models::render(f, body, app),
@@ -36,6 +38,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Temperature => screens::temperature::render(f, body, app),
         Screen::Jobs => screens::jobs::render(f, body, app),
         Screen::Export => screens::export::render(f, body, app),
+        Screen::Runs => screens::runs::render(f, body, app),
     }
     let running = app.jobs.running();
     let status = format!(

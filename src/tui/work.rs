@@ -7,10 +7,10 @@ use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::pair::check_pair;
 use crate::engine::prompt::PromptLogits;
 use crate::engine::source::resolve;
+use crate::engine::tradeoff::{Origin, Point};
 use crate::engine::{Error, Result};
 use crate::jobs::JobContext;
 use crate::tui::tasks::{Logits, Outbox, Output};
-use crate::tui::tradeoff::{Origin, Point};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -104,6 +104,7 @@ pub fn float_points(
     let candidates: Vec<&LoadedModel> = student.iter().map(|s| s.as_ref()).collect();
     let (t, compared) = measure_against(&teacher, &candidates, text, opts, &ctx.monitor(""))?;
     let mut points = vec![Point {
+        run: String::new(),
         origin: Origin::Teacher,
         format: "float".into(),
         bytes: teacher.info.parameters * 4,
@@ -114,6 +115,7 @@ pub fn float_points(
     }];
     for (s, c) in candidates.iter().zip(compared) {
         points.push(Point {
+            run: String::new(),
             origin: Origin::Student,
             format: "float".into(),
             bytes: s.info.parameters * 4,

@@ -223,7 +223,9 @@ fn an_exported_classification_point_verifies_by_rerunning() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("student.accuracy (expected 0.123"), "{err}");
     // Projects for other engines are for language models.
-    let args = ["export", run_dir.to_str().unwrap(), "--point", "student", "--out", "x", "--target", "trl"];
+    let x = dir.join("x");
+    let args =
+        ["export", run_dir.to_str().unwrap(), "--point", "student", "--out", x.to_str().unwrap(), "--target", "trl"];
     let (code, _, err) = run_cli(&args, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("causal language models"), "{err}");

@@ -9,6 +9,7 @@ mod config_guards;
 mod export;
 mod guards;
 mod headless_ux;
+mod library;
 mod pretrain;
 mod quant_bad_input;
 mod trainer;

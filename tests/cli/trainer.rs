@@ -158,10 +158,10 @@ fn a_run_is_deterministic_its_loss_falls_and_the_cache_changes_nothing() {
     // The trained models are Hugging Face folders that load again.
     let student = common::load(a["student"]["path"].as_str().unwrap(), false);
     assert_eq!(student.config.layers(), 2);
-    // Rerunning into a directory that holds a run needs --resume.
-    let (code, _, err) = run(&recipe(dir.path(), "a", ""), &cache, false);
-    assert_eq!(code, 2);
-    assert!(err.contains("--resume"), "{err}");
+    // Rerunning into a directory that holds a finished run starts a numbered run beside it.
+    let (code, events, err) = run(&recipe(dir.path(), "a", ""), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&events)["output_dir"], dir.path().join("a-2").display().to_string());
 }
 
 fn all_files_complete(out: &Path) {

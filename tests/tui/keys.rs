@@ -23,7 +23,7 @@ fn tab_digits_and_back_tab_move_between_screens() {
     assert_eq!(h.app.screen, Screen::Recipe);
     h.key(KeyCode::BackTab);
     h.key(KeyCode::BackTab);
-    assert_eq!(h.app.screen, Screen::Export);
+    assert_eq!(h.app.screen, Screen::Runs);
     for (i, screen) in Screen::ALL.iter().enumerate() {
         h.key(KeyCode::Char(char::from(b'1' + i as u8)));
         assert_eq!(h.app.screen, *screen);
@@ -31,14 +31,21 @@ fn tab_digits_and_back_tab_move_between_screens() {
 }
 
 #[test]
-fn a_folder_holding_a_run_is_refused_and_p_resumes_it_as_promised() {
-    let (_d, mut h) = harness(4);
+fn a_finished_run_gets_a_numbered_run_and_an_unfinished_one_is_resumed_with_p() {
+    let (d, mut h) = harness(4);
     h.keys(&[KeyCode::Char('3'), KeyCode::Char('s')]);
     h.settle();
     assert!(h.app.train.outcome.as_deref().is_some_and(|o| o.starts_with("finished")), "{:?}", h.app.train.outcome);
+    // `s` again on a finished run: a new run beside it, no popup.
+    h.key(KeyCode::Char('s'));
+    h.settle();
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    assert!(d.path().join("run-2/summary.json").is_file());
+    // A run that did not finish (a checkpoint, no summary) is not replaced: `p` resumes it.
+    std::fs::remove_file(d.path().join("run/summary.json")).unwrap();
     h.key(KeyCode::Char('s'));
     assert!(
-        matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("already holds a run: p resumes it")),
+        matches!(&h.app.popup, Some(Popup::Error(m)) if m.contains("holds an unfinished run: p resumes it")),
         "{:?}",
         h.app.popup
     );
@@ -49,6 +56,7 @@ fn a_folder_holding_a_run_is_refused_and_p_resumes_it_as_promised() {
     assert!(h.app.train.outcome.as_deref().is_some_and(|o| o.starts_with("finished")), "{:?}", h.app.train.outcome);
     let resumed = h.app.jobs.entries.iter().filter(|e| e.description.starts_with("resume")).count();
     assert_eq!(resumed, 1, "p started a resume job");
+    assert!(d.path().join("run/summary.json").is_file());
 }
 
 #[test]

@@ -8,4 +8,5 @@ mod tui_support;
 mod classifier;
 mod classify_run;
 mod keys;
+mod runs;
 mod screens;

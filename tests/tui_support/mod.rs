@@ -27,6 +27,7 @@ pub fn filters() -> insta::Settings {
         (r"ETA +\S+", "ETA [t]"),
         (r"\d+\.\d GiB free", "[m] GiB free"),
         (r"#\d+ *", "#[id] "),
+        (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "[date]"),
     ] {
         s.add_filter(pattern, replacement);
     }
@@ -81,8 +82,15 @@ impl Harness {
         Self::with_settings(recipe, Settings::from_env().expect("the environment's settings"))
     }
 
-    /// A workbench on `recipe` whose jobs run with `settings`.
+    /// A workbench on `recipe` whose jobs run with `settings`, its caches and run library in a
+    /// `cache` folder beside the recipe (a test's runs never join the user's library).
     pub fn with_settings(recipe: &Path, settings: Settings) -> Self {
+        let settings = settings.with_cache_dir(recipe.parent().unwrap().join("cache"));
+        Self::opened(recipe, settings)
+    }
+
+    /// A workbench on `recipe` whose jobs run with `settings` as they are.
+    pub fn opened(recipe: &Path, settings: Settings) -> Self {
         let (spawner, msgs) = Spawner::new(std::sync::Arc::new(settings));
         let mut app = App::new(spawner, Recipe::load(recipe).unwrap());
         app.start();

@@ -20,6 +20,7 @@ use crate::engine::export::provenance::absolute;
 use crate::engine::fsutil::write_atomic;
 use crate::engine::fsutil::FolderLock;
 use crate::engine::hub::DownloadProgress;
+use crate::engine::library::RunRecord;
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::Network;
 use crate::engine::quant::QuantFormat;
@@ -235,7 +236,8 @@ fn own_output(lr: &LoadedClassify, opts: &RunOptions, what: &str) -> Result<Fold
 /// The `finetune` job: the teacher alone.
 pub fn run_finetune(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<Value> {
     let _lock = own_output(lr, opts, "distill-tui finetune")?;
-    finetune(lr, opts, ctx)
+    let record = RunRecord::new("finetune", &lr.path, &lr.recipe.to_toml()?);
+    crate::engine::library::recorded(ctx, &lr.output_dir(), record, |ctx| finetune(lr, opts, ctx))
 }
 
 fn finetune(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<Value> {
@@ -256,6 +258,11 @@ fn finetune(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<
 /// the `[quantize]` sweep.
 pub fn run_classification(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<Value> {
     let _lock = own_output(lr, opts, "distill-tui run")?;
+    let record = RunRecord::new("classification", &lr.path, &lr.recipe.to_toml()?);
+    crate::engine::library::recorded(ctx, &lr.output_dir(), record, |ctx| classification(lr, opts, ctx))
+}
+
+fn classification(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> Result<Value> {
     let r = &lr.recipe;
     let (Some(student), Some(d)) = (&r.student, &r.distill) else {
         return finetune(lr, opts, ctx);

@@ -52,6 +52,9 @@ pub(super) fn finish(
             ..ModelSummary::default()
         });
     }
+    let student_layers = crate::engine::models::ArchConfig::from_json(&setup.student_config, &out.join("config.json"))
+        .ok()
+        .map(|c| c.layers());
     for t in trainees {
         let dir = out.join(t.name());
         let tok = TokenizerOut::of(setup.tokenizer_file.as_deref(), &setup.tokenizer);
@@ -59,6 +62,7 @@ pub(super) fn finish(
         let last = t.last().cloned().unwrap_or_default();
         *summary.role_mut(t.role) = Some(ModelSummary {
             parameters: t.parameters() as u64,
+            layers: student_layers,
             metrics: TaskMetrics::lm(last.perplexity, last.top1_accuracy),
             kl_to_teacher: last.kl_to_teacher,
             agreement: last.agreement,

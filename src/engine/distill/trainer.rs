@@ -14,6 +14,7 @@ use crate::engine::events::{EvalMetrics, Role};
 use crate::engine::fsutil::write_atomic;
 use crate::engine::fsutil::FolderLock;
 use crate::engine::kernels::autocast;
+use crate::engine::library;
 use crate::engine::models::Network;
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::train::{
@@ -23,10 +24,18 @@ use crate::engine::{Error, Result};
 use candle_core::Tensor;
 use std::time::Instant;
 
-/// Runs a recipe to the end (or to cancellation) and returns its summary.
+/// Runs a recipe to the end (or to cancellation) and returns its summary: a run of the library,
+/// in the recipe's `output.dir` (or, when that holds a finished run, a new numbered folder beside
+/// it); a recipe with a `[sweep]` runs each of its members.
 pub fn run_recipe(lr: &LoadedRecipe, opts: &RunOptions, ctx: &JobContext) -> Result<serde_json::Value> {
-    let _lock = FolderLock::acquire(&lr.output_dir(), "distill-tui run")?;
-    run_with_tokenizer(lr, opts, None, ctx)
+    let dir = library::fresh_dir(&lr.output_dir(), opts.resume)?;
+    let lr = &library::redirect(lr, &dir, ctx);
+    if let Some(plan) = &lr.sweep {
+        return library::sweep::run(lr, plan, &dir, ctx);
+    }
+    let _lock = FolderLock::acquire(&dir, "distill-tui run")?;
+    let record = library::RunRecord::new("distill", &lr.path, &lr.recipe.to_toml()?);
+    library::recorded(ctx, &dir, record, |ctx| run_with_tokenizer(lr, opts, None, ctx))
 }
 
 /// The LM task: windows of the training text, the KD loss for the student, labels for the rest.

@@ -70,7 +70,7 @@ pub fn recipe_of(run: &FinishedRun) -> Result<LoadedRecipe> {
     let recipe = run.recipe.clone().ok_or_else(|| {
         Error::Invalid(format!("{} is a classification run, not a language-model one", run.dir.display()))
     })?;
-    Ok(LoadedRecipe { recipe, path: run.dir.join("recipe.toml"), base_dir: recipe_dir(run) })
+    Ok(LoadedRecipe { recipe, path: run.dir.join("recipe.toml"), base_dir: recipe_dir(run), sweep: None })
 }
 
 /// The `[expected]` section of a point's exported recipe: every deterministic metric of the run.
@@ -135,7 +135,7 @@ fn export_lm(run: &FinishedRun, point: &Point, req: &ExportRequest, ctx: &JobCon
         resolve_spec(&lr, &spec, ctx.hub())
     };
     let mut files = write_point(&run, &point, &recipe_text, &out, teacher, ctx)?;
-    let exported = LoadedRecipe { recipe, path: out.join("recipe.toml"), base_dir: out.clone() };
+    let exported = LoadedRecipe { recipe, path: out.join("recipe.toml"), base_dir: out.clone(), sweep: None };
     for t in &req.targets {
         files.extend(match t {
             Target::Trl => trl::write(&exported, &out.join("trl"), ctx)?,

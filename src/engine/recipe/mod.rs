@@ -217,6 +217,8 @@ pub struct LoadedRecipe {
     pub recipe: Recipe,
     pub path: PathBuf,
     pub base_dir: PathBuf,
+    /// The recipe's `[sweep]`, its members built and validated: `run` trains each of them.
+    pub sweep: Option<crate::engine::library::sweep::Plan>,
 }
 
 impl Recipe {
@@ -230,12 +232,16 @@ impl Recipe {
         Self::load_with(path, &[])
     }
 
-    /// Loads a recipe file with `--set` overrides applied (each validated as the file is).
+    /// Loads a recipe file with `--set` overrides applied (each validated as the file is); a
+    /// `[sweep]` section's members are built and validated too.
     pub fn load_with(path: &Path, overrides: &[Override]) -> Result<LoadedRecipe> {
-        let (text, base_dir) = read_recipe(path)?;
+        let (written, base_dir) = read_recipe(path)?;
         let origin = path.display().to_string();
-        let (_, recipe) = overrides::apply(&text, overrides, |t| Self::parse(t, &origin))?;
-        Ok(LoadedRecipe { recipe, path: path.to_path_buf(), base_dir })
+        let (text, sweep) = crate::engine::library::sweep::split(&written, &origin)?;
+        let parse = |t: &str| Self::parse(t, &origin);
+        let (text, recipe) = overrides::apply(&text, overrides, parse)?;
+        let sweep = sweep.map(|s| crate::engine::library::sweep::Plan::build(s, &text, &written, parse)).transpose()?;
+        Ok(LoadedRecipe { recipe, path: path.to_path_buf(), base_dir, sweep })
     }
 
     pub fn to_toml(&self) -> Result<String> {

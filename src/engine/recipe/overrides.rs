@@ -11,7 +11,8 @@ use crate::engine::{Error, Result};
 pub struct Override {
     pub key: Vec<String>,
     pub value: toml::Value,
-    /// As the user wrote it, for messages.
+    /// Where it comes from, as the user wrote it, for messages (`--set distill.temperature=5`,
+    /// `[sweep] distill.temperature = 5`).
     pub text: String,
 }
 
@@ -29,7 +30,7 @@ impl Override {
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-        Ok(Self { key, value, text: arg.to_string() })
+        Ok(Self { key, value, text: format!("--set {arg}") })
     }
 
     /// `section.key`, as written.
@@ -47,7 +48,7 @@ impl Override {
                 toml::Value::Table(t) => t,
                 _ => {
                     return Err(Error::Invalid(format!(
-                        "--set {}: `{}` is a value, not a section",
+                        "{}: `{}` is a value, not a section",
                         self.text,
                         self.key[..=i].join(".")
                     )))
@@ -77,10 +78,15 @@ pub fn apply<T: serde::de::DeserializeOwned>(
     let mut current = text.to_string();
     for o in overrides {
         o.apply(&mut table)?;
-        current = toml::to_string(&table).map_err(|e| Error::Invalid(format!("--set {}: {e}", o.text)))?;
+        current = toml::to_string(&table).map_err(|e| Error::Invalid(format!("{}: {e}", o.text)))?;
         toml::from_str::<T>(&current).map_err(|e| explain(o, e.message()))?;
     }
-    let parsed = parse(&current).map_err(|e| Error::Invalid(format!("with the --set values: {e}")))?;
+    let origins = if overrides.iter().all(|o| o.text.starts_with("[sweep]")) {
+        overrides.iter().map(|o| o.text.trim_start_matches("[sweep] ")).collect::<Vec<_>>().join(", ")
+    } else {
+        "the --set values".to_string()
+    };
+    let parsed = parse(&current).map_err(|e| Error::Invalid(format!("with {origins}: {e}")))?;
     Ok((current, parsed))
 }
 
@@ -101,9 +107,9 @@ fn explain(o: &Override, message: &str) -> Error {
             None => String::new(),
         };
         let listing = if valid.is_empty() { String::new() } else { format!(" (valid: {})", valid.join(", ")) };
-        return Error::Invalid(format!("--set {}: no key `{unknown}` {place}{hint}{listing}", o.text));
+        return Error::Invalid(format!("{}: no key `{unknown}` {place}{hint}{listing}", o.text));
     }
-    Error::Invalid(format!("--set {}: {} (key `{}`)", o.text, strip_origin(&reason), o.dotted()))
+    Error::Invalid(format!("{}: {} (key `{}`)", o.text, strip_origin(&reason), o.dotted()))
 }
 
 /// The names between backticks in `text`.

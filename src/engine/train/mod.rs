@@ -197,6 +197,7 @@ pub fn train<T: Task>(
         }
         start = state.step;
         ctx.log(format!("resuming {} at step {start}", root.display()));
+        ctx.emit(JobEvent::Resumed { job: ctx.id, step: start, roles: trainees.iter().map(|t| t.role).collect() });
     }
     for step in start..s.steps {
         let batches = task.batches(step)?;

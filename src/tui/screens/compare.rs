@@ -3,12 +3,12 @@
 
 use crate::engine::distill::post_quant;
 use crate::engine::eval::EvalOptions;
+use crate::engine::tradeoff::{apply_budget, pareto_front, sort_points, Budget, Column, Metric, Point};
 use crate::jobs::QuantPoint;
 use crate::tui::app::{Action, App, Popup};
 use crate::tui::input::{Edit, TextInput};
 use crate::tui::keymap::{nav, step};
 use crate::tui::screens::{panel, selected};
-use crate::tui::tradeoff::{apply_budget, pareto_front, Budget, Metric, Origin, Point};
 use crate::tui::widgets::pareto::ParetoData;
 use crate::tui::work;
 use crossterm::event::{KeyCode, KeyEvent};
@@ -29,11 +29,22 @@ pub struct State {
     pub budget: Budget,
     pub row: usize,
     pub input: Option<(BudgetField, TextInput)>,
+    /// The table's order: a column (best first) and whether it is reversed.
+    pub sort: Column,
+    pub reverse: bool,
 }
 
 impl Default for State {
     fn default() -> Self {
-        Self { points: Vec::new(), metric: Metric::Perplexity, budget: Budget::default(), row: 0, input: None }
+        Self {
+            points: Vec::new(),
+            metric: Metric::Perplexity,
+            budget: Budget::default(),
+            row: 0,
+            input: None,
+            sort: Column::Run,
+            reverse: false,
+        }
     }
 }
 
@@ -46,29 +57,21 @@ impl State {
     pub fn set_float_points(&mut self, points: Vec<Point>) {
         self.points.retain(|p| !(p.is_float() && points.iter().any(|n| n.origin == p.origin)));
         self.points.extend(points);
-        self.sort();
+        self.resort();
     }
 
-    /// A point of a quantization sweep. Its KL and agreement are to the teacher when the sweep
-    /// measured them (the workbench's sweeps do), else to its own unquantized model.
+    /// A point of a quantization sweep (see [`Point::from_quant`]); it replaces the same model's
+    /// point in the same format.
     pub fn add_quant_point(&mut self, q: &QuantPoint) {
-        let origin = Origin::from_name(&q.model);
-        self.points.retain(|p| !(p.origin == origin && p.format == q.format));
-        self.points.push(Point {
-            origin,
-            format: q.format.clone(),
-            bytes: q.bytes,
-            // A classifier's point: accuracy stands for top-1, exp(label CE) for perplexity.
-            perplexity: q.metrics.perplexity.or(q.metrics.cross_entropy.map(f64::exp)).unwrap_or(f64::NAN),
-            top1_accuracy: q.metrics.top1_accuracy.or(q.metrics.accuracy).unwrap_or(f64::NAN),
-            kl: q.kl_to_teacher.unwrap_or(q.kl),
-            agreement: q.agreement_with_teacher.unwrap_or(q.agreement),
-        });
-        self.sort();
+        let point = Point::from_quant(q);
+        self.points.retain(|p| !(p.run == point.run && p.origin == point.origin && p.format == point.format));
+        self.points.push(point);
+        self.resort();
     }
 
-    fn sort(&mut self) {
-        self.points.sort_by(|a, b| a.origin.cmp(&b.origin).then(b.bytes.cmp(&a.bytes)));
+    /// Puts the points in the table's order (by run, then model, largest first, unless told).
+    pub fn resort(&mut self) {
+        sort_points(&mut self.points, self.sort, self.reverse);
     }
 
     pub fn key(&mut self, key: KeyEvent) -> Option<Action> {
@@ -101,6 +104,15 @@ impl State {
             KeyCode::Char('e') => return Some(Action::Measure),
             KeyCode::Char('z') => return Some(Action::Quantize),
             KeyCode::Char('m') => self.metric = self.metric.next(),
+            KeyCode::Char('o') => {
+                self.sort = self.sort.next();
+                self.reverse = false;
+                self.resort();
+            }
+            KeyCode::Char('O') => {
+                self.reverse = !self.reverse;
+                self.resort();
+            }
             KeyCode::Char('b') => self.input = Some((BudgetField::MaxMb, show(self.budget.max_mb))),
             KeyCode::Char('d') => {
                 self.input = Some((BudgetField::MaxPplIncrease, show(self.budget.max_ppl_increase_pct)))
@@ -195,8 +207,10 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         let msg = "no points yet: e measures the float teacher and student, z quantizes them; runs add theirs";
         f.render_widget(Paragraph::new(msg).block(panel("accuracy vs size")), chart_area);
     } else {
-        let data = ParetoData::new(&s.points, s.metric, &front, &verdict.meets);
-        f.render_widget(data.chart(s.metric), chart_area);
+        // Without a budget no point is marked as meeting it.
+        let meets: Vec<bool> = verdict.meets.iter().map(|m| *m && s.budget.is_set()).collect();
+        let data = ParetoData::new(&s.points, s.metric, &front, &meets);
+        f.render_widget(data.chart(s.metric, chart_area), chart_area);
     }
     let w = s.points.iter().map(|p| p.name().chars().count()).max().unwrap_or(0).max(15);
     let mut rows = vec![Line::from(format!(
@@ -221,7 +235,11 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
             selected(i == s.row),
         )
     }));
-    let title = "points: * Pareto front, $ in budget; KL and agreement to the teacher";
+    let title = format!(
+        "points by {}{} (o/O): * Pareto front, $ in budget; KL, agreement to the teacher",
+        s.sort.name(),
+        if s.reverse { " reversed" } else { "" }
+    );
     f.render_widget(Paragraph::new(rows).block(panel(title)), table_area);
     let show = |v: Option<f64>, unit: &str| v.map(|v| format!("{v}{unit}")).unwrap_or_else(|| "none".into());
     let mut lines = vec![Line::from(match &s.input {

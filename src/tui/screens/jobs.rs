@@ -49,8 +49,17 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
                 (None, _) => " ".repeat(bar_width),
             };
             let eta = e.eta_s().filter(|_| e.status == Status::Running).map(fmt::duration).unwrap_or_default();
+            let runs =
+                e.runs.map(|(done, total)| format!("run {}/{total} · ", (done + 1).min(total))).unwrap_or_default();
             Line::styled(
-                format!("#{:<3} {:<7} {:<9} {} {eta}  {}", e.id, e.kind, status(&e.status), progress, e.description),
+                format!(
+                    "#{:<3} {:<7} {:<9} {} {eta}  {runs}{}",
+                    e.id,
+                    e.kind,
+                    status(&e.status),
+                    progress,
+                    e.description
+                ),
                 selected(i == row),
             )
         })

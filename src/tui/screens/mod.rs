@@ -6,6 +6,7 @@ pub mod export;
 pub mod jobs;
 pub mod models;
 pub mod recipe;
+pub mod runs;
 pub mod temperature;
 pub mod train;
 

@@ -153,7 +153,11 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
             Line::styled(text, selected(on))
         })
         .collect();
-    let title = format!("Recipe {} ({}/{})", app.recipe.path.display(), s.row + 1, FIELDS.len());
+    let sweep = match &app.recipe.sweep {
+        Some(p) => format!(" · [sweep] of {} runs: s on Train runs them all", p.members.len()),
+        None => String::new(),
+    };
+    let title = format!("Recipe {} ({}/{}){sweep}", app.recipe.path.display(), s.row + 1, FIELDS.len());
     f.render_widget(Paragraph::new(lines).block(panel(title)), list);
     let mut foot_lines = vec![Line::from(format!("{}: {}", FIELDS[s.row].key, FIELDS[s.row].help))];
     match (&s.input, &s.verdict) {

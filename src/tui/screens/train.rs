@@ -1,15 +1,18 @@
 //! Train: live curves of a distillation run (soft loss, hard CE, total; eval perplexity and KL on
 //! their own axes) for the student and the hard-label baseline, with step rate, tokens/s and ETA.
 //! A classification run adds the teacher's fine-tuning, and plots eval accuracy for perplexity.
+//! A run reopened from the library is its event log fed to the same state, so its curves are the
+//! ones drawn live; several reopened runs are overlaid, one colour each, the legend naming what
+//! tells them apart. Legends sit under the charts, never over the data.
 
 use crate::engine::distill::trainer::run_recipe;
+use crate::engine::tradeoff::Point;
 use crate::engine::train::checkpoint;
 use crate::engine::train::RunOptions;
 use crate::jobs::{JobEvent, JobId, Role};
 use crate::tui::app::{Action, App, Popup};
 use crate::tui::fmt;
 use crate::tui::history::History;
-use crate::tui::tradeoff::{Origin, Point};
 use crate::tui::widgets::loss_chart::{chart, Series};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -56,6 +59,20 @@ pub struct RunSeries {
     pub last: Option<StepInfo>,
 }
 
+impl RunSeries {
+    /// Drops every point past step `x`.
+    pub fn truncate_after(&mut self, x: f64) {
+        for h in
+            [&mut self.loss, &mut self.soft, &mut self.hard, &mut self.perplexity, &mut self.accuracy, &mut self.kl]
+        {
+            h.truncate_after(x);
+        }
+        if self.last.as_ref().is_some_and(|l| l.step as f64 > x) {
+            self.last = None;
+        }
+    }
+}
+
 impl Default for RunSeries {
     fn default() -> Self {
         let h = || History::new(CAPACITY);
@@ -74,11 +91,36 @@ pub struct State {
     pub paused: bool,
     /// How the last run ended.
     pub outcome: Option<String>,
+    /// Runs reopened side by side (their label and replayed state), drawn instead of the above.
+    pub overlay: Vec<(String, State)>,
 }
 
+/// One colour per overlaid run, in order.
+pub const PALETTE: [Color; 8] =
+    [Color::Cyan, Color::Yellow, Color::Magenta, Color::Green, Color::Red, Color::Blue, Color::White, Color::LightRed];
+
 impl State {
+    /// The state a run's events (its event log) leave, as if they had arrived live.
+    pub fn replay(events: &[JobEvent]) -> Self {
+        let mut s = Self::default();
+        for e in events {
+            s.on_event(e);
+        }
+        s.outcome = events.iter().rev().find(|e| e.is_terminal()).map(|e| match e {
+            JobEvent::Summary { .. } => "finished".to_string(),
+            JobEvent::Failed { error, .. } => format!("failed: {error}"),
+            _ => "cancelled".to_string(),
+        });
+        s
+    }
+
     pub fn on_event(&mut self, event: &JobEvent) {
         match event {
+            JobEvent::Resumed { step, roles, .. } => {
+                for r in roles {
+                    self.series(*r).truncate_after(*step as f64);
+                }
+            }
             JobEvent::Step {
                 role,
                 step,
@@ -94,6 +136,10 @@ impl State {
             } => {
                 let s = self.series(*role);
                 let x = *step as f64;
+                if s.last.as_ref().is_some_and(|l| l.step >= *step) {
+                    // A run started over in the same folder: its steps replace the earlier ones.
+                    s.truncate_after(x - 1.0);
+                }
                 s.loss.push(x, *loss);
                 s.soft.push(x, *soft_loss);
                 s.hard.push(x, *hard_loss);
@@ -163,9 +209,12 @@ pub fn start(app: &mut App, resume: bool) {
         return;
     }
     let out = app.recipe.output_dir();
-    if !resume && matches!(checkpoint::load_state(&out), Ok(Some(_))) {
+    // A finished run's folder gets a new numbered run beside it (the engine picks it); an
+    // unfinished one is resumed, not replaced.
+    let unfinished = matches!(checkpoint::load_state(&out), Ok(Some(_))) && !crate::engine::library::finished(&out);
+    if !resume && unfinished && app.recipe.sweep.is_none() {
         app.popup = Some(Popup::Error(format!(
-            "{} already holds a run: p resumes it, or change output.dir on the Recipe screen",
+            "{} holds an unfinished run: p resumes it, or change output.dir on the Recipe screen",
             out.display()
         )));
         // What the message promises: `p` resumes the run the folder holds.
@@ -176,7 +225,12 @@ pub fn start(app: &mut App, resume: bool) {
         app.train = State::default();
     }
     let recipe = app.recipe.clone();
-    let what = if resume { "resume" } else { "run" };
+    let what = match (&app.recipe.sweep, resume) {
+        (Some(p), true) => format!("resume sweep ({} runs)", p.members.len()),
+        (Some(p), false) => format!("sweep ({} runs)", p.members.len()),
+        (None, true) => "resume".into(),
+        (None, false) => "run".into(),
+    };
     let name = recipe.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let id =
         app.spawn("distill", format!("{what} {name}"), move |ctx, _| run_recipe(&recipe, &RunOptions { resume }, ctx));
@@ -229,28 +283,10 @@ pub fn on_job_end(app: &mut App, event: &JobEvent) {
     }
 }
 
-/// The float points a finished run measured: the teacher, the KD student and the baseline. A
-/// classification summary's class accuracy stands for top-1 accuracy and exp(cross-entropy) of
-/// the labels for perplexity.
+/// The float points a finished run measured: the teacher, the KD student and the baseline (see
+/// [`Point::float_points`]); none when the summary is not a run's.
 pub fn summary_points(summary: &serde_json::Value) -> Vec<Point> {
-    let point = |key: &str, origin: Origin| {
-        let m = summary.get(key)?;
-        let f = |k: &str| m.get(k).and_then(|v| v.as_f64());
-        let teacher = origin == Origin::Teacher;
-        Some(Point {
-            origin,
-            format: "float".into(),
-            bytes: m.get("parameters")?.as_u64()? * 4,
-            perplexity: f("perplexity").or_else(|| f("cross_entropy").map(f64::exp))?,
-            top1_accuracy: f("top1_accuracy").or_else(|| f("accuracy"))?,
-            kl: if teacher { 0.0 } else { f("kl_to_teacher")? },
-            agreement: if teacher { 1.0 } else { f("agreement")? },
-        })
-    };
-    [("teacher", Origin::Teacher), ("student", Origin::Student), ("baseline", Origin::Baseline)]
-        .into_iter()
-        .filter_map(|(k, o)| point(k, o))
-        .collect()
+    crate::engine::summary::RunSummary::from_value(summary).map(|s| Point::float_points(&s)).unwrap_or_default()
 }
 
 fn status_line(name: &str, s: &RunSeries, wall_s: f64) -> Line<'static> {
@@ -271,6 +307,9 @@ fn status_line(name: &str, s: &RunSeries, wall_s: f64) -> Line<'static> {
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.train;
+    if !t.overlay.is_empty() {
+        return render_overlay(f, area, t);
+    }
     let classify = app.classify.is_some();
     let wall = t.job.and_then(|id| app.jobs.get(id)).map(|e| e.started.elapsed().as_secs_f64()).unwrap_or(0.0);
     let mut head = Vec::new();
@@ -312,5 +351,62 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         f.render_widget(chart("eval perplexity", &ppl, x_max), eval_area);
     }
     let kl = [s("student", Color::Cyan, &t.student.kl), s("baseline", Color::Red, &t.baseline.kl)];
+    f.render_widget(chart("eval KL to teacher", &kl, x_max), kl_area);
+}
+
+/// The series an overlaid run is drawn with: the KD student, else the model of a pretraining run
+/// or the teacher a classification recipe fine-tunes.
+fn main_series(s: &State) -> &RunSeries {
+    [&s.student, &s.teacher, &s.baseline].into_iter().find(|r| r.last.is_some()).unwrap_or(&s.student)
+}
+
+/// Several reopened runs: one line each, and each run's loss, eval perplexity and KL in its colour.
+fn render_overlay(f: &mut Frame, area: Rect, t: &State) {
+    let shown = t.overlay.len().min(PALETTE.len());
+    let mut head: Vec<Line> = t.overlay[..shown]
+        .iter()
+        .enumerate()
+        .map(|(i, (label, s))| {
+            let m = main_series(s);
+            let step = m.last.as_ref().map(|l| format!("{}/{}", l.step, l.total_steps)).unwrap_or_else(|| "-".into());
+            let last = |h: &History| h.last().map(|(_, y)| format!("{y:.4}")).unwrap_or_else(|| "-".into());
+            Line::styled(
+                format!(
+                    "■ {label:<24} steps {step:<9} loss {:<8} eval ppl {:<9} KL {}",
+                    last(&m.loss),
+                    last(&m.perplexity),
+                    last(&m.kl)
+                ),
+                ratatui::style::Style::default().fg(PALETTE[i]),
+            )
+        })
+        .collect();
+    if t.overlay.len() > shown {
+        head.push(Line::from(format!(
+            "(+{} more runs not drawn: open at most {shown} at once)",
+            t.overlay.len() - shown
+        )));
+    }
+    head.push(Line::from(t.outcome.clone().unwrap_or_default()));
+    let head_height = (head.len() as u16 + 2).min(area.height / 2);
+    let [top, charts] = Layout::vertical([Constraint::Length(head_height), Constraint::Min(6)]).areas(area);
+    f.render_widget(Paragraph::new(head).block(crate::tui::screens::panel("Runs side by side")), top);
+    let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(charts);
+    let [eval_area, kl_area] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
+    let series = |pick: fn(&RunSeries) -> &History| -> Vec<Series> {
+        t.overlay[..shown]
+            .iter()
+            .enumerate()
+            .map(|(i, (label, s))| Series {
+                name: label.clone(),
+                color: PALETTE[i],
+                points: pick(main_series(s)).points(),
+            })
+            .collect()
+    };
+    let x_max = t.overlay.iter().map(|(_, s)| s.total_steps()).fold(0.0, f64::max);
+    let (loss, ppl, kl) = (series(|r| &r.loss), series(|r| &r.perplexity), series(|r| &r.kl));
+    f.render_widget(chart("loss", &loss, x_max), left);
+    f.render_widget(chart("eval perplexity", &ppl, x_max), eval_area);
     f.render_widget(chart("eval KL to teacher", &kl, x_max), kl_area);
 }

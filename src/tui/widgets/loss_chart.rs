@@ -1,4 +1,5 @@
-//! Line charts of training series (losses, eval perplexity, KL), bounds fitted to the data.
+//! Line charts of training series (losses, eval perplexity, KL), bounds fitted to the data. The
+//! legend is written in the bottom border, so it never hides a curve.
 
 use ratatui::style::{Color, Style};
 use ratatui::symbols::Marker;
@@ -32,6 +33,15 @@ fn label(v: f64) -> String {
     }
 }
 
+/// The legend of `series` (those with data) as one line of coloured names.
+pub fn legend(series: &[Series]) -> ratatui::text::Line<'static> {
+    let mut spans = Vec::new();
+    for s in series.iter().filter(|s| !s.points.is_empty()) {
+        spans.push(Span::styled(format!("─ {} ", s.name), Style::default().fg(s.color)));
+    }
+    ratatui::text::Line::from(spans)
+}
+
 /// A chart of `series` against step; `x_max` keeps the x axis at the run's length.
 pub fn chart<'a>(title: &str, series: &'a [Series], x_max: f64) -> Chart<'a> {
     let datasets: Vec<Dataset> = series
@@ -49,14 +59,11 @@ pub fn chart<'a>(title: &str, series: &'a [Series], x_max: f64) -> Chart<'a> {
     let ys = bounds(series.iter().flat_map(|s| s.points.iter().map(|p| p.1))).unwrap_or([0.0, 1.0]);
     let x_hi = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(x_max, f64::max).max(1.0);
     Chart::new(datasets)
-        .block(crate::tui::screens::panel(title))
+        .block(crate::tui::screens::panel(title).title_bottom(legend(series)))
         .x_axis(Axis::default().bounds([0.0, x_hi]).labels([Span::raw("0"), Span::raw(format!("{x_hi:.0}"))]))
         .y_axis(Axis::default().bounds(ys).labels([Span::raw(label(ys[0])), Span::raw(label(ys[1]))]))
-        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
-        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)))
+        .legend_position(None)
 }
-
-use ratatui::layout::Constraint;
 
 #[cfg(test)]
 mod tests {

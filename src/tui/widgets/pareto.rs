@@ -1,58 +1,178 @@
-//! The accuracy-vs-size scatter: every measured point, the Pareto front as a line, the points
-//! meeting the budget as blocks (so a text capture shows them too, not only a colour).
+//! The accuracy-vs-size scatter: every measured point labelled with its model and format (and, with
+//! several runs, the run's number, the legend under the chart naming each run), the Pareto front as
+//! a line, and the points meeting the budget marked `$` (so a text capture shows it, not only a
+//! colour). Drawn on a canvas so the labels sit at the points; the axes' ranges are in the title.
 
-use crate::tui::tradeoff::{Metric, Point};
+use crate::engine::tradeoff::{Metric, Origin, Point};
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::symbols::Marker;
-use ratatui::text::Span;
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::canvas::{Canvas, Line as Segment, Points};
+use ratatui::widgets::Widget;
 
-/// The chart's data, built once per frame and borrowed by the datasets.
+/// One colour per run (the first for the points of a single run).
+const COLORS: [Color; 6] =
+    [Color::Cyan, Color::Yellow, Color::Magenta, Color::LightBlue, Color::LightRed, Color::White];
+
+/// One plotted point: where, its label and colour.
+struct Mark {
+    xy: (f64, f64),
+    label: String,
+    color: Color,
+    /// The model's initial and the format (`s`, `q4_0`), the run's number and the budget mark.
+    kind: (char, String),
+    tag: String,
+    budget: &'static str,
+}
+
+/// The chart's data, built once per frame.
 pub struct ParetoData {
-    pub all: Vec<(f64, f64)>,
-    pub front: Vec<(f64, f64)>,
-    pub admitted: Vec<(f64, f64)>,
+    marks: Vec<Mark>,
+    front: Vec<(f64, f64)>,
+    /// The runs in the order they are numbered (empty: one run).
+    runs: Vec<String>,
     x: [f64; 2],
     y: [f64; 2],
+}
+
+fn initial(o: Origin) -> char {
+    o.label().chars().next().unwrap_or('?')
 }
 
 impl ParetoData {
     pub fn new(points: &[Point], metric: Metric, front: &[bool], meets: &[bool]) -> Self {
         let xy = |p: &Point| (p.megabytes(), p.value(metric));
-        let all: Vec<(f64, f64)> = points.iter().map(xy).collect();
+        let mut runs: Vec<String> = Vec::new();
+        for p in points.iter().filter(|p| !p.run.is_empty()) {
+            if !runs.contains(&p.run) {
+                runs.push(p.run.clone());
+            }
+        }
+        let marks = points
+            .iter()
+            .zip(meets)
+            .map(|(p, admitted)| {
+                let run = runs.iter().position(|r| *r == p.run);
+                let tag = run.map(|i| (i + 1).to_string()).unwrap_or_default();
+                let budget = if *admitted { "$" } else { "" };
+                Mark {
+                    xy: xy(p),
+                    label: format!("{budget}{}{tag} {}", initial(p.origin), p.format),
+                    kind: (initial(p.origin), p.format.clone()),
+                    tag,
+                    budget,
+                    color: match (admitted, run) {
+                        (true, _) => Color::Yellow,
+                        (false, Some(i)) => COLORS[i % COLORS.len()],
+                        (false, None) => Color::Cyan,
+                    },
+                }
+            })
+            .collect::<Vec<_>>();
         let mut on_front: Vec<(f64, f64)> = points.iter().zip(front).filter(|(_, f)| **f).map(|(p, _)| xy(p)).collect();
         on_front.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let admitted = points.iter().zip(meets).filter(|(_, m)| **m).map(|(p, _)| xy(p)).collect();
         let span = |vals: Vec<f64>| {
-            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lo = vals.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min);
+            let hi = vals.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
             if !lo.is_finite() {
                 return [0.0, 1.0];
             }
             let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.02).max(1e-6);
             [(lo - pad).max(0.0), hi + pad]
         };
-        let x = span(all.iter().map(|p| p.0).collect());
-        let y = span(all.iter().map(|p| p.1).collect());
-        Self { all, front: on_front, admitted, x, y }
+        let x = span(marks.iter().map(|m| m.xy.0).collect());
+        let y = span(marks.iter().map(|m| m.xy.1).collect());
+        Self { marks, front: on_front, runs, x, y }
     }
 
-    pub fn chart(&self, metric: Metric) -> Chart<'_> {
-        let set = |name: &'static str, marker, kind, color, data| {
-            Dataset::default().name(name).marker(marker).graph_type(kind).style(Style::default().fg(color)).data(data)
-        };
-        let mut sets = vec![
-            set("front", Marker::Braille, GraphType::Line, Color::Green, &self.front),
-            set("measured", Marker::Dot, GraphType::Scatter, Color::Cyan, &self.all),
-        ];
-        if !self.admitted.is_empty() {
-            sets.push(set("in budget", Marker::Block, GraphType::Scatter, Color::Yellow, &self.admitted));
+    /// The legend: what the letters and numbers of the labels stand for.
+    fn legend(&self) -> Line<'static> {
+        let mut spans = vec![Span::styled("─ front ", Style::default().fg(Color::Green))];
+        for (i, r) in self.runs.iter().enumerate() {
+            spans.push(Span::styled(format!("{} {r} ", i + 1), Style::default().fg(COLORS[i % COLORS.len()])));
         }
-        let lab = |v: f64| Span::raw(if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") });
-        Chart::new(sets)
-            .block(crate::tui::screens::panel(format!("{} vs size (MB)", metric.label())))
-            .x_axis(Axis::default().bounds(self.x).labels([lab(self.x[0]), lab(self.x[1])]))
-            .y_axis(Axis::default().bounds(self.y).labels([lab(self.y[0]), lab(self.y[1])]))
-            .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
+        spans.push(Span::raw("· t teacher s student b baseline; $ in budget "));
+        Line::from(spans)
+    }
+
+    /// The labels as drawn in a chart `area`: points that fall in one character cell share one
+    /// label (`s1,2,3 float`), and a label that would run past the right edge ends at its point.
+    fn placed_labels(&self, area: Rect) -> Vec<(f64, f64, String, Color)> {
+        let (w, h) = (area.width.saturating_sub(2).max(1) as f64, area.height.saturating_sub(2).max(1) as f64);
+        let cell = |m: &Mark| {
+            let cx = ((m.xy.0 - self.x[0]) / (self.x[1] - self.x[0]) * w).floor().clamp(0.0, w - 1.0) as usize;
+            let cy = ((m.xy.1 - self.y[0]) / (self.y[1] - self.y[0]) * h).floor().clamp(0.0, h - 1.0) as usize;
+            (cx, cy)
+        };
+        let mut groups: Vec<((usize, usize), Vec<&Mark>)> = Vec::new();
+        for m in &self.marks {
+            let c = cell(m);
+            match groups.iter_mut().find(|(g, _)| *g == c) {
+                Some((_, ms)) => ms.push(m),
+                None => groups.push((c, vec![m])),
+            }
+        }
+        // Labels go left to right on the row of their point, or the nearest free row above or
+        // below when another label is there; one with no free row nearby is left out (its point
+        // stays, and the table names it).
+        let mut taken: Vec<(usize, usize, usize)> = Vec::new();
+        let (cols, rows) = (w as usize, h as usize);
+        let mut out = Vec::new();
+        for ((cx, cy), ms) in groups {
+            let same = ms.iter().all(|m| m.kind == ms[0].kind);
+            let label = if same && ms.len() > 1 {
+                let tags: Vec<&str> = ms.iter().map(|m| m.tag.as_str()).collect();
+                format!("{}{}{} {}", ms[0].budget, ms[0].kind.0, tags.join(","), ms[0].kind.1)
+            } else {
+                ms.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(" ")
+            };
+            let len = label.chars().count().min(cols);
+            let start = if cx + len > cols { (cx + 1).saturating_sub(len) } else { cx };
+            let free = |row: usize| !taken.iter().any(|&(r, a, b)| r == row && start < b + 1 && a < start + len + 1);
+            let row = [0isize, 1, -1, 2, -2]
+                .iter()
+                .map(|d| cy as isize + d)
+                .filter(|r| *r >= 0 && (*r as usize) < rows)
+                .map(|r| r as usize)
+                .find(|r| free(*r));
+            let Some(row) = row else { continue };
+            taken.push((row, start, start + len));
+            let x = self.x[0] + (start as f64 + 0.5) / w * (self.x[1] - self.x[0]);
+            let y = self.y[0] + (row as f64 + 0.5) / h * (self.y[1] - self.y[0]);
+            out.push((x, y, label, ms[0].color));
+        }
+        out
+    }
+
+    pub fn chart(&self, metric: Metric, area: Rect) -> impl Widget + '_ {
+        let lab = |v: f64| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") };
+        let title = format!(
+            "{} {}–{} vs size {}–{} MB",
+            metric.label(),
+            lab(self.y[0]),
+            lab(self.y[1]),
+            lab(self.x[0]),
+            lab(self.x[1])
+        );
+        let labels = self.placed_labels(area);
+        Canvas::default()
+            .block(crate::tui::screens::panel(title).title_bottom(self.legend()))
+            .marker(Marker::Braille)
+            .x_bounds(self.x)
+            .y_bounds(self.y)
+            .paint(move |ctx| {
+                for w in self.front.windows(2) {
+                    let (a, b) = (w[0], w[1]);
+                    ctx.draw(&Segment { x1: a.0, y1: a.1, x2: b.0, y2: b.1, color: Color::Green });
+                }
+                for m in &self.marks {
+                    ctx.draw(&Points { coords: &[m.xy], color: m.color });
+                }
+                ctx.layer();
+                for (x, y, label, color) in &labels {
+                    ctx.print(*x, *y, Span::styled(label.clone(), Style::default().fg(*color)));
+                }
+            })
     }
 }

@@ -1,6 +1,9 @@
-//! The Compare screen's arithmetic, kept pure so it is unit-tested: which measured points are on
-//! the size/quality Pareto front, which meet a budget, and which compression path reaches them.
+//! The Compare arithmetic (the screen's and `distill-tui compare`'s), kept pure so it is
+//! unit-tested: the points a run measured, which are on the size/quality Pareto front, which meet a
+//! budget, which compression path reaches them, and the orders the table sorts by.
 
+use crate::engine::events::QuantPoint;
+use crate::engine::summary::RunSummary;
 use serde::Serialize;
 
 /// Which model a point measures.
@@ -66,6 +69,10 @@ impl Metric {
 /// One measured configuration: a model at a precision, with its size and quality against the teacher.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Point {
+    /// The run the point belongs to, as the runs compared are told apart (`T=5`, `demo-2`); empty
+    /// when only one run is shown.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub run: String,
     pub origin: Origin,
     /// `float` for the unquantized weights, else the quantization format (`q8_0`, `q4_k`, …).
     pub format: String,
@@ -107,9 +114,165 @@ impl Point {
         }
     }
 
+    /// `student q4_0`, or `T=5 student q4_0` when the point names its run.
     pub fn name(&self) -> String {
-        format!("{} {}", self.origin.label(), self.format)
+        match self.run.is_empty() {
+            true => format!("{} {}", self.origin.label(), self.format),
+            false => format!("{} {} {}", self.run, self.origin.label(), self.format),
+        }
     }
+
+    /// A point of a quantization sweep. Its KL and agreement are to the teacher when the sweep
+    /// measured them (the workbench's sweeps do), else to its own unquantized model; a
+    /// classifier's accuracy stands for top-1 and exp(label cross-entropy) for perplexity.
+    pub fn from_quant(q: &QuantPoint) -> Self {
+        Self {
+            run: String::new(),
+            origin: Origin::from_name(&q.model),
+            format: q.format.clone(),
+            bytes: q.bytes,
+            perplexity: q.metrics.perplexity.or(q.metrics.cross_entropy.map(f64::exp)).unwrap_or(f64::NAN),
+            top1_accuracy: q.metrics.top1_accuracy.or(q.metrics.accuracy).unwrap_or(f64::NAN),
+            kl: q.kl_to_teacher.unwrap_or(q.kl),
+            agreement: q.agreement_with_teacher.unwrap_or(q.agreement),
+        }
+    }
+
+    /// The float points a finished run measured (the teacher, the KD student and the baseline; a
+    /// classifier's accuracy and exp(label cross-entropy) as above).
+    pub fn float_points(summary: &RunSummary) -> Vec<Self> {
+        let point = |m: Option<&crate::engine::summary::ModelSummary>, origin: Origin| {
+            let m = m?;
+            let teacher = origin == Origin::Teacher;
+            Some(Point {
+                run: String::new(),
+                origin,
+                format: "float".into(),
+                bytes: m.parameters * 4,
+                perplexity: m.metrics.perplexity.or(m.metrics.cross_entropy.map(f64::exp))?,
+                top1_accuracy: m.metrics.top1_accuracy.or(m.metrics.accuracy)?,
+                kl: if teacher { 0.0 } else { m.kl_to_teacher? },
+                agreement: if teacher { 1.0 } else { m.agreement? },
+            })
+        };
+        [(summary.teacher.as_ref(), Origin::Teacher), (summary.student.as_ref(), Origin::Student)]
+            .into_iter()
+            .chain([(summary.baseline.as_ref(), Origin::Baseline)])
+            .filter_map(|(m, o)| point(m, o))
+            .collect()
+    }
+
+    /// Every point of a finished run: its float models, then its `[quantize]` sweep.
+    pub fn of_run(summary: &RunSummary) -> Vec<Self> {
+        let mut out = Self::float_points(summary);
+        out.extend(summary.quantize.iter().map(Self::from_quant));
+        out
+    }
+}
+
+/// A column of the points table, in the order the table shows them; the Compare screen and
+/// `distill-tui compare --sort` sort by any of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Column {
+    Run,
+    Point,
+    Size,
+    Perplexity,
+    Top1,
+    Kl,
+    Agreement,
+    Path,
+}
+
+impl Column {
+    pub const ALL: [Column; 8] =
+        [Self::Run, Self::Point, Self::Size, Self::Perplexity, Self::Top1, Self::Kl, Self::Agreement, Self::Path];
+
+    /// The column's name as the table heads it and `--sort` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Point => "point",
+            Self::Size => "size",
+            Self::Perplexity => "ppl",
+            Self::Top1 => "top1",
+            Self::Kl => "kl",
+            Self::Agreement => "agree",
+            Self::Path => "path",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    pub fn next(self) -> Self {
+        let i = Self::ALL.iter().position(|c| *c == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+
+    /// The natural order of the column: best first for the quality columns (lower perplexity and
+    /// KL, higher top-1 and agreement), smallest first for size, alphabetical for names.
+    fn compare(self, a: &Point, b: &Point) -> std::cmp::Ordering {
+        match self {
+            Self::Run => a.run.cmp(&b.run).then(a.origin.cmp(&b.origin)).then(b.bytes.cmp(&a.bytes)),
+            Self::Point => a.origin.cmp(&b.origin).then(a.format.cmp(&b.format)).then(a.run.cmp(&b.run)),
+            Self::Size => a.bytes.cmp(&b.bytes),
+            Self::Perplexity => a.perplexity.total_cmp(&b.perplexity),
+            Self::Top1 => b.top1_accuracy.total_cmp(&a.top1_accuracy),
+            Self::Kl => a.kl.total_cmp(&b.kl),
+            Self::Agreement => b.agreement.total_cmp(&a.agreement),
+            Self::Path => a.path().cmp(b.path()),
+        }
+    }
+}
+
+/// Sorts `points` by `column` (its natural order, reversed with `reverse`); ties keep their order.
+pub fn sort_points(points: &mut [Point], column: Column, reverse: bool) {
+    points.sort_by(|a, b| {
+        let o = column.compare(a, b);
+        if reverse {
+            o.reverse()
+        } else {
+            o
+        }
+    });
+}
+
+/// The points of several runs in one list, each labelled with its run; the float teacher and its
+/// quantized points, measured identically by every run of a sweep, are kept once (unlabelled).
+pub fn merge_runs(runs: &[(String, Vec<Point>)]) -> Vec<Point> {
+    let mut out: Vec<Point> = Vec::new();
+    for (label, points) in runs {
+        for p in points {
+            let shared = p.origin == Origin::Teacher
+                && out.iter().any(|q| {
+                    q.origin == Origin::Teacher
+                        && q.format == p.format
+                        && q.bytes == p.bytes
+                        && q.perplexity.to_bits() == p.perplexity.to_bits()
+                });
+            if shared {
+                continue;
+            }
+            let run = if p.origin == Origin::Teacher && runs.iter().all(|(_, ps)| same_teacher(ps, p)) {
+                String::new()
+            } else {
+                label.clone()
+            };
+            out.push(Point { run, ..p.clone() });
+        }
+    }
+    out
+}
+
+/// Whether `points` hold the same teacher point as `p` (or no teacher point in `p`'s format).
+fn same_teacher(points: &[Point], p: &Point) -> bool {
+    points
+        .iter()
+        .filter(|q| q.origin == Origin::Teacher && q.format == p.format)
+        .all(|q| q.bytes == p.bytes && q.perplexity.to_bits() == p.perplexity.to_bits())
 }
 
 /// `true` for each point no other point beats: at most its size and at least its quality, one of
@@ -199,6 +362,7 @@ mod tests {
 
     fn pt(origin: Origin, format: &str, mb: u64, ppl: f64, kl: f64, agree: f64) -> Point {
         Point {
+            run: String::new(),
             origin,
             format: format.into(),
             bytes: mb * 1_000_000,
@@ -251,6 +415,24 @@ mod tests {
         let pts = vec![pt(Origin::Student, "float", 5, 3.0, 0.1, 0.9)];
         let v = apply_budget(&pts, &Budget { max_mb: None, max_ppl_increase_pct: Some(10.0) });
         assert_eq!(v.meets, vec![false]);
+    }
+
+    #[test]
+    fn sorting_puts_the_best_first_and_merging_keeps_one_teacher() {
+        let mut pts = sample();
+        sort_points(&mut pts, Column::Perplexity, false);
+        assert_eq!(pts[0].perplexity, 10.0);
+        sort_points(&mut pts, Column::Agreement, false);
+        assert_eq!(pts[0].agreement, 1.0);
+        sort_points(&mut pts, Column::Size, true);
+        assert_eq!(pts[0].bytes, 100_000_000);
+        assert_eq!(Column::parse("KL"), Some(Column::Kl));
+        let mut other = sample();
+        other[2].perplexity = 13.0;
+        let merged = merge_runs(&[("T=1".into(), sample()), ("T=5".into(), other)]);
+        assert_eq!(merged.len(), 8, "the two teacher points once, the three student/baseline points per run");
+        assert_eq!(merged[0].name(), "teacher float");
+        assert!(merged.iter().any(|p| p.name() == "T=5 student float" && p.perplexity == 13.0));
     }
 
     #[test]
