@@ -120,6 +120,10 @@ pub struct SweepArgs {
     pub speed_tokens: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Keep the sweep as a run of the library in DIR (record, event log, summary with the points):
+    /// `runs`, `show` and `compare` then list it beside the distillation runs.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -206,9 +210,13 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>, output: Output) ->
             speed_tokens: args.speed_tokens,
         },
     };
-    let job = spawn("sweep", format!("sweep {} × {}", args.models.join(", "), args.formats), settings, move |ctx| {
-        request.run(ctx)
-    });
+    let out = args.out.clone();
+    let job =
+        spawn("sweep", format!("sweep {} × {}", args.models.join(", "), args.formats), settings, move |ctx| match &out
+        {
+            Some(dir) => request.run_in(dir, ctx),
+            None => request.run(ctx),
+        });
     cancel_on_interrupt(job.cancel_flag());
     let reporter = Reporter::new(output);
     if !args.json {

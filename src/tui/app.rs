@@ -92,6 +92,8 @@ pub enum Action {
     SaveRecipe(PathBuf),
     LoadRecipe(PathBuf),
     StartRun,
+    /// Start the run (or sweep) from the Recipe screen and show it on Train.
+    RunFromRecipe,
     PauseRun,
     CancelRun,
     Measure,
@@ -251,6 +253,10 @@ impl App {
             Action::SaveRecipe(path) => recipe::save(self, path),
             Action::LoadRecipe(path) => recipe::open(self, path),
             Action::StartRun => train::start(self, false),
+            Action::RunFromRecipe => {
+                self.screen = Screen::Train;
+                train::start(self, false);
+            }
             Action::PauseRun => train::pause_or_resume(self),
             Action::CancelRun => train::cancel(self),
             Action::Measure | Action::Quantize if self.classify.is_some() => {

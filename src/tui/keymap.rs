@@ -70,6 +70,7 @@ pub fn screen_help(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("Enter / e", "edit (validated as you type; Enter applies)"),
             ("s", "save the recipe TOML"),
             ("o", "open a recipe TOML"),
+            ("r", "run the recipe (a [sweep]: every run of it), shown on Train"),
         ],
         Screen::Runs => &[
             ("↑↓ / j k", "choose a run"),

@@ -196,3 +196,31 @@ fn bad_sweeps_are_refused_naming_the_key_before_anything_trains() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("missing.txt") && !err.contains("max_runs"), "{err}");
 }
+
+#[test]
+fn a_quantization_sweep_kept_with_out_joins_the_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    data(tmp.path());
+    let out = tmp.path().join("q");
+    let model = common::fixture("tiny-llama");
+    let eval = tmp.path().join("eval.txt");
+    let args = ["sweep", model.to_str().unwrap(), "--formats", "q8_0,q4_0", "--data", eval.to_str().unwrap()];
+    let args: Vec<&str> = args.into_iter().chain(["--max-tokens", "256", "--out", out.to_str().unwrap()]).collect();
+    let (code, _, err) = cli(&args, &cache);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&out)["quantize"].as_array().unwrap().len(), 2);
+    let (_, listed, _) = cli(&["runs", "--json"], &cache);
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(runs.len(), 1, "{listed}");
+    assert_eq!(runs[0]["record"]["task"], "quantize");
+    assert_eq!(runs[0]["record"]["settings"]["formats"], "q8_0+q4_0");
+    let (code, csv, err) = cli(&["compare", out.to_str().unwrap(), "--csv"], &cache);
+    assert_eq!(code, 0, "{err}");
+    assert!(csv.starts_with("front,run,point,MB,ppl,top-1,KL,agree,path\n"), "{csv}");
+    assert!(csv.contains("teacher q8_0") && csv.contains("teacher q4_0"), "{csv}");
+    // Again into the same folder: a numbered one beside it.
+    let (code, _, err) = cli(&args, &cache);
+    assert_eq!(code, 0, "{err}");
+    assert!(tmp.path().join("q-2/summary.json").is_file());
+}

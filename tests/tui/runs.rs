@@ -1,4 +1,4 @@
-//! The run library in the workbench: a sweep started from Train runs every member as its own run
+//! The run library in the workbench: a sweep started from the Recipe screen runs every member as its own run
 //! (progress on Jobs), the Runs screen lists them, and reopening them overlays their curves on
 //! Train (legend naming what differs) and plots their points on Compare labelled by run; a run
 //! reopened after the workbench was closed replays exactly the curves drawn live, and `s` on the
@@ -19,7 +19,9 @@ fn a_sweep_from_train_is_listed_on_runs_and_reopened_side_by_side() {
     let mut h = Harness::new(&recipe);
     assert_eq!(h.app.screen, Screen::Models, "an empty library opens on Models");
     assert_eq!(h.app.recipe.sweep.as_ref().map(|p| p.members.len()), Some(3));
-    h.keys(&[KeyCode::Char('3'), KeyCode::Char('s')]);
+    // Started from the Recipe screen (r), watched on Train.
+    h.keys(&[KeyCode::Char('2'), KeyCode::Char('r')]);
+    assert_eq!(h.app.screen, Screen::Train);
     h.settle();
     assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
     let job = h.app.jobs.entries.last().unwrap();

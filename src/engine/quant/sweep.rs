@@ -208,6 +208,42 @@ impl SweepRequest {
     }
 }
 
+impl SweepRequest {
+    /// `sweep --out DIR`: the sweep as a run of the library in `dir` (or a numbered folder beside
+    /// it when `dir` holds a finished run): its record, event log and a summary whose `quantize`
+    /// entries are the points, so `runs`, `show`, `compare` and the Runs screen know it.
+    pub fn run_in(self, dir: &std::path::Path, ctx: &JobContext) -> Result<serde_json::Value> {
+        use crate::engine::library;
+        let out = library::fresh_dir(dir, false)?;
+        if out != dir {
+            ctx.log(format!("{} holds a finished run: this sweep is {}", dir.display(), out.display()));
+        }
+        let _lock = crate::engine::fsutil::FolderLock::acquire(&out, "distill-tui sweep")?;
+        let mut record = library::RunRecord::new("quantize", &self.data, "");
+        record.teacher = Some(self.models.join(", "));
+        let names: Vec<String> = self.formats.iter().map(QuantFormat::name).collect();
+        record.settings.insert("formats".into(), names.join("+"));
+        record.label = Some(format!("formats {}", names.join(", ")));
+        library::recorded(ctx, &out, record, |ctx| {
+            let started = std::time::Instant::now();
+            let data = self.data.display().to_string();
+            let value = self.run(ctx)?;
+            let points: Vec<QuantPoint> = serde_json::from_value(value["points"].clone())
+                .map_err(|e| Error::Invalid(format!("sweep points: {e}")))?;
+            let summary = crate::engine::summary::RunSummary {
+                task: Some(crate::engine::summary::TaskKind::CausalLm),
+                recipe: data,
+                output_dir: Some(out.display().to_string()),
+                quantize: points,
+                seconds: Some(started.elapsed().as_secs_f64()),
+                ..Default::default()
+            };
+            summary.write(&out)?;
+            Ok(value)
+        })
+    }
+}
+
 /// Reads a text file named by a command-line option.
 pub fn read_text(path: &std::path::Path, option: &str) -> Result<String> {
     std::fs::read_to_string(path)

@@ -92,6 +92,8 @@ impl State {
                 self.input = Some((Editing::SavePath, TextInput::new(loaded.path.display().to_string())))
             }
             KeyCode::Char('o') => self.input = Some((Editing::OpenPath, TextInput::default())),
+            // Run the recipe as it stands (a sweep: every member), and watch it on Train.
+            KeyCode::Char('r') => return Some(Action::RunFromRecipe),
             _ => self.row = step(self.row, FIELDS.len(), nav(&key)?),
         }
         None
@@ -171,7 +173,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
             input.with_cursor()
         ))),
         (None, _) => foot_lines.push(Line::from(s.status.clone().unwrap_or_else(|| match r.validate() {
-            Ok(()) => "recipe valid · s save · o open".into(),
+            Ok(()) if app.recipe.sweep.is_some() => "recipe valid · r runs the sweep · s save · o open".into(),
+            Ok(()) => "recipe valid · r runs it · s save · o open".into(),
             Err(e) => format!("recipe invalid: {e}"),
         }))),
     }

@@ -40,6 +40,14 @@ fn initial(o: Origin) -> char {
     o.label().chars().next().unwrap_or('?')
 }
 
+/// The character cell (column, row from the top) of the braille dot a canvas of `w`×`h` cells draws
+/// for `xy` (ratatui's mapping: the dot rounded on a `2w`×`4h` grid).
+fn dot_cell(xy: (f64, f64), x: [f64; 2], y: [f64; 2], w: f64, h: f64) -> (usize, usize) {
+    let fx = ((xy.0 - x[0]) / (x[1] - x[0])).clamp(0.0, 1.0);
+    let fy = ((y[1] - xy.1) / (y[1] - y[0])).clamp(0.0, 1.0);
+    ((fx * (2.0 * w - 1.0)).round() as usize / 2, (fy * (4.0 * h - 1.0)).round() as usize / 4)
+}
+
 impl ParetoData {
     pub fn new(points: &[Point], metric: Metric, front: &[bool], meets: &[bool]) -> Self {
         let xy = |p: &Point| (p.megabytes(), p.value(metric));
@@ -97,14 +105,15 @@ impl ParetoData {
     }
 
     /// The labels as drawn in a chart `area`: points that fall in one character cell share one
-    /// label (`s1,2,3 float`), and a label that would run past the right edge ends at its point.
+    /// label (`s1,2,3 float`), written beside the point (never over a point), on its row or the
+    /// nearest free one.
     fn placed_labels(&self, area: Rect) -> Vec<(f64, f64, String, Color)> {
-        let (w, h) = (area.width.saturating_sub(2).max(1) as f64, area.height.saturating_sub(2).max(1) as f64);
-        let cell = |m: &Mark| {
-            let cx = ((m.xy.0 - self.x[0]) / (self.x[1] - self.x[0]) * w).floor().clamp(0.0, w - 1.0) as usize;
-            let cy = ((m.xy.1 - self.y[0]) / (self.y[1] - self.y[0]) * h).floor().clamp(0.0, h - 1.0) as usize;
-            (cx, cy)
-        };
+        // The cells the canvas prints a label at (ratatui's mapping: `(W - 1)` columns across the
+        // x range, rows counted from the top), inside the panel's border.
+        let (w, h) = (area.width.saturating_sub(2).max(2) as f64, area.height.saturating_sub(2).max(2) as f64);
+        let (dx, dy) = ((self.x[1] - self.x[0]) / (w - 1.0), (self.y[1] - self.y[0]) / (h - 1.0));
+        // A point's dot: the braille grid has 2×4 dots per cell, the dot rounded to the nearest.
+        let cell = |m: &Mark| dot_cell(m.xy, self.x, self.y, w, h);
         let mut groups: Vec<((usize, usize), Vec<&Mark>)> = Vec::new();
         for m in &self.marks {
             let c = cell(m);
@@ -116,7 +125,21 @@ impl ParetoData {
         // Labels go left to right on the row of their point, or the nearest free row above or
         // below when another label is there; one with no free row nearby is left out (its point
         // stays, and the table names it).
-        let mut taken: Vec<(usize, usize, usize)> = Vec::new();
+        // Every point's cell, and every cell the front's line crosses, is taken from the start, so
+        // no label covers the data.
+        let mut taken: Vec<(usize, usize, usize)> = groups.iter().map(|((cx, cy), _)| (*cy, *cx, *cx + 1)).collect();
+        for seg in self.front.windows(2) {
+            let steps = 8 * (w + h) as usize;
+            for i in 0..=steps {
+                let t = i as f64 / steps as f64;
+                let xy = (seg[0].0 + t * (seg[1].0 - seg[0].0), seg[0].1 + t * (seg[1].1 - seg[0].1));
+                let (cx, cy) = dot_cell(xy, self.x, self.y, w, h);
+                if !taken.contains(&(cy, cx, cx + 1)) {
+                    taken.push((cy, cx, cx + 1));
+                }
+            }
+        }
+        let points = taken.len();
         let (cols, rows) = (w as usize, h as usize);
         let mut out = Vec::new();
         for ((cx, cy), ms) in groups {
@@ -128,8 +151,15 @@ impl ParetoData {
                 ms.iter().map(|m| m.label.as_str()).collect::<Vec<_>>().join(" ")
             };
             let len = label.chars().count().min(cols);
-            let start = if cx + len > cols { (cx + 1).saturating_sub(len) } else { cx };
-            let free = |row: usize| !taken.iter().any(|&(r, a, b)| r == row && start < b + 1 && a < start + len + 1);
+            // Right of the point, or left of it at the right edge; on its row or the nearest free
+            // one (labels keep a column apart from each other).
+            let start = if cx + 1 + len <= cols { cx + 1 } else { cx.saturating_sub(len) };
+            let free = |row: usize| {
+                !taken.iter().enumerate().any(|(i, &(r, a, b))| {
+                    let gap = usize::from(i >= points);
+                    r == row && start < b + gap && a < start + len + gap
+                })
+            };
             let row = [0isize, 1, -1, 2, -2]
                 .iter()
                 .map(|d| cy as isize + d)
@@ -138,8 +168,9 @@ impl ParetoData {
                 .find(|r| free(*r));
             let Some(row) = row else { continue };
             taken.push((row, start, start + len));
-            let x = self.x[0] + (start as f64 + 0.5) / w * (self.x[1] - self.x[0]);
-            let y = self.y[0] + (row as f64 + 0.5) / h * (self.y[1] - self.y[0]);
+            // The cell's own corner (a hair inside it), kept within the bounds the canvas prints in.
+            let x = (self.x[0] + (start as f64 + 1e-6) * dx).min(self.x[1]);
+            let y = (self.y[1] - (row as f64 + 1e-6) * dy).max(self.y[0]);
             out.push((x, y, label, ms[0].color));
         }
         out
@@ -174,5 +205,59 @@ impl ParetoData {
                     ctx.print(*x, *y, Span::styled(label.clone(), Style::default().fg(*color)));
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(run: &str, origin: Origin, format: &str, mb: f64, ppl: f64) -> Point {
+        Point {
+            run: run.into(),
+            origin,
+            format: format.into(),
+            bytes: (mb * 1e6) as u64,
+            perplexity: ppl,
+            top1_accuracy: 0.2,
+            kl: 0.1,
+            agreement: 0.7,
+        }
+    }
+
+    #[test]
+    fn labels_name_run_and_format_and_never_cover_a_point() {
+        let mut points =
+            vec![point("", Origin::Teacher, "float", 8.0, 75.0), point("", Origin::Teacher, "q4_0", 1.3, 76.0)];
+        for (i, run) in ["T=1", "T=2", "T=5"].iter().enumerate() {
+            for (format, mb) in [("float", 4.8), ("q8_0", 1.28), ("q4_0", 0.88)] {
+                points.push(point(run, Origin::Student, format, mb, 79.0 + 3.0 * i as f64 + mb / 10.0));
+            }
+        }
+        let front = vec![false; points.len()];
+        let data = ParetoData::new(&points, Metric::Perplexity, &front, &vec![false; points.len()]);
+        let area = Rect::new(0, 0, 80, 16);
+        let labels = data.placed_labels(area);
+        let texts: Vec<&str> = labels.iter().map(|l| l.2.as_str()).collect();
+        assert!(texts.contains(&"t float") && texts.contains(&"s3 q4_0"), "{texts:?}");
+        // The cells of the points and of the labels, as the canvas maps them.
+        let (w, h) = (78.0, 14.0);
+        let cell = |x: f64, y: f64| {
+            (
+                ((x - data.x[0]) * (w - 1.0) / (data.x[1] - data.x[0])) as usize,
+                ((data.y[1] - y) * (h - 1.0) / (data.y[1] - data.y[0])) as usize,
+            )
+        };
+        let dots: Vec<(usize, usize)> = data.marks.iter().map(|m| dot_cell(m.xy, data.x, data.y, w, h)).collect();
+        for (x, y, text, _) in &labels {
+            let (c, r) = cell(*x, *y);
+            for (dc, dr) in &dots {
+                assert!(
+                    !(*dr == r && (c..c + text.chars().count()).contains(dc)),
+                    "`{text}` covers a point at {dc},{dr}"
+                );
+            }
+        }
+        assert!(data.legend().to_string().contains("1 T=1 2 T=2 3 T=5"), "{}", data.legend());
     }
 }
