@@ -79,6 +79,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What temperature does to a prompt's next-token distribution (a classifier's classes): the
+    /// teacher (and a student) at T1 and T2 on the same rows, entropy, mass, the KL between them and
+    /// the rank-vs-probability curve of the whole vocabulary. The Temperature screen, headless.
+    Temperature {
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 1.0)]
+        t1: f64,
+        #[arg(long, default_value_t = 5.0)]
+        t2: f64,
+        /// A student read on the teacher's rows (the same vocabulary).
+        #[arg(long)]
+        student: Option<String>,
+        /// Rows: the teacher's most probable outputs at T1.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Derive a smaller student of the teacher's family and save it as a Hugging Face folder.
     DeriveStudent {
         teacher: String,
@@ -255,6 +275,7 @@ pub fn run(command: Command, settings: Arc<Settings>, output: Output) -> i32 {
             | Command::DeriveStudent { json: true, .. }
             | Command::Check { json: true, .. }
             | Command::Logits { json: true, .. }
+            | Command::Temperature { json: true, .. }
             | Command::Search { json: true, .. }
             | Command::Cache { json: true }
             | Command::Runs { json: true }

@@ -192,6 +192,9 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
             }
             Ok(())
         }
+        Command::Temperature { model, prompt, t1, t2, student, top, json } => {
+            temperature(&load, &model, &prompt, [t1, t2], student.as_deref(), top, json)
+        }
         Command::Search { query, limit, json } => {
             let found = hub::search(settings, &query, limit)?;
             if json {
@@ -261,4 +264,97 @@ fn print_info(m: &LoadedModel) {
     if !i.labels.is_empty() {
         println!("labels        {}", p(&i.labels.join(", ")));
     }
+}
+
+/// `distill-tui temperature`: the Temperature screen's numbers.
+fn temperature(
+    load: &dyn Fn(&str) -> Result<LoadedModel>,
+    model: &str,
+    prompt: &str,
+    t: [f64; 2],
+    student: Option<&str>,
+    top: usize,
+    json: bool,
+) -> Result<()> {
+    for (name, v) in [("--t1", t[0]), ("--t2", t[1])] {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(Error::Invalid(format!("{name} {v}: a temperature must be > 0")));
+        }
+    }
+    let m = load(model)?;
+    let out = prompt_logits(&m, prompt)?;
+    let row = out.rows.last().ok_or_else(|| Error::Invalid("the model gave no output".into()))?;
+    let s = student.map(load).transpose()?;
+    let s_out = s.as_ref().map(|s| prompt_logits(s, prompt)).transpose()?;
+    let s_row = s_out.as_ref().and_then(|o| o.rows.last());
+    if let (Some(sr), Some(sm)) = (s_row, &s) {
+        if sr.len() != row.len() {
+            return Err(Error::Invalid(format!(
+                "{} has {} outputs and {} has {}: a student is read on the teacher's rows, so they need one vocabulary",
+                m.info.name,
+                row.len(),
+                sm.info.name,
+                sr.len()
+            )));
+        }
+    }
+    let v = crate::engine::distribution::temperature_view(row, s_row.map(Vec::as_slice), t, top.max(1));
+    let names: Vec<String> = v.ids.iter().map(|&i| out.output_name(&m, i)).collect();
+    if json {
+        return print_json(&serde_json::json!({
+            "model": m.info.name,
+            "student": s.as_ref().map(|s| s.info.name.clone()),
+            "tokens": out.tokens,
+            "names": names,
+            "view": v,
+        }));
+    }
+    let what = if out.labels.is_empty() { "the next token after the prompt" } else { "the classes" };
+    println!(
+        "model   {}{}",
+        m.info.name,
+        s.as_ref().map(|s| format!("  (student {})", s.info.name)).unwrap_or_default()
+    );
+    println!("prompt  {} tokens; {what}, rows in the teacher's T={} order:", out.tokens.len(), t[0]);
+    let mut panels = vec![("teacher", &v.teacher)];
+    if let Some(p) = &v.student {
+        panels.push(("student", p));
+    }
+    let heads: Vec<String> = panels.iter().flat_map(|(r, _)| t.iter().map(move |t| format!("{r} T={t}"))).collect();
+    println!("  {:<16} {}", "", heads.iter().map(|h| format!("{h:>13}")).collect::<String>());
+    let cells = |f: &dyn Fn(&crate::engine::distribution::Panel, usize) -> String| -> String {
+        panels
+            .iter()
+            .flat_map(|(_, p)| (0..2).map(move |ti| (p, ti)))
+            .map(|(p, ti)| format!("{:>13}", f(p, ti)))
+            .collect()
+    };
+    for (row_i, name) in names.iter().enumerate() {
+        let label = format!("{name:?}");
+        println!("  {label:<16} {}", cells(&|p, ti| format!("{:.4}", p.probs[ti][row_i])));
+    }
+    println!("  {:<16} {}", "these rows' mass", cells(&|p, ti| format!("{:.4}", p.mass[ti])));
+    println!("  {:<16} {}", "entropy (nats)", cells(&|p, ti| format!("{:.3}", p.entropy[ti])));
+    let mut kl = format!("KL(T1‖T2)  teacher {:.4}", v.teacher.kl_t1_t2);
+    if let Some(p) = &v.student {
+        kl.push_str(&format!("  student {:.4}", p.kl_t1_t2));
+    }
+    println!("{kl} nats");
+    if let Some([a, b]) = v.kl_teacher_student {
+        println!("KL(teacher‖student)  at T1 {a:.4}  at T2 {b:.4} nats");
+    }
+    let n = row.len();
+    let ranks: Vec<usize> =
+        [1usize, 10, 100, 1_000, 10_000, 100_000].into_iter().filter(|r| *r < n).chain([n]).collect();
+    println!("probability at rank {}", ranks.iter().map(|r| format!("{r:>10}")).collect::<String>());
+    for (role, logits) in [("teacher", Some(row)), ("student", s_row)] {
+        let Some(logits) = logits else { continue };
+        for tv in t {
+            let mut probs = crate::engine::distribution::softmax_at(logits, tv);
+            probs.sort_by(|a, b| b.total_cmp(a));
+            let label = format!("{role} T={tv}");
+            println!("  {label:<17}{}", ranks.iter().map(|&r| format!("{:>10.2e}", probs[r - 1])).collect::<String>());
+        }
+    }
+    Ok(())
 }

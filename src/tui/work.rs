@@ -92,6 +92,25 @@ pub fn prompt_logits(
     Ok(json!({ "role": role, "tokens": n }))
 }
 
+/// The prompt's logits of a student derived from the teacher (`shape`, `seed`: the recipe's), before
+/// any training: what the Temperature screen shows beside the teacher until a run trains one.
+pub fn derived_prompt_logits(
+    ctx: &JobContext,
+    out: &Outbox,
+    teacher: Option<Arc<LoadedModel>>,
+    teacher_spec: &str,
+    shape: &crate::engine::derive::StudentShape,
+    seed: u64,
+    prompt: &str,
+) -> Result<Value> {
+    let teacher = match teacher {
+        Some(m) => m,
+        None => load(ctx, teacher_spec)?,
+    };
+    let derived = Arc::new(crate::engine::derive::derive_loaded(&teacher, shape, seed)?);
+    prompt_logits(ctx, out, "student", Some(derived), teacher_spec, prompt)
+}
+
 /// Measures the float teacher and student on the eval text: the Compare screen's float points.
 pub fn float_points(
     ctx: &JobContext,

@@ -12,4 +12,5 @@ mod headless_ux;
 mod library;
 mod pretrain;
 mod quant_bad_input;
+mod temperature;
 mod trainer;

@@ -303,3 +303,18 @@ fn a_job_that_panics_fails_with_its_report_and_prints_nothing_over_the_screen() 
         other => panic!("expected Failed, got {other:?}"),
     }
 }
+
+#[test]
+fn temperature_shows_a_derived_student_before_training_on_the_teachers_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = fixture_recipe(dir.path(), 4);
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(&recipe, text.replace("model = \"models/tiny-llama-student\"", "derive = { layers = 1 }")).unwrap();
+    let mut h = Harness::new(&recipe);
+    h.run_prompt("It is a truth universally acknowledged");
+    assert!(h.app.popup.is_none(), "{:?}", h.app.popup);
+    let student = h.app.temperature.student.as_ref().expect("the derived student's logits");
+    assert!(student.model.info.name.contains("(derived, 1 layers)"), "{}", student.model.info.name);
+    let screen = h.render(120, 30);
+    assert!(screen.contains("derived student T1") && screen.contains("KL(teacher‖student)"), "{screen}");
+}

@@ -33,6 +33,15 @@ fn label(v: f64) -> String {
     }
 }
 
+/// The x axis's end: a step count as it is, a fraction (a log10 rank) to one decimal.
+fn x_label(x: f64) -> String {
+    if x.fract() != 0.0 && x < 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
 /// The legend of `series` (those with data) as one line of coloured names.
 pub fn legend(series: &[Series]) -> ratatui::text::Line<'static> {
     let mut spans = Vec::new();
@@ -60,7 +69,7 @@ pub fn chart<'a>(title: &str, series: &'a [Series], x_max: f64) -> Chart<'a> {
     let x_hi = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(x_max, f64::max).max(1.0);
     Chart::new(datasets)
         .block(crate::tui::screens::panel(title).title_bottom(legend(series)))
-        .x_axis(Axis::default().bounds([0.0, x_hi]).labels([Span::raw("0"), Span::raw(format!("{x_hi:.0}"))]))
+        .x_axis(Axis::default().bounds([0.0, x_hi]).labels([Span::raw("0"), Span::raw(x_label(x_hi))]))
         .y_axis(Axis::default().bounds(ys).labels([Span::raw(label(ys[0])), Span::raw(label(ys[1]))]))
         .legend_position(None)
 }
