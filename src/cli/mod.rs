@@ -99,6 +99,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Continue a prompt with a causal LM (KV cache; greedy unless --temperature), timed: prefill
+    /// and decode tokens/s, ms per token.
+    Generate {
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0: greedy; else sample from softmax(logits / T).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Sample among the K most probable tokens (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Sample among the most probable tokens holding this probability (1: all).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Derive a smaller student of the teacher's family and save it as a Hugging Face folder.
     DeriveStudent {
         teacher: String,
@@ -276,6 +298,7 @@ pub fn run(command: Command, settings: Arc<Settings>, output: Output) -> i32 {
             | Command::Check { json: true, .. }
             | Command::Logits { json: true, .. }
             | Command::Temperature { json: true, .. }
+            | Command::Generate { json: true, .. }
             | Command::Search { json: true, .. }
             | Command::Cache { json: true }
             | Command::Runs { json: true }

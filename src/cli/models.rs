@@ -195,6 +195,35 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
         Command::Temperature { model, prompt, t1, t2, student, top, json } => {
             temperature(&load, &model, &prompt, [t1, t2], student.as_deref(), top, json)
         }
+        Command::Generate { model, prompt, max_new_tokens, temperature, top_k, top_p, seed, json } => {
+            let sampling = crate::engine::generate::Sampling { temperature, top_k, top_p, seed };
+            sampling.validate()?;
+            let m = load(&model)?;
+            let monitor = crate::engine::context::Monitor::new(&cancel, &reporter).stage("generating").unit("tokens");
+            let g = crate::engine::generate::generate(&m, &prompt, max_new_tokens, &sampling, &monitor)?;
+            reporter.finish();
+            let threads = rayon::current_num_threads();
+            let (pp, tg) = (g.prefill_tokens_per_second(), g.decode_tokens_per_second());
+            if json {
+                return print_json(&serde_json::json!({
+                    "model": m.info.name,
+                    "generation": g,
+                    "prefill_tokens_per_second": pp,
+                    "decode_tokens_per_second": tg,
+                    "ms_per_token": 1000.0 / tg.max(1e-9),
+                    "threads": threads,
+                }));
+            }
+            println!("{prompt}{}", crate::engine::error::printable(&g.text, 100_000, true));
+            println!(
+                "\nprefill {} tokens at {pp:.1} tokens/s · decode {} tokens at {tg:.1} tokens/s ({:.2} ms/token) · {threads} threads · stopped at {}",
+                g.prompt_tokens,
+                g.tokens.len(),
+                1000.0 / tg.max(1e-9),
+                g.stopped.replace('_', " ")
+            );
+            Ok(())
+        }
         Command::Search { query, limit, json } => {
             let found = hub::search(settings, &query, limit)?;
             if json {

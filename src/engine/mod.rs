@@ -14,6 +14,7 @@ pub mod eval;
 pub mod events;
 pub mod export;
 pub mod fsutil;
+pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod kernels;

@@ -1,6 +1,7 @@
-//! `distill-tui temperature`: the Temperature screen's numbers headless — the teacher and a student
-//! at T1 and T2 on the teacher's T1 rows, entropy, mass, KL between the panels and to the teacher,
-//! the rank curve; bad temperatures and a student of another vocabulary refused.
+//! The prompt commands. `temperature`: the Temperature screen's numbers headless (the teacher and a
+//! student at T1 and T2 on the teacher's T1 rows, entropy, mass, KL between the panels and to the
+//! teacher, the rank curve; bad temperatures and a student of another vocabulary refused).
+//! `generate`: a timed, repeatable continuation; bad sampling settings refused.
 
 use crate::common;
 
@@ -46,4 +47,24 @@ fn bad_temperatures_and_another_vocabulary_are_refused() {
     let (code, _, err) = common::run_cli(&args, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("need one vocabulary"), "{err}");
+}
+
+#[test]
+fn generate_continues_a_prompt_timed_and_refuses_bad_sampling() {
+    let t = common::fixture("tiny-qwen2");
+    let args = ["generate", t.to_str().unwrap(), "--prompt", PROMPT, "--max-new-tokens", "8", "--json"];
+    let (code, out, err) = common::run_cli(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["generation"]["tokens"].as_array().unwrap().len(), 8);
+    assert!(j["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(j["prefill_tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(j["threads"].as_u64().unwrap() >= 1);
+    // Greedy twice: the same text.
+    let (_, again, _) = common::run_cli(&args, &[]);
+    let k: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(j["generation"]["tokens"], k["generation"]["tokens"]);
+    let (code, _, err) = common::run_cli(&["generate", t.to_str().unwrap(), "--prompt", PROMPT, "--top-p", "0"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--top-p 0"), "{err}");
 }

@@ -9,6 +9,7 @@ mod classify_real;
 mod derive_student;
 mod eval_protocol;
 mod fuzz;
+mod generate;
 mod gguf_load;
 mod golden_logits;
 mod gradients;

@@ -125,6 +125,41 @@ impl Gpt2 {
         self.ln_f.forward(&x)
     }
 
+    /// Cached decoding, as [`super::llama::Llama::forward_cached`]: the logits `[b, vocab]` after
+    /// the last of `ids`, the keys and values added to `cache`.
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut super::KvCache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.start(t, self.blocks.len())?;
+        let device = ids.device();
+        if pos + t > self.wpe.weight.dim(0)? {
+            return Err(Error::Invalid(format!(
+                "position {} is past the model's {} learned positions",
+                pos + t,
+                self.wpe.weight.dim(0)?
+            )));
+        }
+        let positions = Tensor::arange(pos as u32, (pos + t) as u32, device)?.unsqueeze(0)?;
+        let mut x = self.wte.forward(ids)?.broadcast_add(&self.wpe.forward(&positions)?)?;
+        let mask = if t > 1 { Some(causal_mask(t, device)?) } else { None };
+        let h = x.dim(D::Minus1)?;
+        let hd = h / self.heads;
+        for (blk, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)?)?;
+            let split = |i: usize| -> Result<Tensor> {
+                Ok(qkv.narrow(D::Minus1, i * h, h)?.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous()?)
+            };
+            let (k, v) = super::layers::append_kv(slot, split(1)?, split(2)?)?;
+            let y = attention(&split(0)?, &k, &v, mask.as_ref(), blk.scale)?;
+            let y = y.transpose(1, 2)?.reshape((b, t, h))?;
+            x = (x + blk.c_proj.forward(&y)?)?;
+            let m = blk.mlp_proj.forward(&self.act.forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)?)?)?)?;
+            x = (x + m)?;
+        }
+        cache.len += t;
+        let last = self.ln_f.forward(&x.narrow(1, t - 1, 1)?)?.squeeze(1)?;
+        self.logits(&last)
+    }
+
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)
     }

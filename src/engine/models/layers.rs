@@ -311,6 +311,17 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
     Ok(probs.matmul(&v.contiguous()?)?)
 }
 
+/// Appends this step's keys and values (`[b, kv_heads, t, d]`) to a layer's cache slot and returns
+/// all of them.
+pub fn append_kv(slot: &mut Option<(Tensor, Tensor)>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+    let (k, v) = match slot.take() {
+        Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+        None => (k, v),
+    };
+    *slot = Some((k.clone(), v.clone()));
+    Ok((k, v))
+}
+
 /// Rotary position embedding tables for positions `0..t`: `(cos, sin)`, each `[t, head_dim]`.
 pub fn rope_tables(inv_freq: &[f32], t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = inv_freq.len();

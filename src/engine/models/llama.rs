@@ -218,6 +218,35 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// One step of cached decoding (or the prefill of an empty cache): `x` holds `[b·t, hidden]`
+    /// at positions `pos..pos + t`, `cos`/`sin` their rope rows; the keys and values join `slot`.
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        (b, t): (usize, usize),
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        slot: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?) };
+        let mut q = heads(self.q.forward(x)?, self.heads)?;
+        let mut k = heads(self.k.forward(x)?, self.kv_heads)?;
+        let v = heads(self.v.forward(x)?, self.kv_heads)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let bhtd = |y: &Tensor| -> Result<Tensor> { Ok(y.transpose(1, 2)?.contiguous()?) };
+        let (q, k, v) = (apply_rope(&bhtd(&q)?, cos, sin)?, apply_rope(&bhtd(&k)?, cos, sin)?, bhtd(&v)?);
+        let (k, v) = super::layers::append_kv(slot, k, v)?;
+        let y = attention(&q, &k, &v, mask, scale)?;
+        self.o.forward(&y.transpose(1, 2)?.reshape((b * t, self.heads * self.head_dim))?)
+    }
+}
+
 struct Mlp {
     gate: Linear,
     up: Linear,
@@ -309,6 +338,30 @@ impl Llama {
         }
         let hidden = x.dim(1)?;
         Ok(self.norm.forward(&x)?.reshape((b, t, hidden))?)
+    }
+
+    /// Cached decoding: the logits `[b, vocab]` after the last of `ids` (`[b, t]`, at positions
+    /// `cache.len..`), the keys and values added to `cache`. Several tokens only into an empty cache
+    /// (the prefill), then one at a time.
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut super::KvCache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.start(t, self.blocks.len())?;
+        let device = ids.device();
+        let (cos, sin) = rope_tables(&self.inv_freq, pos + t, device)?;
+        let (cos, sin) = (cos.narrow(0, pos, t)?, sin.narrow(0, pos, t)?);
+        let mask = if t > 1 { Some(causal_mask(t, device)?) } else { None };
+        let mut x = self.embed.forward(&ids.flatten_all()?)?;
+        for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h =
+                block.attn.forward_cached(&block.input_norm.forward(&x)?, (b, t), &cos, &sin, mask.as_ref(), slot)?;
+            x = (x + h)?;
+            let h = block.mlp.forward(&block.post_norm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        cache.len += t;
+        let hidden = x.dim(1)?;
+        let last = self.norm.forward(&x)?.reshape((b, t, hidden))?.narrow(1, t - 1, 1)?.squeeze(1)?;
+        self.logits(&last)
     }
 
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {

@@ -1,0 +1,150 @@
+//! Autoregressive generation with a KV cache: the prompt in one prefill pass, then one position per
+//! new token, greedy or sampled (temperature, top-k, top-p, a seed), timed the way llama-bench
+//! reports it (prefill tokens/s, decode tokens/s, ms per token).
+
+use crate::engine::context::Monitor;
+use crate::engine::loader::LoadedModel;
+use crate::engine::models::KvCache;
+use crate::engine::tokenizer::encode_plain;
+use crate::engine::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::time::Instant;
+
+/// How the next token is chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0: greedy (the most probable token); else softmax(logits / temperature).
+    pub temperature: f64,
+    /// Keep the `k` most probable tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `p` (1: all).
+    pub top_p: f64,
+    pub seed: u64,
+}
+
+impl Sampling {
+    pub fn greedy() -> Self {
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::Invalid(format!("--temperature {}: give 0 (greedy) or more", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Invalid(format!("--top-p {}: give a probability in (0, 1]", self.top_p)));
+        }
+        Ok(())
+    }
+}
+
+/// A generation and its timing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    /// The new tokens' ids and their text.
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    /// Why it stopped: `max_new_tokens` or `context` (the model's context length).
+    pub stopped: &'static str,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_seconds.max(1e-9)
+    }
+
+    /// Decode speed over the tokens after the first (the first comes from the prefill's logits).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.tokens.len().saturating_sub(1) as f64 / self.decode_seconds.max(1e-9)
+    }
+}
+
+/// The next token from `logits` (`[vocab]`).
+pub fn pick(logits: &[f32], s: &Sampling, rng: &mut rand_chacha::ChaCha8Rng) -> u32 {
+    let argmax = || logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0);
+    if s.temperature == 0.0 {
+        return argmax();
+    }
+    let probs = crate::engine::distribution::softmax_at(logits, s.temperature);
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    if s.top_k > 0 {
+        order.truncate(s.top_k);
+    }
+    let mut kept = Vec::with_capacity(order.len());
+    let mut mass = 0.0;
+    for i in order {
+        kept.push(i);
+        mass += probs[i];
+        if mass >= s.top_p {
+            break;
+        }
+    }
+    let total: f64 = kept.iter().map(|&i| probs[i]).sum();
+    let mut u = rng.random::<f64>() * total;
+    for &i in &kept {
+        u -= probs[i];
+        if u <= 0.0 {
+            return i as u32;
+        }
+    }
+    *kept.last().unwrap_or(&0) as u32
+}
+
+/// Generates up to `max_new` tokens after `prompt` (its last context-length tokens), on the CPU.
+pub fn generate(
+    model: &LoadedModel,
+    prompt: &str,
+    max_new: usize,
+    sampling: &Sampling,
+    monitor: &Monitor,
+) -> Result<Generation> {
+    sampling.validate()?;
+    if !model.config.is_causal_lm() {
+        return Err(Error::Invalid(format!(
+            "{} is a classifier; generation needs a causal language model",
+            model.info.name
+        )));
+    }
+    let tok = model.tokenizer()?;
+    let ctx_len = model.config.context_length();
+    let ids = encode_plain(tok, prompt)?;
+    let ids = ids[ids.len().saturating_sub(ctx_len.saturating_sub(1).max(1))..].to_vec();
+    if ids.is_empty() {
+        return Err(Error::Invalid("the prompt gives no tokens; type some text".into()));
+    }
+    crate::engine::tokenizer::check_ids(&ids, model.config.vocab_size(), &model.info.name)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sampling.seed);
+    let mut cache = KvCache::new();
+    let row = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.squeeze(0)?.to_vec1::<f32>()?) };
+    let clock = Instant::now();
+    let input = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu)?;
+    let mut logits = row(model.network.forward_cached(&input, &mut cache)?)?;
+    let prefill_seconds = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    let mut out = Vec::with_capacity(max_new);
+    let mut stopped = "max_new_tokens";
+    for i in 0..max_new {
+        monitor.check()?;
+        let next = pick(&logits, sampling, &mut rng);
+        out.push(next);
+        monitor.report(i + 1, max_new);
+        if i + 1 == max_new {
+            break;
+        }
+        if cache.len >= ctx_len {
+            stopped = "context";
+            break;
+        }
+        let input = Tensor::from_slice(&[next], (1, 1), &Device::Cpu)?;
+        logits = row(model.network.forward_cached(&input, &mut cache)?)?;
+    }
+    let decode_seconds = clock.elapsed().as_secs_f64();
+    let text = tok.decode(&out, false).map_err(|e| Error::Invalid(format!("decoding the tokens: {e}")))?;
+    Ok(Generation { prompt_tokens: ids.len(), tokens: out, text, prefill_seconds, decode_seconds, stopped })
+}

@@ -1,0 +1,78 @@
+//! Generation with a KV cache: on every causal fixture family the cached greedy tokens equal those
+//! of a full forward pass re-run at every step, and the cached logits equal the full pass's; a
+//! seeded sampler repeats itself; classifiers and bad sampling settings are refused.
+
+use crate::common;
+use candle_core::{Device, Tensor};
+use distill_tui::engine::context::Monitor;
+use distill_tui::engine::generate::{generate, Sampling};
+use distill_tui::engine::models::KvCache;
+use std::sync::atomic::AtomicBool;
+
+const PROMPT: &str = "It is a truth universally acknowledged, that a single man in possession";
+
+/// The greedy continuation by a full forward pass over the whole sequence at every step.
+fn uncached_greedy(m: &distill_tui::engine::loader::LoadedModel, ids: &[u32], n: usize) -> Vec<u32> {
+    let mut seq = ids.to_vec();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let input = Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap();
+        let logits = m.network.forward(&input).unwrap();
+        let last: Vec<f32> = logits.squeeze(0).unwrap().get(seq.len() - 1).unwrap().to_vec1().unwrap();
+        let next = last.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+        out.push(next);
+        seq.push(next);
+    }
+    out
+}
+
+#[test]
+fn cached_greedy_generation_equals_a_full_pass_at_every_step_on_every_family() {
+    let cancel = AtomicBool::new(false);
+    for family in ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-llama-student"] {
+        let m = common::load_fixture(family, false);
+        let g = generate(&m, PROMPT, 16, &Sampling::greedy(), &Monitor::silent(&cancel)).unwrap();
+        let ids = distill_tui::engine::tokenizer::encode_plain(m.tokenizer().unwrap(), PROMPT).unwrap();
+        assert_eq!(g.prompt_tokens, ids.len());
+        assert_eq!(g.tokens, uncached_greedy(&m, &ids, 16), "{family}: the cache changed the tokens");
+        assert_eq!(g.tokens.len(), 16);
+        // And the logits themselves, at the last step.
+        let mut cache = KvCache::new();
+        let mut seq = ids.clone();
+        let mut cached = m
+            .network
+            .forward_cached(&Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap(), &mut cache)
+            .unwrap();
+        for &t in &g.tokens[..8] {
+            seq.push(t);
+            cached =
+                m.network.forward_cached(&Tensor::from_slice(&[t], (1, 1), &Device::Cpu).unwrap(), &mut cache).unwrap();
+        }
+        let full = m.network.forward(&Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap()).unwrap();
+        let full_last = full.squeeze(0).unwrap().get(seq.len() - 1).unwrap();
+        let diff = common::max_abs_diff(&cached.squeeze(0).unwrap(), &full_last);
+        assert!(diff < 1e-4, "{family}: cached logits differ by {diff}");
+        assert_eq!(cache.len, seq.len());
+    }
+}
+
+#[test]
+fn seeded_sampling_repeats_and_bad_settings_are_refused() {
+    let cancel = AtomicBool::new(false);
+    let quiet = Monitor::silent(&cancel);
+    let m = common::load_fixture("tiny-llama", false);
+    let s = Sampling { temperature: 1.5, top_k: 50, top_p: 0.95, seed: 7 };
+    let a = generate(&m, PROMPT, 12, &s, &quiet).unwrap();
+    let b = generate(&m, PROMPT, 12, &s, &quiet).unwrap();
+    assert_eq!(a.tokens, b.tokens, "one seed, one continuation");
+    let c = generate(&m, PROMPT, 12, &Sampling { seed: 8, ..s.clone() }, &quiet).unwrap();
+    assert_ne!(a.tokens, c.tokens, "another seed, another continuation (on a near-uniform fixture)");
+    let top1 = Sampling { top_k: 1, ..s.clone() };
+    let greedy = generate(&m, PROMPT, 12, &Sampling::greedy(), &quiet).unwrap();
+    assert_eq!(generate(&m, PROMPT, 12, &top1, &quiet).unwrap().tokens, greedy.tokens, "top-k 1 is greedy");
+    let e = generate(&m, PROMPT, 4, &Sampling { top_p: 0.0, ..s.clone() }, &quiet).unwrap_err();
+    assert!(e.to_string().contains("--top-p 0"), "{e}");
+    let bert = common::load_fixture("tiny-bert-cls", false);
+    let e = generate(&bert, "a sentence", 4, &Sampling::greedy(), &quiet).unwrap_err();
+    assert!(e.to_string().contains("classifier"), "{e}");
+}
