@@ -93,7 +93,7 @@ grep -q 'teacher float' "$LOG" || fail "Compare lacks the teacher point"
 grep -Eq 'teacher q8_0|student q4_0' "$LOG" || fail "Compare lacks the quantized points of the run's [quantize] sweep"
 # A budget: at most 1 MB and 5% more perplexity than the teacher; the verdict names the path.
 keys b 1 Enter d 5 Enter
-wait_for 'in budget · best: ' 10
+wait_for 'in budget · distill then quantize: student q4_0' 10
 save compare
 echo "tui_e2e: Compare shows the run's float and quantized points and a budget verdict"
 

@@ -15,7 +15,7 @@ pub struct CompareArgs {
     /// Runs: folders, or names as `distill-tui runs` lists them; a sweep stands for its members.
     #[arg(required = true)]
     pub runs: Vec<String>,
-    /// Sort by a column: run, point, size, ppl, top1, kl, agree, path (best first).
+    /// Sort by a column: run, point, size, ppl, top1, kl, agree, decode, cost, path (best first).
     #[arg(long, default_value = "run")]
     pub sort: String,
     /// Reverse the order.
@@ -189,4 +189,73 @@ fn print_models(s: &RunSummary) {
     if let Some(secs) = s.seconds {
         println!("wall time {secs:.1} s");
     }
+}
+
+/// `advise`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdviseArgs {
+    /// Runs: folders, or names as `distill-tui runs` lists them; a sweep stands for its members.
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+    /// Largest model file, MB.
+    #[arg(long)]
+    pub max_mb: Option<f64>,
+    /// Slowest decode, milliseconds per token (KV cache, this machine).
+    #[arg(long)]
+    pub max_ms_per_token: Option<f64>,
+    /// Largest perplexity increase over the float teacher, percent.
+    #[arg(long)]
+    pub max_ppl_increase: Option<f64>,
+    /// Largest KL(teacher ‖ point), nats per token.
+    #[arg(long)]
+    pub max_kl: Option<f64>,
+    /// Smallest top-1 agreement with the teacher.
+    #[arg(long)]
+    pub min_agreement: Option<f64>,
+    /// Longest path on this machine, minutes (a trained model: its whole run).
+    #[arg(long)]
+    pub max_train_minutes: Option<f64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn advise(settings: &Settings, args: &AdviseArgs) -> Result<()> {
+    use crate::engine::advisor::{advise, Budget};
+    let budget = Budget {
+        max_mb: args.max_mb,
+        max_ms_per_token: args.max_ms_per_token,
+        max_ppl_increase_pct: args.max_ppl_increase,
+        max_kl: args.max_kl,
+        min_agreement: args.min_agreement,
+        max_train_minutes: args.max_train_minutes,
+    };
+    for (name, v) in [
+        ("--max-mb", budget.max_mb),
+        ("--max-ms-per-token", budget.max_ms_per_token),
+        ("--max-ppl-increase", budget.max_ppl_increase_pct),
+        ("--max-kl", budget.max_kl),
+        ("--min-agreement", budget.min_agreement),
+        ("--max-train-minutes", budget.max_train_minutes),
+    ] {
+        if let Some(v) = v.filter(|v| !(*v >= 0.0 && v.is_finite())) {
+            return Err(Error::Invalid(format!("{name} {v}: give a number >= 0")));
+        }
+    }
+    if budget == Budget::default() {
+        return Err(Error::Invalid(
+            "give at least one budget: --max-mb, --max-ms-per-token, --max-ppl-increase, --max-kl, --min-agreement, --max-train-minutes".into(),
+        ));
+    }
+    let runs = expand(settings, &args.runs)?;
+    let points = points_of(&runs)?;
+    let advice = advise(&points, &budget);
+    if args.json {
+        return super::print_json(&serde_json::json!({ "budget": budget, "advice": advice }));
+    }
+    println!("verdict: {}", advice.verdict.name());
+    println!("{}", advice.sentence);
+    for u in &advice.unmeasured {
+        println!("not measured: {u}");
+    }
+    Ok(())
 }

@@ -205,6 +205,9 @@ pub enum Command {
     /// The points of several runs (or a whole sweep) side by side, the Pareto front marked: the
     /// Compare screen's table as text, Markdown, CSV or JSON.
     Compare(library::CompareArgs),
+    /// Which path meets a budget — quantize, distill, or distill then quantize — from the points
+    /// of runs, with the point and the numbers that justify it.
+    Advise(library::AdviseArgs),
     /// Print a completion script for a shell (e.g. `distill-tui completions bash > ~/.local/share/bash-completion/completions/distill-tui`).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff; e.g. `distill-tui manpage > distill-tui.1 && man -l distill-tui.1`).
@@ -304,6 +307,7 @@ pub fn run(command: Command, settings: Arc<Settings>, output: Output) -> i32 {
             | Command::Runs { json: true }
             | Command::Show { json: true, .. }
             | Command::Compare(library::CompareArgs { json: true, .. })
+            | Command::Advise(library::AdviseArgs { json: true, .. })
             | Command::Quantize(quant::QuantizeArgs { json: true, .. })
             | Command::Sweep(quant::SweepArgs { json: true, .. })
     );
@@ -313,6 +317,7 @@ pub fn run(command: Command, settings: Arc<Settings>, output: Output) -> i32 {
         Command::Runs { json } => library::runs(&settings, json),
         Command::Show { run, json } => library::show(&settings, &run, json),
         Command::Compare(args) => library::compare(&settings, &args),
+        Command::Advise(args) => library::advise(&settings, &args),
         other => models::dispatch(other, &settings, output),
     };
     match outcome {

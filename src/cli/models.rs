@@ -255,7 +255,8 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
         | Command::Manpage
         | Command::Runs { .. }
         | Command::Show { .. }
-        | Command::Compare(_) => {
+        | Command::Compare(_)
+        | Command::Advise(_) => {
             unreachable!("dispatched by cli::run")
         }
     }

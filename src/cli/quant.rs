@@ -208,6 +208,7 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>, output: Output) ->
             calibration: None,
             calib_tokens: args.calib.calib_tokens.0,
             speed_tokens: args.speed_tokens,
+            latency: Some(Default::default()),
         },
     };
     let out = args.out.clone();

@@ -137,6 +137,9 @@ pub struct QuantPoint {
     /// The float model's perplexity on the same windows (LM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_perplexity: Option<f64>,
+    /// Serving speed in this format (prefill, KV-cache decode), on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<crate::engine::generate::Latency>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -148,3 +148,90 @@ pub fn generate(
     let text = tok.decode(&out, false).map_err(|e| Error::Invalid(format!("decoding the tokens: {e}")))?;
     Ok(Generation { prompt_tokens: ids.len(), tokens: out, text, prefill_seconds, decode_seconds, stopped })
 }
+
+/// How a point's speed is measured: a prompt of `prefill` tokens, then `decode` new tokens, each
+/// phase timed `repeats` times and the median kept (llama-bench's pp512 / tg128 by default).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct LatencyOptions {
+    pub prefill: usize,
+    pub decode: usize,
+    pub repeats: usize,
+}
+
+impl Default for LatencyOptions {
+    fn default() -> Self {
+        Self { prefill: 512, decode: 128, repeats: 3 }
+    }
+}
+
+/// The measured speed of a network as it would serve: prefill and decode tokens/s (medians), on
+/// this machine's threads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Latency {
+    /// Prompt tokens of the prefill (the asked length, cut to the text and the context).
+    pub prefill_tokens: usize,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens: usize,
+    pub decode_tokens_per_second: f64,
+    pub ms_per_token: f64,
+    pub threads: usize,
+    pub repeats: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Times `network` on `tokens` (the prompt is their start): prefill, then greedy decoding with the
+/// KV cache; the medians of `opts.repeats` runs.
+pub fn measure_latency(
+    network: &crate::engine::models::Network,
+    tokens: &[u32],
+    context: usize,
+    opts: &LatencyOptions,
+    monitor: &Monitor,
+) -> Result<Latency> {
+    let prefill = opts.prefill.min(tokens.len()).min(context.saturating_sub(1)).max(1);
+    if tokens.is_empty() {
+        return Err(Error::Invalid("no tokens to time the model on".into()));
+    }
+    let decode = opts.decode.min(context.saturating_sub(prefill)).max(1);
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    let row = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.squeeze(0)?.to_vec1::<f32>()?) };
+    for r in 0..opts.repeats.max(1) {
+        monitor.check()?;
+        monitor.report(r, opts.repeats.max(1));
+        let mut cache = KvCache::new();
+        let clock = Instant::now();
+        let input = Tensor::from_slice(&tokens[..prefill], (1, prefill), &Device::Cpu)?;
+        let mut logits = row(network.forward_cached(&input, &mut cache)?)?;
+        pp.push(prefill as f64 / clock.elapsed().as_secs_f64().max(1e-9));
+        let clock = Instant::now();
+        for _ in 0..decode {
+            let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0);
+            let input = Tensor::from_slice(&[next], (1, 1), &Device::Cpu)?;
+            logits = row(network.forward_cached(&input, &mut cache)?)?;
+        }
+        tg.push(decode as f64 / clock.elapsed().as_secs_f64().max(1e-9));
+    }
+    monitor.report(opts.repeats.max(1), opts.repeats.max(1));
+    let decode_tps = median(tg);
+    Ok(Latency {
+        prefill_tokens: prefill,
+        prefill_tokens_per_second: median(pp),
+        decode_tokens: decode,
+        decode_tokens_per_second: decode_tps,
+        ms_per_token: 1000.0 / decode_tps.max(1e-9),
+        threads: rayon::current_num_threads(),
+        repeats: opts.repeats.max(1),
+    })
+}

@@ -2,6 +2,7 @@
 //! library. It is handed its [`context::Settings`] and a [`context::JobContext`] monitor; it never
 //! imports `jobs` or a front end.
 
+pub mod advisor;
 pub mod classify;
 pub mod context;
 pub mod data;

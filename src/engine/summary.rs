@@ -99,6 +99,9 @@ pub struct ModelSummary {
     pub fewer_parameters: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
+    /// Serving speed of the float model (prefill, KV-cache decode) on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<crate::engine::generate::Latency>,
     /// The teacher as the training steps computed it (`teacher_precision` int8 or bf16), against
     /// itself in f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,6 @@
 //! The Compare arithmetic (the screen's and `distill-tui compare`'s), kept pure so it is
-//! unit-tested: the points a run measured, which are on the size/quality Pareto front, which meet a
-//! budget, which compression path reaches them, and the orders the table sorts by.
+//! unit-tested: the points a run measured, which are on the size/quality Pareto front, which
+//! compression path reaches them, and the orders the table sorts by (budgets: `engine::advisor`).
 
 use crate::engine::events::QuantPoint;
 use crate::engine::summary::RunSummary;
@@ -83,6 +83,15 @@ pub struct Point {
     pub kl: f64,
     /// Top-1 agreement with the teacher; 1 for the float teacher.
     pub agreement: f64,
+    /// Serving speed in this format on this machine: KV-cache decode and prefill tokens/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_tokens_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_tokens_per_second: Option<f64>,
+    /// Wall seconds of the path that made the point: quantizing it; for a trained model the whole
+    /// run (teacher evaluation and logits included) plus its quantization.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_seconds: Option<f64>,
 }
 
 impl Point {
@@ -135,7 +144,15 @@ impl Point {
             top1_accuracy: q.metrics.top1_accuracy.or(q.metrics.accuracy).unwrap_or(f64::NAN),
             kl: q.kl_to_teacher.unwrap_or(q.kl),
             agreement: q.agreement_with_teacher.unwrap_or(q.agreement),
+            decode_tokens_per_second: q.latency.as_ref().map(|l| l.decode_tokens_per_second),
+            prefill_tokens_per_second: q.latency.as_ref().map(|l| l.prefill_tokens_per_second),
+            cost_seconds: q.quantize_seconds,
         }
+    }
+
+    /// Milliseconds per decoded token, when measured.
+    pub fn ms_per_token(&self) -> Option<f64> {
+        self.decode_tokens_per_second.map(|t| 1000.0 / t.max(1e-9))
     }
 
     /// The float points a finished run measured (the teacher, the KD student and the baseline; a
@@ -153,6 +170,9 @@ impl Point {
                 top1_accuracy: m.metrics.top1_accuracy.or(m.metrics.accuracy)?,
                 kl: if teacher { 0.0 } else { m.kl_to_teacher? },
                 agreement: if teacher { 1.0 } else { m.agreement? },
+                decode_tokens_per_second: m.latency.as_ref().map(|l| l.decode_tokens_per_second),
+                prefill_tokens_per_second: m.latency.as_ref().map(|l| l.prefill_tokens_per_second),
+                cost_seconds: if teacher { Some(0.0) } else { summary.seconds },
             })
         };
         [(summary.teacher.as_ref(), Origin::Teacher), (summary.student.as_ref(), Origin::Student)]
@@ -165,7 +185,14 @@ impl Point {
     /// Every point of a finished run: its float models, then its `[quantize]` sweep.
     pub fn of_run(summary: &RunSummary) -> Vec<Self> {
         let mut out = Self::float_points(summary);
-        out.extend(summary.quantize.iter().map(Self::from_quant));
+        out.extend(summary.quantize.iter().map(|q| {
+            let mut p = Self::from_quant(q);
+            // A trained model's quantized point cost its training run too.
+            if p.origin != Origin::Teacher {
+                p.cost_seconds = p.cost_seconds.map(|c| c + summary.seconds.unwrap_or(0.0));
+            }
+            p
+        }));
         out
     }
 }
@@ -182,12 +209,24 @@ pub enum Column {
     Top1,
     Kl,
     Agreement,
+    Decode,
+    Cost,
     Path,
 }
 
 impl Column {
-    pub const ALL: [Column; 8] =
-        [Self::Run, Self::Point, Self::Size, Self::Perplexity, Self::Top1, Self::Kl, Self::Agreement, Self::Path];
+    pub const ALL: [Column; 10] = [
+        Self::Run,
+        Self::Point,
+        Self::Size,
+        Self::Perplexity,
+        Self::Top1,
+        Self::Kl,
+        Self::Agreement,
+        Self::Decode,
+        Self::Cost,
+        Self::Path,
+    ];
 
     /// The column's name as the table heads it and `--sort` takes it.
     pub fn name(self) -> &'static str {
@@ -199,6 +238,8 @@ impl Column {
             Self::Top1 => "top1",
             Self::Kl => "kl",
             Self::Agreement => "agree",
+            Self::Decode => "decode",
+            Self::Cost => "cost",
             Self::Path => "path",
         }
     }
@@ -223,6 +264,11 @@ impl Column {
             Self::Top1 => b.top1_accuracy.total_cmp(&a.top1_accuracy),
             Self::Kl => a.kl.total_cmp(&b.kl),
             Self::Agreement => b.agreement.total_cmp(&a.agreement),
+            // Fastest first; unmeasured last.
+            Self::Decode => {
+                b.decode_tokens_per_second.unwrap_or(-1.0).total_cmp(&a.decode_tokens_per_second.unwrap_or(-1.0))
+            }
+            Self::Cost => a.cost_seconds.unwrap_or(f64::INFINITY).total_cmp(&b.cost_seconds.unwrap_or(f64::INFINITY)),
             Self::Path => a.path().cmp(b.path()),
         }
     }
@@ -291,71 +337,6 @@ pub fn pareto_front(points: &[Point], metric: Metric) -> Vec<bool> {
         .collect()
 }
 
-/// A size and quality budget; either bound may be absent.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Budget {
-    pub max_mb: Option<f64>,
-    /// Allowed perplexity increase over the float teacher, in percent.
-    pub max_ppl_increase_pct: Option<f64>,
-}
-
-impl Budget {
-    pub fn is_set(&self) -> bool {
-        self.max_mb.is_some() || self.max_ppl_increase_pct.is_some()
-    }
-
-    /// Whether `p` fits, judged against the teacher's perplexity `teacher_ppl`.
-    pub fn admits(&self, p: &Point, teacher_ppl: Option<f64>) -> bool {
-        let size_ok = self.max_mb.is_none_or(|mb| p.megabytes() <= mb);
-        let quality_ok = match (self.max_ppl_increase_pct, teacher_ppl) {
-            (None, _) => true,
-            (Some(pct), Some(t)) => p.perplexity <= t * (1.0 + pct / 100.0),
-            (Some(_), None) => false,
-        };
-        size_ok && quality_ok
-    }
-}
-
-/// What the budget says: which points meet it and the best of them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Verdict {
-    pub meets: Vec<bool>,
-    /// Index of the smallest admitted point (ties: lower perplexity).
-    pub best: Option<usize>,
-}
-
-impl Verdict {
-    /// One line for the screen: which path reaches the budget, or that none does.
-    pub fn summary(&self, points: &[Point]) -> String {
-        match self.best {
-            Some(i) => {
-                let p = &points[i];
-                format!(
-                    "{}/{} in budget · best: {} ({:.2} MB, ppl {:.2}) via {}",
-                    self.meets.iter().filter(|m| **m).count(),
-                    points.len(),
-                    p.name(),
-                    p.megabytes(),
-                    p.perplexity,
-                    p.path()
-                )
-            }
-            None => "no measured point meets the budget: loosen it, or measure more formats/students".into(),
-        }
-    }
-}
-
-/// Applies `budget` to `points`; the float teacher's perplexity is the quality reference.
-pub fn apply_budget(points: &[Point], budget: &Budget) -> Verdict {
-    let teacher_ppl = points.iter().find(|p| p.origin == Origin::Teacher && p.is_float()).map(|p| p.perplexity);
-    let meets: Vec<bool> = points.iter().map(|p| budget.admits(p, teacher_ppl)).collect();
-    let best = (0..points.len()).filter(|&i| meets[i]).min_by(|&a, &b| {
-        let (pa, pb) = (&points[a], &points[b]);
-        pa.bytes.cmp(&pb.bytes).then(pa.perplexity.total_cmp(&pb.perplexity))
-    });
-    Verdict { meets, best }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +351,9 @@ mod tests {
             top1_accuracy: 0.3,
             kl,
             agreement: agree,
+            decode_tokens_per_second: None,
+            prefill_tokens_per_second: None,
+            cost_seconds: None,
         }
     }
 
@@ -395,26 +379,6 @@ mod tests {
     fn equal_points_both_stay_on_the_front() {
         let p = vec![pt(Origin::Teacher, "float", 10, 5.0, 0.0, 1.0), pt(Origin::Student, "float", 10, 5.0, 0.0, 1.0)];
         assert_eq!(pareto_front(&p, Metric::Perplexity), vec![true, true]);
-    }
-
-    #[test]
-    fn budget_picks_the_smallest_admitted_path() {
-        let pts = sample();
-        let v = apply_budget(&pts, &Budget { max_mb: Some(30.0), max_ppl_increase_pct: Some(5.0) });
-        assert_eq!(v.meets, vec![false, true, false, false, false]);
-        assert_eq!(pts[v.best.unwrap()].path(), "quantize");
-        let v = apply_budget(&pts, &Budget { max_mb: Some(20.0), max_ppl_increase_pct: Some(50.0) });
-        assert_eq!(pts[v.best.unwrap()].path(), "distill+quantize");
-        let v = apply_budget(&pts, &Budget { max_mb: Some(10.0), max_ppl_increase_pct: None });
-        assert_eq!(v.best, None);
-        assert!(v.summary(&pts).starts_with("no measured point"));
-    }
-
-    #[test]
-    fn quality_bound_without_a_teacher_admits_nothing() {
-        let pts = vec![pt(Origin::Student, "float", 5, 3.0, 0.1, 0.9)];
-        let v = apply_budget(&pts, &Budget { max_mb: None, max_ppl_increase_pct: Some(10.0) });
-        assert_eq!(v.meets, vec![false]);
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub fn screen_help(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("m", "switch the quality axis: perplexity, KL, agreement"),
             ("b", "budget: max size in MB"),
             ("d", "budget: max perplexity increase over the teacher, %"),
+            ("s / t", "budget: max decode ms/token / max training minutes"),
             ("o / O", "sort the table by the next column / reverse the order"),
             ("↑↓ / j k", "select a row"),
         ],

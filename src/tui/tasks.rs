@@ -203,7 +203,7 @@ impl Jobs {
             return;
         };
         match event {
-            JobEvent::Progress { stage, done, total, .. } if stage == "sweep" => e.runs = Some((*done, *total)),
+            JobEvent::Progress { done, total, unit, .. } if unit == "runs" => e.runs = Some((*done, *total)),
             JobEvent::Progress { stage, done, total, unit, .. } => {
                 e.progress = Some((stage.clone(), *done, *total, unit.clone()))
             }

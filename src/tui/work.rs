@@ -131,6 +131,9 @@ pub fn float_points(
         top1_accuracy: t.top1_accuracy,
         kl: 0.0,
         agreement: 1.0,
+        decode_tokens_per_second: None,
+        prefill_tokens_per_second: None,
+        cost_seconds: Some(0.0),
     }];
     for (s, c) in candidates.iter().zip(compared) {
         points.push(Point {
@@ -142,6 +145,9 @@ pub fn float_points(
             top1_accuracy: c.candidate.top1_accuracy,
             kl: c.kl,
             agreement: c.agreement,
+            decode_tokens_per_second: None,
+            prefill_tokens_per_second: None,
+            cost_seconds: None,
         });
     }
     let summary = serde_json::to_value(&points).map_err(|e| Error::Invalid(e.to_string()))?;

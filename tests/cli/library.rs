@@ -224,3 +224,63 @@ fn a_quantization_sweep_kept_with_out_joins_the_library() {
     assert_eq!(code, 0, "{err}");
     assert!(tmp.path().join("q-2/summary.json").is_file());
 }
+
+#[test]
+fn advise_picks_quantize_distill_or_both_by_budget_and_names_the_nearest_when_nothing_fits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let extra = "[quantize]\nformats = [\"q8_0\", \"q4_0\"]\ntargets = [\"teacher\", \"student\"]\n";
+    let path = recipe(tmp.path(), "run", extra);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("derive = { layers = 2 }", "derive = { layers = 1, hidden = 32 }");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = cli(&["run", path.to_str().unwrap()], &cache);
+    assert_eq!(code, 0, "{err}");
+    let dir = tmp.path().join("run");
+    let s = summary(&dir);
+    // Every point has its serving speed and its cost.
+    for q in s["quantize"].as_array().unwrap() {
+        assert!(q["latency"]["decode_tokens_per_second"].as_f64().unwrap() > 0.0, "{q}");
+        assert!(q["latency"]["prefill_tokens"].as_u64().unwrap() > 1);
+    }
+    assert!(s["student"]["latency"]["ms_per_token"].as_f64().unwrap() > 0.0);
+    let mb = |model: &str, format: &str| -> f64 {
+        if format == "float" {
+            return s[model]["parameters"].as_f64().unwrap() * 4.0 / 1e6;
+        }
+        let q = s["quantize"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["format"] == format && (q["model"] == model || (model == "teacher" && q["model"] != "student")))
+            .unwrap();
+        q["bytes"].as_f64().unwrap() / 1e6
+    };
+    let (t4, s32, s4) = (mb("teacher", "q4_0"), mb("student", "float"), mb("student", "q4_0"));
+    assert!(s4 < s32 && s32 < t4, "sizes: student q4_0 {s4}, student float {s32}, teacher q4_0 {t4}");
+    let advise = |max_mb: f64| -> serde_json::Value {
+        let (code, out, err) =
+            cli(&["advise", dir.to_str().unwrap(), "--max-mb", &max_mb.to_string(), "--json"], &cache);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["advice"].clone()
+    };
+    let a = advise(t4 * 1.01);
+    assert_eq!(a["verdict"], "quantize", "{a}");
+    assert!(a["sentence"].as_str().unwrap().contains("teacher float breaks max size"), "{a}");
+    let a = advise((s32 + t4) / 2.0);
+    assert_eq!(a["verdict"], "distill", "{a}");
+    let a = advise((s4 + s32) / 2.0);
+    assert_eq!(a["verdict"], "distill_then_quantize", "{a}");
+    assert_eq!(a["point"]["format"], "q4_0");
+    let a = advise(s4 / 10.0);
+    assert_eq!(a["verdict"], "nothing", "{a}");
+    assert!(a["sentence"].as_str().unwrap().contains("the nearest, student q4_0"), "{a}");
+    // Human output, and a budget-less call refused.
+    let (code, out, _) = cli(&["advise", dir.to_str().unwrap(), "--max-mb", &(t4 * 1.01).to_string()], &cache);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("verdict: quantize\n"), "{out}");
+    let (code, _, err) = cli(&["advise", dir.to_str().unwrap()], &cache);
+    assert_eq!(code, 2);
+    assert!(err.contains("give at least one budget"), "{err}");
+}

@@ -28,6 +28,11 @@ pub fn filters() -> insta::Settings {
         (r"\d+\.\d GiB free", "[m] GiB free"),
         (r"#\d+ *", "#[id] "),
         (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "[date]"),
+        (r"\d+\.\d+ ms/token", "[ms] ms/token"),
+        (r"\d+\.\d+ s to make", "[s] s to make"),
+        (r"\d+\.\d+ min to make", "[m] min to make"),
+        // The Compare table's decode speed (the column before the path).
+        (r" +\d+(  (?:teacher as is|quantize|distill|small))", " [t/s]$1"),
     ] {
         s.add_filter(pattern, replacement);
     }

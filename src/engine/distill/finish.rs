@@ -36,8 +36,16 @@ pub(super) fn finish(
         steps: Some(lr.recipe.distill.steps),
         ..RunSummary::default()
     };
+    // Every float model's serving speed (prefill, KV-cache decode) on the eval text's tokens.
+    let context = |cfg: &crate::engine::models::ArchConfig| cfg.context_length();
+    let latency = |net: &crate::engine::models::Network, ctx_len: usize, who: &str| {
+        let monitor = ctx.monitor(format!("timing the {who}")).unit("repeats");
+        crate::engine::generate::measure_latency(net, &setup.eval_tokens, ctx_len, &Default::default(), &monitor)
+    };
     if let (Some(t), Some(m)) = (&setup.teacher, &teacher_metrics) {
+        let timed = latency(&t.network, context(&t.config), "teacher")?;
         summary.teacher = Some(ModelSummary {
+            latency: Some(timed),
             model: Some(t.info.name.clone()),
             parameters: t.info.parameters,
             metrics: TaskMetrics::lm(m.perplexity, m.top1_accuracy),
@@ -52,9 +60,10 @@ pub(super) fn finish(
             ..ModelSummary::default()
         });
     }
-    let student_layers = crate::engine::models::ArchConfig::from_json(&setup.student_config, &out.join("config.json"))
-        .ok()
-        .map(|c| c.layers());
+    let student_config =
+        crate::engine::models::ArchConfig::from_json(&setup.student_config, &out.join("config.json")).ok();
+    let student_layers = student_config.as_ref().map(|c| c.layers());
+    let student_context = student_config.as_ref().map(context).unwrap_or(setup.train.seq_len);
     for t in trainees {
         let dir = out.join(t.name());
         let tok = TokenizerOut::of(setup.tokenizer_file.as_deref(), &setup.tokenizer);
@@ -63,6 +72,7 @@ pub(super) fn finish(
         *summary.role_mut(t.role) = Some(ModelSummary {
             parameters: t.parameters() as u64,
             layers: student_layers,
+            latency: Some(latency(&t.network, student_context, t.name())?),
             metrics: TaskMetrics::lm(last.perplexity, last.top1_accuracy),
             kl_to_teacher: last.kl_to_teacher,
             agreement: last.agreement,

@@ -34,9 +34,14 @@ pub fn rows(points: &[Point], metric: Metric) -> Vec<Row> {
         .collect()
 }
 
-const HEAD: [&str; 9] = ["front", "run", "point", "MB", "ppl", "top-1", "KL", "agree", "path"];
+const HEAD: [&str; 11] =
+    ["front", "run", "point", "MB", "ppl", "top-1", "KL", "agree", "decode tok/s", "cost s", "path"];
 
-fn cells(r: &Row) -> [String; 9] {
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map(|v| format!("{v:.decimals$}")).unwrap_or_else(|| "-".into())
+}
+
+fn cells(r: &Row) -> [String; 11] {
     let p = &r.point;
     [
         if r.pareto { "*".into() } else { String::new() },
@@ -47,6 +52,8 @@ fn cells(r: &Row) -> [String; 9] {
         format!("{:.4}", p.top1_accuracy),
         format!("{:.4}", p.kl),
         format!("{:.4}", p.agreement),
+        opt(p.decode_tokens_per_second, 0),
+        opt(p.cost_seconds, 1),
         r.path.to_string(),
     ]
 }
@@ -54,12 +61,12 @@ fn cells(r: &Row) -> [String; 9] {
 /// The points table; `*` marks the Pareto front (size against `metric`).
 pub fn points_table(points: &[Point], metric: Metric, format: Format) -> String {
     let rows = rows(points, metric);
-    let body: Vec<[String; 9]> = rows.iter().map(cells).collect();
+    let body: Vec<[String; 11]> = rows.iter().map(cells).collect();
     let head = HEAD.map(str::to_string);
-    let mut out = render(&head, &body, format, &[3, 4, 5, 6, 7]);
+    let mut out = render(&head, &body, format, &[3, 4, 5, 6, 7, 8, 9]);
     if format != Format::Csv {
         out.push_str(&format!(
-            "{}* on the Pareto front of size against {}; KL and agreement to the teacher\n",
+            "{}* on the Pareto front of size against {}; KL and agreement to the teacher; decode: KV-cache tokens/s on this machine; cost: wall seconds of the path (a trained model: its whole run)\n",
             if format == Format::Markdown { "\n" } else { "" },
             metric.label()
         ));

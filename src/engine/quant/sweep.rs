@@ -5,7 +5,8 @@
 //! (`eval::compare_with_states`: perplexity, top-1, KL(unquantized‖quantized), agreement; with a
 //! teacher, KL and agreement to the teacher as well), and time
 //! the quantized network alone over the first `speed_tokens` tokens (tokens/s of what actually
-//! runs: QMatMul for GGML formats, dequantized f32 for the own formats).
+//! runs: QMatMul for GGML formats, dequantized f32 for the own formats), and its serving speed as
+//! llama-bench reports it (prefill and KV-cache decode tokens/s, `generate::measure_latency`).
 
 use super::format::QuantFormat;
 use super::imatrix::{calibrate, Imatrix, DEFAULT_CALIB_TOKENS};
@@ -33,6 +34,8 @@ pub struct SweepOptions {
     pub calib_tokens: Option<usize>,
     /// Tokens timed for tokens/s (the quantized network alone).
     pub speed_tokens: usize,
+    /// How each point's serving speed is timed (prefill, decode with the KV cache); `None`: not.
+    pub latency: Option<crate::engine::generate::LatencyOptions>,
 }
 
 impl Default for SweepOptions {
@@ -43,6 +46,7 @@ impl Default for SweepOptions {
             calibration: None,
             calib_tokens: Some(DEFAULT_CALIB_TOKENS),
             speed_tokens: 1024,
+            latency: Some(Default::default()),
         }
     }
 }
@@ -156,6 +160,17 @@ fn sweep_point(
     };
     let timed = &tokens[..opts.speed_tokens.max(2).min(tokens.len())];
     let speed = evaluate_tokens(&network, timed, &opts.eval, &Device::Cpu, &ctx.quiet())?;
+    let context = model.config.context_length();
+    let latency = match &opts.latency {
+        Some(l) => Some(crate::engine::generate::measure_latency(
+            &network,
+            tokens,
+            context,
+            l,
+            &ctx.monitor(format!("timing {label}")).unit("repeats"),
+        )?),
+        None => None,
+    };
     Ok(QuantPoint {
         model: model.info.name.clone(),
         format: label,
@@ -172,6 +187,7 @@ fn sweep_point(
         fallbacks: Some(q.size.fallbacks),
         imatrix: Some(q.imatrix),
         reference_perplexity: Some(cmp.reference_perplexity),
+        latency,
         ..QuantPoint::default()
     })
 }

@@ -1,9 +1,11 @@
 //! Compare: every measured point as size against quality (perplexity, KL or agreement), the
-//! Pareto front, a table of the exact numbers, and a budget that says which path meets it.
+//! Pareto front, a table of the exact numbers (decode speed included), and a budget — size,
+//! perplexity, decode ms/token, training minutes — on which the advisor says which path meets it.
 
+use crate::engine::advisor::{admits, advise, Budget};
 use crate::engine::distill::post_quant;
 use crate::engine::eval::EvalOptions;
-use crate::engine::tradeoff::{apply_budget, pareto_front, sort_points, Budget, Column, Metric, Point};
+use crate::engine::tradeoff::{pareto_front, sort_points, Column, Metric, Point};
 use crate::jobs::QuantPoint;
 use crate::tui::app::{Action, App, Popup};
 use crate::tui::input::{Edit, TextInput};
@@ -21,6 +23,8 @@ use ratatui::Frame;
 pub enum BudgetField {
     MaxMb,
     MaxPplIncrease,
+    MaxMsPerToken,
+    MaxTrainMinutes,
 }
 
 pub struct State {
@@ -93,6 +97,8 @@ impl State {
                     match field {
                         BudgetField::MaxMb => self.budget.max_mb = value,
                         BudgetField::MaxPplIncrease => self.budget.max_ppl_increase_pct = value,
+                        BudgetField::MaxMsPerToken => self.budget.max_ms_per_token = value,
+                        BudgetField::MaxTrainMinutes => self.budget.max_train_minutes = value,
                     }
                 }
             }
@@ -114,6 +120,10 @@ impl State {
                 self.resort();
             }
             KeyCode::Char('b') => self.input = Some((BudgetField::MaxMb, show(self.budget.max_mb))),
+            KeyCode::Char('s') => self.input = Some((BudgetField::MaxMsPerToken, show(self.budget.max_ms_per_token))),
+            KeyCode::Char('t') => {
+                self.input = Some((BudgetField::MaxTrainMinutes, show(self.budget.max_train_minutes)))
+            }
             KeyCode::Char('d') => {
                 self.input = Some((BudgetField::MaxPplIncrease, show(self.budget.max_ppl_increase_pct)))
             }
@@ -198,31 +208,31 @@ pub fn quantize(app: &mut App) {
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.compare;
     let front = pareto_front(&s.points, s.metric);
-    let verdict = apply_budget(&s.points, &s.budget);
+    let meets = admits(&s.points, &s.budget);
     // At least 4 rows, at most half the screen; never a panic on a short terminal (clamp would).
     let table_height = (s.points.len() as u16 + 3).min((area.height / 2).max(4));
     let [chart_area, table_area, budget_area] =
-        Layout::vertical([Constraint::Min(6), Constraint::Length(table_height), Constraint::Length(4)]).areas(area);
+        Layout::vertical([Constraint::Min(6), Constraint::Length(table_height), Constraint::Length(5)]).areas(area);
     if s.points.is_empty() {
         let msg = "no points yet: e measures the float teacher and student, z quantizes them; runs add theirs";
         f.render_widget(Paragraph::new(msg).block(panel("accuracy vs size")), chart_area);
     } else {
         // Without a budget no point is marked as meeting it.
-        let meets: Vec<bool> = verdict.meets.iter().map(|m| *m && s.budget.is_set()).collect();
-        let data = ParetoData::new(&s.points, s.metric, &front, &meets);
+        let marked: Vec<bool> = meets.iter().map(|m| *m && s.budget.is_set()).collect();
+        let data = ParetoData::new(&s.points, s.metric, &front, &marked);
         f.render_widget(data.chart(s.metric, chart_area), chart_area);
     }
     let w = s.points.iter().map(|p| p.name().chars().count()).max().unwrap_or(0).max(15);
     let mut rows = vec![Line::from(format!(
-        "   {:<w$} {:>9} {:>9} {:>6} {:>7} {:>6}  {}",
-        "point", "size", "ppl", "top-1", "KL", "agree", "path"
+        "   {:<w$} {:>9} {:>9} {:>6} {:>7} {:>6} {:>7}  {}",
+        "point", "size", "ppl", "top-1", "KL", "agree", "tok/s", "path"
     ))];
     let height = table_area.height.saturating_sub(3) as usize;
     rows.extend(super::in_view(&s.points, s.row, height).map(|(i, p)| {
-        let budget = if s.budget.is_set() && verdict.meets[i] { '$' } else { ' ' };
+        let budget = if s.budget.is_set() && meets[i] { '$' } else { ' ' };
         Line::styled(
             format!(
-                "{}{budget} {:<w$} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4}  {}",
+                "{}{budget} {:<w$} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4} {:>7}  {}",
                 if front[i] { '*' } else { ' ' },
                 p.name(),
                 p.megabytes(),
@@ -230,13 +240,14 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
                 p.top1_accuracy,
                 p.kl,
                 p.agreement,
+                p.decode_tokens_per_second.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
                 p.path()
             ),
             selected(i == s.row),
         )
     }));
     let title = format!(
-        "points by {}{} (o/O): * Pareto front, $ in budget; KL, agreement to the teacher",
+        "points by {}{} (o/O): * Pareto front, $ in budget; KL, agreement to the teacher; tok/s: decode",
         s.sort.name(),
         if s.reverse { " reversed" } else { "" }
     );
@@ -245,17 +256,32 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let mut lines = vec![Line::from(match &s.input {
         Some((BudgetField::MaxMb, input)) => format!("max size (MB): {}", input.with_cursor()),
         Some((BudgetField::MaxPplIncrease, input)) => format!("max perplexity increase (%): {}", input.with_cursor()),
+        Some((BudgetField::MaxMsPerToken, input)) => format!("max decode ms/token: {}", input.with_cursor()),
+        Some((BudgetField::MaxTrainMinutes, input)) => format!("max training minutes: {}", input.with_cursor()),
         None => format!(
-            "budget: max size {} · max perplexity increase {} · axis: {} (m)",
+            "budget: size {} · perplexity {} · decode {} · training {} · axis: {} (m)",
             show(s.budget.max_mb, " MB"),
             show(s.budget.max_ppl_increase_pct, "%"),
+            show(s.budget.max_ms_per_token, " ms/token"),
+            show(s.budget.max_train_minutes, " min"),
             s.metric.label()
         ),
     })];
     if s.budget.is_set() {
-        lines.push(Line::from(verdict.summary(&s.points)));
+        let advice = advise(&s.points, &s.budget);
+        lines.push(Line::from(format!(
+            "{}/{} in budget · {}",
+            meets.iter().filter(|m| **m).count(),
+            s.points.len(),
+            advice.sentence
+        )));
     } else {
-        lines.push(Line::from("b sets a size budget, d a quality budget"));
+        lines.push(Line::from(
+            "b size · d perplexity · s decode speed · t training time: the advisor says which path meets them",
+        ));
     }
-    f.render_widget(Paragraph::new(lines).block(panel("Budget")), budget_area);
+    f.render_widget(
+        Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true }).block(panel("Budget")),
+        budget_area,
+    );
 }

@@ -222,6 +222,9 @@ mod tests {
             top1_accuracy: 0.2,
             kl: 0.1,
             agreement: 0.7,
+            decode_tokens_per_second: None,
+            prefill_tokens_per_second: None,
+            cost_seconds: None,
         }
     }
 
