@@ -122,6 +122,9 @@ save runs
 echo "tui_e2e: launched again, the Runs screen lists runs/demo as finished"
 keys Enter
 wait_for 'reopened runs/demo: finished' 10
+# The header is drawn before the charts: let the frame finish before counting its curve cells.
+sleep 1
+capture >/dev/null
 (( $(curve_cells) > 50 )) || fail "the reopened run shows no curves"
 grep -Eq 'student +120/120' "$LOG" || fail "the reopened run does not show its 120 steps"
 keys 4
