@@ -124,7 +124,11 @@ fn describe(p: &Point, teacher_ppl: Option<f64>) -> String {
         _ => parts.push(format!("perplexity {:.2}", p.perplexity)),
     }
     if let Some(c) = p.cost_seconds.filter(|c| *c > 0.0) {
-        parts.push(if c >= 120.0 { format!("{:.1} min to make", c / 60.0) } else { format!("{c:.1} s to make") });
+        parts.push(match c {
+            c if c >= 120.0 => format!("{:.1} min to make", c / 60.0),
+            c if c < 1.0 => format!("{c:.2} s to make"),
+            c => format!("{c:.1} s to make"),
+        });
     }
     format!("{} ({})", p.name(), parts.join(", "))
 }
@@ -169,7 +173,11 @@ pub fn advise(points: &[Point], budget: &Budget) -> Advice {
             .iter()
             .filter_map(|w| {
                 let mut tried: Vec<&Point> = candidates.iter().copied().filter(|p| Verdict::of(p) == *w).collect();
-                tried.sort_by_key(|p| breaks(p, budget, teacher_ppl).len());
+                tried.sort_by(|a, b| {
+                    let (ba, bb) = (breaks(a, budget, teacher_ppl), breaks(b, budget, teacher_ppl));
+                    let excess = |v: &Vec<(String, f64)>| v.iter().map(|x| x.1).sum::<f64>();
+                    ba.len().cmp(&bb.len()).then(excess(&ba).total_cmp(&excess(&bb)))
+                });
                 let p = tried.first()?;
                 let why: Vec<String> = breaks(p, budget, teacher_ppl).into_iter().map(|b| b.0).collect();
                 Some(format!("{} breaks {}", p.name(), why.join(" and ")))

@@ -53,7 +53,7 @@ fn cells(r: &Row) -> [String; 11] {
         format!("{:.4}", p.kl),
         format!("{:.4}", p.agreement),
         opt(p.decode_tokens_per_second, 0),
-        opt(p.cost_seconds, 1),
+        opt(p.cost_seconds, 2),
         r.path.to_string(),
     ]
 }
