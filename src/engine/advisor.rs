@@ -217,17 +217,11 @@ mod tests {
 
     fn pt(origin: Origin, format: &str, mb: f64, ppl: f64, ms: f64, cost: f64) -> Point {
         Point {
-            run: String::new(),
-            origin,
-            format: format.into(),
-            bytes: (mb * 1e6) as u64,
-            perplexity: ppl,
-            top1_accuracy: 0.2,
             kl: 0.1,
             agreement: 0.8,
             decode_tokens_per_second: Some(1000.0 / ms),
-            prefill_tokens_per_second: None,
             cost_seconds: Some(cost),
+            ..Point::new(origin, format, mb, ppl)
         }
     }
 

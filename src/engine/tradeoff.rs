@@ -95,6 +95,24 @@ pub struct Point {
 }
 
 impl Point {
+    /// A point of `origin` in `format`, `megabytes` large, at `perplexity`; the other measures
+    /// unset (top-1 0, KL 0, agreement 1, no speed or cost) for the caller to fill.
+    pub fn new(origin: Origin, format: &str, megabytes: f64, perplexity: f64) -> Self {
+        Self {
+            run: String::new(),
+            origin,
+            format: format.into(),
+            bytes: (megabytes * 1e6).round() as u64,
+            perplexity,
+            top1_accuracy: 0.0,
+            kl: 0.0,
+            agreement: 1.0,
+            decode_tokens_per_second: None,
+            prefill_tokens_per_second: None,
+            cost_seconds: None,
+        }
+    }
+
     pub fn megabytes(&self) -> f64 {
         self.bytes as f64 / 1e6
     }
@@ -342,19 +360,7 @@ mod tests {
     use super::*;
 
     fn pt(origin: Origin, format: &str, mb: u64, ppl: f64, kl: f64, agree: f64) -> Point {
-        Point {
-            run: String::new(),
-            origin,
-            format: format.into(),
-            bytes: mb * 1_000_000,
-            perplexity: ppl,
-            top1_accuracy: 0.3,
-            kl,
-            agreement: agree,
-            decode_tokens_per_second: None,
-            prefill_tokens_per_second: None,
-            cost_seconds: None,
-        }
+        Point { top1_accuracy: 0.3, kl, agreement: agree, ..Point::new(origin, format, mb as f64, ppl) }
     }
 
     fn sample() -> Vec<Point> {

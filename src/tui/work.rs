@@ -123,31 +123,18 @@ pub fn float_points(
     let candidates: Vec<&LoadedModel> = student.iter().map(|s| s.as_ref()).collect();
     let (t, compared) = measure_against(&teacher, &candidates, text, opts, &ctx.monitor(""))?;
     let mut points = vec![Point {
-        run: String::new(),
-        origin: Origin::Teacher,
-        format: "float".into(),
         bytes: teacher.info.parameters * 4,
-        perplexity: t.perplexity,
         top1_accuracy: t.top1_accuracy,
-        kl: 0.0,
-        agreement: 1.0,
-        decode_tokens_per_second: None,
-        prefill_tokens_per_second: None,
         cost_seconds: Some(0.0),
+        ..Point::new(Origin::Teacher, "float", 0.0, t.perplexity)
     }];
     for (s, c) in candidates.iter().zip(compared) {
         points.push(Point {
-            run: String::new(),
-            origin: Origin::Student,
-            format: "float".into(),
             bytes: s.info.parameters * 4,
-            perplexity: c.candidate.perplexity,
             top1_accuracy: c.candidate.top1_accuracy,
             kl: c.kl,
             agreement: c.agreement,
-            decode_tokens_per_second: None,
-            prefill_tokens_per_second: None,
-            cost_seconds: None,
+            ..Point::new(Origin::Student, "float", 0.0, c.candidate.perplexity)
         });
     }
     let summary = serde_json::to_value(&points).map_err(|e| Error::Invalid(e.to_string()))?;

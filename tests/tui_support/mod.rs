@@ -32,7 +32,7 @@ pub fn filters() -> insta::Settings {
         (r"\d+\.\d+ s to make", "[s] s to make"),
         (r"\d+\.\d+ min to make", "[m] min to make"),
         // The Compare table's decode speed (the column before the path).
-        (r" +\d+(  (?:teacher as is|quantize|distill|small))", " [t/s]$1"),
+        (r"(\d\.\d{4}) +\d+  ", "$1 [t/s]  "),
     ] {
         s.add_filter(pattern, replacement);
     }

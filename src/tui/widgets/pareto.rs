@@ -213,19 +213,7 @@ mod tests {
     use super::*;
 
     fn point(run: &str, origin: Origin, format: &str, mb: f64, ppl: f64) -> Point {
-        Point {
-            run: run.into(),
-            origin,
-            format: format.into(),
-            bytes: (mb * 1e6) as u64,
-            perplexity: ppl,
-            top1_accuracy: 0.2,
-            kl: 0.1,
-            agreement: 0.7,
-            decode_tokens_per_second: None,
-            prefill_tokens_per_second: None,
-            cost_seconds: None,
-        }
+        Point { run: run.into(), ..Point::new(origin, format, mb, ppl) }
     }
 
     #[test]
