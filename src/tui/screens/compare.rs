@@ -64,6 +64,13 @@ impl State {
         self.resort();
     }
 
+    /// The points of a finished run: each replaces the same model's point in the same format.
+    pub fn set_run_points(&mut self, points: Vec<Point>) {
+        self.points.retain(|p| !points.iter().any(|n| n.run == p.run && n.origin == p.origin && n.format == p.format));
+        self.points.extend(points);
+        self.resort();
+    }
+
     /// A point of a quantization sweep (see [`Point::from_quant`]); it replaces the same model's
     /// point in the same format.
     pub fn add_quant_point(&mut self, q: &QuantPoint) {

@@ -270,7 +270,9 @@ pub fn on_job_end(app: &mut App, event: &JobEvent) {
     if let JobEvent::Summary { summary, .. } = event {
         let points = summary_points(summary);
         if !points.is_empty() {
-            app.compare.set_float_points(points);
+            // Every point of the run as its summary has it: the float models, and the quantized
+            // points again with their cost now known (the run's time plus quantizing).
+            app.compare.set_run_points(points);
         }
         if let Some(path) = summary.pointer("/student/path").and_then(|p| p.as_str()) {
             app.temperature.trained_student = Some(path.to_string());
@@ -283,10 +285,10 @@ pub fn on_job_end(app: &mut App, event: &JobEvent) {
     }
 }
 
-/// The float points a finished run measured: the teacher, the KD student and the baseline (see
-/// [`Point::float_points`]); none when the summary is not a run's.
+/// Every point a finished run measured: the teacher, the KD student and the baseline, then its
+/// `[quantize]` points (see [`Point::of_run`]); none when the summary is not a run's.
 pub fn summary_points(summary: &serde_json::Value) -> Vec<Point> {
-    crate::engine::summary::RunSummary::from_value(summary).map(|s| Point::float_points(&s)).unwrap_or_default()
+    crate::engine::summary::RunSummary::from_value(summary).map(|s| Point::of_run(&s)).unwrap_or_default()
 }
 
 fn status_line(name: &str, s: &RunSeries, wall_s: f64) -> Line<'static> {
