@@ -100,7 +100,7 @@ echo "tui_e2e: Compare shows the run's float and quantized points and a budget v
 # Temperature again: the prompt rerun now shows the trained student beside the teacher.
 keys 5
 keys Enter Enter
-wait_for 'student T1' 60
+wait_for '┌[ ▸]student T1' 60
 save temperature
 echo "tui_e2e: Temperature shows the trained student beside the teacher"
 
