@@ -193,10 +193,9 @@ impl Attention {
         })
     }
 
-    /// `x` holds the rows of `b` sequences of `t` positions, `[b·t, hidden]`; so does the result.
-    fn forward(&self, x: &Tensor, (b, t): (usize, usize), cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        // q, k, v as [b, t, heads, d] (the layout the projections produce), q/k-normed (qwen3).
+    /// q, k, v of `x` (`[b·t, hidden]`) as `[b, t, heads, d]` (the layout the projections
+    /// produce), q and k normed per head (qwen3).
+    fn qkv(&self, x: &Tensor, (b, t): (usize, usize)) -> Result<(Tensor, Tensor, Tensor)> {
         let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?) };
         let mut q = heads(self.q.forward(x)?, self.heads)?;
         let mut k = heads(self.k.forward(x)?, self.kv_heads)?;
@@ -205,6 +204,13 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
+        Ok((q, k, v))
+    }
+
+    /// `x` holds the rows of `b` sequences of `t` positions, `[b·t, hidden]`; so does the result.
+    fn forward(&self, x: &Tensor, (b, t): (usize, usize), cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let (q, k, v) = self.qkv(x, (b, t))?;
         let y = if attention::applies(x) {
             // One fused op over that layout (CPU, f32).
             let (q, k) = (apply_rope_thd(&q, cos, sin)?, apply_rope_thd(&k, cos, sin)?);
@@ -231,14 +237,7 @@ impl Attention {
         slot: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, self.head_dim))?) };
-        let mut q = heads(self.q.forward(x)?, self.heads)?;
-        let mut k = heads(self.k.forward(x)?, self.kv_heads)?;
-        let v = heads(self.v.forward(x)?, self.kv_heads)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(&q)?;
-            k = kn.forward(&k)?;
-        }
+        let (q, k, v) = self.qkv(x, (b, t))?;
         let bhtd = |y: &Tensor| -> Result<Tensor> { Ok(y.transpose(1, 2)?.contiguous()?) };
         let (q, k, v) = (apply_rope(&bhtd(&q)?, cos, sin)?, apply_rope(&bhtd(&k)?, cos, sin)?, bhtd(&v)?);
         let (k, v) = super::layers::append_kv(slot, k, v)?;
