@@ -342,14 +342,53 @@ fn same_teacher(points: &[Point], p: &Point) -> bool {
 /// `true` for each point no other point beats: at most its size and at least its quality, one of
 /// them strictly.
 pub fn pareto_front(points: &[Point], metric: Metric) -> Vec<bool> {
+    pareto_front_on(points, Cost::Size, metric)
+}
+
+/// What a point costs to serve, the chart's x axis: its size, or its decode latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Cost {
+    Size,
+    Latency,
+}
+
+impl Cost {
+    /// The point's value on this axis (MB, or ms per decoded token when measured).
+    pub fn of(self, p: &Point) -> Option<f64> {
+        match self {
+            Self::Size => Some(p.megabytes()),
+            Self::Latency => p.ms_per_token(),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Size => "size (MB)",
+            Self::Latency => "decode ms/token",
+        }
+    }
+
+    pub fn next(self) -> Self {
+        match self {
+            Self::Size => Self::Latency,
+            Self::Latency => Self::Size,
+        }
+    }
+}
+
+/// [`pareto_front`] against `cost` (size or decode latency): a point without a value on that axis
+/// (its speed not measured) is neither on the front nor dominates anything.
+pub fn pareto_front_on(points: &[Point], cost: Cost, metric: Metric) -> Vec<bool> {
     let better = |a: f64, b: f64| if metric.lower_is_better() { a < b } else { a > b };
     let at_least = |a: f64, b: f64| a == b || better(a, b);
     points
         .iter()
         .map(|p| {
+            let Some(pc) = cost.of(p) else { return false };
             !points.iter().any(|q| {
+                let Some(qc) = cost.of(q) else { return false };
                 let (qv, pv) = (q.value(metric), p.value(metric));
-                q.bytes <= p.bytes && at_least(qv, pv) && (q.bytes < p.bytes || better(qv, pv))
+                qc <= pc && at_least(qv, pv) && (qc < pc || better(qv, pv))
             })
         })
         .collect()
@@ -379,6 +418,18 @@ mod tests {
         assert_eq!(front, vec![true, true, false, true, false]);
         let front = pareto_front(&sample(), Metric::Agreement);
         assert_eq!(front, vec![true, true, false, true, false]);
+    }
+
+    #[test]
+    fn the_latency_front_ranks_by_decode_speed_and_leaves_unmeasured_points_out() {
+        let mut pts = sample();
+        // The q8_0 teacher is small but slow; the float student is fast.
+        for (p, ms) in pts.iter_mut().zip([10.0, 11.0, 4.0, 3.0, 4.0]) {
+            p.decode_tokens_per_second = Some(1000.0 / ms);
+        }
+        pts[4].decode_tokens_per_second = None;
+        assert_eq!(pareto_front_on(&pts, Cost::Latency, Metric::Perplexity), vec![true, false, true, true, false]);
+        assert_eq!(pareto_front_on(&pts, Cost::Size, Metric::Perplexity), pareto_front(&pts, Metric::Perplexity));
     }
 
     #[test]

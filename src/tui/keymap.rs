@@ -89,6 +89,7 @@ pub fn screen_help(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("e", "measure the float teacher and student"),
             ("z", "quantize: sweep the recipe's formats over its targets"),
             ("m", "switch the quality axis: perplexity, KL, agreement"),
+            ("x", "switch the cost axis: size or decode ms/token (the front follows)"),
             ("b", "budget: max size in MB"),
             ("d", "budget: max perplexity increase over the teacher, %"),
             ("s / t", "budget: max decode ms/token / max training minutes"),

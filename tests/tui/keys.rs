@@ -242,6 +242,10 @@ fn compare_budget_and_axis_keys() {
     h.key(KeyCode::Char('4'));
     h.key(KeyCode::Char('m'));
     assert_eq!(h.app.compare.metric, distill_tui::tui::tradeoff::Metric::Kl);
+    h.key(KeyCode::Char('x'));
+    assert_eq!(h.app.compare.cost, distill_tui::tui::tradeoff::Cost::Latency);
+    h.key(KeyCode::Char('x'));
+    assert_eq!(h.app.compare.cost, distill_tui::tui::tradeoff::Cost::Size);
     h.key(KeyCode::Char('b'));
     h.type_text("0.5");
     h.key(KeyCode::Enter);

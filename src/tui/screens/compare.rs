@@ -5,7 +5,7 @@
 use crate::engine::advisor::{admits, advise, Budget};
 use crate::engine::distill::post_quant;
 use crate::engine::eval::EvalOptions;
-use crate::engine::tradeoff::{pareto_front, sort_points, Column, Metric, Point};
+use crate::engine::tradeoff::{pareto_front_on, sort_points, Column, Cost, Metric, Point};
 use crate::jobs::QuantPoint;
 use crate::tui::app::{Action, App, Popup};
 use crate::tui::input::{Edit, TextInput};
@@ -36,6 +36,8 @@ pub struct State {
     /// The table's order: a column (best first) and whether it is reversed.
     pub sort: Column,
     pub reverse: bool,
+    /// The chart's x axis and the front's cost: size or decode latency.
+    pub cost: Cost,
 }
 
 impl Default for State {
@@ -48,6 +50,7 @@ impl Default for State {
             input: None,
             sort: Column::Run,
             reverse: false,
+            cost: Cost::Size,
         }
     }
 }
@@ -117,6 +120,7 @@ impl State {
             KeyCode::Char('e') => return Some(Action::Measure),
             KeyCode::Char('z') => return Some(Action::Quantize),
             KeyCode::Char('m') => self.metric = self.metric.next(),
+            KeyCode::Char('x') => self.cost = self.cost.next(),
             KeyCode::Char('o') => {
                 self.sort = self.sort.next();
                 self.reverse = false;
@@ -214,7 +218,7 @@ pub fn quantize(app: &mut App) {
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let s = &app.compare;
-    let front = pareto_front(&s.points, s.metric);
+    let front = pareto_front_on(&s.points, s.cost, s.metric);
     let meets = admits(&s.points, &s.budget);
     // At least 4 rows, at most half the screen; never a panic on a short terminal (clamp would).
     let table_height = (s.points.len() as u16 + 3).min((area.height / 2).max(4));
@@ -226,7 +230,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     } else {
         // Without a budget no point is marked as meeting it.
         let marked: Vec<bool> = meets.iter().map(|m| *m && s.budget.is_set()).collect();
-        let data = ParetoData::new(&s.points, s.metric, &front, &marked);
+        let data = ParetoData::on(&s.points, s.cost, s.metric, &front, &marked);
         f.render_widget(data.chart(s.metric, chart_area), chart_area);
     }
     let w = s.points.iter().map(|p| p.name().chars().count()).max().unwrap_or(0).max(15);

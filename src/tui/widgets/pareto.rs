@@ -3,7 +3,7 @@
 //! a line, and the points meeting the budget marked `$` (so a text capture shows it, not only a
 //! colour). Drawn on a canvas so the labels sit at the points; the axes' ranges are in the title.
 
-use crate::engine::tradeoff::{Metric, Origin, Point};
+use crate::engine::tradeoff::{Cost, Metric, Origin, Point};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::symbols::Marker;
@@ -34,6 +34,7 @@ pub struct ParetoData {
     runs: Vec<String>,
     x: [f64; 2],
     y: [f64; 2],
+    cost: Cost,
 }
 
 fn initial(o: Origin) -> char {
@@ -50,7 +51,18 @@ fn dot_cell(xy: (f64, f64), x: [f64; 2], y: [f64; 2], w: f64, h: f64) -> (usize,
 
 impl ParetoData {
     pub fn new(points: &[Point], metric: Metric, front: &[bool], meets: &[bool]) -> Self {
-        let xy = |p: &Point| (p.megabytes(), p.value(metric));
+        Self::on(points, Cost::Size, metric, front, meets)
+    }
+
+    /// The chart against `cost` (size or decode latency); points without a value on it are left
+    /// out of the chart (the table keeps them).
+    pub fn on(points: &[Point], cost: Cost, metric: Metric, front: &[bool], meets: &[bool]) -> Self {
+        let kept: Vec<usize> = (0..points.len()).filter(|&i| cost.of(&points[i]).is_some()).collect();
+        let points: Vec<Point> = kept.iter().map(|&i| points[i].clone()).collect();
+        let front: Vec<bool> = kept.iter().map(|&i| front[i]).collect();
+        let meets: Vec<bool> = kept.iter().map(|&i| meets[i]).collect();
+        let (points, front, meets) = (&points[..], &front[..], &meets[..]);
+        let xy = |p: &Point| (cost.of(p).unwrap_or(0.0), p.value(metric));
         let mut runs: Vec<String> = Vec::new();
         for p in points.iter().filter(|p| !p.run.is_empty()) {
             if !runs.contains(&p.run) {
@@ -91,7 +103,7 @@ impl ParetoData {
         };
         let x = span(marks.iter().map(|m| m.xy.0).collect());
         let y = span(marks.iter().map(|m| m.xy.1).collect());
-        Self { marks, front: on_front, runs, x, y }
+        Self { marks, front: on_front, runs, x, y, cost }
     }
 
     /// The legend: what the letters and numbers of the labels stand for.
@@ -179,10 +191,11 @@ impl ParetoData {
     pub fn chart(&self, metric: Metric, area: Rect) -> impl Widget + '_ {
         let lab = |v: f64| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") };
         let title = format!(
-            "{} {}–{} vs size {}–{} MB",
+            "{} {}–{} vs {} {}–{} (x)",
             metric.label(),
             lab(self.y[0]),
             lab(self.y[1]),
+            self.cost.label(),
             lab(self.x[0]),
             lab(self.x[1])
         );
