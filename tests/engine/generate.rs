@@ -6,7 +6,9 @@ use crate::common;
 use candle_core::{Device, Tensor};
 use distill_tui::engine::context::Monitor;
 use distill_tui::engine::generate::{generate, Sampling};
-use distill_tui::engine::models::KvCache;
+use distill_tui::engine::kernels;
+use distill_tui::engine::models::{KvCache, Network};
+use distill_tui::engine::quant::{quantize::quantize_model, QuantFormat, QuantOptions};
 use std::sync::atomic::AtomicBool;
 
 const PROMPT: &str = "It is a truth universally acknowledged, that a single man in possession";
@@ -26,33 +28,63 @@ fn uncached_greedy(m: &distill_tui::engine::loader::LoadedModel, ids: &[u32], n:
     out
 }
 
+/// The last position's logits after a prefill of `ids` and `steps` cached tokens of `then`,
+/// against a full forward pass over the same sequence: their largest difference.
+fn cached_vs_full(network: &Network, ids: &[u32], then: &[u32]) -> f32 {
+    let mut cache = KvCache::new();
+    let mut seq = ids.to_vec();
+    let mut cached =
+        network.forward_cached(&Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap(), &mut cache).unwrap();
+    for &t in then {
+        seq.push(t);
+        cached = network.forward_cached(&Tensor::from_slice(&[t], (1, 1), &Device::Cpu).unwrap(), &mut cache).unwrap();
+    }
+    assert_eq!(cache.len, seq.len());
+    let full = network.forward(&Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap()).unwrap();
+    let full_last = full.squeeze(0).unwrap().get(seq.len() - 1).unwrap();
+    common::max_abs_diff(&cached.squeeze(0).unwrap(), &full_last)
+}
+
 #[test]
 fn cached_greedy_generation_equals_a_full_pass_at_every_step_on_every_family() {
     let cancel = AtomicBool::new(false);
-    for family in ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-llama-student"] {
-        let m = common::load_fixture(family, false);
-        let g = generate(&m, PROMPT, 16, &Sampling::greedy(), &Monitor::silent(&cancel)).unwrap();
-        let ids = distill_tui::engine::tokenizer::encode_plain(m.tokenizer().unwrap(), PROMPT).unwrap();
-        assert_eq!(g.prompt_tokens, ids.len());
-        assert_eq!(g.tokens, uncached_greedy(&m, &ids, 16), "{family}: the cache changed the tokens");
-        assert_eq!(g.tokens.len(), 16);
-        // And the logits themselves, at the last step.
-        let mut cache = KvCache::new();
-        let mut seq = ids.clone();
-        let mut cached = m
-            .network
-            .forward_cached(&Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap(), &mut cache)
-            .unwrap();
-        for &t in &g.tokens[..8] {
-            seq.push(t);
-            cached =
-                m.network.forward_cached(&Tensor::from_slice(&[t], (1, 1), &Device::Cpu).unwrap(), &mut cache).unwrap();
+    // The fused kernels keep the cache in host buffers; the reference path concatenates tensors.
+    for reference in [false, true] {
+        let _scope = reference.then(kernels::reference);
+        for family in ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-llama-student"] {
+            let m = common::load_fixture(family, false);
+            let g = generate(&m, PROMPT, 16, &Sampling::greedy(), &Monitor::silent(&cancel)).unwrap();
+            let ids = distill_tui::engine::tokenizer::encode_plain(m.tokenizer().unwrap(), PROMPT).unwrap();
+            assert_eq!(g.prompt_tokens, ids.len());
+            assert_eq!(g.tokens, uncached_greedy(&m, &ids, 16), "{family}: the cache changed the tokens");
+            assert_eq!(g.tokens.len(), 16);
+            // And the logits themselves, after eight cached steps.
+            let diff = cached_vs_full(&m.network, &ids, &g.tokens[..8]);
+            assert!(diff < 1e-4, "{family} (reference {reference}): cached logits differ by {diff}");
         }
-        let full = m.network.forward(&Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap()).unwrap();
-        let full_last = full.squeeze(0).unwrap().get(seq.len() - 1).unwrap();
-        let diff = common::max_abs_diff(&cached.squeeze(0).unwrap(), &full_last);
-        assert!(diff < 1e-4, "{family}: cached logits differ by {diff}");
-        assert_eq!(cache.len, seq.len());
+    }
+}
+
+#[test]
+fn a_quantized_network_decodes_from_the_cache_like_its_full_pass() {
+    // The full pass multiplies its many rows with dequantized weights in f32, a cached step its one
+    // row with candle's 8-bit activations: equal up to that rounding.
+    let cancel = AtomicBool::new(false);
+    for family in ["tiny-llama", "tiny-gpt2"] {
+        let m = common::load_fixture(family, false);
+        for format in ["q8_0", "q4_0"] {
+            let q = quantize_model(
+                &m,
+                QuantFormat::parse(format).unwrap(),
+                &QuantOptions::default(),
+                &Monitor::silent(&cancel),
+            )
+            .unwrap();
+            let network = q.network(&m).unwrap();
+            let ids = distill_tui::engine::tokenizer::encode_plain(m.tokenizer().unwrap(), PROMPT).unwrap();
+            let diff = cached_vs_full(&network, &ids, &[5, 17, 3, 9]);
+            assert!(diff < 2e-2, "{family} {format}: cached logits differ by {diff}");
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 mod bf16_matmul;
+mod decode;
 mod fused_block;
 mod fused_softmax;
 mod int8_gemm;

@@ -102,7 +102,9 @@ pub unsafe fn gemm_threads(
     rhs: *const f32,
     rhs_strides: (usize, usize),
 ) {
-    let threads = candle_core::utils::get_num_threads().max(1);
+    // Not candle's `get_num_threads`: it reads /proc/cpuinfo on every call (a syscall-heavy few
+    // percent of a decoding step, which runs some 200 products).
+    let threads = rayon::current_num_threads().max(1);
     let split_rows = m > 4 * n;
     let len = if split_rows { m } else { n };
     if threads == 1 || len < 32 {

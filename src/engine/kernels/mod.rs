@@ -8,7 +8,11 @@
 //!   candle op the linear layers call under it;
 //! - [`int8_gemm`]: a frozen layer's `x · Wᵀ` with int8 weights and activations and i32 sums, on
 //!   AVX512_VNNI (`vpdpbusd`), for the teacher's forward;
+//! - [`kv_cache`]: generation's keys and values appended in place, and a decoding step's
+//!   attention read from them;
 //! - [`linear`]: a dense layer's `x · Wᵀ` as one op whose backward returns both gradients;
+//! - [`qgemm`]: many-row products with a GGML-quantized weight, dequantized a block of rows at
+//!   a time into f32 GEMMs;
 //! - [`rmsnorm`] and [`rope`]: RMS normalisation and rotary embedding in one pass each, with their
 //!   backward (candle's fused versions record no gradient);
 //! - [`softmax`]: attention's masked, scaled softmax in one pass, with its own backward;
@@ -29,7 +33,9 @@ pub mod autocast;
 pub mod bf16_gemm;
 pub mod cpu;
 pub mod int8_gemm;
+pub mod kv_cache;
 pub mod linear;
+pub mod qgemm;
 pub mod rmsnorm;
 pub mod rope;
 pub mod softmax;

@@ -140,17 +140,14 @@ impl Gpt2 {
         }
         let positions = Tensor::arange(pos as u32, (pos + t) as u32, device)?.unsqueeze(0)?;
         let mut x = self.wte.forward(ids)?.broadcast_add(&self.wpe.forward(&positions)?)?;
-        let mask = if t > 1 { Some(causal_mask(t, device)?) } else { None };
         let h = x.dim(D::Minus1)?;
         let hd = h / self.heads;
         for (blk, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)?)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(D::Minus1, i * h, h)?.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous()?)
-            };
-            let (k, v) = super::layers::append_kv(slot, split(1)?, split(2)?)?;
-            let y = attention(&split(0)?, &k, &v, mask.as_ref(), blk.scale)?;
-            let y = y.transpose(1, 2)?.reshape((b, t, h))?;
+            let split =
+                |i: usize| -> Result<Tensor> { Ok(qkv.narrow(D::Minus1, i * h, h)?.reshape((b, t, self.heads, hd))?) };
+            let y = super::kv::attend_cached(slot, &split(0)?, &split(1)?, &split(2)?, blk.scale)?;
+            let y = y.reshape((b, t, h))?;
             x = (x + blk.c_proj.forward(&y)?)?;
             let m = blk.mlp_proj.forward(&self.act.forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)?)?)?)?;
             x = (x + m)?;

@@ -7,7 +7,7 @@
 
 use super::weights::Scope;
 use crate::engine::kernels::autocast::Precision;
-use crate::engine::kernels::{autocast, int8_gemm, linear, rmsnorm, rope, softmax};
+use crate::engine::kernels::{autocast, int8_gemm, linear, qgemm, rmsnorm, rope, softmax};
 use crate::engine::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -106,6 +106,7 @@ impl Linear {
                 linear::linear(&x2, weight)?
             }
             LinearWeight::Dense { weight, transposed: false } => autocast::matmul(&x2, &weight.t()?)?,
+            LinearWeight::Quantized(QMatMul::QTensor(q)) if qgemm::applies(&x2, q) => qgemm::matmul(&x2, q)?,
             LinearWeight::Quantized(q) => q.forward(&x2.contiguous()?)?,
         };
         let y = match &self.bias {
@@ -311,22 +312,17 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
     Ok(probs.matmul(&v.contiguous()?)?)
 }
 
-/// Appends this step's keys and values (`[b, kv_heads, t, d]`) to a layer's cache slot and returns
-/// all of them.
-pub fn append_kv(slot: &mut Option<(Tensor, Tensor)>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-    let (k, v) = match slot.take() {
-        Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-        None => (k, v),
-    };
-    *slot = Some((k.clone(), v.clone()));
-    Ok((k, v))
-}
-
 /// Rotary position embedding tables for positions `0..t`: `(cos, sin)`, each `[t, head_dim]`.
 pub fn rope_tables(inv_freq: &[f32], t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    rope_tables_from(inv_freq, 0, t, device)
+}
+
+/// The rows of [`rope_tables`] for positions `start..start + t` (one decoding step's).
+pub fn rope_tables_from(inv_freq: &[f32], start: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = inv_freq.len();
     let inv = Tensor::from_slice(inv_freq, (1, half), device)?;
-    let pos = Tensor::arange(0u32, t as u32, device)?.to_dtype(DType::F32)?.reshape((t, 1))?;
+    let end = (start + t) as u32;
+    let pos = Tensor::arange(start as u32, end, device)?.to_dtype(DType::F32)?.reshape((t, 1))?;
     let freqs = pos.broadcast_mul(&inv)?;
     let emb = Tensor::cat(&[&freqs, &freqs], 1)?;
     Ok((emb.cos()?, emb.sin()?))

@@ -2,7 +2,8 @@
 //! (q/k/v bias) and `qwen3` (per-head q/k RMS norm, explicit head_dim) in one trainable implementation.
 
 use super::layers::{
-    apply_rope, apply_rope_thd, attention, causal_mask, rope_tables, Activation, Embedding, Linear, RmsNorm,
+    apply_rope, apply_rope_thd, attention, causal_mask, rope_tables, rope_tables_from, Activation, Embedding, Linear,
+    RmsNorm,
 };
 use super::weights::Scope;
 use crate::engine::kernels::{attention, swiglu};
@@ -233,16 +234,13 @@ impl Attention {
         (b, t): (usize, usize),
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
-        slot: &mut Option<(Tensor, Tensor)>,
+        slot: &mut super::kv::KvSlot,
     ) -> Result<Tensor> {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let (q, k, v) = self.qkv(x, (b, t))?;
-        let bhtd = |y: &Tensor| -> Result<Tensor> { Ok(y.transpose(1, 2)?.contiguous()?) };
-        let (q, k, v) = (apply_rope(&bhtd(&q)?, cos, sin)?, apply_rope(&bhtd(&k)?, cos, sin)?, bhtd(&v)?);
-        let (k, v) = super::layers::append_kv(slot, k, v)?;
-        let y = attention(&q, &k, &v, mask, scale)?;
-        self.o.forward(&y.transpose(1, 2)?.reshape((b * t, self.heads * self.head_dim))?)
+        let (q, k) = (apply_rope_thd(&q, cos, sin)?, apply_rope_thd(&k, cos, sin)?);
+        let y = super::kv::attend_cached(slot, &q, &k, &v, scale)?;
+        self.o.forward(&y.reshape((b * t, self.heads * self.head_dim))?)
     }
 }
 
@@ -346,13 +344,10 @@ impl Llama {
         let (b, t) = ids.dims2()?;
         let pos = cache.start(t, self.blocks.len())?;
         let device = ids.device();
-        let (cos, sin) = rope_tables(&self.inv_freq, pos + t, device)?;
-        let (cos, sin) = (cos.narrow(0, pos, t)?, sin.narrow(0, pos, t)?);
-        let mask = if t > 1 { Some(causal_mask(t, device)?) } else { None };
+        let (cos, sin) = rope_tables_from(&self.inv_freq, pos, t, device)?;
         let mut x = self.embed.forward(&ids.flatten_all()?)?;
         for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let h =
-                block.attn.forward_cached(&block.input_norm.forward(&x)?, (b, t), &cos, &sin, mask.as_ref(), slot)?;
+            let h = block.attn.forward_cached(&block.input_norm.forward(&x)?, (b, t), &cos, &sin, slot)?;
             x = (x + h)?;
             let h = block.mlp.forward(&block.post_norm.forward(&x)?)?;
             x = (x + h)?;

@@ -6,9 +6,12 @@
 pub mod encoder;
 pub mod gpt2;
 pub mod init;
+pub mod kv;
 pub mod layers;
 pub mod llama;
 pub mod weights;
+
+pub use kv::KvCache;
 
 use crate::engine::{Error, Result};
 use candle_core::Tensor;
@@ -20,36 +23,6 @@ use weights::Scope;
 
 /// The `model_type` values this build can run.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "qwen2", "qwen3", "gpt2", "bert", "distilbert"];
-
-/// The keys and values a causal LM computed for the positions it has seen, per layer
-/// (`[b, kv_heads, t, head_dim]`), so each new token costs one position's work.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
-    /// Positions held.
-    pub len: usize,
-}
-
-impl KvCache {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The first position of a step of `t` tokens through `layers` layers: several tokens only
-    /// into an empty cache (the prefill), then one at a time.
-    pub(crate) fn start(&mut self, t: usize, layers: usize) -> Result<usize> {
-        if t == 0 || (t > 1 && self.len > 0) {
-            return Err(Error::Invalid(format!(
-                "a cached step takes the whole prompt into an empty cache, then one token at a time (got {t} tokens after {})",
-                self.len
-            )));
-        }
-        if self.layers.len() != layers {
-            self.layers = vec![None; layers];
-        }
-        Ok(self.len)
-    }
-}
 
 /// A parsed `config.json`, by family.
 #[derive(Clone, Debug)]
