@@ -203,6 +203,9 @@ pub struct AdviseArgs {
     /// Slowest decode, milliseconds per token (KV cache, this machine).
     #[arg(long)]
     pub max_ms_per_token: Option<f64>,
+    /// Slowest prefill, prompt tokens per second (time to the first token).
+    #[arg(long)]
+    pub min_prefill_tokens_per_second: Option<f64>,
     /// Largest perplexity increase over the float teacher, percent.
     #[arg(long)]
     pub max_ppl_increase: Option<f64>,
@@ -224,6 +227,7 @@ pub fn advise(settings: &Settings, args: &AdviseArgs) -> Result<()> {
     let budget = Budget {
         max_mb: args.max_mb,
         max_ms_per_token: args.max_ms_per_token,
+        min_prefill_tokens_per_second: args.min_prefill_tokens_per_second,
         max_ppl_increase_pct: args.max_ppl_increase,
         max_kl: args.max_kl,
         min_agreement: args.min_agreement,
@@ -232,6 +236,7 @@ pub fn advise(settings: &Settings, args: &AdviseArgs) -> Result<()> {
     for (name, v) in [
         ("--max-mb", budget.max_mb),
         ("--max-ms-per-token", budget.max_ms_per_token),
+        ("--min-prefill-tokens-per-second", budget.min_prefill_tokens_per_second),
         ("--max-ppl-increase", budget.max_ppl_increase_pct),
         ("--max-kl", budget.max_kl),
         ("--min-agreement", budget.min_agreement),
@@ -243,7 +248,7 @@ pub fn advise(settings: &Settings, args: &AdviseArgs) -> Result<()> {
     }
     if budget == Budget::default() {
         return Err(Error::Invalid(
-            "give at least one budget: --max-mb, --max-ms-per-token, --max-ppl-increase, --max-kl, --min-agreement, --max-train-minutes".into(),
+            "give at least one budget: --max-mb, --max-ms-per-token, --min-prefill-tokens-per-second, --max-ppl-increase, --max-kl, --min-agreement, --max-train-minutes".into(),
         ));
     }
     let runs = expand(settings, &args.runs)?;

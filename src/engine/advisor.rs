@@ -14,6 +14,9 @@ pub struct Budget {
     pub max_mb: Option<f64>,
     /// Decode latency: milliseconds per token (KV cache, this machine).
     pub max_ms_per_token: Option<f64>,
+    /// Prefill throughput: prompt tokens per second at least this (time to the first token).
+    #[serde(default)]
+    pub min_prefill_tokens_per_second: Option<f64>,
     /// Perplexity at most this many percent above the float teacher's.
     pub max_ppl_increase_pct: Option<f64>,
     /// KL(teacher ‖ point) at most this (nats per token).
@@ -84,6 +87,14 @@ fn breaks(p: &Point, b: &Budget, teacher_ppl: Option<f64>) -> Vec<(String, f64)>
             None => check(false, format!("max {ms} ms/token (its speed was not measured)"), f64::INFINITY),
         }
     }
+    if let Some(min) = b.min_prefill_tokens_per_second {
+        match p.prefill_tokens_per_second {
+            Some(v) => {
+                check(v >= min, format!("min prefill {min} tokens/s ({v:.0} tokens/s)"), min / v.max(1e-9) - 1.0)
+            }
+            None => check(false, format!("min prefill {min} tokens/s (its speed was not measured)"), f64::INFINITY),
+        }
+    }
     if let Some(pct) = b.max_ppl_increase_pct {
         match teacher_ppl {
             Some(t) => {
@@ -116,6 +127,9 @@ fn describe(p: &Point, teacher_ppl: Option<f64>) -> String {
     let mut parts = vec![format!("{:.2} MB", p.megabytes())];
     if let Some(ms) = p.ms_per_token() {
         parts.push(format!("{ms:.2} ms/token"));
+    }
+    if let Some(pp) = p.prefill_tokens_per_second {
+        parts.push(format!("prefill {pp:.0} tokens/s"));
     }
     match teacher_ppl {
         Some(t) if p.origin != Origin::Teacher || !p.is_float() => {
@@ -159,7 +173,9 @@ pub fn advise(points: &[Point], budget: &Budget) -> Advice {
     } else if !candidates.iter().any(|p| p.origin == Origin::Student && !p.is_float()) {
         unmeasured.push("distill then quantize: no quantized student (add \"student\" to quantize.targets)".into());
     }
-    if budget.max_ms_per_token.is_some() && candidates.iter().any(|p| p.decode_tokens_per_second.is_none()) {
+    if (budget.max_ms_per_token.is_some() || budget.min_prefill_tokens_per_second.is_some())
+        && candidates.iter().any(|p| p.decode_tokens_per_second.is_none())
+    {
         unmeasured.push("decode speed: some points were measured before speeds were recorded (run them again)".into());
     }
     let meets = |p: &&Point| breaks(p, budget, teacher_ppl).is_empty();

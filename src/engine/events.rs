@@ -128,6 +128,9 @@ pub struct QuantPoint {
     pub eval_examples_per_second: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize_seconds: Option<f64>,
+    /// CPU seconds of quantizing (every thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_cpu_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mparams_per_second: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -176,6 +176,13 @@ pub struct Latency {
     pub ms_per_token: f64,
     pub threads: usize,
     pub repeats: usize,
+    /// Bytes of the key/value cache once the prompt and the decoded tokens are in it.
+    #[serde(default)]
+    pub kv_cache_bytes: u64,
+    /// Peak resident memory of the process while it served (Linux; the peak is reset before the
+    /// timing, so this is what was resident then — everything else the process holds included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -200,11 +207,14 @@ pub fn measure_latency(
     opts: &LatencyOptions,
     monitor: &Monitor,
 ) -> Result<Latency> {
-    let prefill = opts.prefill.min(tokens.len()).min(context.saturating_sub(1)).max(1);
     if tokens.is_empty() {
         return Err(Error::Invalid("no tokens to time the model on".into()));
     }
-    let decode = opts.decode.min(context.saturating_sub(prefill)).max(1);
+    // A short context keeps the decode length (at most half the context) and cuts the prompt.
+    let decode = opts.decode.min(context / 2).max(1);
+    let prefill = opts.prefill.min(tokens.len()).min(context.saturating_sub(decode)).max(1);
+    let reset = crate::engine::usage::reset_peak_rss();
+    let mut kv_cache_bytes = 0;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let row = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.squeeze(0)?.to_vec1::<f32>()?) };
     for r in 0..opts.repeats.max(1) {
@@ -222,6 +232,7 @@ pub fn measure_latency(
             logits = row(network.forward_cached(&input, &mut cache)?)?;
         }
         tg.push(decode as f64 / clock.elapsed().as_secs_f64().max(1e-9));
+        kv_cache_bytes = cache.bytes() as u64;
     }
     monitor.report(opts.repeats.max(1), opts.repeats.max(1));
     let decode_tps = median(tg);
@@ -233,5 +244,7 @@ pub fn measure_latency(
         ms_per_token: 1000.0 / decode_tps.max(1e-9),
         threads: rayon::current_num_threads(),
         repeats: opts.repeats.max(1),
+        kv_cache_bytes,
+        peak_rss_bytes: if reset { crate::engine::usage::peak_rss_bytes() } else { None },
     })
 }

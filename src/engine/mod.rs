@@ -32,5 +32,6 @@ pub mod summary;
 pub mod tokenizer;
 pub mod tradeoff;
 pub mod train;
+pub mod usage;
 
 pub use error::{Error, Result};

@@ -61,6 +61,12 @@ pub struct RunSummary {
     /// Wall time of the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// CPU seconds of the whole run, every thread (user + system).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Tokens each trained model saw: steps × batch × accumulation × sequence length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_tokens: Option<u64>,
 }
 
 /// One model of a run: what it is and how it measured on the held-out data.

@@ -14,7 +14,6 @@ use crate::engine::recipe::LoadedRecipe;
 use crate::engine::summary::{CacheSummary, Fidelity, ModelSummary, RunSummary, TaskKind};
 use crate::engine::train::Trainee;
 use crate::engine::Result;
-use std::time::Instant;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
@@ -25,7 +24,7 @@ pub(super) fn finish(
     teacher_fidelity: Option<(Precision, CompareReport)>,
     cache: Option<&TeacherCache>,
     quant_formats: Option<&[crate::engine::quant::QuantFormat]>,
-    started: Instant,
+    started: &crate::engine::usage::Stopwatch,
     ctx: &JobContext,
 ) -> Result<serde_json::Value> {
     let out = lr.output_dir();
@@ -100,17 +99,12 @@ pub(super) fn finish(
         let teacher = cpu_teacher.as_ref().or(setup.teacher.as_ref());
         summary.quantize = super::post_quant::run(lr, teacher, formats, ctx)?;
     }
-    summary.peak_memory_bytes = peak_memory_bytes();
-    summary.seconds = Some(started.elapsed().as_secs_f64());
+    summary.peak_memory_bytes = crate::engine::usage::peak_rss_bytes();
+    summary.seconds = Some(started.wall_seconds());
+    summary.cpu_seconds = started.cpu_seconds();
+    let d = &lr.recipe.distill;
+    summary.training_tokens = Some((d.steps * d.batch_size * d.grad_accum * lr.recipe.data.seq_len) as u64);
     summary.write(&out)?;
     ctx.log(format!("wrote {}", out.join("summary.json").display()));
     summary.to_value()
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`), when the platform tells.
-pub fn peak_memory_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

@@ -22,7 +22,6 @@ use crate::engine::train::{
 };
 use crate::engine::{Error, Result};
 use candle_core::Tensor;
-use std::time::Instant;
 
 /// Runs a recipe to the end (or to cancellation) and returns its summary: a run of the library,
 /// in the recipe's `output.dir` (or, when that holds a finished run, a new numbered folder beside
@@ -126,7 +125,7 @@ pub fn run_with_tokenizer(
     tokenizer: Option<(tokenizers::Tokenizer, std::path::PathBuf)>,
     ctx: &JobContext,
 ) -> Result<serde_json::Value> {
-    let started = Instant::now();
+    let started = crate::engine::usage::Stopwatch::start();
     let r = &lr.recipe;
     let out = lr.output_dir();
     let existing = existing_run(&out, opts.resume)?;
@@ -256,7 +255,7 @@ pub fn run_with_tokenizer(
         teacher_fidelity.map(|f| (setup.teacher_precision, f)),
         task.cache.as_ref(),
         quant_formats.as_deref(),
-        started,
+        &started,
         ctx,
     )
 }

@@ -34,14 +34,37 @@ pub fn rows(points: &[Point], metric: Metric) -> Vec<Row> {
         .collect()
 }
 
-const HEAD: [&str; 11] =
-    ["front", "run", "point", "MB", "ppl", "top-1", "KL", "agree", "decode tok/s", "cost s", "path"];
+const HEAD: [&str; 14] = [
+    "front",
+    "run",
+    "point",
+    "MB",
+    "ppl",
+    "top-1",
+    "KL",
+    "agree",
+    "prefill tok/s",
+    "decode tok/s",
+    "cost s",
+    "cpu s",
+    "train tokens",
+    "path",
+];
 
 fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map(|v| format!("{v:.decimals$}")).unwrap_or_else(|| "-".into())
 }
 
-fn cells(r: &Row) -> [String; 11] {
+/// `0`, `98k`, `1.2M`: a token count at a glance.
+pub fn short_count(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{}k", n / 1000),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+fn cells(r: &Row) -> [String; 14] {
     let p = &r.point;
     [
         if r.pareto { "*".into() } else { String::new() },
@@ -52,8 +75,11 @@ fn cells(r: &Row) -> [String; 11] {
         format!("{:.4}", p.top1_accuracy),
         format!("{:.4}", p.kl),
         format!("{:.4}", p.agreement),
+        opt(p.prefill_tokens_per_second, 0),
         opt(p.decode_tokens_per_second, 0),
         opt(p.cost_seconds, 2),
+        opt(p.cost_cpu_seconds, 2),
+        p.cost_tokens.map(short_count).unwrap_or_else(|| "-".into()),
         r.path.to_string(),
     ]
 }
@@ -61,12 +87,12 @@ fn cells(r: &Row) -> [String; 11] {
 /// The points table; `*` marks the Pareto front (size against `metric`).
 pub fn points_table(points: &[Point], metric: Metric, format: Format) -> String {
     let rows = rows(points, metric);
-    let body: Vec<[String; 11]> = rows.iter().map(cells).collect();
+    let body: Vec<[String; 14]> = rows.iter().map(cells).collect();
     let head = HEAD.map(str::to_string);
-    let mut out = render(&head, &body, format, &[3, 4, 5, 6, 7, 8, 9]);
+    let mut out = render(&head, &body, format, &[3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     if format != Format::Csv {
         out.push_str(&format!(
-            "{}* on the Pareto front of size against {}; KL and agreement to the teacher; decode: KV-cache tokens/s on this machine; cost: wall seconds of the path (a trained model: its whole run)\n",
+            "{}* on the Pareto front of size against {}; KL and agreement to the teacher; prefill and KV-cache decode tokens/s on this machine; cost: wall and CPU seconds of the path and the tokens it trained on (a trained model: its whole run)\n",
             if format == Format::Markdown { "\n" } else { "" },
             metric.label()
         ));

@@ -137,7 +137,9 @@ fn sweep_point(
     ctx: &JobContext,
 ) -> Result<QuantPoint> {
     let qopts = QuantOptions { policy: opts.policy, imatrix };
+    let clock = crate::engine::usage::Stopwatch::start();
     let q = quantize_model(model, format, &qopts, &ctx.monitor(format!("quantizing {}", format.name())))?;
+    let quantize_cpu_seconds = clock.cpu_seconds();
     let network = q.network(model)?;
     let label = format!("{}{}", format.name(), if q.imatrix { "+imatrix" } else { "" });
     ctx.log(format!(
@@ -183,6 +185,7 @@ fn sweep_point(
         agreement_with_teacher: to_teacher.map(|t| t.1),
         tokens_per_second: Some(speed.tokens_per_second),
         quantize_seconds: Some(q.seconds),
+        quantize_cpu_seconds,
         mparams_per_second: Some(q.size.parameters as f64 / 1e6 / q.seconds.max(1e-9)),
         fallbacks: Some(q.size.fallbacks),
         imatrix: Some(q.imatrix),
@@ -241,7 +244,7 @@ impl SweepRequest {
         record.settings.insert("formats".into(), names.join("+"));
         record.label = Some(format!("formats {}", names.join(", ")));
         library::recorded(ctx, &out, record, |ctx| {
-            let started = std::time::Instant::now();
+            let started = crate::engine::usage::Stopwatch::start();
             let data = self.data.display().to_string();
             let value = self.run(ctx)?;
             let points: Vec<QuantPoint> = serde_json::from_value(value["points"].clone())
@@ -251,7 +254,8 @@ impl SweepRequest {
                 recipe: data,
                 output_dir: Some(out.display().to_string()),
                 quantize: points,
-                seconds: Some(started.elapsed().as_secs_f64()),
+                seconds: Some(started.wall_seconds()),
+                cpu_seconds: started.cpu_seconds(),
                 ..Default::default()
             };
             summary.write(&out)?;

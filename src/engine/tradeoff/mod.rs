@@ -96,6 +96,12 @@ pub struct Point {
     /// run (teacher evaluation and logits included) plus its quantization.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_seconds: Option<f64>,
+    /// CPU seconds of that path (every thread), counted like `cost_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_cpu_seconds: Option<f64>,
+    /// Training tokens of that path: 0 to quantize, a trained model's steps × batch × length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_tokens: Option<u64>,
 }
 
 impl Point {
@@ -114,6 +120,8 @@ impl Point {
             decode_tokens_per_second: None,
             prefill_tokens_per_second: None,
             cost_seconds: None,
+            cost_cpu_seconds: None,
+            cost_tokens: None,
         }
     }
 
@@ -169,6 +177,8 @@ impl Point {
             decode_tokens_per_second: q.latency.as_ref().map(|l| l.decode_tokens_per_second),
             prefill_tokens_per_second: q.latency.as_ref().map(|l| l.prefill_tokens_per_second),
             cost_seconds: q.quantize_seconds,
+            cost_cpu_seconds: q.quantize_cpu_seconds,
+            cost_tokens: Some(0),
         }
     }
 
@@ -195,6 +205,8 @@ impl Point {
                 decode_tokens_per_second: m.latency.as_ref().map(|l| l.decode_tokens_per_second),
                 prefill_tokens_per_second: m.latency.as_ref().map(|l| l.prefill_tokens_per_second),
                 cost_seconds: if teacher { Some(0.0) } else { summary.seconds },
+                cost_cpu_seconds: if teacher { Some(0.0) } else { summary.cpu_seconds },
+                cost_tokens: if teacher { Some(0) } else { summary.training_tokens },
             })
         };
         [(summary.teacher.as_ref(), Origin::Teacher), (summary.student.as_ref(), Origin::Student)]
@@ -212,6 +224,8 @@ impl Point {
             // A trained model's quantized point cost its training run too.
             if p.origin != Origin::Teacher {
                 p.cost_seconds = p.cost_seconds.map(|c| c + summary.seconds.unwrap_or(0.0));
+                p.cost_cpu_seconds = p.cost_cpu_seconds.zip(summary.cpu_seconds).map(|(a, b)| a + b);
+                p.cost_tokens = summary.training_tokens;
             }
             p
         }));
