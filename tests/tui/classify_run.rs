@@ -118,6 +118,36 @@ fn a_classification_recipe_opens_runs_and_feeds_compare_and_temperature() {
     assert_eq!(teacher.labels, ["cat", "dog", "horse"]);
     assert_eq!(student.labels, teacher.labels);
     assert!(teacher.model.resolved.path().starts_with(tmp.path().join("cls-run/teacher")));
+    // The fine-tuned teacher is sure at T = 1 and spreads its mass at T = 5: one probability
+    // scale, so the T = 5 bar of the same class is visibly shorter.
+    let screen = h.render(100, 16);
+    let horse = screen.lines().find(|l| l.starts_with("│horse")).expect("a horse row");
+    // Per panel (teacher T1, T2, student T1, T2): the bar's width in eighths and the probability.
+    let panels: Vec<(usize, f64)> = horse
+        .split('│')
+        .filter(|cell| cell.starts_with("horse"))
+        .map(|cell| {
+            let eighths = cell
+                .chars()
+                .map(|c| match c {
+                    '█' => 8,
+                    '▉'..='▏' => '▏' as usize - c as usize + 1,
+                    _ => 0,
+                })
+                .sum::<usize>();
+            (eighths, cell.split_whitespace().last().unwrap().parse::<f64>().unwrap())
+        })
+        .collect();
+    assert_eq!(panels.len(), 4, "{horse}");
+    let ((bar1, p1), (bar5, p5)) = (panels[0], panels[1]);
+    assert!(p1 > 0.7 && p5 < p1 - 0.2, "teacher horse: {p1} at T=1, {p5} at T=5");
+    assert!(bar5 < bar1, "the T=5 bar is shorter: {bar5} vs {bar1} eighths");
+    // One scale for every panel: the largest probability fills the 8-cell bar (64 eighths).
+    let top = panels.iter().map(|&(_, p)| p).fold(0.0, f64::max);
+    for &(bar, p) in &panels {
+        assert!((bar as f64 - p * 64.0 / top).abs() <= 1.0, "{bar} eighths for {p} (largest {top}): {horse}");
+    }
+    filters().bind(|| insta::assert_snapshot!("temperature_classifier_trained_100x16", screen));
 
     // Opening a language-model recipe leaves classification mode and forgets the run.
     open(&mut h, &lm_recipe);
