@@ -123,12 +123,13 @@ fn breaks(p: &Point, b: &Budget, teacher_ppl: Option<f64>) -> Vec<(String, f64)>
     out
 }
 
-fn describe(p: &Point, teacher_ppl: Option<f64>) -> String {
+/// The point and its measures; its prefill speed only when the budget bounds it.
+fn describe(p: &Point, teacher_ppl: Option<f64>, budget: &Budget) -> String {
     let mut parts = vec![format!("{:.2} MB", p.megabytes())];
     if let Some(ms) = p.ms_per_token() {
         parts.push(format!("{ms:.2} ms/token"));
     }
-    if let Some(pp) = p.prefill_tokens_per_second {
+    if let Some(pp) = p.prefill_tokens_per_second.filter(|_| budget.min_prefill_tokens_per_second.is_some()) {
         parts.push(format!("prefill {pp:.0} tokens/s"));
     }
     match teacher_ppl {
@@ -203,7 +204,7 @@ pub fn advise(points: &[Point], budget: &Budget) -> Advice {
         return Advice {
             verdict: *v,
             point: Some((*best).clone()),
-            sentence: format!("{}: {} meets every bound{because}", v.name(), describe(best, teacher_ppl)),
+            sentence: format!("{}: {} meets every bound{because}", v.name(), describe(best, teacher_ppl, budget)),
             unmeasured,
         };
     }
@@ -218,7 +219,7 @@ pub fn advise(points: &[Point], budget: &Budget) -> Advice {
             let why: Vec<String> = breaks(p, budget, teacher_ppl).into_iter().map(|b| b.0).collect();
             format!(
                 "nothing measured meets it; the nearest, {}, breaks {}",
-                describe(p, teacher_ppl),
+                describe(p, teacher_ppl, budget),
                 why.join(" and ")
             )
         }

@@ -217,7 +217,12 @@ fn a_quantization_sweep_kept_with_out_joins_the_library() {
     assert_eq!(runs[0]["record"]["settings"]["formats"], "q8_0+q4_0");
     let (code, csv, err) = cli(&["compare", out.to_str().unwrap(), "--csv"], &cache);
     assert_eq!(code, 0, "{err}");
-    assert!(csv.starts_with("front,run,point,MB,ppl,top-1,KL,agree,decode tok/s,cost s,path\n"), "{csv}");
+    assert!(
+        csv.starts_with(
+            "front,run,point,MB,ppl,top-1,KL,agree,prefill tok/s,decode tok/s,cost s,cpu s,train tokens,path\n"
+        ),
+        "{csv}"
+    );
     assert!(csv.contains("teacher q8_0") && csv.contains("teacher q4_0"), "{csv}");
     // Again into the same folder: a numbered one beside it.
     let (code, _, err) = cli(&args, &cache);

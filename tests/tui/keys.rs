@@ -250,6 +250,19 @@ fn compare_budget_and_axis_keys() {
     h.type_text("0.5");
     h.key(KeyCode::Enter);
     assert_eq!(h.app.compare.budget.max_mb, Some(0.5));
+    // Every bound of the advisor has its key; the rarer ones join the budget line once set.
+    for (key, text) in [('f', "40000"), ('v', "0.2"), ('a', "0.7"), ('s', "1.5"), ('t', "3")] {
+        h.key(KeyCode::Char(key));
+        h.type_text(text);
+        h.key(KeyCode::Enter);
+    }
+    let b = &h.app.compare.budget;
+    assert_eq!(
+        (b.min_prefill_tokens_per_second, b.max_kl, b.min_agreement, b.max_ms_per_token, b.max_train_minutes),
+        (Some(40000.0), Some(0.2), Some(0.7), Some(1.5), Some(3.0))
+    );
+    let screen = h.render(160, 30);
+    assert!(screen.contains("prefill 40000 tok/s · KL 0.2 · agreement 0.7 · training 3 min"), "{screen}");
     h.key(KeyCode::Char('d'));
     h.type_text("abc");
     h.key(KeyCode::Enter);

@@ -24,6 +24,9 @@ pub enum BudgetField {
     MaxMb,
     MaxPplIncrease,
     MaxMsPerToken,
+    MinPrefill,
+    MaxKl,
+    MinAgreement,
     MaxTrainMinutes,
 }
 
@@ -108,6 +111,9 @@ impl State {
                         BudgetField::MaxMb => self.budget.max_mb = value,
                         BudgetField::MaxPplIncrease => self.budget.max_ppl_increase_pct = value,
                         BudgetField::MaxMsPerToken => self.budget.max_ms_per_token = value,
+                        BudgetField::MinPrefill => self.budget.min_prefill_tokens_per_second = value,
+                        BudgetField::MaxKl => self.budget.max_kl = value,
+                        BudgetField::MinAgreement => self.budget.min_agreement = value,
                         BudgetField::MaxTrainMinutes => self.budget.max_train_minutes = value,
                     }
                 }
@@ -132,6 +138,11 @@ impl State {
             }
             KeyCode::Char('b') => self.input = Some((BudgetField::MaxMb, show(self.budget.max_mb))),
             KeyCode::Char('s') => self.input = Some((BudgetField::MaxMsPerToken, show(self.budget.max_ms_per_token))),
+            KeyCode::Char('f') => {
+                self.input = Some((BudgetField::MinPrefill, show(self.budget.min_prefill_tokens_per_second)))
+            }
+            KeyCode::Char('v') => self.input = Some((BudgetField::MaxKl, show(self.budget.max_kl))),
+            KeyCode::Char('a') => self.input = Some((BudgetField::MinAgreement, show(self.budget.min_agreement))),
             KeyCode::Char('t') => {
                 self.input = Some((BudgetField::MaxTrainMinutes, show(self.budget.max_train_minutes)))
             }
@@ -268,15 +279,27 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         Some((BudgetField::MaxMb, input)) => format!("max size (MB): {}", input.with_cursor()),
         Some((BudgetField::MaxPplIncrease, input)) => format!("max perplexity increase (%): {}", input.with_cursor()),
         Some((BudgetField::MaxMsPerToken, input)) => format!("max decode ms/token: {}", input.with_cursor()),
+        Some((BudgetField::MinPrefill, input)) => format!("min prefill tokens/s: {}", input.with_cursor()),
+        Some((BudgetField::MaxKl, input)) => format!("max KL to the teacher (nats): {}", input.with_cursor()),
+        Some((BudgetField::MinAgreement, input)) => format!("min agreement with the teacher: {}", input.with_cursor()),
         Some((BudgetField::MaxTrainMinutes, input)) => format!("max training minutes: {}", input.with_cursor()),
-        None => format!(
-            "budget: size {} · perplexity {} · decode {} · training {} · axis: {} (m)",
-            show(s.budget.max_mb, " MB"),
-            show(s.budget.max_ppl_increase_pct, "%"),
-            show(s.budget.max_ms_per_token, " ms/token"),
-            show(s.budget.max_train_minutes, " min"),
-            s.metric.label()
-        ),
+        None => {
+            let b = &s.budget;
+            let mut parts = vec![
+                format!("size {}", show(b.max_mb, " MB")),
+                format!("perplexity {}", show(b.max_ppl_increase_pct, "%")),
+                format!("decode {}", show(b.max_ms_per_token, " ms/token")),
+            ];
+            // The rarer bounds only once set, so the line fits 100 columns.
+            let rare = [
+                ("prefill", b.min_prefill_tokens_per_second, " tok/s"),
+                ("KL", b.max_kl, ""),
+                ("agreement", b.min_agreement, ""),
+            ];
+            parts.extend(rare.iter().filter(|(_, v, _)| v.is_some()).map(|(n, v, u)| format!("{n} {}", show(*v, u))));
+            parts.push(format!("training {}", show(b.max_train_minutes, " min")));
+            format!("budget: {} · axis: {} (m)", parts.join(" · "), s.metric.label())
+        }
     })];
     if s.budget.is_set() {
         let advice = advise(&s.points, &s.budget);
@@ -288,7 +311,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         )));
     } else {
         lines.push(Line::from(
-            "b size · d perplexity · s decode speed · t training time: the advisor says which path meets them",
+            "b size · d ppl · s decode · f prefill · v KL · a agree · t minutes: the advisor picks the path",
         ));
     }
     f.render_widget(
