@@ -1,5 +1,8 @@
 //! KD losses against PyTorch (`../shared/fixtures/kd`): forward KL·T², reverse KL·T², JSD(β=0.5),
-//! hard CE, at T = 1, 2, 5, within 1e-5.
+//! hard CE, at T = 1, 2, 5, within 1e-5; the fused and top-k forms against the composed ones; and
+//! properties of every divergence over seeds, temperatures and mixes (JSD between 0 and the binary
+//! entropy of β, the KLs at β = 0 and 1, zero for identical inputs, finite for -inf logits, f32
+//! for bf16 inputs).
 
 use crate::common;
 
@@ -177,4 +180,122 @@ fn fused_kl_and_cross_entropy_equal_the_composed_losses() {
     assert!(err.contains("teacher"), "{err}");
     let err = soft_and_hard(&s, Some(&t), &labels, SoftLoss::Jsd, 2.0).unwrap_err().to_string();
     assert!(err.contains("not fused"), "{err}");
+}
+
+/// Seeded logits `[rows, vocab]` with spread `scale`.
+fn logits(rows: usize, vocab: usize, seed: u64, scale: f64) -> Tensor {
+    let v = common::spread_values(rows * vocab, seed, 1.0).iter().map(|x| (*x as f64 * scale) as f32).collect();
+    Tensor::from_vec(v, (rows, vocab), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn every_divergence_keeps_its_properties_over_seeds_temperatures_and_mixes() {
+    use distill_tui::engine::distill::sparse::SparseTeacher;
+    for seed in 1..=12u64 {
+        let (rows, vocab) = (5, 3 + (seed as usize * 7) % 40);
+        let scale = [0.5, 2.0, 8.0][seed as usize % 3];
+        let (s, t) = (logits(rows, vocab, seed, scale), logits(rows, vocab, seed + 100, scale));
+        let full = SparseTeacher::from_logits(&t, vocab).unwrap();
+        for temp in [0.5, 1.0, 2.0, 5.0] {
+            let t2 = temp * temp;
+            let fkl = scalar(SoftLoss::ForwardKl.sum(&s, &t, temp, 0.5).unwrap());
+            let rkl = scalar(SoftLoss::ReverseKl.sum(&s, &t, temp, 0.5).unwrap());
+            assert!(fkl >= -1e-6 && rkl >= -1e-6, "seed {seed} T={temp}: KLs {fkl}, {rkl}");
+            for beta in [0.1, 0.3, 0.5, 0.9] {
+                let jsd = scalar(SoftLoss::Jsd.sum(&s, &t, temp, beta).unwrap()) / t2;
+                // 0 ≤ JSD_β ≤ the binary entropy of β, per position.
+                let h = -beta * f64::ln(beta) - (1.0 - beta) * f64::ln(1.0 - beta);
+                assert!(jsd >= -1e-6 && jsd <= rows as f64 * h + 1e-5, "seed {seed} T={temp} β={beta}: JSD {jsd}");
+                let sparse = scalar(SoftLoss::Jsd.sum_sparse(&s, &full, temp, beta).unwrap()) / t2;
+                assert!((sparse - jsd).abs() <= 1e-4 * jsd.max(1.0), "sparse JSD {sparse} vs {jsd}");
+            }
+            // At the ends, JSD is the corresponding KL (TRL's convention), dense and sparse.
+            for (beta, kl) in [(0.0, fkl), (1.0, rkl)] {
+                let jsd = scalar(SoftLoss::Jsd.sum(&s, &t, temp, beta).unwrap());
+                let sparse = scalar(SoftLoss::Jsd.sum_sparse(&s, &full, temp, beta).unwrap());
+                assert!((jsd - kl).abs() <= 1e-5 * kl.max(1.0), "seed {seed} T={temp} β={beta}: {jsd} vs KL {kl}");
+                assert!((sparse - kl).abs() <= 1e-4 * kl.max(1.0), "sparse β={beta}: {sparse} vs KL {kl}");
+            }
+            // Identical inputs: every divergence vanishes.
+            for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl, SoftLoss::Jsd, SoftLoss::MseLogits] {
+                for beta in [0.0, 0.5, 1.0] {
+                    let same = scalar(kind.sum(&t, &t, temp, beta).unwrap());
+                    assert!(same.abs() < 1e-5, "{kind:?} T={temp} β={beta} of identical inputs: {same}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn masked_tokens_with_minus_infinity_logits_give_finite_losses_in_every_form() {
+    use distill_tui::engine::distill::fused_loss::soft_and_hard;
+    use distill_tui::engine::distill::sparse::SparseTeacher;
+    let (rows, vocab, masked) = (4, 40, [3usize, 17, 39]);
+    let (s, t) = (logits(rows, vocab, 7, 3.0), logits(rows, vocab, 8, 3.0));
+    let mask = |x: &Tensor, cols: &[usize]| {
+        let mut v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        for r in 0..rows {
+            for &c in cols {
+                v[r * vocab + c] = f32::NEG_INFINITY;
+            }
+        }
+        Tensor::from_vec(v, (rows, vocab), &Device::Cpu).unwrap()
+    };
+    // The same tokens masked in both: the loss over the vocabulary without them.
+    let kept: Vec<u32> = (0..vocab as u32).filter(|c| !masked.contains(&(*c as usize))).collect();
+    let keep = |x: &Tensor| x.index_select(&Tensor::new(kept.as_slice(), &Device::Cpu).unwrap(), 1).unwrap();
+    let (ms, mt) = (mask(&s, &masked), mask(&t, &masked));
+    let labels = Tensor::new(&[0u32, 1, 2, 4], &Device::Cpu).unwrap();
+    for temp in [1.0, 2.0] {
+        for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl, SoftLoss::Jsd] {
+            for beta in [0.0, 0.5, 1.0] {
+                let got = scalar(kind.sum(&ms, &mt, temp, beta).unwrap());
+                let want = scalar(kind.sum(&keep(&s), &keep(&t), temp, beta).unwrap());
+                assert!(
+                    got.is_finite() && (got - want).abs() <= 1e-5 * want.max(1.0),
+                    "{kind:?} β={beta}: {got} vs {want}"
+                );
+                let sparse = SparseTeacher::from_logits(&mt, 8).unwrap();
+                let got = scalar(kind.sum_sparse(&ms, &sparse, temp, beta).unwrap());
+                assert!(got.is_finite(), "sparse {kind:?} β={beta}: {got}");
+            }
+        }
+        for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl] {
+            let both = soft_and_hard(&ms, Some(&mt), &labels, kind, temp).unwrap();
+            let want = scalar(kind.sum(&keep(&s), &keep(&t), temp, 0.5).unwrap());
+            let got = scalar(both.get(0).unwrap());
+            assert!(got.is_finite() && (got - want).abs() <= 1e-4 * want.max(1.0), "fused {kind:?}: {got} vs {want}");
+            let g =
+                soft_and_hard(&candle_core::Var::from_tensor(&ms).unwrap(), Some(&mt), &labels, kind, temp).unwrap();
+            assert!(scalar(g.get(0).unwrap()).is_finite());
+        }
+    }
+    // Masked on one side only: the teacher's zeros weigh nothing in forward KL, the student's in
+    // reverse KL.
+    let fkl = scalar(SoftLoss::ForwardKl.sum(&s, &mt, 2.0, 0.5).unwrap());
+    let rkl = scalar(SoftLoss::ReverseKl.sum(&ms, &t, 2.0, 0.5).unwrap());
+    assert!(fkl.is_finite() && fkl > 0.0 && rkl.is_finite() && rkl > 0.0, "{fkl} {rkl}");
+    let fused = soft_and_hard(&s, Some(&mt), &labels, SoftLoss::ForwardKl, 2.0).unwrap();
+    assert!((scalar(fused.get(0).unwrap()) - fkl).abs() <= 1e-4 * fkl, "fused one-sided forward KL");
+    let fused = soft_and_hard(&ms, Some(&t), &labels, SoftLoss::ReverseKl, 2.0).unwrap();
+    assert!((scalar(fused.get(0).unwrap()) - rkl).abs() <= 1e-4 * rkl, "fused one-sided reverse KL");
+}
+
+#[test]
+fn losses_are_computed_in_f32_whatever_the_logits_dtype() {
+    let (s, t) = (logits(6, 50, 21, 4.0), logits(6, 50, 22, 4.0));
+    let (sb, tb) = (s.to_dtype(DType::BF16).unwrap(), t.to_dtype(DType::BF16).unwrap());
+    // The bf16 values, widened: what the losses must compute on.
+    let (sw, tw) = (sb.to_dtype(DType::F32).unwrap(), tb.to_dtype(DType::F32).unwrap());
+    for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl, SoftLoss::Jsd, SoftLoss::MseLogits] {
+        let low = kind.sum(&sb, &tb, 2.0, 0.5).unwrap();
+        assert_eq!(low.dtype(), DType::F32, "{kind:?}");
+        let (got, want) = (scalar(low), scalar(kind.sum(&sw, &tw, 2.0, 0.5).unwrap()));
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{kind:?}: {got} vs {want}");
+    }
+    let labels = Tensor::new(&[1u32, 2, 3, 4, 5, 6], &Device::Cpu).unwrap();
+    let ce = losses::hard_ce_sum(&sb, &labels).unwrap();
+    assert_eq!(ce.dtype(), DType::F32);
+    assert!((scalar(ce) - scalar(losses::hard_ce_sum(&sw, &labels).unwrap())).abs() < 1e-5);
 }

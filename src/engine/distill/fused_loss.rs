@@ -20,6 +20,9 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
+/// Log-probabilities below this are 0 in f32 (`vmath::exp` floors at about 1e-38).
+const UNDERFLOW: f32 = -87.0;
+
 /// True when the fused op computes this soft loss (MSE and JSD stay composed).
 pub fn supports(kind: SoftLoss) -> bool {
     matches!(kind, SoftLoss::ForwardKl | SoftLoss::ReverseKl)
@@ -106,15 +109,28 @@ impl FusedKd {
         let mt = vmath::max(t);
         let lse_s = ms * inv_t + vmath::sum_map(s, |x| exp((x - ms) * inv_t)).ln() as f32;
         let lse_t = mt * inv_t + vmath::sum_map(t, |x| exp((x - mt) * inv_t)).ln() as f32;
+        // A term whose weight underflows f32 (log-probability below -87, e.g. a -inf logit of a
+        // masked token) is 0: p log p → 0, where 0 · (-inf) would be NaN. NaN still passes (the
+        // comparison is false for it), so a NaN logit still surfaces.
         let kl = if self.reverse {
             vmath::sum_map2(s, t, |x, y| {
                 let lq = x * inv_t - lse_s;
-                exp(lq) * (lq - (y * inv_t - lse_t))
+                let term = exp(lq) * (lq - (y * inv_t - lse_t));
+                if lq < UNDERFLOW {
+                    0.0
+                } else {
+                    term
+                }
             })
         } else {
             vmath::sum_map2(s, t, |x, y| {
                 let lp = y * inv_t - lse_t;
-                exp(lp) * (lp - (x * inv_t - lse_s))
+                let term = exp(lp) * (lp - (x * inv_t - lse_s));
+                if lp < UNDERFLOW {
+                    0.0
+                } else {
+                    term
+                }
             })
         };
         (RowStats { lse, lse_s, lse_t, kl: kl as f32 }, kl, hard)
@@ -156,6 +172,7 @@ impl FusedKd {
                             for ((g, &x), &y) in g.iter_mut().zip(sr).zip(tr) {
                                 let lq = x * inv_t - st.lse_s;
                                 let d = exp(lq) * (lq - (y * inv_t - st.lse_t) - st.kl);
+                                let d = if lq < UNDERFLOW { 0.0 } else { d };
                                 *g = soft_scale * d + g_hard * exp(x - st.lse);
                             }
                         }

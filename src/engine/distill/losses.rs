@@ -4,7 +4,9 @@
 //! Conventions (checked against PyTorch in `tests/engine/losses.rs`):
 //! - temperature `T` divides both teacher and student logits before the softmax;
 //! - `forward_kl` = Σ_v p_t (log p_t − log p_s) (Hinton), `reverse_kl` = Σ_v p_s (log p_s − log p_t)
-//!   (MiniLLM), `jsd` = β·KL(p_t‖m) + (1−β)·KL(p_s‖m) with m = β·p_t + (1−β)·p_s;
+//!   (MiniLLM), `jsd` = β·KL(p_t‖m) + (1−β)·KL(p_s‖m) with m = β·p_t + (1−β)·p_s, and at the
+//!   ends forward KL (β = 0) and reverse KL (β = 1), as TRL's GKD trainer;
+//! - computed in f32 whatever the logits' dtype; a `-inf` logit (a masked token) gives finite losses;
 //! - the divergences here are unscaled; [`SoftLoss::sum`] multiplies them by T² so the soft term's
 //!   gradient keeps its size as T changes (Hinton et al. 2015); MSE on raw logits ignores T.
 
@@ -54,14 +56,31 @@ fn scaled_log_probs(logits: &Tensor, temperature: f64) -> Result<Tensor> {
     Ok(log_softmax(&x, D::Minus1)?)
 }
 
-/// Σ_rows Σ_i p_i (log p_i − log q_i) for log-probabilities over the last dimension.
-pub fn kl_from_log_probs(log_p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
-    Ok((log_p.exp()? * (log_p - log_q)?)?.sum_all()?)
+/// Log-probabilities are floored here before they are subtracted: a `-inf` (a masked token) then
+/// contributes `0 · (finite)` = 0 instead of `0 · (-inf)` = NaN.
+const LOG_FLOOR: f64 = -1e30;
+
+fn floored(log_p: &Tensor) -> Result<Tensor> {
+    Ok(log_p.clamp(LOG_FLOOR, f64::from(f32::MAX))?)
 }
 
-/// Σ_rows of β·KL(p‖m) + (1−β)·KL(q‖m), m = β·p + (1−β)·q, from log-probabilities.
+/// Σ_rows Σ_i p_i (log p_i − log q_i) for log-probabilities over the last dimension.
+pub fn kl_from_log_probs(log_p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
+    Ok((log_p.exp()? * (floored(log_p)? - floored(log_q)?)?)?.sum_all()?)
+}
+
+/// Σ_rows of β·KL(p‖m) + (1−β)·KL(q‖m), m = β·p + (1−β)·q, from log-probabilities; at the ends,
+/// as TRL's `generalized_jsd_loss` defines them, β = 0 is KL(p‖q) and β = 1 is KL(q‖p) (the
+/// divergences to the mixture both vanish there).
 pub fn jsd_from_log_probs(log_p: &Tensor, log_q: &Tensor, beta: f64) -> Result<Tensor> {
+    if beta == 0.0 {
+        return kl_from_log_probs(log_p, log_q);
+    }
+    if beta == 1.0 {
+        return kl_from_log_probs(log_q, log_p);
+    }
     let (p, q) = (log_p.exp()?, log_q.exp()?);
+    let (log_p, log_q) = (&floored(log_p)?, &floored(log_q)?);
     let m = ((&p * beta)? + (&q * (1.0 - beta))?)?;
     // Guard log(0) where both distributions underflow; those terms have zero weight anyway.
     let log_m = m.clamp(f32::MIN_POSITIVE, 1.0)?.log()?;
