@@ -57,6 +57,8 @@ pub enum Command {
         /// Windows per forward pass (default: about 2048 tokens).
         #[arg(long)]
         batch_size: Option<usize>,
+        #[command(flatten)]
+        protocol: ProtocolArgs,
         /// Also measure MODEL against this teacher: KL(teacher ‖ model) and top-1 agreement, and the
         /// teacher's own numbers (the workbench's float points).
         #[arg(long)]
@@ -331,4 +333,40 @@ pub(crate) fn print_json<T: Serialize>(value: &T) -> crate::engine::Result<()> {
     let text = serde_json::to_string(value).map_err(|e| Error::Invalid(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// Which positions are scored: every one, or llama.cpp's `llama-perplexity` protocol.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProtocolArgs {
+    /// `all` (every position of every window) or `llama-perplexity` (whole windows, the second
+    /// half of each scored, as llama.cpp's perplexity tool does: figures comparable with it).
+    #[arg(long, default_value = "all")]
+    pub protocol: String,
+    /// Score this many whole windows (the first N × seq_len tokens); with the llama-perplexity
+    /// protocol, its `--chunks`.
+    #[arg(long, value_name = "N")]
+    pub windows: Option<usize>,
+}
+
+impl ProtocolArgs {
+    /// The protocol and the token limit: `--windows` sets it to N × seq_len (refused beside
+    /// `--max-tokens`).
+    pub fn apply(
+        &self,
+        seq_len: usize,
+        max_tokens: Option<usize>,
+    ) -> crate::engine::Result<(crate::engine::eval::Protocol, Option<usize>)> {
+        let protocol = crate::engine::eval::Protocol::parse(&self.protocol)?;
+        let max = match (self.windows, max_tokens) {
+            (Some(_), Some(_)) => {
+                return Err(crate::engine::Error::Invalid(
+                    "give --windows or --max-tokens, not both (--windows N scores N × --seq-len tokens)".into(),
+                ))
+            }
+            (Some(0), _) => return Err(crate::engine::Error::Invalid("--windows must be at least 1".into())),
+            (Some(n), None) => Some(n * seq_len),
+            (None, m) => m,
+        };
+        Ok((protocol, max))
+    }
 }

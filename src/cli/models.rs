@@ -31,11 +31,12 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
                 Ok(())
             }
         }
-        Command::Eval { model, data, seq_len, max_tokens, batch_size, teacher: Some(teacher), json } => {
+        Command::Eval { model, data, seq_len, max_tokens, batch_size, protocol, teacher: Some(teacher), json } => {
             let text = std::fs::read_to_string(&data)
                 .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
             let (t, m) = (load(&teacher)?, load(&model)?);
-            let opts = EvalOptions { seq_len, max_tokens, batch_size };
+            let (protocol, max_tokens) = protocol.apply(seq_len, max_tokens)?;
+            let opts = EvalOptions { seq_len, max_tokens, batch_size, protocol };
             let (own, c) = measure_against(&t, &[&m], &text, &opts, &Monitor::new(&cancel, &reporter))?;
             reporter.finish();
             let c = &c[0];
@@ -56,11 +57,12 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
             println!("predicted       {} tokens in windows of {seq_len}", c.candidate.predicted_tokens);
             Ok(())
         }
-        Command::Eval { model, data, seq_len, max_tokens, batch_size, teacher: None, json } => {
+        Command::Eval { model, data, seq_len, max_tokens, batch_size, protocol, teacher: None, json } => {
             let text = std::fs::read_to_string(&data)
                 .map_err(|e| Error::Invalid(format!("cannot read --data {}: {e}", data.display())))?;
             let m = load(&model)?;
-            let opts = EvalOptions { seq_len, max_tokens, batch_size };
+            let (protocol, max_tokens) = protocol.apply(seq_len, max_tokens)?;
+            let opts = EvalOptions { seq_len, max_tokens, batch_size, protocol };
             let report = evaluate_text(&m, &text, &opts, &Monitor::new(&cancel, &reporter).stage("eval"))?;
             reporter.finish();
             if json {

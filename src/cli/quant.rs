@@ -64,6 +64,8 @@ pub struct PolicyArgs {
     /// Window length for calibration and evaluation.
     #[arg(long, default_value_t = 512)]
     pub seq_len: usize,
+    #[command(flatten)]
+    pub protocol: super::ProtocolArgs,
 }
 
 impl PolicyArgs {
@@ -71,9 +73,11 @@ impl PolicyArgs {
         Ok(QuantPolicy { embeddings: TensorRule::parse(&self.embeddings)?, head: TensorRule::parse(&self.head)? })
     }
 
-    /// Windows of `seq_len`, the first `max_tokens` of the text.
-    fn eval(&self, max_tokens: Option<usize>) -> EvalOptions {
-        EvalOptions { seq_len: self.seq_len, max_tokens, batch_size: None }
+    /// Windows of `seq_len`, the first `max_tokens` of the text (or `--windows` of them), scored
+    /// by the protocol.
+    fn eval(&self, max_tokens: Option<usize>) -> Result<EvalOptions> {
+        let (protocol, max_tokens) = self.protocol.apply(self.seq_len, max_tokens)?;
+        Ok(EvalOptions { seq_len: self.seq_len, max_tokens, batch_size: None, protocol })
     }
 }
 
@@ -141,7 +145,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
     let monitor = Monitor::new(&cancel, &reporter);
     let imatrix = match &calibration {
         Some(text) => {
-            let calib = args.policy.eval(args.calib.calib_tokens.0);
+            let calib = EvalOptions { protocol: Default::default(), ..args.policy.eval(args.calib.calib_tokens.0)? };
             Some(calibrate(&model, text, &calib, &monitor.stage("calibration"))?)
         }
         None => None,
@@ -203,7 +207,7 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>, output: Output) ->
         data: args.data.clone(),
         imatrix: args.imatrix.clone(),
         opts: SweepOptions {
-            eval: args.policy.eval(args.max_tokens),
+            eval: args.policy.eval(args.max_tokens)?,
             policy: args.policy.policy()?,
             calibration: None,
             calib_tokens: args.calib.calib_tokens.0,

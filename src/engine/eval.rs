@@ -22,11 +22,45 @@ pub struct EvalOptions {
     pub max_tokens: Option<usize>,
     /// Windows per forward pass; `None` picks about 2048 tokens per batch.
     pub batch_size: Option<usize>,
+    /// Which positions of each window are scored.
+    pub protocol: Protocol,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { seq_len: 512, max_tokens: None, batch_size: None }
+        Self { seq_len: 512, max_tokens: None, batch_size: None, protocol: Protocol::All }
+    }
+}
+
+/// Which positions of each window count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Every position after the first predicts the next token; the last, shorter window too.
+    #[default]
+    All,
+    /// llama.cpp's `llama-perplexity`: whole windows only, and only the predictions from the
+    /// middle of each window on (the first half is context), so that the figures sit beside it.
+    LlamaPerplexity,
+}
+
+impl Protocol {
+    pub const NAMES: &'static [&'static str] = &["all", "llama-perplexity"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "all" => Ok(Self::All),
+            "llama-perplexity" => Ok(Self::LlamaPerplexity),
+            other => Err(Error::Invalid(format!("unknown protocol `{other}`; valid: {}", Self::NAMES.join(", ")))),
+        }
+    }
+
+    /// The first scored prediction (position `i` predicts token `i + 1`) of a `t`-token window.
+    pub fn first_scored(self, t: usize) -> usize {
+        match self {
+            Self::All => 0,
+            Self::LlamaPerplexity => t / 2,
+        }
     }
 }
 
@@ -50,9 +84,20 @@ pub fn windows(tokens: &[u32], seq_len: usize) -> Vec<&[u32]> {
     tokens.chunks(seq_len).filter(|w| w.len() >= 2).collect()
 }
 
-/// [`windows`], or an error when the text yields nothing to predict.
-fn checked_windows(tokens: &[u32], seq_len: usize) -> Result<Vec<&[u32]>> {
-    let wins = windows(tokens, seq_len);
+/// [`windows`] of the protocol (whole windows only for llama-perplexity), or an error when the
+/// text yields nothing to predict.
+fn checked_windows<'a>(tokens: &'a [u32], opts: &EvalOptions) -> Result<Vec<&'a [u32]>> {
+    let mut wins = windows(tokens, opts.seq_len);
+    if opts.protocol == Protocol::LlamaPerplexity {
+        wins.retain(|w| w.len() == opts.seq_len);
+        if wins.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the llama-perplexity protocol scores whole windows of {} tokens; the text gives {}",
+                opts.seq_len,
+                tokens.len()
+            )));
+        }
+    }
     if wins.is_empty() {
         return Err(Error::Invalid(format!("the text gives {} token(s); evaluation needs at least 2", tokens.len())));
     }
@@ -171,7 +216,7 @@ pub fn evaluate_tokens(
     if opts.seq_len < 2 {
         return Err(Error::Invalid("--seq-len must be at least 2".into()));
     }
-    let wins = checked_windows(tokens, opts.seq_len)?;
+    let wins = checked_windows(tokens, opts)?;
     let batch = opts.batch_size.unwrap_or((2048 / opts.seq_len).max(1));
     let start = Instant::now();
     let (mut nll, mut correct, mut predicted, mut fed) = (0f64, 0usize, 0usize, 0usize);
@@ -190,10 +235,11 @@ pub fn evaluate_tokens(
         let t = group[0].len();
         let flat: Vec<u32> = group.iter().flat_map(|w| w.iter().copied()).collect();
         let ids = Tensor::from_vec(flat, (group.len(), t), device)?;
-        let (s_nll, s_correct) = window_stats(network, &ids)?;
+        let first = opts.protocol.first_scored(t);
+        let (s_nll, s_correct) = window_stats(network, &ids, first)?;
         nll += s_nll;
         correct += s_correct;
-        predicted += group.len() * (t - 1);
+        predicted += group.len() * (t - 1 - first);
         fed += group.len() * t;
         done += group.len();
         monitor.report(done, wins.len());
@@ -236,11 +282,11 @@ impl ReferenceStates {
     pub fn compute(
         reference: &Network,
         tokens: &[u32],
-        seq_len: usize,
+        opts: &EvalOptions,
         device: &Device,
         monitor: &Monitor,
     ) -> Result<Self> {
-        let wins: Vec<Vec<u32>> = checked_windows(tokens, seq_len)?.into_iter().map(|w| w.to_vec()).collect();
+        let wins: Vec<Vec<u32>> = checked_windows(tokens, opts)?.into_iter().map(|w| w.to_vec()).collect();
         let mut hidden = Vec::with_capacity(wins.len());
         monitor.report(0, wins.len());
         for (i, w) in wins.iter().enumerate() {
@@ -269,8 +315,7 @@ pub fn measure_against(
     let cpu = Device::Cpu;
     let own = evaluate_tokens(&teacher.network, &tokens, opts, &cpu, &monitor.stage("teacher"))?;
     finite(teacher, own.mean_nll)?;
-    let states =
-        ReferenceStates::compute(&teacher.network, &tokens, opts.seq_len, &cpu, &monitor.stage("teacher states"))?;
+    let states = ReferenceStates::compute(&teacher.network, &tokens, opts, &cpu, &monitor.stage("teacher states"))?;
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
         let each = monitor.stage(c.info.name.as_str());
@@ -292,7 +337,7 @@ pub fn compare_tokens(
     device: &Device,
     monitor: &Monitor,
 ) -> Result<CompareReport> {
-    let states = ReferenceStates::compute(reference, tokens, opts.seq_len, device, monitor)?;
+    let states = ReferenceStates::compute(reference, tokens, opts, device, monitor)?;
     compare_with_states(reference, &states, candidate, opts, device, monitor)
 }
 
@@ -326,7 +371,8 @@ pub fn compare_with_states_at(
     for (i, (w, hr)) in states.windows.iter().zip(&states.hidden).enumerate() {
         monitor.check()?;
         let ids = Tensor::from_slice(w, (1, w.len()), device)?;
-        compare_window(reference, hr, (candidate, precision), &ids, &mut acc)?;
+        let first = opts.protocol.first_scored(w.len());
+        compare_window(reference, hr, (candidate, precision), &ids, first, &mut acc)?;
         monitor.report(i + 1, total);
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -364,19 +410,22 @@ fn compare_window(
     hr: &Tensor,
     (candidate, precision): (&Network, Precision),
     ids: &Tensor,
+    first: usize,
     acc: &mut CompareAcc,
 ) -> Result<()> {
     let t = ids.dim(1)?;
     let inputs = ids.narrow(1, 0, t - 1)?;
+    let scored = t - 1 - first;
     let at = |p: Precision| autocast::enter(p);
     let hc = {
         let _candidate = at(precision);
         candidate.hidden_states(&inputs)?
     };
-    let hc = hc.reshape((t - 1, hc.dim(D::Minus1)?))?;
-    let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
-    for start in (0..t - 1).step_by(LOGIT_ROWS) {
-        let n = LOGIT_ROWS.min(t - 1 - start);
+    let hc = hc.reshape((t - 1, hc.dim(D::Minus1)?))?.narrow(0, first, scored)?;
+    let hr = hr.narrow(0, first, scored)?;
+    let labels = ids.narrow(1, 1 + first, scored)?.flatten_all()?.to_dtype(DType::U32)?;
+    for start in (0..scored).step_by(LOGIT_ROWS) {
+        let n = LOGIT_ROWS.min(scored - start);
         let lr = {
             let _reference = at(Precision::F32);
             reference.lm_logits(&hr.narrow(0, start, n)?)?.to_dtype(DType::F32)?
@@ -406,13 +455,16 @@ fn compare_window(
 /// Positions whose logits are materialised at once (keeps `[rows, vocab]` around 100 MB at 49k vocab).
 const LOGIT_ROWS: usize = 512;
 
-/// Summed NLL and correct top-1 predictions of positions 1.. of each row of `ids` `[b, t]`.
-fn window_stats(network: &Network, ids: &Tensor) -> Result<(f64, usize)> {
+/// Summed NLL and correct top-1 predictions of tokens `first + 1..` of each row of `ids` `[b, t]`
+/// (every position sees the whole window before it).
+fn window_stats(network: &Network, ids: &Tensor, first: usize) -> Result<(f64, usize)> {
     let (b, t) = ids.dims2()?;
     let hidden = network.hidden_states(&ids.narrow(1, 0, t - 1)?)?;
-    let rows = b * (t - 1);
-    let hidden = hidden.reshape((rows, hidden.dim(D::Minus1)?))?;
-    let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
+    let scored = t - 1 - first;
+    let rows = b * scored;
+    let h = hidden.dim(D::Minus1)?;
+    let hidden = hidden.reshape((b, t - 1, h))?.narrow(1, first, scored)?.reshape((rows, h))?;
+    let labels = ids.narrow(1, 1 + first, scored)?.flatten_all()?.to_dtype(DType::U32)?;
     let (mut nll, mut correct) = (0f64, 0usize);
     for start in (0..rows).step_by(LOGIT_ROWS) {
         let n = LOGIT_ROWS.min(rows - start);

@@ -139,3 +139,35 @@ fn help_states_the_exit_codes() {
     assert!(help.contains("0 done, 1 failed, 2 bad input or usage, 130 interrupted"), "{help}");
     assert!(help.contains("--quiet"), "{help}");
 }
+
+#[test]
+fn eval_and_sweep_take_the_llama_perplexity_protocol_and_a_window_count() {
+    let model = common::fixture("tiny-llama");
+    let data = persuasion();
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", m, "--data", d, "--seq-len", "64", "--json"];
+        args.extend_from_slice(extra);
+        common::run_cli(&args, &[])
+    };
+    let (code, out, err) = eval(&["--protocol", "llama-perplexity", "--windows", "5"]);
+    assert_eq!(code, 0, "{err}");
+    let r = &json_lines(&out)[0];
+    // Five whole windows of 64 tokens, positions 32..62 of each scored.
+    assert_eq!((r["windows"].as_u64(), r["predicted_tokens"].as_u64()), (Some(5), Some(5 * 31)), "{r}");
+    let (code, out, _) = eval(&["--windows", "5"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out)[0]["predicted_tokens"].as_u64(), Some(5 * 63), "the default protocol scores all");
+    let (code, _, err) = eval(&["--windows", "5", "--max-tokens", "100"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--windows or --max-tokens"), "{err}");
+    let (code, _, err) = eval(&["--protocol", "llama"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("llama-perplexity"), "{err}");
+    // The sweep measures its points the same way.
+    let args = ["sweep", m, "--formats", "q8_0", "--data", d, "--seq-len", "64", "--protocol", "llama-perplexity"];
+    let (code, out, err) = common::run_cli(&[&args[..], &["--windows", "4", "--json"]].concat(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let last = json_lines(&out).pop().unwrap();
+    assert!(last.to_string().contains("q8_0"), "{last}");
+}

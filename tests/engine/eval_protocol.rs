@@ -24,7 +24,7 @@ fn perplexity_and_top1_equal_those_computed_from_golden_logits() {
         let hits = sum(&pred.argmax(D::Minus1).unwrap().eq(&labels).unwrap());
         let n = (b * (t - 1)) as f64;
         let tokens: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
-        let opts = EvalOptions { seq_len: t, max_tokens: None, batch_size: Some(1) };
+        let opts = EvalOptions { seq_len: t, max_tokens: None, batch_size: Some(1), ..Default::default() };
         let r =
             evaluate_tokens(&model.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&AtomicBool::new(false)))
                 .unwrap();
@@ -44,6 +44,57 @@ fn perplexity_and_top1_equal_those_computed_from_golden_logits() {
         .unwrap();
         assert!((batched.perplexity - r.perplexity).abs() < 1e-9);
     }
+}
+
+#[test]
+fn the_llama_perplexity_protocol_scores_the_second_half_of_whole_windows_only() {
+    use distill_tui::engine::eval::{compare_tokens, Protocol};
+    let quiet = AtomicBool::new(false);
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let model = common::load_fixture(name, false);
+        let (ids, logits) = common::golden(&common::fixture(name));
+        let (b, t) = ids.dims2().unwrap();
+        let v = logits.dim(2).unwrap();
+        // Reference from transformers' logits: positions t/2 .. t-2 predict tokens t/2+1 .. t-1.
+        let first = t / 2;
+        let scored = t - 1 - first;
+        let pred = logits.narrow(1, first, scored).unwrap().reshape(((), v)).unwrap();
+        let labels = ids.narrow(1, first + 1, scored).unwrap().flatten_all().unwrap();
+        let logp = candle_nn::ops::log_softmax(&pred, D::Minus1).unwrap();
+        let nll = -sum(&logp.gather(&labels.unsqueeze(1).unwrap(), 1).unwrap());
+        let n = (b * scored) as f64;
+        // The rows as one text, plus a short tail the protocol must drop.
+        let mut tokens: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
+        tokens.extend_from_slice(&tokens[..t / 2].to_vec());
+        let opts = EvalOptions { seq_len: t, protocol: Protocol::LlamaPerplexity, ..Default::default() };
+        let r = evaluate_tokens(&model.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&quiet)).unwrap();
+        assert_eq!((r.windows, r.predicted_tokens), (b, b * scored), "{name}: whole windows, second halves");
+        let want = (nll / n).exp();
+        assert!((r.perplexity - want).abs() / want < 1e-5, "{name}: {} vs {want}", r.perplexity);
+        // Every position is scored by default, the tail window too.
+        let all = evaluate_tokens(
+            &model.network,
+            &tokens,
+            &EvalOptions { protocol: Protocol::All, ..opts.clone() },
+            &Device::Cpu,
+            &Monitor::silent(&quiet),
+        )
+        .unwrap();
+        assert_eq!((all.windows, all.predicted_tokens), (b + 1, b * (t - 1) + t / 2 - 1));
+        // Against a reference: the same positions; a model against itself is at KL 0, agreement 1.
+        let c = compare_tokens(&model.network, &model.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&quiet))
+            .unwrap();
+        assert_eq!(c.candidate.predicted_tokens, b * scored);
+        assert!(c.kl.abs() < 1e-6 && (c.agreement - 1.0).abs() < 1e-12);
+        assert!((c.candidate.perplexity - r.perplexity).abs() / want < 1e-5);
+    }
+    // Too little text for one whole window is named.
+    let model = common::load_fixture("tiny-llama", false);
+    let opts = EvalOptions { seq_len: 64, protocol: Protocol::LlamaPerplexity, ..Default::default() };
+    let e =
+        evaluate_tokens(&model.network, &[1, 2, 3, 4, 5], &opts, &Device::Cpu, &Monitor::silent(&quiet)).unwrap_err();
+    assert!(e.to_string().contains("whole windows of 64 tokens"), "{e}");
+    assert!(Protocol::parse("llama").unwrap_err().to_string().contains("llama-perplexity"));
 }
 
 #[test]
@@ -88,7 +139,7 @@ fn compare_reports_zero_kl_and_full_agreement_against_itself_and_positive_kl_oth
     let student = common::load_fixture("tiny-llama-student", false);
     let (ids, _) = common::golden(&common::fixture("tiny-llama"));
     let tokens: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
-    let opts = EvalOptions { seq_len: 30, max_tokens: None, batch_size: None };
+    let opts = EvalOptions { seq_len: 30, ..Default::default() };
     let cancel = AtomicBool::new(false);
     let same =
         compare_tokens(&teacher.network, &teacher.network, &tokens, &opts, &Device::Cpu, &Monitor::silent(&cancel))
@@ -123,7 +174,7 @@ fn the_workbench_measurements_run_headless() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let (tm, sm) = (common::load_fixture("tiny-llama", false), common::load_fixture("tiny-llama-student", false));
-    let opts = EvalOptions { seq_len: 16, max_tokens: None, batch_size: None };
+    let opts = EvalOptions { seq_len: 16, ..Default::default() };
     let text = std::fs::read_to_string(&data).unwrap();
     // The monitor hears every stage, named by the model measured, up to its total, and what is
     // about to be scored before it starts.

@@ -73,7 +73,7 @@ fn q8_0_is_close_to_the_unquantized_model_on_held_out_text() {
     let tokens = encode_plain(m.tokenizer().unwrap(), &text).unwrap();
     let q = quantized(&m, "q8_0");
     let network = q.network(&m).unwrap();
-    let opts = EvalOptions { seq_len: 256, max_tokens: Some(512), batch_size: None };
+    let opts = EvalOptions { seq_len: 256, max_tokens: Some(512), ..Default::default() };
     let r = distill_tui::engine::eval::compare_tokens(
         &m.network,
         &network,

@@ -78,8 +78,11 @@ pub fn run(
         return Err(Error::Invalid(format!("nothing to quantize: targets {} found no model", q.targets.join(", "))));
     }
     let text = read_files(lr, &lr.recipe.data.eval, "data.eval")?;
-    let eval =
-        EvalOptions { seq_len: lr.recipe.data.seq_len, max_tokens: Some(lr.recipe.data.eval_tokens), batch_size: None };
+    let eval = EvalOptions {
+        seq_len: lr.recipe.data.seq_len,
+        max_tokens: Some(lr.recipe.data.eval_tokens),
+        ..Default::default()
+    };
     let calibration = if q.imatrix { Some(read_files(lr, &lr.recipe.data.train, "data.train")?) } else { None };
     let calib_tokens = Some(q.calib_tokens.unwrap_or(lr.recipe.data.eval_tokens));
     let opts = SweepOptions { eval, calibration, calib_tokens, ..SweepOptions::default() };

@@ -199,14 +199,14 @@ pub fn run_with_tokenizer(
         }
         _ => None,
     };
-    let eval_opts = EvalOptions { seq_len: r.data.seq_len, max_tokens: None, batch_size: None };
+    let eval_opts = EvalOptions { seq_len: r.data.seq_len, ..Default::default() };
     let teacher_metrics = match &setup.teacher {
         Some(t) => Some(evaluate_tokens(&t.network, &setup.eval_tokens, &eval_opts, &setup.device, &ctx.quiet())?),
         None => None,
     };
     let teacher_states = match &setup.teacher {
         Some(t) => {
-            Some(ReferenceStates::compute(&t.network, &setup.eval_tokens, r.data.seq_len, &setup.device, &ctx.quiet())?)
+            Some(ReferenceStates::compute(&t.network, &setup.eval_tokens, &eval_opts, &setup.device, &ctx.quiet())?)
         }
         None => None,
     };

@@ -74,13 +74,17 @@ pub fn sweep(
     }
     let total = (models.len() * formats.len()) as u64;
     let mut results = Vec::with_capacity(total as usize);
-    let seq_len = opts.eval.seq_len;
     let teacher = match teacher {
         Some(t) => {
             ctx.log(format!("reference: {} (KL and agreement to the teacher)", t.info.name));
             let tokens = eval_tokens(t, data, opts)?;
-            let states =
-                ReferenceStates::compute(&t.network, &tokens, seq_len, &Device::Cpu, &ctx.monitor("teacher states"))?;
+            let states = ReferenceStates::compute(
+                &t.network,
+                &tokens,
+                &opts.eval,
+                &Device::Cpu,
+                &ctx.monitor("teacher states"),
+            )?;
             Some(TeacherRef { model: t, states })
         }
         None => None,
@@ -88,8 +92,13 @@ pub fn sweep(
     ctx.progress("sweep", 0, total, "points");
     for model in models {
         let tokens = eval_tokens(model, data, opts)?;
-        let own =
-            ReferenceStates::compute(&model.network, &tokens, seq_len, &Device::Cpu, &ctx.monitor("reference states"))?;
+        let own = ReferenceStates::compute(
+            &model.network,
+            &tokens,
+            &opts.eval,
+            &Device::Cpu,
+            &ctx.monitor("reference states"),
+        )?;
         // The teacher's own points are already measured against the teacher.
         let is_teacher = teacher.as_ref().is_some_and(|t| std::ptr::eq(t.model, *model));
         let teacher = teacher.as_ref().filter(|_| !is_teacher);

@@ -172,7 +172,7 @@ pub fn measure(app: &mut App) {
     let student_spec = r.student.model.as_ref().map(|m| app.model_spec(m));
     let teacher = app.loaded.get(&teacher_spec).cloned();
     let student = student_spec.as_ref().and_then(|s| app.loaded.get(s).cloned());
-    let opts = EvalOptions { seq_len: r.data.seq_len, max_tokens: Some(r.data.eval_tokens), batch_size: None };
+    let opts = EvalOptions { seq_len: r.data.seq_len, max_tokens: Some(r.data.eval_tokens), ..Default::default() };
     app.spawn("eval", format!("measure {teacher_spec} (float)"), move |ctx, out| {
         let text = eval_files
             .iter()
