@@ -115,3 +115,39 @@ fn the_dequantizing_product_declines_one_row_a_tracked_input_and_the_reference_k
     let err = qgemm::matmul(&plain, &q).unwrap_err().to_string();
     assert!(err.contains("dequantizing product takes"), "{err}");
 }
+
+#[test]
+fn the_one_row_quantized_product_equals_candles_for_q8_0_and_q4_0() {
+    use candle_core::quantized::QMatMul;
+    use distill_tui::engine::kernels::qgemv;
+    // 200 output rows: three tasks of 64 and a tail, and a last group of fewer than four rows.
+    let (n, k) = (203, 320);
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+        let q = std::sync::Arc::new(QTensor::quantize(&weight(n, k, 11), dtype).unwrap());
+        let candle = QMatMul::from_arc(q.clone()).unwrap();
+        for m in 1..=qgemv::MAX_ROWS {
+            let x = Tensor::from_vec(common::spread_values(m * k, 13 + m as u64, 2.0), (m, k), &Device::Cpu).unwrap();
+            assert!(qgemv::applies(&x, &q), "{dtype:?} m={m}");
+            let got = qgemv::matmul(&x, &q).unwrap().to_vec2::<f32>().unwrap();
+            // candle's reference: its own one-row path, row by row (the same 8-bit activations).
+            for (i, row) in got.iter().enumerate() {
+                let want = candle_core::Module::forward(&candle, &x.narrow(0, i, 1).unwrap()).unwrap();
+                let want = want.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+                for (g, w) in row.iter().zip(&want) {
+                    assert!((g - w).abs() <= 2e-3 * (1.0 + w.abs()), "{dtype:?} m={m} row {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+    // Other block types, more rows than a decoding step, and the reference scope keep candle's path.
+    let q4k = QTensor::quantize(&weight(64, 256, 3), GgmlDType::Q4K).unwrap();
+    let x = Tensor::ones((1, 256), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(!qgemv::applies(&x, &q4k));
+    let q8 = QTensor::quantize(&weight(64, 256, 3), GgmlDType::Q8_0).unwrap();
+    assert!(!qgemv::applies(
+        &Tensor::ones((qgemv::MAX_ROWS + 1, 256), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        &q8
+    ));
+    let _reference = kernels::reference();
+    assert!(!qgemv::applies(&x, &q8));
+}

@@ -13,6 +13,8 @@
 //! - [`linear`]: a dense layer's `x · Wᵀ` as one op whose backward returns both gradients;
 //! - [`qgemm`]: many-row products with a GGML-quantized weight, dequantized a block of rows at
 //!   a time into f32 GEMMs;
+//! - [`qgemv`]: a decoding step's product with a Q8_0 or Q4_0 weight, four weight rows at a time
+//!   in integer block dot products (AVX2 or portable);
 //! - [`rmsnorm`] and [`rope`]: RMS normalisation and rotary embedding in one pass each, with their
 //!   backward (candle's fused versions record no gradient);
 //! - [`softmax`]: attention's masked, scaled softmax in one pass, with its own backward;
@@ -36,6 +38,7 @@ pub mod int8_gemm;
 pub mod kv_cache;
 pub mod linear;
 pub mod qgemm;
+pub mod qgemv;
 pub mod rmsnorm;
 pub mod rope;
 pub mod softmax;

@@ -7,7 +7,7 @@
 
 use super::weights::Scope;
 use crate::engine::kernels::autocast::Precision;
-use crate::engine::kernels::{autocast, int8_gemm, linear, qgemm, rmsnorm, rope, softmax};
+use crate::engine::kernels::{autocast, int8_gemm, linear, qgemm, qgemv, rmsnorm, rope, softmax};
 use crate::engine::Result;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -107,6 +107,7 @@ impl Linear {
             }
             LinearWeight::Dense { weight, transposed: false } => autocast::matmul(&x2, &weight.t()?)?,
             LinearWeight::Quantized(QMatMul::QTensor(q)) if qgemm::applies(&x2, q) => qgemm::matmul(&x2, q)?,
+            LinearWeight::Quantized(QMatMul::QTensor(q)) if qgemv::applies(&x2, q) => qgemv::matmul(&x2, q)?,
             LinearWeight::Quantized(q) => q.forward(&x2.contiguous()?)?,
         };
         let y = match &self.bias {
