@@ -1,4 +1,6 @@
-//! Quantization throughput (Mparams/s) and quantized evaluation speed (tokens/s) against f32.
+//! Quantization throughput (Mparams/s), quantized evaluation speed (tokens/s) against the first
+//! format, and serving speed: prefill of 512 tokens and KV-cache decode of 128 (llama-bench's
+//! pp512 / tg128), medians.
 //!
 //! `cargo bench --bench quant -- MODEL TEXT FORMATS [TOKENS] [RUNS]`, e.g.
 //! `cargo bench --bench quant -- offline/SmolLM2-135M-Instruct-dequantized ../shared/data/austen/persuasion.txt
@@ -7,6 +9,7 @@
 use distill_tui::engine::context::Monitor;
 use distill_tui::engine::context::Settings;
 use distill_tui::engine::eval::{evaluate_tokens, EvalOptions};
+use distill_tui::engine::generate::{measure_latency, LatencyOptions};
 use distill_tui::engine::loader::{load_model, LoadOptions};
 use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions};
 use distill_tui::engine::source::resolve;
@@ -36,11 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tokens = encode_plain(m.tokenizer()?, &std::fs::read_to_string(text)?)?;
     tokens.truncate(tokens_n);
     let cancel = AtomicBool::new(false);
-    let opts = EvalOptions { seq_len: 512, max_tokens: None, batch_size: None };
+    let opts = EvalOptions { seq_len: 512, ..Default::default() };
+    let latency = LatencyOptions { prefill: 512, decode: 128, repeats: runs };
     let params = m.parameter_count() as f64 / 1e6;
     println!("{model}: {params:.1}M parameters, {} tokens in windows of 512, median of {runs} runs\n", tokens.len());
-    println!("| format | bits/weight | MB | quantize Mparams/s | eval tokens/s | vs first row |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| format | bits/weight | MB | quantize Mparams/s | eval tokens/s | vs first row | pp512 tokens/s | tg128 tokens/s |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut first_speed = None;
     for format in QuantFormat::parse_list(formats)? {
         let (mut qspeed, mut espeed, mut last) = (Vec::new(), Vec::new(), None);
@@ -59,12 +63,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let e = median(espeed);
         let base = *first_speed.get_or_insert(e);
+        let l = measure_latency(&network, &tokens, m.config.context_length(), &latency, &Monitor::silent(&cancel))?;
         println!(
-            "| {format} | {:.3} | {:.1} | {:.0} | {e:.0} | {:.2}× |",
+            "| {format} | {:.3} | {:.1} | {:.0} | {e:.0} | {:.2}× | {:.1} | {:.1} |",
             q.size.bits_per_weight,
             q.size.bytes as f64 / 1e6,
             median(qspeed),
-            e / base
+            e / base,
+            l.prefill_tokens_per_second,
+            l.decode_tokens_per_second
         );
     }
     Ok(())

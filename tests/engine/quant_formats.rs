@@ -181,6 +181,17 @@ fn sizes_count_every_byte_and_fallbacks_are_reported() {
     .unwrap();
     let emb = m.params["model.embed_tokens.weight"].elem_count() as u64;
     assert_eq!(qk.size.bytes - q.size.bytes, 4 * emb - emb / 32 * 34);
+
+    // The tied head multiplies in the table's own format (Q8_0 here), as its size says; kept f32,
+    // it is a dense product. Over many rows both give the dequantized table's logits.
+    let (net, net_keep) = (q.network(&m).unwrap(), qk.network(&m).unwrap());
+    assert!(net.lm_head_weight().is_none(), "the tied head runs quantized");
+    assert!(net_keep.lm_head_weight().is_some(), "kept f32, the head is dense");
+    let hidden = candle_core::Tensor::randn(0f32, 1.0, (16, m.config.hidden()), &Device::Cpu).unwrap();
+    let table = q.dequantized().unwrap()["model.embed_tokens.weight"].clone();
+    let want = hidden.matmul(&table.t().unwrap()).unwrap();
+    let got = net.lm_logits(&hidden).unwrap();
+    assert!(common::max_abs_diff(&got, &want) < 1e-4, "{}", common::max_abs_diff(&got, &want));
 }
 
 #[test]

@@ -96,7 +96,7 @@ impl Gpt2 {
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::load(&t.pp("ln_f"), h, eps)?;
         let lm_head = if c.tie_word_embeddings {
-            Linear::from_weight(wte.weight.clone())
+            Linear::tied(&t.pp("wte"), &wte.weight)?
         } else {
             Linear::load(&s.pp("lm_head"), h, c.vocab_size, false)?
         };

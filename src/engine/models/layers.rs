@@ -62,6 +62,22 @@ impl Linear {
         s.recorder().map(|r| (s.name("weight"), r))
     }
 
+    /// The head tied to the token embedding `embedding` (`[out, in]`) that `s` loaded: its
+    /// GGML-quantized version when the store holds one (a quantized tied model multiplies by the
+    /// table in its own format, as llama.cpp does), else the table itself.
+    pub fn tied(s: &Scope, embedding: &Tensor) -> Result<Self> {
+        let (out_dim, in_dim) = embedding.dims2()?;
+        Ok(match s.quantized("weight", (out_dim, in_dim))? {
+            Some(q) => Self {
+                weight: LinearWeight::Quantized(QMatMul::from_arc(q)?),
+                bias: None,
+                tap: None,
+                int8: Default::default(),
+            },
+            None => Self::from_weight(embedding.clone()),
+        })
+    }
+
     /// A layer that reuses another tensor (tied embeddings), `[out, in]`.
     pub fn from_weight(weight: Tensor) -> Self {
         Self {

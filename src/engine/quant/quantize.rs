@@ -221,9 +221,9 @@ pub fn quantize_tensor(
 }
 
 impl QuantizedModel {
-    /// The network of `model`'s family running these weights: GGML-quantized linear weights
-    /// multiply through candle's `QMatMul` (F16 fallbacks are dequantized by candle); embeddings,
-    /// a tied head and the own integer formats run on their dequantized f32 values.
+    /// The network of `model`'s family running these weights: GGML-quantized linear weights, and
+    /// a tied head, multiply in their format (F16 fallbacks are dequantized by candle); embedding
+    /// lookups and the own integer formats use the dequantized f32 values.
     pub fn network(&self, model: &LoadedModel) -> Result<Network> {
         let mut dense = HashMap::new();
         let mut quantized = HashMap::new();
@@ -231,6 +231,11 @@ impl QuantizedModel {
             match &t.data {
                 QuantData::Ggml(q) if t.role.is_matmul() && q.dtype() != GgmlDType::F16 => {
                     quantized.insert(name.clone(), q.clone());
+                }
+                // A tied table: looked up dequantized, multiplied by the head in its format.
+                QuantData::Ggml(q) if t.role == TensorRole::TiedHead && q.dtype() != GgmlDType::F16 => {
+                    quantized.insert(name.clone(), q.clone());
+                    dense.insert(name.clone(), t.dequantize()?);
                 }
                 _ => {
                     dense.insert(name.clone(), t.dequantize()?);
