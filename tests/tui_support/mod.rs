@@ -31,7 +31,9 @@ pub fn filters() -> insta::Settings {
         (r"\d+\.\d+ ms/token", "[ms] ms/token"),
         (r"\d+\.\d+ s to make", "[s] s to make"),
         (r"\d+\.\d+ min to make", "[m] min to make"),
-        // The Compare table's decode speed (the column before the path).
+        // The Compare table's decode speed and the path's wall time (the columns before the path).
+        (r"(\d\.\d{4}) +\d+ +\d+ +\d+(\.\d+)?[sm]  ", "$1 [pp/s] [t/s] [cost]  "),
+        (r"(\d\.\d{4}) +\d+ +\d+(\.\d+)?[sm]  ", "$1 [t/s] [cost]  "),
         (r"(\d\.\d{4}) +\d+  ", "$1 [t/s]  "),
     ] {
         s.add_filter(pattern, replacement);

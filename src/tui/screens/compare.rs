@@ -245,16 +245,28 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         f.render_widget(data.chart(s.metric, chart_area), chart_area);
     }
     let w = s.points.iter().map(|p| p.name().chars().count()).max().unwrap_or(0).max(15);
+    // Prefill speed only where the path still fits beside it.
+    let wide = table_area.width >= 120;
+    let rate = |v: Option<f64>| v.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into());
     let mut rows = vec![Line::from(format!(
-        "   {:<w$} {:>9} {:>9} {:>6} {:>7} {:>6} {:>7}  {}",
-        "point", "size", "ppl", "top-1", "KL", "agree", "tok/s", "path"
+        "   {:<w$} {:>9} {:>9} {:>6} {:>7} {:>6} {}{:>7} {:>7}  {}",
+        "point",
+        "size",
+        "ppl",
+        "top-1",
+        "KL",
+        "agree",
+        if wide { format!("{:>8} ", "prefill") } else { String::new() },
+        "tok/s",
+        "cost",
+        "path"
     ))];
     let height = table_area.height.saturating_sub(3) as usize;
     rows.extend(super::in_view(&s.points, s.row, height).map(|(i, p)| {
         let budget = if s.budget.is_set() && meets[i] { '$' } else { ' ' };
         Line::styled(
             format!(
-                "{}{budget} {:<w$} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4} {:>7}  {}",
+                "{}{budget} {:<w$} {:>6.3} MB {:>9.3} {:>6.4} {:>7.4} {:>6.4} {}{:>7} {:>7}  {}",
                 if front[i] { '*' } else { ' ' },
                 p.name(),
                 p.megabytes(),
@@ -262,14 +274,16 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
                 p.top1_accuracy,
                 p.kl,
                 p.agreement,
-                p.decode_tokens_per_second.map(|t| format!("{t:.0}")).unwrap_or_else(|| "-".into()),
+                if wide { format!("{:>8} ", rate(p.prefill_tokens_per_second)) } else { String::new() },
+                rate(p.decode_tokens_per_second),
+                p.cost_seconds.map(short_seconds).unwrap_or_else(|| "-".into()),
                 p.path()
             ),
             selected(i == s.row),
         )
     }));
     let title = format!(
-        "points by {}{} (o/O): * Pareto front, $ in budget; KL, agreement to the teacher; tok/s: decode",
+        "points by {}{} (o/O): * front, $ budget; KL, agree: to teacher; tok/s: decode; cost: wall s",
         s.sort.name(),
         if s.reverse { " reversed" } else { "" }
     );
@@ -318,4 +332,13 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true }).block(panel("Budget")),
         budget_area,
     );
+}
+
+/// `0.01s`, `56.5s`, `12m`: a path's wall time in a narrow column.
+fn short_seconds(s: f64) -> String {
+    match s {
+        s if s < 10.0 => format!("{s:.2}s"),
+        s if s < 600.0 => format!("{s:.1}s"),
+        s => format!("{:.0}m", s / 60.0),
+    }
 }
