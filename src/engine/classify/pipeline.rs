@@ -268,6 +268,7 @@ fn classification(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> R
         return finetune(lr, opts, ctx);
     };
     let formats = r.quantize.as_ref().map(|q| q.parsed_formats()).transpose()?;
+    let started = crate::engine::usage::Stopwatch::start();
     let out = lr.output_dir();
     let existing = existing_run(&out, opts.resume)?;
     let p = prepare_teacher(lr, opts.resume, ctx)?;
@@ -328,6 +329,10 @@ fn classification(lr: &LoadedClassify, opts: &RunOptions, ctx: &JobContext) -> R
     if let (Some(formats), Some(q)) = (formats, &r.quantize) {
         summary.quantize = quantize(lr, &p, &teacher_eval, &q.targets, &formats, ctx)?;
     }
+    // The cost of the path: the whole run, the teacher's fine-tuning included.
+    summary.seconds = Some(started.wall_seconds());
+    summary.cpu_seconds = started.cpu_seconds();
+    summary.peak_memory_bytes = crate::engine::usage::peak_rss_bytes();
     summary.write(&out)?;
     summary.to_value()
 }
