@@ -107,7 +107,9 @@ pub unsafe fn gemm_threads(
     let threads = rayon::current_num_threads().max(1);
     let split_rows = m > 4 * n;
     let len = if split_rows { m } else { n };
-    if threads == 1 || len < 32 {
+    // A product of a few microseconds (a tiny model's decoding step) stays on this thread: the
+    // hand-off to the pool would cost more than it saves.
+    if threads == 1 || len < 32 || m * n * k < 1 << 17 {
         return gemm((m, n, k), dst, dst_rs, accumulate, lhs, lhs_strides, rhs, rhs_strides);
     }
     let per = len.div_ceil(threads).div_ceil(16) * 16;

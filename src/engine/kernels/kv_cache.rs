@@ -11,6 +11,9 @@
 use super::vmath;
 use rayon::prelude::*;
 
+/// Multiply-adds of one attention step from which its heads are split over the threads.
+const PARALLEL_WORK: usize = 1 << 18;
+
 /// One layer's cached keys and values.
 #[derive(Clone, Debug)]
 pub struct HostKv {
@@ -98,42 +101,45 @@ impl HostKv {
         assert!(t <= self.len && heads % kv == 0, "attend: {t} queries, {} cached, {heads} heads", self.len);
         assert_eq!(q.len(), b * t * heads * d, "queries [b, t, heads, d]");
         let rep = heads / kv;
-        let per_task: Vec<Vec<f32>> = (0..b * heads)
-            .into_par_iter()
-            .map(|task| {
-                let (s, h) = (task / heads, task % heads);
-                let base = self.at(s, h / rep, 0);
-                let mut out = vec![0f32; t * d];
-                let mut scores = vec![0f32; self.len];
-                vmath::with_wide_simd(
-                    #[inline(always)]
-                    || {
-                        for (i, row) in out.chunks_exact_mut(d).enumerate() {
-                            let qi = &q[((s * t + i) * heads + h) * d..][..d];
-                            let seen = self.len - t + i + 1;
-                            let scores = &mut scores[..seen];
-                            for (j, x) in scores.iter_mut().enumerate() {
-                                let kj = &self.k[base + j * d..][..d];
-                                *x = vmath::sum_map2(qi, kj, |a, b| a * b) as f32 * scale;
-                            }
-                            let max = vmath::max(scores);
-                            for x in scores.iter_mut() {
-                                *x = vmath::exp(*x - max);
-                            }
-                            let inv = 1.0 / vmath::sum_map(scores, |x| x) as f32;
-                            for (j, &p) in scores.iter().enumerate() {
-                                let vj = &self.v[base + j * d..][..d];
-                                let p = p * inv;
-                                for (o, &x) in row.iter_mut().zip(vj) {
-                                    *o += p * x;
-                                }
+        let one = |task: usize| -> Vec<f32> {
+            let (s, h) = (task / heads, task % heads);
+            let base = self.at(s, h / rep, 0);
+            let mut out = vec![0f32; t * d];
+            let mut scores = vec![0f32; self.len];
+            vmath::with_wide_simd(
+                #[inline(always)]
+                || {
+                    for (i, row) in out.chunks_exact_mut(d).enumerate() {
+                        let qi = &q[((s * t + i) * heads + h) * d..][..d];
+                        let seen = self.len - t + i + 1;
+                        let scores = &mut scores[..seen];
+                        for (j, x) in scores.iter_mut().enumerate() {
+                            let kj = &self.k[base + j * d..][..d];
+                            *x = vmath::sum_map2(qi, kj, |a, b| a * b) as f32 * scale;
+                        }
+                        let max = vmath::max(scores);
+                        for x in scores.iter_mut() {
+                            *x = vmath::exp(*x - max);
+                        }
+                        let inv = 1.0 / vmath::sum_map(scores, |x| x) as f32;
+                        for (j, &p) in scores.iter().enumerate() {
+                            let vj = &self.v[base + j * d..][..d];
+                            let p = p * inv;
+                            for (o, &x) in row.iter_mut().zip(vj) {
+                                *o += p * x;
                             }
                         }
-                    },
-                );
-                out
-            })
-            .collect();
+                    }
+                },
+            );
+            out
+        };
+        // A short cache is a few microseconds of work: the thread pool would cost more.
+        let per_task: Vec<Vec<f32>> = if b * heads * t * self.len * d >= PARALLEL_WORK {
+            (0..b * heads).into_par_iter().map(one).collect()
+        } else {
+            (0..b * heads).map(one).collect()
+        };
         let mut out = vec![0f32; b * t * heads * d];
         for (task, rows) in per_task.iter().enumerate() {
             let (s, h) = (task / heads, task % heads);

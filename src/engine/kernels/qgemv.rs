@@ -20,6 +20,9 @@ const QK: usize = 32;
 const ROWS: usize = 64;
 /// Up to this many rows of `x` take this path.
 pub const MAX_ROWS: usize = 4;
+/// Weights smaller than this run on the calling thread: handing a product of a few microseconds to
+/// the thread pool costs more than it saves (a tiny model's decode ran at half speed).
+const PARALLEL_BYTES: usize = 128 << 10;
 
 /// A weight block layout this kernel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +111,7 @@ pub fn matmul(x: &Tensor, w: &QTensor) -> Result<Tensor> {
     let simd = avx2();
     // Output transposed, [n, m]: each task owns whole weight rows.
     let mut yt = vec![0f32; n * m];
-    yt.par_chunks_mut(ROWS * m).enumerate().for_each(|(block, ys)| {
+    let task = |(block, ys): (usize, &mut [f32])| {
         let first = block * ROWS;
         let count = ys.len() / m;
         let mut o = 0;
@@ -131,7 +134,12 @@ pub fn matmul(x: &Tensor, w: &QTensor) -> Result<Tensor> {
             }
             o += take;
         }
-    });
+    };
+    if n * row_bytes >= PARALLEL_BYTES {
+        yt.par_chunks_mut(ROWS * m).enumerate().for_each(task);
+    } else {
+        yt.chunks_mut(ROWS * m).enumerate().for_each(task);
+    }
     let y = if m == 1 {
         yt
     } else {
