@@ -245,6 +245,6 @@ pub fn measure_latency(
         threads: rayon::current_num_threads(),
         repeats: opts.repeats.max(1),
         kv_cache_bytes,
-        peak_rss_bytes: if reset { crate::engine::usage::peak_rss_bytes() } else { None },
+        peak_rss_bytes: if reset { crate::engine::usage::peak_rss_since_reset() } else { None },
     })
 }

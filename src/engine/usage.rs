@@ -1,6 +1,7 @@
 //! What this process used: CPU time (user + system, every thread) and peak resident memory, read
 //! from the operating system, and a stopwatch for both.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// CPU seconds this process has used so far, every thread together (`getrusage`); `None` where
@@ -22,17 +23,35 @@ pub fn cpu_seconds() -> Option<f64> {
     }
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), when the platform tells.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// The peaks [`reset_peak_rss`] cleared, folded together.
+static CLEARED_PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's peak resident size (Linux `VmHWM`), since the process started or the last reset.
+fn high_water_mark() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
 
-/// Lowers the peak resident size to the current one (Linux: `5` into `/proc/self/clear_refs`), so
-/// that [`peak_rss_bytes`] then reports the peak of what follows; false where that is refused.
+/// Peak resident memory of this process over its whole life (resets included), when the platform
+/// tells.
+pub fn peak_rss_bytes() -> Option<u64> {
+    Some(high_water_mark()?.max(CLEARED_PEAK.load(Ordering::Relaxed)))
+}
+
+/// Peak resident memory since the last [`reset_peak_rss`].
+pub fn peak_rss_since_reset() -> Option<u64> {
+    high_water_mark()
+}
+
+/// Lowers the kernel's peak resident size to the current one (Linux: `5` into
+/// `/proc/self/clear_refs`), so that [`peak_rss_since_reset`] reports the peak of what follows
+/// ([`peak_rss_bytes`] keeps the whole life's); false where that is refused.
 pub fn reset_peak_rss() -> bool {
+    if let Some(peak) = high_water_mark() {
+        CLEARED_PEAK.fetch_max(peak, Ordering::Relaxed);
+    }
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
@@ -55,5 +74,29 @@ impl Stopwatch {
     /// CPU seconds of the whole process since the start (other work running meanwhile counts).
     pub fn cpu_seconds(&self) -> Option<f64> {
         Some(cpu_seconds()? - self.cpu?)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn a_reset_keeps_the_lifetime_peak_and_cpu_time_grows() {
+        let big = vec![1u8; 64 << 20];
+        let before = super::peak_rss_bytes().expect("VmHWM on Linux");
+        assert!(before >= 64 << 20, "64 MB touched, peak {before}");
+        drop(std::hint::black_box(big));
+        if !super::reset_peak_rss() {
+            eprintln!("skipped the reset check: /proc/self/clear_refs refused");
+            return;
+        }
+        let since = super::peak_rss_since_reset().unwrap();
+        let life = super::peak_rss_bytes().unwrap();
+        assert!(life >= before && life >= since, "lifetime {life}, before {before}, since the reset {since}");
+        let clock = super::Stopwatch::start();
+        let mut x = 0u64;
+        while clock.wall_seconds() < 0.05 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        assert!(clock.cpu_seconds().unwrap() > 0.0);
     }
 }
