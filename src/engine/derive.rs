@@ -159,7 +159,7 @@ pub fn derive_student(teacher: &LoadedModel, shape: &StudentShape, seed: u64) ->
     let map = layer_map(t.layers(), student.layers());
     let std = teacher.config_json.get("initializer_range").and_then(|v| v.as_f64()).unwrap_or(0.02);
     let mut init = InitSource::new(seed, std);
-    for (name, tensor) in &teacher.params {
+    for (name, tensor) in &teacher.dense_params()? {
         match split_layer(name) {
             Some((prefix, idx, rest)) if same_layers => {
                 for (j, &src) in map.iter().enumerate() {
@@ -305,6 +305,8 @@ pub fn derive_loaded(teacher: &LoadedModel, shape: &StudentShape, seed: u64) -> 
         tokenizer: teacher.tokenizer.clone(),
         params: built.params,
         vars: built.vars,
+        quantized: Default::default(),
+        notes: Vec::new(),
         info,
     })
 }

@@ -7,9 +7,11 @@ use crate::engine::models::{ArchConfig, Network};
 use crate::engine::source::{HubRef, ModelFiles, ResolvedModel};
 use crate::engine::tokenizer::load_tokenizer;
 use crate::engine::{Error, Result};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use tokenizers::Tokenizer;
 
 /// How to load a model.
@@ -18,11 +20,14 @@ pub struct LoadOptions {
     /// Wrap every parameter in a `Var` (a student); otherwise frozen tensors (a teacher).
     pub trainable: bool,
     pub device: Device,
+    /// A frozen GGUF model keeps its matrices in the file's block formats (see
+    /// [`gguf::GgufOptions::keep_quantized`]); ignored for trainable models and safetensors.
+    pub keep_quantized: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { trainable: false, device: Device::Cpu }
+        Self { trainable: false, device: Device::Cpu, keep_quantized: false }
     }
 }
 
@@ -92,12 +97,45 @@ pub struct LoadedModel {
     pub params: BTreeMap<String, Tensor>,
     /// The same parameters as `Var`s when loaded trainable.
     pub vars: BTreeMap<String, Var>,
+    /// Matrices kept in a GGML block format (a GGUF loaded with `keep_quantized`), by HF name;
+    /// not in `params`.
+    pub quantized: BTreeMap<String, Arc<QTensor>>,
+    /// What loading had to change (a block type dequantized because it cannot be multiplied).
+    pub notes: Vec<String>,
     pub info: ModelInfo,
 }
 
 impl LoadedModel {
     pub fn parameter_count(&self) -> u64 {
-        self.params.values().map(|t| t.elem_count() as u64).sum()
+        let quantized: u64 = self.quantized.values().map(|q| q.shape().elem_count() as u64).sum();
+        self.params.values().map(|t| t.elem_count() as u64).sum::<u64>() + quantized
+    }
+
+    /// Bytes the weights hold in memory (f32 parameters, blocks of the quantized ones).
+    pub fn resident_weight_bytes(&self) -> u64 {
+        let dense: u64 = self.params.values().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum();
+        dense + self.quantized.values().map(|q| q.storage_size_in_bytes() as u64).sum::<u64>()
+    }
+
+    /// The same network with every quantized matrix multiplied dequantized by candle, in f32 (the
+    /// weights are shared, not copied): the f32 reference of a model kept in its block formats.
+    pub fn dequantized_reference(&self) -> Result<Network> {
+        let dense: HashMap<String, Tensor> = self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let quantized: HashMap<String, Arc<QTensor>> =
+            self.quantized.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let store = WeightStore::new(TensorSource::Memory(dense), false, &Device::Cpu)
+            .with_quantized(quantized)
+            .with_dequantized_reference();
+        Network::build(&self.config, &store.root(), self.resolved.path())
+    }
+
+    /// Every parameter as an f32 tensor, the quantized ones dequantized (derivation copies them).
+    pub fn dense_params(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut all = self.params.clone();
+        for (name, q) in &self.quantized {
+            all.insert(name.clone(), q.dequantize(&Device::Cpu)?);
+        }
+        Ok(all)
     }
 
     /// The tokenizer, or an error that says how to get one.
@@ -111,6 +149,7 @@ impl LoadedModel {
 
 /// Loads a resolved model.
 pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<LoadedModel> {
+    let (mut quantized, mut notes) = (HashMap::new(), Vec::new());
     let (config_json, config_path, source, gguf_tok, format) = match &resolved.files {
         ModelFiles::Hf { config, weights, .. } => {
             let text =
@@ -120,7 +159,10 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
             (json, config.clone(), TensorSource::open(weights)?, None, "safetensors".to_string())
         }
         ModelFiles::Gguf { file } => {
-            let g = gguf::load_gguf(file, &opts.device)?;
+            let keep_quantized = opts.keep_quantized && !opts.trainable;
+            let g = gguf::load_gguf_with(file, &opts.device, gguf::GgufOptions { keep_quantized })?;
+            quantized = g.quantized;
+            notes = g.notes;
             (g.config, file.clone(), TensorSource::Memory(g.tensors), g.tokenizer, gguf_dtypes(&g.tensor_types))
         }
     };
@@ -128,7 +170,11 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         ModelFiles::Gguf { .. } => format.clone(),
         ModelFiles::Hf { .. } => dtype_summary(&source),
     };
-    let Built { config, network, params, vars } = build_network(&config_json, &config_path, source, opts)?;
+    let config = ArchConfig::from_json(&config_json, &config_path)?;
+    let store = WeightStore::new(source, opts.trainable, &opts.device).with_quantized(quantized.clone());
+    let network = Network::build(&config, &store.root(), &config_path)?;
+    let (params, vars) = store.into_parts();
+    let quantized: BTreeMap<String, Arc<QTensor>> = quantized.into_iter().collect();
     let tokenizer = match (&resolved.tokenizer, gguf_tok) {
         (Some(path), _) => Some(load_tokenizer(path)?),
         (None, Some(t)) => Some(t),
@@ -151,7 +197,8 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
             .to_string(),
         model_type: config.model_type().into(),
         task: task.into(),
-        parameters: params.values().map(|t| t.elem_count() as u64).sum(),
+        parameters: params.values().map(|t| t.elem_count() as u64).sum::<u64>()
+            + quantized.values().map(|q| q.shape().elem_count() as u64).sum::<u64>(),
         dims: Dims::of(&config),
         dtype: stored_dtype,
         bytes: resolved.weight_bytes(),
@@ -165,7 +212,18 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
             .or_else(|| tokenizer.as_ref().map(|_| "built from the GGUF vocabulary".to_string())),
         labels: config.labels().to_vec(),
     };
-    Ok(LoadedModel { resolved: resolved.clone(), config, config_json, network, tokenizer, params, vars, info })
+    Ok(LoadedModel {
+        resolved: resolved.clone(),
+        config,
+        config_json,
+        network,
+        tokenizer,
+        params,
+        vars,
+        quantized,
+        notes,
+        info,
+    })
 }
 
 /// A network built from a config and a tensor source, with the parameters it consumed.

@@ -59,7 +59,11 @@ pub const FIELDS: &[Field] = &[
     f("distill.cache_top_k", Kind::Int, "teacher logits cached per position (0: none)"),
     f("distill.checkpoint_every", Kind::Int, "steps between checkpoints"),
     f("distill.precision", Kind::Text, "student's matmuls while training: f32 or bf16"),
-    f("distill.teacher_precision", Kind::OptText, "teacher's matmuls: f32, bf16 or int8 (empty: as precision)"),
+    f(
+        "distill.teacher_precision",
+        Kind::OptText,
+        "teacher: f32, bf16, int8, gguf, q8_0, q4_k… (empty: GGUF as stored, else precision)",
+    ),
     f("quantize.formats", Kind::List, "formats/bit-widths to sweep, comma separated"),
     f("quantize.targets", Kind::List, "models to quantize: teacher, student, baseline"),
     f("quantize.group_size", Kind::OptInt, "columns per scale for intN formats: 32, 64, 128"),

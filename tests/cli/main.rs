@@ -7,6 +7,7 @@ mod bad_input;
 mod classify;
 mod config_guards;
 mod export;
+mod gguf_teacher;
 mod guards;
 mod headless_ux;
 mod library;

@@ -41,7 +41,7 @@ pub fn hub() -> HubSettings {
 /// Loads a model through the same resolver a hub id goes through.
 pub fn load(spec: &str, trainable: bool) -> LoadedModel {
     let resolved = resolve(spec, &hub(), &|_| {}).unwrap_or_else(|e| panic!("resolving {spec}: {e}"));
-    load_model(&resolved, &LoadOptions { trainable, device: Device::Cpu })
+    load_model(&resolved, &LoadOptions { trainable, device: Device::Cpu, keep_quantized: false })
         .unwrap_or_else(|e| panic!("loading {spec}: {e}"))
 }
 

@@ -62,7 +62,7 @@ fn every_causal_fixture_parameter_gets_a_kd_gradient() {
 }
 
 fn random_model(config: serde_json::Value) -> distill_tui::engine::loader::Built {
-    let opts = LoadOptions { trainable: true, device: Device::Cpu };
+    let opts = LoadOptions { trainable: true, ..LoadOptions::default() };
     build_network(&config, std::path::Path::new("(test config)"), TensorSource::Init(InitSource::new(7, 0.02)), &opts)
         .unwrap()
 }

@@ -11,6 +11,7 @@ mod eval_protocol;
 mod fuzz;
 mod generate;
 mod gguf_load;
+mod gguf_teacher;
 mod golden_logits;
 mod gradients;
 mod hub_dataset;

@@ -155,7 +155,7 @@ fn the_teacher_precision_is_edited_like_any_field() {
     h.type_text("int8");
     h.key(KeyCode::Enter);
     assert!(!h.app.recipe_screen.editing());
-    assert_eq!(h.app.recipe.recipe.distill.teacher_precision, Some(Precision::Int8));
+    assert_eq!(h.app.recipe.recipe.distill.teacher_precision, Some(Precision::Int8.into()));
     h.key(KeyCode::Enter);
     h.key_with(KeyCode::Char('u'), KeyModifiers::CONTROL);
     h.key(KeyCode::Enter);

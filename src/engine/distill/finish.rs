@@ -8,7 +8,6 @@ use crate::engine::derive::{save_hf_folder, TokenizerOut};
 use crate::engine::eval::CompareReport;
 use crate::engine::events::EvalMetrics;
 use crate::engine::events::TaskMetrics;
-use crate::engine::kernels::autocast::Precision;
 use crate::engine::loader::{load_model, LoadOptions};
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::summary::{CacheSummary, Fidelity, ModelSummary, RunSummary, TaskKind};
@@ -21,7 +20,7 @@ pub(super) fn finish(
     setup: &Setup,
     trainees: &[Trainee<EvalMetrics>],
     teacher_metrics: Option<crate::engine::eval::EvalReport>,
-    teacher_fidelity: Option<(Precision, CompareReport)>,
+    teacher_fidelity: Option<(String, CompareReport)>,
     cache: Option<&TeacherCache>,
     quant_formats: Option<&[crate::engine::quant::QuantFormat]>,
     started: &crate::engine::usage::Stopwatch,
@@ -50,7 +49,7 @@ pub(super) fn finish(
             metrics: TaskMetrics::lm(m.perplexity, m.top1_accuracy),
             // The teacher as the training steps computed it, against itself in f32.
             at_training_precision: teacher_fidelity.map(|(precision, f)| Fidelity {
-                precision: precision.name().to_string(),
+                precision,
                 perplexity: f.candidate.perplexity,
                 top1_accuracy: f.candidate.top1_accuracy,
                 kl_to_f32: f.kl,

@@ -10,4 +10,5 @@ pub mod setup;
 pub mod sparse;
 pub mod step;
 pub mod teacher_cache;
+mod teacher_ref;
 pub mod trainer;

@@ -11,6 +11,7 @@ use crate::engine::models::init::InitSource;
 use crate::engine::models::weights::TensorSource;
 use crate::engine::models::Network;
 use crate::engine::pair::check_pair;
+use crate::engine::recipe::teacher_precision::TeacherPrecision;
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::source::resolve;
 use crate::engine::tokenizer::{encode_plain, load_tokenizer};
@@ -36,8 +37,42 @@ pub struct Setup {
     /// Matmul precision of the training steps (`distill.precision`).
     pub precision: Precision,
     /// Matmul precision of the teacher's forward in those steps (`distill.teacher_precision`,
-    /// `precision` when absent).
+    /// `precision` when absent or a block format).
     pub teacher_precision: Precision,
+    /// How the teacher computes, resolved: a GGUF teacher without `teacher_precision` is
+    /// [`TeacherPrecision::Gguf`]; a block format to quantize it to is applied by the trainer once
+    /// the f32 teacher's reference states exist.
+    pub teacher_mode: TeacherPrecision,
+}
+
+/// Loads the frozen teacher as `mode` asks: a GGUF kept in its block formats for
+/// [`TeacherPrecision::Gguf`] (refused for other files), f32 otherwise.
+fn load_teacher(
+    spec: &str,
+    mode: Option<TeacherPrecision>,
+    fallback: Precision,
+    device: &Device,
+    ctx: &JobContext,
+) -> Result<(LoadedModel, TeacherPrecision)> {
+    let progress = |p: &crate::engine::hub::DownloadProgress| {
+        ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
+    };
+    let resolved = resolve(spec, ctx.hub(), &progress)?;
+    let is_gguf = matches!(resolved.files, crate::engine::source::ModelFiles::Gguf { .. });
+    let mode = mode.unwrap_or(if is_gguf { TeacherPrecision::Gguf } else { TeacherPrecision::Compute(fallback) });
+    if mode == TeacherPrecision::Gguf && !is_gguf {
+        return Err(Error::Invalid(format!(
+            "distill.teacher_precision = \"gguf\" keeps a GGUF teacher's own block formats, but {} is not a GGUF file; \
+             pick a block format to quantize it to (q8_0, q6_k, q4_k, …), int8, bf16 or f32",
+            resolved.display_name()
+        )));
+    }
+    let keep_quantized = mode == TeacherPrecision::Gguf;
+    let model = load_model(&resolved, &LoadOptions { trainable: false, device: device.clone(), keep_quantized })?;
+    for note in &model.notes {
+        ctx.log(format!("teacher: {note}"));
+    }
+    Ok((model, mode))
 }
 
 pub(crate) fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContext) -> Result<LoadedModel> {
@@ -45,7 +80,7 @@ pub(crate) fn load(spec: &str, trainable: bool, device: &Device, ctx: &JobContex
         ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
     };
     let resolved = resolve(spec, ctx.hub(), &progress)?;
-    load_model(&resolved, &LoadOptions { trainable, device: device.clone() })
+    load_model(&resolved, &LoadOptions { trainable, device: device.clone(), keep_quantized: false })
 }
 
 /// Builds a trainable network from a config and tensors, on `device`.
@@ -56,7 +91,7 @@ pub fn trainable(config: &serde_json::Value, tensors: &BTreeMap<String, Tensor>,
         config,
         Path::new("(student config)"),
         TensorSource::Memory(map),
-        &LoadOptions { trainable: true, device: device.clone() },
+        &LoadOptions { trainable: true, device: device.clone(), keep_quantized: false },
     )
 }
 
@@ -67,12 +102,22 @@ pub fn prepare(
 ) -> Result<Setup> {
     let r = &lr.recipe;
     let device = ctx.settings().device()?;
-    let teacher = match &r.teacher {
+    let precision = lr.recipe.distill.precision;
+    let (teacher, teacher_mode) = match &r.teacher {
         Some(t) => {
             ctx.log(format!("loading teacher {}", t.model));
-            Some(load(&lr.model_spec(&t.model), false, &device, ctx)?)
+            let (model, mode) =
+                load_teacher(&lr.model_spec(&t.model), r.distill.teacher_precision, precision, &device, ctx)?;
+            if mode == TeacherPrecision::Gguf {
+                ctx.log(format!(
+                    "teacher in its GGUF block formats ({}): {:.2} GB of weights in memory",
+                    model.info.dtype,
+                    model.resident_weight_bytes() as f64 / 1e9
+                ));
+            }
+            (Some(model), mode)
         }
-        None => None,
+        None => (None, r.distill.teacher_precision.unwrap_or(TeacherPrecision::Compute(precision))),
     };
     let (student_config, initial, student_model) = if let Some(spec) = &r.student.model {
         ctx.log(format!("loading student {spec}"));
@@ -171,8 +216,7 @@ pub fn prepare(
         }
     }
     ctx.log(format!("training data: {} tokens in {} windows of {}", train.tokens.len(), train.len(), r.data.seq_len));
-    let precision = lr.recipe.distill.precision;
-    let teacher_precision = lr.recipe.distill.teacher_precision.unwrap_or(precision);
+    let teacher_precision = teacher_mode.compute(precision);
     if let (Some(t), Precision::Int8) = (&teacher, teacher_precision) {
         let windows = calibrate_int8(&t.network, &train, &device)?;
         ctx.log(format!(
@@ -192,6 +236,7 @@ pub fn prepare(
         device,
         precision,
         teacher_precision,
+        teacher_mode,
     })
 }
 

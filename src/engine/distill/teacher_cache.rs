@@ -32,6 +32,10 @@ pub struct CacheKey {
     /// The teacher's matmul precision (absent for f32, so f32 keys are unchanged).
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// The block format the teacher's matrices computed in (`gguf`, `q8_0`, …; absent for f32
+    /// weights, so older keys are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 impl CacheKey {
@@ -56,12 +60,25 @@ impl CacheKey {
         for t in tokens {
             h.update(t.to_le_bytes());
         }
-        Self { teacher: id, tokens_sha256: hex(&h.finalize()), seq_len, k, vocab, precision: Precision::F32 }
+        Self {
+            teacher: id,
+            tokens_sha256: hex(&h.finalize()),
+            seq_len,
+            k,
+            vocab,
+            precision: Precision::F32,
+            format: None,
+        }
     }
 
     /// The same key for a teacher computed at `precision`.
     pub fn at_precision(self, precision: Precision) -> Self {
         Self { precision, ..self }
+    }
+
+    /// The same key for a teacher whose matrices compute in a block format.
+    pub fn in_format(self, format: Option<String>) -> Self {
+        Self { format, ..self }
     }
 
     fn digest(&self) -> String {

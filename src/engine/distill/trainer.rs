@@ -9,13 +9,14 @@ use super::step::{accumulate_grads, chunk_rows, LossConfig, Targets};
 use super::teacher_cache::{CacheKey, TeacherCache};
 use crate::engine::context::JobContext;
 use crate::engine::data::step_windows;
-use crate::engine::eval::{compare_with_states, compare_with_states_at, evaluate_tokens, EvalOptions, ReferenceStates};
+use crate::engine::eval::{compare_with_states, evaluate_tokens, EvalOptions, ReferenceStates};
 use crate::engine::events::{EvalMetrics, Role};
 use crate::engine::fsutil::write_atomic;
 use crate::engine::fsutil::FolderLock;
 use crate::engine::kernels::autocast;
 use crate::engine::library;
 use crate::engine::models::Network;
+use crate::engine::recipe::teacher_precision::TeacherPrecision;
 use crate::engine::recipe::LoadedRecipe;
 use crate::engine::train::{
     existing_run, remove_stale_temporaries, train, Grads, LossParts, RunOptions, Schedule, Task, Trainee,
@@ -134,7 +135,7 @@ pub fn run_with_tokenizer(
     }
     let quant_formats = super::post_quant::formats(lr)?;
     let provenance = crate::engine::export::provenance::for_run(lr, ctx)?;
-    let setup = prepare(lr, tokenizer, ctx)?;
+    let mut setup = prepare(lr, tokenizer, ctx)?;
     preflight(&setup, r)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     remove_stale_temporaries(&out);
@@ -194,46 +195,20 @@ pub fn run_with_tokenizer(
                 k,
                 t.config.vocab_size(),
             )
-            .at_precision(setup.teacher_precision);
+            .at_precision(setup.teacher_precision)
+            .in_format(match setup.teacher_mode {
+                TeacherPrecision::Compute(_) => None,
+                mode => Some(mode.name()),
+            });
             Some(TeacherCache::open(&ctx.settings().cache_dir, &key)?)
         }
         _ => None,
     };
     let eval_opts = EvalOptions { seq_len: r.data.seq_len, ..Default::default() };
-    let teacher_metrics = match &setup.teacher {
-        Some(t) => Some(evaluate_tokens(&t.network, &setup.eval_tokens, &eval_opts, &setup.device, &ctx.quiet())?),
-        None => None,
-    };
-    let teacher_states = match &setup.teacher {
-        Some(t) => {
-            Some(ReferenceStates::compute(&t.network, &setup.eval_tokens, &eval_opts, &setup.device, &ctx.quiet())?)
-        }
-        None => None,
-    };
-    // How far the teacher the steps use (int8, bf16) is from the f32 teacher, on the eval text.
-    let teacher_fidelity = match (&setup.teacher, &teacher_states) {
-        (Some(t), Some(states)) if !setup.teacher_precision.is_f32() => {
-            let f = compare_with_states_at(
-                &t.network,
-                states,
-                &t.network,
-                setup.teacher_precision,
-                &eval_opts,
-                &setup.device,
-                &ctx.quiet(),
-            )?;
-            ctx.log(format!(
-                "teacher at teacher_precision = \"{}\": KL to the f32 teacher {:.4} nats, top-1 agreement {:.1}%, \
-                 perplexity {:.3} (f32 {:.3}) on the eval text",
-                setup.teacher_precision.name(),
-                f.kl,
-                100.0 * f.agreement,
-                f.candidate.perplexity,
-                f.reference_perplexity
-            ));
-            Some(f)
-        }
-        _ => None,
+    let reference = super::teacher_ref::prepare(&mut setup, &eval_opts, ctx)?;
+    let (teacher_metrics, teacher_states, teacher_fidelity) = match reference {
+        Some(t) => (Some(t.metrics), Some(t.states), t.fidelity),
+        None => (None, None, None),
     };
     let mut task = LmTask {
         setup: &setup,
@@ -252,7 +227,7 @@ pub fn run_with_tokenizer(
         &setup,
         &trainees,
         teacher_metrics,
-        teacher_fidelity.map(|f| (setup.teacher_precision, f)),
+        teacher_fidelity,
         task.cache.as_ref(),
         quant_formats.as_deref(),
         &started,

@@ -3,7 +3,6 @@
 use super::bad;
 use crate::engine::Result;
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::Tensor;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,14 +41,14 @@ pub(super) fn config_from_metadata(
     content: &Content,
     path: &Path,
     arch: &str,
-    tensors: &HashMap<String, Tensor>,
+    tensors: &HashMap<String, Vec<usize>>,
 ) -> Result<serde_json::Value> {
     let key = |k: &str| format!("{arch}.{k}");
     let n_head = meta_req_u64(content, path, &key("attention.head_count"))?;
     let vocab_size = match content.metadata.get("tokenizer.ggml.tokens") {
         Some(Value::Array(tokens)) => tokens.len(),
         _ => match tensors.get("model.embed_tokens.weight") {
-            Some(t) => t.dim(0)?,
+            Some(shape) => shape[0],
             None => return Err(bad(path, "GGUF has neither `tokenizer.ggml.tokens` nor `token_embd.weight`")),
         },
     };

@@ -19,11 +19,13 @@ pub use tokenizer::{tokenizer_from_gguf, tokenizer_json_from_gguf};
 
 use crate::engine::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::GgmlDType;
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 /// `general.architecture` values this loader understands.
 pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
@@ -34,8 +36,13 @@ pub struct GgufModel {
     pub arch: String,
     /// An HF-style `config.json` built from the GGUF metadata.
     pub config: serde_json::Value,
-    /// Every tensor of the file, f32, HF names, on the requested device.
+    /// Every tensor of the file, f32, HF names, on the requested device — except those kept in
+    /// their GGML format (see [`GgufOptions::keep_quantized`]).
     pub tensors: HashMap<String, Tensor>,
+    /// Matrices kept in their GGML block format (HF names, Q/K rows in HF order), CPU.
+    pub quantized: HashMap<String, Arc<QTensor>>,
+    /// Tensors that could not stay quantized (a block type candle cannot multiply), with why.
+    pub notes: Vec<String>,
     /// (HF name, GGML storage type such as `q4_1`) in file order.
     pub tensor_types: Vec<(String, String)>,
     /// Built from the GGUF vocabulary (byte-level BPE), or a `tokenizer.json` beside the file
@@ -54,8 +61,23 @@ impl std::fmt::Debug for GgufModel {
     }
 }
 
+/// How to read a GGUF's tensors.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GgufOptions {
+    /// Keep the matrices (linear weights, the token table, the head) in the block format the file
+    /// stores them in, as llama.cpp runs them, instead of dequantizing to f32: the memory is what
+    /// the file holds. Norms and biases are dequantized (they are small). A block type the
+    /// project's kernels cannot multiply is dequantized, with a note.
+    pub keep_quantized: bool,
+}
+
 /// Loads a llama.cpp GGUF (`llama` or `qwen2`) as f32 HF tensors, an HF config and a tokenizer.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
+    load_gguf_with(path, device, GgufOptions::default())
+}
+
+/// [`load_gguf`], with matrices kept in their block format when `opts` asks for it.
+pub fn load_gguf_with(path: &Path, device: &Device, opts: GgufOptions) -> Result<GgufModel> {
     let (content, mut reader) = open_gguf(path)?;
     let arch = meta_str(&content, "general.architecture")
         .ok_or_else(|| bad(path, "GGUF metadata lacks `general.architecture`"))?
@@ -88,6 +110,8 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     }
 
     let mut tensors = HashMap::with_capacity(infos.len());
+    let mut quantized = HashMap::new();
+    let mut notes = Vec::new();
     let mut tensor_types = Vec::with_capacity(infos.len());
     for (name, info) in infos {
         let hf = hf_tensor_name(name).expect("checked above");
@@ -95,30 +119,48 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
             .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
             .map_err(|e| corrupt(path, &format!("tensor `{name}`: {e}")))?;
         tensor_types.push((hf.clone(), ggml_dtype_name(q.dtype()).to_string()));
-        let mut w = q.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
-        if arch == "llama" {
-            // llama.cpp permutes the rows (weights and biases) of Q and K for its interleaved rope.
-            let heads = if name.contains(".attn_q.") {
-                Some(n_head)
-            } else if name.contains(".attn_k.") {
-                Some(n_kv_head)
-            } else {
-                None
-            };
-            if let Some(heads) = heads {
-                w = unpermute_qk_from_gguf(&w, heads).map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?;
+        // llama.cpp permutes the rows (weights and biases) of Q and K for its interleaved rope.
+        let heads = match arch.as_str() {
+            "llama" if name.contains(".attn_q.") => Some(n_head),
+            "llama" if name.contains(".attn_k.") => Some(n_kv_head),
+            _ => None,
+        };
+        if opts.keep_quantized && q.shape().rank() == 2 && !matches!(q.dtype(), GgmlDType::F32) {
+            match crate::engine::kernels::qgemm::multiplies(q.dtype()) {
+                Ok(()) => {
+                    let q = match heads {
+                        Some(h) => {
+                            permute_block_rows(&q, h, false).map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?
+                        }
+                        None => q,
+                    };
+                    quantized.insert(hf, Arc::new(q));
+                    continue;
+                }
+                Err(why) => {
+                    notes.push(format!("`{name}` ({}) is dequantized to f32: {why}", ggml_dtype_name(q.dtype())))
+                }
             }
+        }
+        let mut w = q.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+        if let Some(heads) = heads {
+            w = unpermute_qk_from_gguf(&w, heads).map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?;
         }
         tensors.insert(hf, w.to_device(device)?);
     }
 
-    let config = config_from_metadata(&content, path, &arch, &tensors)?;
-    check_required_tensors(&tensors, &config)?;
+    let shapes: HashMap<String, Vec<usize>> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+        .chain(quantized.iter().map(|(n, q)| (n.clone(), q.shape().dims().to_vec())))
+        .collect();
+    let config = config_from_metadata(&content, path, &arch, &shapes)?;
+    check_required_tensors(&shapes, &config)?;
     let tokenizer = match meta_str(&content, "tokenizer.ggml.model") {
         Some("gpt2") => Some(tokenizer_from_gguf(&content)?),
         _ => tokenizer_beside(path)?,
     };
-    Ok(GgufModel { arch, config, tensors, tensor_types, tokenizer })
+    Ok(GgufModel { arch, config, tensors, quantized, notes, tensor_types, tokenizer })
 }
 
 /// Opens a GGUF file and reads its header: `BadSource` when it is not GGUF at all,
@@ -231,8 +273,24 @@ pub fn ggml_dtype_name(dtype: GgmlDType) -> &'static str {
     }
 }
 
+/// llama's Q/K row permutation applied to whole rows of GGML blocks (a row's blocks move
+/// together, so no value is requantized): to GGUF order, or back to HF order.
+pub fn permute_block_rows(q: &QTensor, heads: usize, to_gguf: bool) -> Result<QTensor> {
+    let rows = q.shape().dims()[0];
+    let index = Tensor::arange(0f32, rows as f32, &Device::Cpu)?.reshape((rows, 1))?;
+    let order: Vec<f32> = permute_rows(&index, heads, to_gguf)?.flatten_all()?.to_vec1()?;
+    let data = q.data()?;
+    let row_bytes = data.len() / rows;
+    let mut out = Vec::with_capacity(data.len());
+    for src in order {
+        let src = src as usize;
+        out.extend_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+    }
+    Ok(QTensor::new(QStorage::from_data(Cow::Owned(out), &Device::Cpu, q.dtype())?, q.shape().clone())?)
+}
+
 /// Every tensor the HF llama/qwen2 layout needs must be present.
-fn check_required_tensors(tensors: &HashMap<String, Tensor>, cfg: &serde_json::Value) -> Result<()> {
+fn check_required_tensors(tensors: &HashMap<String, Vec<usize>>, cfg: &serde_json::Value) -> Result<()> {
     let layers = cfg["num_hidden_layers"].as_u64().unwrap_or(0);
     let mut required = vec!["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()];
     for l in 0..layers {

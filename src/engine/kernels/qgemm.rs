@@ -57,12 +57,52 @@ fn dequantizer(dtype: GgmlDType) -> Option<(Rows, usize, usize)> {
     }
 }
 
+/// Whether a matrix stored in `dtype` can stay in that format in a network: the rows of a
+/// product dequantize here, a one-token product runs on candle's block dot products, an
+/// embedding lookup dequantizes its rows here. Otherwise why not (the caller dequantizes it).
+pub fn multiplies(dtype: GgmlDType) -> std::result::Result<(), String> {
+    match dtype {
+        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+            Err("a float matrix; candle multiplies it only as a dense tensor".into())
+        }
+        d if dequantizer(d).is_some() => Ok(()),
+        d => Err(format!("no dequantizing kernel for {d:?} blocks in this build")),
+    }
+}
+
+/// Rows `ids` of a quantized `[rows, cols]` table, dequantized to f32 `[ids.len(), cols]` (a token
+/// embedding lookup without an f32 copy of the table).
+pub fn dequantize_rows(w: &QTensor, ids: &[u32]) -> Result<Tensor> {
+    let (rows, cols) = w.shape().dims2()?;
+    let (dequantize, values, bytes) = dequantizer(w.dtype())
+        .ok_or_else(|| crate::engine::Error::Invalid(format!("cannot look up rows of a {:?} table", w.dtype())))?;
+    let row_bytes = cols / values * bytes;
+    let data = w.data()?;
+    let mut out = vec![0f32; ids.len() * cols];
+    for (dst, &id) in out.chunks_exact_mut(cols).zip(ids) {
+        let id = id as usize;
+        if id >= rows {
+            return Err(crate::engine::Error::Invalid(format!("token id {id} is past the table's {rows} rows")));
+        }
+        dequantize(&data[id * row_bytes..(id + 1) * row_bytes], dst);
+    }
+    Ok(Tensor::from_vec(out, (ids.len(), cols), &w.device())?)
+}
+
+/// False when candle's block dot products reject a row of `w`: its Q4_1, Q5_0 and Q5_1 kernels
+/// take an even number of blocks per row only (they assert, which would panic on a 32-wide row).
+pub fn candle_multiplies(w: &QTensor) -> bool {
+    let k = w.shape().dims().last().copied().unwrap_or(0);
+    !matches!(w.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1) || (k / 32) % 2 == 0
+}
+
 /// True when [`matmul`] takes `x` `[rows, in]` against `w` `[out, in]`: f32 on the CPU, at least
-/// [`MIN_ROWS`] rows, nothing differentiating through `x`, a block type it dequantizes.
+/// [`MIN_ROWS`] rows (any number when candle's own path cannot take `w`), nothing differentiating
+/// through `x`, a block type it dequantizes.
 pub fn applies(x: &Tensor, w: &QTensor) -> bool {
     let (Ok((m, k)), Ok((_, k2))) = (x.dims2(), w.shape().dims2()) else { return false };
     super::enabled()
-        && m >= MIN_ROWS
+        && (m >= MIN_ROWS || (m >= 1 && !candle_multiplies(w)))
         && k == k2
         && !x.track_op()
         && x.device().is_cpu()

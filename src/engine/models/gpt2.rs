@@ -96,7 +96,7 @@ impl Gpt2 {
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::load(&t.pp("ln_f"), h, eps)?;
         let lm_head = if c.tie_word_embeddings {
-            Linear::tied(&t.pp("wte"), &wte.weight)?
+            Linear::tied(&t.pp("wte"), &wte)?
         } else {
             Linear::load(&s.pp("lm_head"), h, c.vocab_size, false)?
         };
@@ -131,11 +131,11 @@ impl Gpt2 {
         let (b, t) = ids.dims2()?;
         let pos = cache.start(t, self.blocks.len())?;
         let device = ids.device();
-        if pos + t > self.wpe.weight.dim(0)? {
+        if pos + t > self.wpe.rows()? {
             return Err(Error::Invalid(format!(
                 "position {} is past the model's {} learned positions",
                 pos + t,
-                self.wpe.weight.dim(0)?
+                self.wpe.rows()?
             )));
         }
         let positions = Tensor::arange(pos as u32, (pos + t) as u32, device)?.unsqueeze(0)?;

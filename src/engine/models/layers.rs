@@ -9,7 +9,7 @@ use super::weights::Scope;
 use crate::engine::kernels::autocast::Precision;
 use crate::engine::kernels::{autocast, int8_gemm, linear, qgemm, qgemv, rmsnorm, rope, softmax};
 use crate::engine::Result;
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,6 +27,8 @@ pub struct Linear {
     tap: Option<(String, Arc<InputRecorder>)>,
     /// The int8 copy of a frozen dense weight, packed on the first int8 forward.
     int8: Arc<OnceLock<int8_gemm::PackedWeight>>,
+    /// A quantized weight multiplies dequantized by candle, in f32 (a reference network).
+    reference: bool,
 }
 
 #[derive(Clone)]
@@ -40,14 +42,14 @@ impl Linear {
     pub fn load(s: &Scope, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = Self::load_weight(s, in_dim, out_dim, false)?;
         let bias = if bias { Some(s.get("bias", out_dim)?) } else { None };
-        Ok(Self { weight, bias, tap: Self::tap(s), int8: Default::default() })
+        Ok(Self { weight, bias, tap: Self::tap(s), int8: Default::default(), reference: s.dequantized_reference() })
     }
 
     /// GPT-2 `Conv1D` layout: weight `[in, out]` (a quantized version is stored `[out, in]`).
     pub fn load_conv1d(s: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = Self::load_weight(s, in_dim, out_dim, true)?;
         let bias = Some(s.get("bias", out_dim)?);
-        Ok(Self { weight, bias, tap: Self::tap(s), int8: Default::default() })
+        Ok(Self { weight, bias, tap: Self::tap(s), int8: Default::default(), reference: s.dequantized_reference() })
     }
 
     fn load_weight(s: &Scope, in_dim: usize, out_dim: usize, transposed: bool) -> Result<LinearWeight> {
@@ -65,16 +67,27 @@ impl Linear {
     /// The head tied to the token embedding `embedding` (`[out, in]`) that `s` loaded: its
     /// GGML-quantized version when the store holds one (a quantized tied model multiplies by the
     /// table in its own format, as llama.cpp does), else the table itself.
-    pub fn tied(s: &Scope, embedding: &Tensor) -> Result<Self> {
-        let (out_dim, in_dim) = embedding.dims2()?;
-        Ok(match s.quantized("weight", (out_dim, in_dim))? {
-            Some(q) => Self {
-                weight: LinearWeight::Quantized(QMatMul::from_arc(q)?),
-                bias: None,
-                tap: None,
-                int8: Default::default(),
-            },
-            None => Self::from_weight(embedding.clone()),
+    pub fn tied(s: &Scope, embedding: &Embedding) -> Result<Self> {
+        match (&embedding.table, embedding.weight()) {
+            (EmbeddingTable::Quantized(q), _) => Self::quantized(q.clone(), s.dequantized_reference()),
+            (_, Some(dense)) => {
+                let (out_dim, in_dim) = dense.dims2()?;
+                match s.quantized("weight", (out_dim, in_dim))? {
+                    Some(q) => Self::quantized(q, s.dequantized_reference()),
+                    None => Ok(Self::from_weight(dense.clone())),
+                }
+            }
+            (EmbeddingTable::Dense(_), None) => unreachable!("a dense table has a weight"),
+        }
+    }
+
+    fn quantized(q: Arc<QTensor>, reference: bool) -> Result<Self> {
+        Ok(Self {
+            weight: LinearWeight::Quantized(QMatMul::from_arc(q)?),
+            bias: None,
+            tap: None,
+            int8: Default::default(),
+            reference,
         })
     }
 
@@ -85,6 +98,7 @@ impl Linear {
             bias: None,
             tap: None,
             int8: Default::default(),
+            reference: false,
         }
     }
 
@@ -122,6 +136,7 @@ impl Linear {
                 linear::linear(&x2, weight)?
             }
             LinearWeight::Dense { weight, transposed: false } => autocast::matmul(&x2, &weight.t()?)?,
+            LinearWeight::Quantized(QMatMul::QTensor(q)) if self.reference => reference_product(&x2, q)?,
             LinearWeight::Quantized(QMatMul::QTensor(q)) if qgemm::applies(&x2, q) => qgemm::matmul(&x2, q)?,
             LinearWeight::Quantized(QMatMul::QTensor(q)) if qgemv::applies(&x2, q) => qgemv::matmul(&x2, q)?,
             LinearWeight::Quantized(q) => q.forward(&x2.contiguous()?)?,
@@ -160,6 +175,27 @@ impl Linear {
         let packed = int8_gemm::PackedWeight::calibrated(weight, transposed, x)?;
         Ok(self.int8.get_or_init(|| packed))
     }
+}
+
+/// `x · Wᵀ` with `W` dequantized by candle, a block of at most 4096 weight rows at a time (a
+/// 151k-token head is never expanded whole).
+fn reference_product(x: &Tensor, w: &QTensor) -> Result<Tensor> {
+    const ROWS: usize = 4096;
+    let (rows, _) = w.shape().dims2()?;
+    if rows <= ROWS {
+        return Ok(x.matmul(&w.dequantize(x.device())?.t()?)?);
+    }
+    let data = w.data()?;
+    let row_bytes = data.len() / rows;
+    let mut parts = Vec::with_capacity(rows.div_ceil(ROWS));
+    for first in (0..rows).step_by(ROWS) {
+        let n = ROWS.min(rows - first);
+        let bytes = std::borrow::Cow::Borrowed(&data[first * row_bytes..(first + n) * row_bytes]);
+        let storage = candle_core::quantized::QStorage::from_data(bytes, &Device::Cpu, w.dtype())?;
+        let block = QTensor::new(storage, (n, w.shape().dims()[1]))?;
+        parts.push(x.matmul(&block.dequantize(x.device())?.t()?)?);
+    }
+    Ok(Tensor::cat(&parts, 1)?)
 }
 
 /// Accumulates, per named linear layer, the sum of squares of each input column over every row it
@@ -235,23 +271,57 @@ impl LayerNorm {
     }
 }
 
-/// Token embedding table `[vocab, dim]`.
+/// Token embedding table `[vocab, dim]`: dense, or — when the store holds only a GGML-quantized
+/// version (a GGUF teacher in its own format) — looked up row by row from the blocks.
 #[derive(Clone)]
 pub struct Embedding {
-    pub weight: Tensor,
+    table: EmbeddingTable,
+}
+
+#[derive(Clone)]
+enum EmbeddingTable {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
 }
 
 impl Embedding {
     pub fn load(s: &Scope, vocab: usize, dim: usize) -> Result<Self> {
-        Ok(Self { weight: s.get("weight", (vocab, dim))? })
+        if !s.has_dense("weight") {
+            if let Some(q) = s.quantized("weight", (vocab, dim))? {
+                return Ok(Self { table: EmbeddingTable::Quantized(q) });
+            }
+        }
+        Ok(Self { table: EmbeddingTable::Dense(s.get("weight", (vocab, dim))?) })
+    }
+
+    /// The dense table (`None` when it stays quantized).
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.table {
+            EmbeddingTable::Dense(w) => Some(w),
+            EmbeddingTable::Quantized(_) => None,
+        }
+    }
+
+    /// Rows of the table (vocabulary or positions).
+    pub fn rows(&self) -> Result<usize> {
+        Ok(match &self.table {
+            EmbeddingTable::Dense(w) => w.dim(0)?,
+            EmbeddingTable::Quantized(q) => q.shape().dims()[0],
+        })
     }
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let dims = ids.dims().to_vec();
         let flat = ids.flatten_all()?;
-        let emb = self.weight.index_select(&flat, 0)?;
+        let emb = match &self.table {
+            EmbeddingTable::Dense(w) => w.index_select(&flat, 0)?,
+            EmbeddingTable::Quantized(q) => {
+                let ids: Vec<u32> = flat.to_dtype(DType::U32)?.to_vec1()?;
+                qgemm::dequantize_rows(q, &ids)?.to_device(flat.device())?
+            }
+        };
         let mut out = dims;
-        out.push(self.weight.dim(1)?);
+        out.push(emb.dim(1)?);
         Ok(emb.reshape(out)?)
     }
 }

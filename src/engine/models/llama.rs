@@ -311,7 +311,7 @@ impl Llama {
         let norm = RmsNorm::load(&m.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
         // Some checkpoints with tie_word_embeddings still store lm_head.weight; the tie wins, as in transformers.
         let lm_head = if c.tied() {
-            Linear::tied(&m.pp("embed_tokens"), &embed.weight)?
+            Linear::tied(&m.pp("embed_tokens"), &embed)?
         } else {
             Linear::load(&s.pp("lm_head"), c.hidden_size, c.vocab_size, false)?
         };

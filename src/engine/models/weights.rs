@@ -114,6 +114,8 @@ pub struct WeightStore {
     quantized: HashMap<String, Arc<QTensor>>,
     /// Records the inputs of every linear layer (calibration for activation-aware quantization).
     recorder: Option<Arc<InputRecorder>>,
+    /// Quantized linear layers multiply by their weight dequantized by candle, in f32.
+    reference: bool,
 }
 
 impl WeightStore {
@@ -127,12 +129,21 @@ impl WeightStore {
             vars: RefCell::new(BTreeMap::new()),
             quantized: HashMap::new(),
             recorder: None,
+            reference: false,
         }
     }
 
     /// Linear weights by name that layers multiply in quantized form (see `Linear::load`).
     pub fn with_quantized(mut self, quantized: HashMap<String, Arc<QTensor>>) -> Self {
         self.quantized = quantized;
+        self
+    }
+
+    /// Makes every GGML-quantized linear layer built from this store multiply by its weight
+    /// dequantized with candle's ops, in f32: the reference that a network running the same
+    /// blocks through the quantized kernels is measured against.
+    pub fn with_dequantized_reference(mut self) -> Self {
+        self.reference = true;
         self
     }
 
@@ -231,6 +242,11 @@ impl<'a> Scope<'a> {
         self.store.contains(&self.full(name))
     }
 
+    /// True when the store has a dense (not only a GGML-quantized) version of the tensor.
+    pub fn has_dense(&self, name: &str) -> bool {
+        self.store.source.contains(&self.full(name))
+    }
+
     /// The full name of `name` under this scope, e.g. `model.layers.3.mlp.up_proj.weight`.
     pub fn name(&self, name: &str) -> String {
         self.full(name)
@@ -248,6 +264,11 @@ impl<'a> Scope<'a> {
             });
         }
         Ok(Some(q.clone()))
+    }
+
+    /// True when quantized layers built here multiply dequantized (a reference network).
+    pub fn dequantized_reference(&self) -> bool {
+        self.store.reference
     }
 
     /// The input recorder of the store, if calibration is on.

@@ -8,15 +8,14 @@
 
 use super::quantize::{QuantData, QuantizedModel};
 use crate::engine::fsutil::write_atomic_with;
-use crate::engine::gguf::{hf_tensor_name, permute_qk_for_gguf, SUPPORTED_ARCHS};
+use crate::engine::gguf::{hf_tensor_name, permute_block_rows, permute_qk_for_gguf, SUPPORTED_ARCHS};
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::llama::LlamaConfig;
 use crate::engine::models::ArchConfig;
 use crate::engine::{Error, Result};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
-use candle_core::{DType, Device, Tensor};
-use std::borrow::Cow;
+use candle_core::{DType, Device};
 use std::path::Path;
 
 /// llama.cpp's block-level tensor names; `hf_tensor_name` says which Hugging Face name each maps to.
@@ -67,7 +66,7 @@ pub fn export_gguf(model: &LoadedModel, q: &QuantizedModel, path: &Path) -> Resu
                 QTensor::quantize(&w.to_dtype(DType::F32)?, GgmlDType::F32)?
             }
             QuantData::Ggml(g) => match heads {
-                Some(h) => permute_block_rows(g, h)?,
+                Some(h) => permute_block_rows(g, h, true)?,
                 None => QTensor::new(QStorage::from_data(g.data()?, &Device::Cpu, g.dtype())?, g.shape().clone())?,
             },
             QuantData::Int(_) => {
@@ -92,21 +91,6 @@ fn unsupported(arch: &str) -> Error {
         path: "GGUF export".into(),
         supported: format!("{} (use --out FILE.safetensors for other families)", SUPPORTED_ARCHS.join(", ")),
     }
-}
-
-/// llama's Q/K permutation applied to whole rows of GGML blocks.
-fn permute_block_rows(q: &QTensor, heads: usize) -> Result<QTensor> {
-    let rows = q.shape().dims()[0];
-    let index = Tensor::arange(0f32, rows as f32, &Device::Cpu)?.reshape((rows, 1))?;
-    let order: Vec<f32> = permute_qk_for_gguf(&index, heads)?.flatten_all()?.to_vec1()?;
-    let data = q.data()?;
-    let row_bytes = data.len() / rows;
-    let mut out = Vec::with_capacity(data.len());
-    for src in order {
-        let src = src as usize;
-        out.extend_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
-    }
-    Ok(QTensor::new(QStorage::from_data(Cow::Owned(out), &Device::Cpu, q.dtype())?, q.shape().clone())?)
 }
 
 /// The architecture keys llama.cpp reads, plus the tokenizer.

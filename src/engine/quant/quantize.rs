@@ -232,10 +232,9 @@ impl QuantizedModel {
                 QuantData::Ggml(q) if t.role.is_matmul() && q.dtype() != GgmlDType::F16 => {
                     quantized.insert(name.clone(), q.clone());
                 }
-                // A tied table: looked up dequantized, multiplied by the head in its format.
+                // A tied table: its rows looked up from the blocks, the head multiplied in its format.
                 QuantData::Ggml(q) if t.role == TensorRole::TiedHead && q.dtype() != GgmlDType::F16 => {
                     quantized.insert(name.clone(), q.clone());
-                    dense.insert(name.clone(), t.dequantize()?);
                 }
                 _ => {
                     dense.insert(name.clone(), t.dequantize()?);

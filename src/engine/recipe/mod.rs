@@ -6,6 +6,7 @@
 pub mod overrides;
 pub mod records;
 pub mod resume;
+pub mod teacher_precision;
 
 use crate::engine::derive::StudentShape;
 use crate::engine::distill::losses::SoftLoss;
@@ -101,10 +102,12 @@ pub struct DistillSection {
     /// Arithmetic of the linear layers' matmuls during training (teacher and student):
     /// `f32`, or `bf16` inputs with f32 accumulation (autocast). Evaluation always runs f32.
     pub precision: crate::engine::kernels::autocast::Precision,
-    /// Arithmetic of the frozen teacher's linear layers during training (absent: `precision`);
-    /// `int8` quantizes its weights per row and its activations per row as they arrive.
+    /// Arithmetic of the frozen teacher's linear layers during training (absent: a GGUF teacher
+    /// in its own block formats, any other at `precision`); `int8` quantizes its weights per row
+    /// and its activations per row as they arrive; `gguf` keeps a GGUF teacher's block formats;
+    /// `q8_0`, `q4_k`, … quantize an f32 teacher once at load.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub teacher_precision: Option<crate::engine::kernels::autocast::Precision>,
+    pub teacher_precision: Option<teacher_precision::TeacherPrecision>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,94 @@
+//! `distill.teacher_precision`: how the frozen teacher computes during training.
+
+use crate::engine::kernels::autocast::Precision;
+use crate::engine::quant::format::QuantFormat;
+use candle_core::quantized::GgmlDType;
+use serde::{Deserialize, Serialize};
+
+/// The teacher's arithmetic in the training steps. Absent from a recipe: a GGUF teacher runs in
+/// its file's block formats ([`Self::Gguf`]), any other teacher at `distill.precision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TeacherPrecision {
+    /// f32 weights (a GGUF teacher dequantized) multiplied at this precision: `f32`, `bf16`, `int8`.
+    Compute(Precision),
+    /// A GGUF teacher's matrices kept in the block formats its file stores (`gguf`), multiplied
+    /// without an f32 copy: the teacher's memory is what its file holds.
+    Gguf,
+    /// The teacher's linear layers quantized once at load to a GGML block format (`q8_0`,
+    /// `q4_k`, …), its f32 weights then released.
+    Ggml(GgmlDType),
+}
+
+impl TeacherPrecision {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let lower = name.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "f32" => return Ok(Self::Compute(Precision::F32)),
+            "bf16" => return Ok(Self::Compute(Precision::Bf16)),
+            "int8" => return Ok(Self::Compute(Precision::Int8)),
+            "gguf" => return Ok(Self::Gguf),
+            _ => {}
+        }
+        match QuantFormat::parse(&lower) {
+            Ok(QuantFormat::Ggml(d)) => Ok(Self::Ggml(d)),
+            _ => Err(format!(
+                "distill.teacher_precision = \"{name}\" is not one of: f32, bf16, int8 (matmul precision), \
+                 gguf (a GGUF teacher in its own block formats), or a GGML block format such as q8_0, \
+                 q6_k, q4_k, q4_0 (the teacher quantized once at load)"
+            )),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Self::Compute(p) => p.name().to_string(),
+            Self::Gguf => "gguf".into(),
+            Self::Ggml(d) => QuantFormat::Ggml(*d).name(),
+        }
+    }
+
+    /// The autocast precision of the teacher's forward (block formats multiply in f32).
+    pub fn compute(&self, fallback: Precision) -> Precision {
+        match self {
+            Self::Compute(p) => *p,
+            Self::Gguf | Self::Ggml(_) => fallback,
+        }
+    }
+}
+
+impl TryFrom<String> for TeacherPrecision {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<TeacherPrecision> for String {
+    fn from(p: TeacherPrecision) -> String {
+        p.name()
+    }
+}
+
+impl From<Precision> for TeacherPrecision {
+    fn from(p: Precision) -> Self {
+        Self::Compute(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_bad_names_list_the_choices() {
+        for name in ["f32", "bf16", "int8", "gguf", "q8_0", "q4_k", "q6_k", "q4_0"] {
+            assert_eq!(TeacherPrecision::parse(name).unwrap().name(), name);
+        }
+        assert_eq!(TeacherPrecision::parse("Q8_0").unwrap(), TeacherPrecision::Ggml(GgmlDType::Q8_0));
+        for bad in ["int4-g64", "f16", "fp8", ""] {
+            let e = TeacherPrecision::parse(bad).unwrap_err();
+            assert!(e.contains("q8_0") && e.contains("gguf"), "{e}");
+        }
+    }
+}
