@@ -26,6 +26,11 @@ over the steps after the first two (2 warmup + `--steps` timed, like PyTorch's w
 configuration the driver waits (up to `--max-wait` s) for the 1-minute load average to fall below
 `--max-load`, and records the load before and after each one: other processes on a 2-core machine
 change the figures a lot.
+
+`--device cuda` (or `cuda:N`) runs both sides on an NVIDIA GPU: kd_step.py with `--device cuda`,
+distill-tui with `DISTILL_DEVICE=cuda:N` (a binary built with `--features cuda`); the default, the
+CPU, runs exactly as before. On the GPU a distill-tui run that fails after its training steps (in the
+end-of-run evaluation or timing) is recorded with its error instead of stopping the comparison.
 """
 
 import argparse
@@ -81,10 +86,23 @@ def default_bin():
     return os.path.join(target, "release", "distill-tui")
 
 
+def gpu_name(device):
+    """The GPU's name as nvidia-smi gives it (for the table's heading)."""
+    index = device.partition(":")[2] or "0"
+    try:
+        p = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", index],
+                           capture_output=True, text=True, timeout=30)
+        return p.stdout.strip() or "unknown GPU"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown GPU"
+
+
 def run_pytorch(args, student, dtype):
     cmd = [sys.executable, os.path.join(HERE, "kd_step.py"), "--teacher", args.teacher, "--student", student,
            "--data", args.data, "--dtype", dtype, "--batch", str(args.batch), "--seq-len", str(args.seq_len),
            "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads)]
+    if args.device != "cpu":
+        cmd += ["--device", args.device]
     log("$ " + " ".join(cmd))
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=True)
     r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -143,8 +161,11 @@ def run_distill(args, student, k, work, precision="f32", teacher_precision=None)
                               teacher_precision=f'teacher_precision = "{teacher_precision}"\n' if teacher_precision else "",
                               out=os.path.join(d, "out")))
     env = dict(os.environ, DISTILL_CACHE_DIR=cache_dir)
+    if args.device != "cpu":
+        env["DISTILL_DEVICE"] = args.device
     cmd = [args.bin, "run", recipe, "--json"]
-    log(f"$ DISTILL_CACHE_DIR={cache_dir} " + " ".join(cmd))
+    log(f"$ DISTILL_CACHE_DIR={cache_dir} " + ("" if args.device == "cpu" else f"DISTILL_DEVICE={args.device} ")
+        + " ".join(cmd))
     events = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env) as p:
         for line in p.stdout:
@@ -157,9 +178,13 @@ def run_distill(args, student, k, work, precision="f32", teacher_precision=None)
             if e.get("event") == "step":
                 log(f"distill-tui {tag} step {e.get('step')}: {e.get('tokens_per_second', 0):.1f} tokens/s "
                     f"loss {e.get('loss', float('nan')):.4f}")
-    if p.returncode != 0:
-        raise SystemExit(f"distill-tui exited with {p.returncode}: {events[-1] if events else ''}")
     steps_ev = [e for e in events if e.get("event") == "step" and e.get("role", "student") == "student"]
+    failure = None
+    if p.returncode != 0:
+        if args.device == "cpu" or len(steps_ev) <= args.warmup_dt:
+            raise SystemExit(f"distill-tui exited with {p.returncode}: {events[-1] if events else ''}")
+        failure = {"exit_code": p.returncode, "last_event": events[-1] if events else None}
+        log(f"distill-tui {tag} exited with {p.returncode} after its {len(steps_ev)} steps; timings kept: {failure}")
     tps = [e["tokens_per_second"] for e in steps_ev][args.warmup_dt:]
     summary = next((e for e in reversed(events) if e.get("event") == "summary"), {})
     summary = summary.get("summary", summary)
@@ -170,7 +195,8 @@ def run_distill(args, student, k, work, precision="f32", teacher_precision=None)
             "detail": {"recipe": open(recipe).read(), "teacher_cache": summary.get("teacher_cache"),
                        "summary_tokens_per_second": summary.get("tokens_per_second"),
                        "peak_memory_bytes": summary.get("peak_memory_bytes"),
-                       "losses": [e.get("loss") for e in steps_ev]}}
+                       "losses": [e.get("loss") for e in steps_ev],
+                       **({"failure": failure} if failure else {})}}
 
 
 def main():
@@ -195,6 +221,7 @@ def main():
     ap.add_argument("--max-wait", type=float, default=600)
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--device", default="cpu", help="cpu (the default), cuda or cuda:N: where both sides run")
     args = ap.parse_args()
 
     work = args.work or tempfile.mkdtemp(prefix="distill-bench-")
@@ -256,8 +283,9 @@ def main():
     ref_row = max(pytorch, key=lambda r: r["tokens_per_second"]) if pytorch else None
     ref = ref_row["tokens_per_second"] if ref_row else None
     ref_name = f"vs {ref_row['key']}" if ref_row else "vs PyTorch"
+    where = "" if args.device == "cpu" else f"on {args.device} ({gpu_name(args.device)}), "
     print(f"\nKD step, {args.teacher} -> {args.layers}-layer student, batch {args.batch}x{args.seq_len}, T=2, "
-          f"alpha=0.9, {args.threads} threads, median of {args.steps} steps x {args.rounds} rounds; {cpu['model']}, "
+          f"alpha=0.9, {where}{args.threads} threads, median of {args.steps} steps x {args.rounds} rounds; {cpu['model']}, "
           f"avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}")
     print(f"{'configuration':<64} {'tokens/s':>9} {'s/step':>7} {ref_name:>16} {'load':>11}")
     for r in rows:
@@ -270,7 +298,8 @@ def main():
         with open(args.out, "w") as f:
             json.dump({"git": rev, "bin": args.bin, "batch": args.batch, "seq_len": args.seq_len, "rounds": args.rounds,
                        "layers": args.layers, "teacher": args.teacher, "threads": args.threads,
-                       "cpu": cpu, "reference": ref_row["key"] if ref_row else None, "rows": rows}, f, indent=1)
+                       "cpu": cpu, **({"device": args.device, "gpu": gpu_name(args.device)} if args.device != "cpu" else {}),
+                       "reference": ref_row["key"] if ref_row else None, "rows": rows}, f, indent=1)
         log(f"wrote {args.out}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -156,6 +156,10 @@ pub enum Command {
         batch_size: usize,
         #[arg(long, default_value_t = 256)]
         seq_len: usize,
+        /// How the teacher would compute (`distill.teacher_precision`): a GGUF teacher stays in
+        /// its block formats unless this says f32, bf16, int8 or a format to requantize to.
+        #[arg(long)]
+        teacher_precision: Option<String>,
         #[arg(long)]
         json: bool,
     },

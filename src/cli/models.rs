@@ -3,14 +3,16 @@
 use super::{print_json, Command};
 use crate::engine::context::Progress;
 use crate::engine::context::{Monitor, Settings};
-use crate::engine::derive::{derive_and_save, derive_loaded, StudentShape};
+use crate::engine::derive::{derive_and_save, StudentShape};
 use crate::engine::distribution::soften;
 use crate::engine::error::printable;
 use crate::engine::eval::{evaluate_text, measure_against, EvalOptions};
+use crate::engine::header::{derived_header, read_header, ModelHeader};
 use crate::engine::hub::{self, DownloadProgress, HubSettings};
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::pair::{check_pair, gib};
 use crate::engine::prompt::prompt_logits;
+use crate::engine::recipe::teacher_precision::TeacherPrecision;
 use crate::engine::source::resolve;
 use crate::engine::{Error, Result};
 use crate::headless::interrupt_flag;
@@ -110,11 +112,22 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
                 Ok(())
             }
         }
-        Command::Check { teacher, student, derive_layers, batch_size, seq_len, json } => {
-            let t = load(&teacher)?;
+        Command::Check { teacher, student, derive_layers, batch_size, seq_len, teacher_precision, json } => {
+            // Configs, tensor headers and tokenizers only: no weights are loaded.
+            let header = |spec: &str| -> Result<ModelHeader> {
+                let progress = |p: &DownloadProgress| {
+                    reporter.progress(&format!("downloading {}", p.file), p.bytes, p.total, "bytes")
+                };
+                read_header(&resolve(spec, settings, &progress)?)
+            };
+            let mut t = header(&teacher)?;
+            if let Some(p) = teacher_precision {
+                let p = TeacherPrecision::parse(&p).map_err(Error::Invalid)?;
+                t.keep_quantized = p == TeacherPrecision::Gguf;
+            }
             let s = match (student, derive_layers) {
-                (Some(spec), _) => load(&spec)?,
-                (None, Some(layers)) => derive_loaded(&t, &StudentShape { layers, ..StudentShape::default() }, 0)?,
+                (Some(spec), _) => header(&spec)?,
+                (None, Some(layers)) => derived_header(&t, &StudentShape { layers, ..StudentShape::default() })?,
                 (None, None) => return Err(Error::Invalid("give a STUDENT or --derive-layers N".into())),
             };
             let r = check_pair(&t, &s, batch_size, seq_len)?;
@@ -131,12 +144,18 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
                 print_json(&r)?;
                 return verdict;
             }
-            println!("teacher   {} ({} parameters)", r.teacher, t.info.parameters);
+            println!(
+                "teacher   {} ({} parameters, {:.2} GiB of weights{})",
+                r.teacher,
+                t.info.parameters,
+                gib(t.resident_bytes(t.keep_quantized)),
+                if t.keep_quantized && t.block_bytes.is_some() { " in its GGUF block formats" } else { " in f32" }
+            );
             println!("student   {} ({} parameters)", r.student, s.info.parameters);
             println!("vocab     {}", serde_json::to_string(&r.vocab).unwrap_or_default());
             let m = &r.memory;
             println!(
-                "memory    {:.2} GiB for batch {}×{}: teacher {:.2}, student {:.2} + grads {:.2} + AdamW {:.2}, logits {:.2}, activations {:.2}",
+                "memory    {:.2} GiB for batch {}×{}: teacher {:.2}, student {:.2} + grads {:.2} + AdamW {:.2} (+{:.2} while updating), logits {:.2}, activations {:.2}, process {:.2}",
                 gib(m.total),
                 r.batch_size,
                 r.seq_len,
@@ -144,8 +163,10 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
                 gib(m.student_weights),
                 gib(m.student_grads),
                 gib(m.optimizer),
+                gib(m.transient),
                 gib(m.logits),
-                gib(m.activations)
+                gib(m.activations),
+                gib(m.runtime)
             );
             println!(
                 "machine   {:.1} GiB total, {:.1} GiB available: {}",

@@ -198,12 +198,10 @@ fn split_layer(name: &str) -> Option<(String, usize, String)> {
 
 /// Writes `tensors` as a `model.safetensors` that transformers loads (metadata `format = pt`).
 pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-    let data: HashMap<String, Tensor> =
+    let data: BTreeMap<String, Tensor> =
         tensors.iter().map(|(k, v)| Ok((k.clone(), v.detach().contiguous()?))).collect::<Result<_>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::tensor::serialize(&data, Some(meta))
-        .map_err(|e| Error::Invalid(format!("serializing {}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+    crate::engine::fsutil::write_safetensors(path, &data, Some(meta))
 }
 
 /// Where a saved model's tokenizer comes from.

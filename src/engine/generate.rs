@@ -214,6 +214,7 @@ pub fn measure_latency(
     let decode = opts.decode.min(context / 2).max(1);
     let prefill = opts.prefill.min(tokens.len()).min(context.saturating_sub(decode)).max(1);
     let reset = crate::engine::usage::reset_peak_rss();
+    let device = network.device();
     let mut kv_cache_bytes = 0;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     let row = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.squeeze(0)?.to_vec1::<f32>()?) };
@@ -222,13 +223,13 @@ pub fn measure_latency(
         monitor.report(r, opts.repeats.max(1));
         let mut cache = KvCache::new();
         let clock = Instant::now();
-        let input = Tensor::from_slice(&tokens[..prefill], (1, prefill), &Device::Cpu)?;
+        let input = Tensor::from_slice(&tokens[..prefill], (1, prefill), &device)?;
         let mut logits = row(network.forward_cached(&input, &mut cache)?)?;
         pp.push(prefill as f64 / clock.elapsed().as_secs_f64().max(1e-9));
         let clock = Instant::now();
         for _ in 0..decode {
             let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0);
-            let input = Tensor::from_slice(&[next], (1, 1), &Device::Cpu)?;
+            let input = Tensor::from_slice(&[next], (1, 1), &device)?;
             logits = row(network.forward_cached(&input, &mut cache)?)?;
         }
         tg.push(decode as f64 / clock.elapsed().as_secs_f64().max(1e-9));

@@ -167,7 +167,7 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         }
     };
     let stored_dtype = match &resolved.files {
-        ModelFiles::Gguf { .. } => format.clone(),
+        ModelFiles::Gguf { .. } => format,
         ModelFiles::Hf { .. } => dtype_summary(&source),
     };
     let config = ArchConfig::from_json(&config_json, &config_path)?;
@@ -180,38 +180,9 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         (None, Some(t)) => Some(t),
         (None, None) => None,
     };
-    let task = if config.is_causal_lm() {
-        "causal-lm"
-    } else if config.labels().is_empty() {
-        "encoder"
-    } else {
-        "classifier"
-    };
-    let info = ModelInfo {
-        name: resolved.display_name(),
-        architecture: config_json
-            .get("architectures")
-            .and_then(|a| a.get(0))
-            .and_then(|a| a.as_str())
-            .unwrap_or(config.model_type())
-            .to_string(),
-        model_type: config.model_type().into(),
-        task: task.into(),
-        parameters: params.values().map(|t| t.elem_count() as u64).sum::<u64>()
-            + quantized.values().map(|q| q.shape().elem_count() as u64).sum::<u64>(),
-        dims: Dims::of(&config),
-        dtype: stored_dtype,
-        bytes: resolved.weight_bytes(),
-        format: if matches!(resolved.files, ModelFiles::Gguf { .. }) { "gguf".into() } else { format },
-        source_path: resolved.path().display().to_string(),
-        hub: resolved.hub.clone(),
-        tokenizer: resolved
-            .tokenizer
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .or_else(|| tokenizer.as_ref().map(|_| "built from the GGUF vocabulary".to_string())),
-        labels: config.labels().to_vec(),
-    };
+    let parameters = params.values().map(|t| t.elem_count() as u64).sum::<u64>()
+        + quantized.values().map(|q| q.shape().elem_count() as u64).sum::<u64>();
+    let info = model_info(resolved, &config_json, &config, parameters, stored_dtype, tokenizer.is_some());
     Ok(LoadedModel {
         resolved: resolved.clone(),
         config,
@@ -224,6 +195,49 @@ pub fn load_model(resolved: &ResolvedModel, opts: &LoadOptions) -> Result<Loaded
         notes,
         info,
     })
+}
+
+/// What `inspect` reports of a model, from its config and what its weights hold.
+pub(crate) fn model_info(
+    resolved: &ResolvedModel,
+    config_json: &serde_json::Value,
+    config: &ArchConfig,
+    parameters: u64,
+    stored_dtype: String,
+    has_tokenizer: bool,
+) -> ModelInfo {
+    let task = if config.is_causal_lm() {
+        "causal-lm"
+    } else if config.labels().is_empty() {
+        "encoder"
+    } else {
+        "classifier"
+    };
+    let gguf = matches!(resolved.files, ModelFiles::Gguf { .. });
+    ModelInfo {
+        name: resolved.display_name(),
+        architecture: config_json
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .unwrap_or(config.model_type())
+            .to_string(),
+        model_type: config.model_type().into(),
+        task: task.into(),
+        parameters,
+        dims: Dims::of(config),
+        dtype: stored_dtype,
+        bytes: resolved.weight_bytes(),
+        format: if gguf { "gguf".into() } else { "safetensors".into() },
+        source_path: resolved.path().display().to_string(),
+        hub: resolved.hub.clone(),
+        tokenizer: resolved
+            .tokenizer
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| has_tokenizer.then(|| "built from the GGUF vocabulary".to_string())),
+        labels: config.labels().to_vec(),
+    }
 }
 
 /// A network built from a config and a tensor source, with the parameters it consumed.
@@ -270,7 +284,7 @@ fn dtype_summary(source: &TensorSource) -> String {
     summarize_counts(counts)
 }
 
-fn gguf_dtypes(types: &[(String, String)]) -> String {
+pub(crate) fn gguf_dtypes(types: &[(String, String)]) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for (_, t) in types {
         *counts.entry(t.to_uppercase()).or_default() += 1;
@@ -278,7 +292,7 @@ fn gguf_dtypes(types: &[(String, String)]) -> String {
     summarize_counts(counts)
 }
 
-fn summarize_counts(counts: BTreeMap<String, usize>) -> String {
+pub(crate) fn summarize_counts(counts: BTreeMap<String, usize>) -> String {
     if counts.len() == 1 {
         return counts.into_keys().next().unwrap_or_default();
     }

@@ -17,6 +17,7 @@ pub mod export;
 pub mod fsutil;
 pub mod generate;
 pub mod gguf;
+pub mod header;
 pub mod hub;
 pub mod kernels;
 pub mod library;

@@ -56,8 +56,16 @@ pub struct RunSummary {
     /// The `[quantize]` sweep's points, in sweep order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quantize: Vec<QuantPoint>,
+    /// Peak resident size of the process over the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// Peak resident size when the last training step ended (before evaluation, latency and
+    /// quantization): what the memory estimate predicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_peak_memory_bytes: Option<u64>,
+    /// The pair check's training-memory estimate the run was admitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_estimate_bytes: Option<u64>,
     /// Wall time of the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,

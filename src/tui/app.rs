@@ -348,11 +348,6 @@ impl App {
             Output::Cache(list) => self.models.cache = list,
             Output::Search(list) => self.models.set_search(list),
             Output::Models { teacher, student, pair } => {
-                self.loaded.insert(teacher.resolved.spec.clone(), teacher.clone());
-                // A derived student shares the teacher's files; only a real student is cached by spec.
-                if let Some(s) = student.as_ref().filter(|s| s.resolved.spec != teacher.resolved.spec) {
-                    self.loaded.insert(s.resolved.spec.clone(), s.clone());
-                }
                 self.models.teacher = Some(teacher);
                 self.models.student = student;
                 self.models.pair = Some(pair);

@@ -2,7 +2,7 @@
 //! std channel into the event loop's tokio channel, and the bookkeeping the Jobs screen shows.
 
 use crate::engine::hub::{CachedModel, ModelSummary};
-use crate::engine::loader::LoadedModel;
+use crate::engine::loader::{LoadedModel, ModelInfo};
 use crate::engine::pair::PairReport;
 use crate::engine::tradeoff::Point;
 use crate::jobs::{self, JobContext, JobEvent, JobId, Settings};
@@ -26,8 +26,8 @@ pub enum Output {
     Search(Vec<ModelSummary>),
     /// A loaded teacher (and student) with the pair check, or why the check failed.
     Models {
-        teacher: Arc<LoadedModel>,
-        student: Option<Arc<LoadedModel>>,
+        teacher: ModelInfo,
+        student: Option<ModelInfo>,
         pair: Result<PairReport, String>,
     },
     Logits(Logits),

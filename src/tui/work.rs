@@ -1,7 +1,8 @@
 //! Engine work the workbench starts: each function is a job body and runs on a job thread.
 
-use crate::engine::derive::{derive_loaded, StudentShape};
+use crate::engine::derive::StudentShape;
 use crate::engine::eval::{measure_against, EvalOptions};
+use crate::engine::header::{derived_header, read_header, ModelHeader};
 use crate::engine::hub::{self, DownloadProgress};
 use crate::engine::loader::{load_model, LoadOptions, LoadedModel};
 use crate::engine::pair::check_pair;
@@ -28,7 +29,18 @@ pub fn load(ctx: &JobContext, spec: &str) -> Result<Arc<LoadedModel>> {
     let progress = |p: &DownloadProgress| ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes");
     let resolved = resolve(spec, ctx.hub(), &progress)?;
     ctx.check()?;
-    Ok(Arc::new(load_model(&resolved, &LoadOptions::default())?))
+    // Everything the workbench loads is frozen: a GGUF stays in its block formats.
+    Ok(Arc::new(load_model(&resolved, &LoadOptions { keep_quantized: true, ..LoadOptions::default() })?))
+}
+
+/// Resolves (downloading with progress when needed) and reads a model's config, tensor headers
+/// and tokenizer, without loading its weights.
+pub fn header(ctx: &JobContext, spec: &str) -> Result<ModelHeader> {
+    ctx.log(format!("reading {spec}"));
+    let progress = |p: &DownloadProgress| ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes");
+    let resolved = resolve(spec, ctx.hub(), &progress)?;
+    ctx.check()?;
+    read_header(&resolved)
 }
 
 pub fn list_cache(ctx: &JobContext, out: &Outbox) -> Result<Value> {
@@ -45,20 +57,23 @@ pub fn search(ctx: &JobContext, out: &Outbox, query: &str) -> Result<Value> {
     Ok(json!({ "query": query, "results": n }))
 }
 
-/// Loads the teacher and student (or derives the student in memory) and checks the pair.
+/// Reads the teacher's and student's headers (the derived student's from its config) and checks
+/// the pair, loading no weights: a 1.5B GGUF teacher is checked in megabytes.
 pub fn inspect_pair(
     ctx: &JobContext,
     out: &Outbox,
     teacher: &str,
+    keep_quantized: bool,
     student: &StudentChoice,
     batch: usize,
     seq_len: usize,
 ) -> Result<Value> {
-    let t = load(ctx, teacher)?;
+    let mut t = header(ctx, teacher)?;
+    t.keep_quantized = keep_quantized;
     let s = match student {
         StudentChoice::None => None,
-        StudentChoice::Model(spec) => Some(load(ctx, spec)?),
-        StudentChoice::Derive { shape, seed } => Some(Arc::new(derive_loaded(&t, shape, *seed)?)),
+        StudentChoice::Model(spec) => Some(header(ctx, spec)?),
+        StudentChoice::Derive { shape, .. } => Some(derived_header(&t, shape)?),
     };
     let pair = match &s {
         Some(s) => check_pair(&t, s, batch, seq_len).map_err(|e| e.to_string()),
@@ -69,7 +84,7 @@ pub fn inspect_pair(
         "student_parameters": s.as_ref().map(|s| s.info.parameters),
         "fits": pair.as_ref().map(|p| p.fits).ok(),
     });
-    out.send(Output::Models { teacher: t, student: s, pair });
+    out.send(Output::Models { teacher: t.info, student: s.map(|s| s.info), pair });
     Ok(summary)
 }
 

@@ -133,6 +133,11 @@ fn a_batch_that_cannot_fit_is_refused_before_anything_is_allocated() {
     assert!(stderr.contains("training needs about") && stderr.contains("GiB of memory is available"), "{stderr}");
     assert!(stderr.contains("fits (raise grad_accum"), "the message proposes a batch that fits: {stderr}");
     assert!(!out.join("checkpoint").exists());
+    // Refused from the configs and tensor headers: no model was loaded.
+    let (code, stdout, _) =
+        common::run_cli(&["run", r.to_str().unwrap(), "--json", "--set", "distill.batch_size=1000000000"], &[]);
+    assert_eq!(code, 2);
+    assert!(!stdout.contains("loading teacher") && !stdout.contains("loading student"), "{stdout}");
     // The pair check says the same with its exit code, in both output styles.
     let t = root().join("assets/models/demo-teacher");
     let t = t.to_str().unwrap();

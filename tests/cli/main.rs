@@ -11,6 +11,7 @@ mod gguf_teacher;
 mod guards;
 mod headless_ux;
 mod library;
+mod memory_estimate;
 mod pretrain;
 mod quant_bad_input;
 mod temperature;

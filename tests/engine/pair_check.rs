@@ -20,7 +20,14 @@ fn fixture_pair_shares_a_vocabulary_and_the_memory_estimate_adds_up() {
     assert_eq!(m.logits, 2 * 4 * 64 * 512 * 4);
     assert_eq!(
         m.total,
-        m.teacher_weights + m.student_weights + m.student_grads + m.optimizer + m.logits + m.activations
+        m.teacher_weights
+            + m.student_weights
+            + m.student_grads
+            + m.optimizer
+            + m.logits
+            + m.activations
+            + m.transient
+            + m.runtime
     );
     assert!(r.machine_total_bytes > 0 && r.fits);
     // A larger batch needs more memory.
@@ -76,4 +83,42 @@ fn a_causal_lm_and_a_classifier_do_not_pair() {
     let s = common::load_fixture("tiny-bert-cls", false);
     let msg = check_pair(&t, &s, 2, 32).unwrap_err().to_string();
     assert!(msg.contains("causal-lm") && msg.contains("classifier"), "{msg}");
+}
+
+/// The check from configs and tensor headers alone (what `check` and the Models screen do) says
+/// what the check of the loaded models says; a GGUF's header counts its matrices in their blocks,
+/// exactly what the model holds when kept in them; a derived student's header has the derived
+/// model's parameter count without initialising it.
+#[test]
+fn headers_alone_give_the_loaded_pairs_check() {
+    use distill_tui::engine::derive::{derive_loaded, StudentShape};
+    use distill_tui::engine::header::{derived_header, read_header};
+    use distill_tui::engine::loader::{load_model, LoadOptions};
+    use distill_tui::engine::source::resolve;
+    let header = |spec: &str| read_header(&resolve(spec, &common::hub(), &|_| {}).unwrap()).unwrap();
+    let (t, s) = (common::load_fixture("tiny-llama", false), common::load_fixture("tiny-llama-student", false));
+    let (th, sh) = (
+        header(common::fixture("tiny-llama").to_str().unwrap()),
+        header(common::fixture("tiny-llama-student").to_str().unwrap()),
+    );
+    assert_eq!(th.info.parameters, t.info.parameters);
+    assert_eq!(sh.info.parameters, s.info.parameters);
+    assert_eq!(th.info.dtype, t.info.dtype);
+    let (loaded, headers) = (check_pair(&t, &s, 4, 64).unwrap(), check_pair(&th, &sh, 4, 64).unwrap());
+    assert_eq!(headers.memory, loaded.memory);
+    assert_eq!(headers.vocab, loaded.vocab);
+
+    let shape = StudentShape { layers: 2, ..StudentShape::default() };
+    let derived = derive_loaded(&t, &shape, 0).unwrap();
+    assert_eq!(derived_header(&th, &shape).unwrap().info.parameters, derived.info.parameters);
+
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = crate::gguf_teacher::fixture_gguf("tiny-qwen2", "q4_0", dir.path());
+    let gh = header(gguf.to_str().unwrap());
+    let resolved = resolve(gguf.to_str().unwrap(), &common::hub(), &|_| {}).unwrap();
+    let kept = load_model(&resolved, &LoadOptions { keep_quantized: true, ..LoadOptions::default() }).unwrap();
+    assert_eq!(gh.block_bytes, Some(kept.resident_weight_bytes()));
+    assert_eq!(gh.f32_bytes, 4 * kept.parameter_count());
+    assert_eq!(gh.info.parameters, kept.info.parameters);
+    assert_eq!(gh.info.dtype, kept.info.dtype);
 }

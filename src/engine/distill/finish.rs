@@ -99,6 +99,8 @@ pub(super) fn finish(
         summary.quantize = super::post_quant::run(lr, teacher, formats, ctx)?;
     }
     summary.peak_memory_bytes = crate::engine::usage::peak_rss_bytes();
+    summary.training_peak_memory_bytes = setup.training_peak.get();
+    summary.memory_estimate_bytes = setup.memory_estimate;
     summary.seconds = Some(started.wall_seconds());
     summary.cpu_seconds = started.cpu_seconds();
     let d = &lr.recipe.distill;

@@ -43,6 +43,10 @@ pub struct Setup {
     /// [`TeacherPrecision::Gguf`]; a block format to quantize it to is applied by the trainer once
     /// the f32 teacher's reference states exist.
     pub teacher_mode: TeacherPrecision,
+    /// The training-memory estimate the run was admitted with (set by the trainer's preflight).
+    pub memory_estimate: Option<u64>,
+    /// Peak resident size when training ended (set by the trainer).
+    pub training_peak: std::cell::Cell<Option<u64>>,
 }
 
 /// Loads the frozen teacher as `mode` asks: a GGUF kept in its block formats for
@@ -60,6 +64,10 @@ fn load_teacher(
     let resolved = resolve(spec, ctx.hub(), &progress)?;
     let is_gguf = matches!(resolved.files, crate::engine::source::ModelFiles::Gguf { .. });
     let mode = mode.unwrap_or(if is_gguf { TeacherPrecision::Gguf } else { TeacherPrecision::Compute(fallback) });
+    let (mode, why) = mode.on_this_machine(device.is_cpu(), crate::engine::kernels::int8_gemm::available());
+    if let Some(why) = why {
+        ctx.log(why);
+    }
     if mode == TeacherPrecision::Gguf && !is_gguf {
         return Err(Error::Invalid(format!(
             "distill.teacher_precision = \"gguf\" keeps a GGUF teacher's own block formats, but {} is not a GGUF file; \
@@ -237,6 +245,8 @@ pub fn prepare(
         precision,
         teacher_precision,
         teacher_mode,
+        memory_estimate: None,
+        training_peak: Default::default(),
     })
 }
 

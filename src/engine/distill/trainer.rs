@@ -103,19 +103,63 @@ impl Task for LmTask<'_> {
     }
 }
 
-/// Refuses, before the first step allocates anything, a batch whose training memory exceeds what
-/// this machine has free (the pair check's estimate).
-fn preflight(setup: &Setup, r: &crate::engine::recipe::Recipe) -> Result<()> {
-    let path = std::path::Path::new("student config.json");
-    let student = crate::engine::models::ArchConfig::from_json(&setup.student_config, path)?;
-    let params: u64 = setup.initial.values().map(|t| t.elem_count() as u64).sum();
-    let teacher = setup.teacher.as_ref().map(|t| (&t.config, t.parameter_count()));
+/// Refuses, before anything is loaded, a recipe whose training memory exceeds what this machine
+/// has free: the estimate comes from the models' configs and tensor headers
+/// ([`crate::engine::header`]), the refusal names it, the free memory and a batch that fits.
+fn preflight(lr: &LoadedRecipe, ctx: &JobContext) -> Result<Option<u64>> {
+    use crate::engine::header::{config_header, derived_header, parameter_count, read_header};
+    let r = &lr.recipe;
+    let header = |spec: &str| {
+        let progress = |p: &crate::engine::hub::DownloadProgress| {
+            ctx.progress(&format!("download {}", p.file), p.bytes, p.total, "bytes")
+        };
+        read_header(&crate::engine::source::resolve(&lr.model_spec(spec), ctx.hub(), &progress)?)
+    };
+    let mut teacher = r.teacher.as_ref().map(|t| header(&t.model)).transpose()?;
+    if let Some(t) = teacher.as_mut() {
+        t.keep_quantized = matches!(r.distill.teacher_precision, None | Some(TeacherPrecision::Gguf));
+    }
+    let student = match (&r.student.model, &r.student.derive, &teacher) {
+        (Some(spec), _, _) => Some(header(spec)?),
+        (None, Some(shape), Some(t)) => Some(derived_header(t, shape)?),
+        (None, None, Some(t)) => match &r.student.config {
+            Some(table) => Some(config_header(
+                t,
+                serde_json::to_value(table).map_err(|e| Error::Invalid(format!("[student] config: {e}")))?,
+            )?),
+            None => None,
+        },
+        _ => None,
+    };
+    // A pretraining student (no teacher) is counted from its config alone.
+    let (config, params) = match (&student, &r.student.config) {
+        (Some(s), _) => (s.config.clone(), s.info.parameters),
+        (None, Some(table)) => {
+            let json = serde_json::to_value(table).map_err(|e| Error::Invalid(format!("[student] config: {e}")))?;
+            let path = std::path::Path::new("[student] config");
+            (crate::engine::models::ArchConfig::from_json(&json, path)?, parameter_count(&json, path)?)
+        }
+        // Checked with a clear message by `prepare`.
+        (None, None) => return Ok(None),
+    };
     let trainees = if teacher.is_some() && r.distill.baseline { 2 } else { 1 };
     let (_, available) = crate::engine::pair::machine_memory();
-    let (batch, seq) = (r.distill.batch_size, r.data.seq_len);
-    let work = crate::engine::pair::Workload { teacher, student: (&student, params), trainees, batch, seq };
-    crate::engine::pair::preflight(&work, available)?;
-    Ok(())
+    let work = crate::engine::pair::Workload {
+        teacher: teacher.as_ref().map(|t| (&t.config, t.resident_bytes(t.keep_quantized))),
+        student: (&config, params),
+        trainees,
+        batch: r.distill.batch_size,
+        seq: r.data.seq_len,
+    };
+    let m = crate::engine::pair::preflight(&work, available)?;
+    ctx.log(format!(
+        "memory estimate {:.2} GiB at batch {} × {} ({:.1} GiB available)",
+        crate::engine::pair::gib(m.total),
+        r.distill.batch_size,
+        r.data.seq_len,
+        crate::engine::pair::gib(available)
+    ));
+    Ok(Some(m.total))
 }
 
 /// [`run_recipe`] with a tokenizer supplied by the caller (pretraining trains its own); the caller
@@ -135,8 +179,9 @@ pub fn run_with_tokenizer(
     }
     let quant_formats = super::post_quant::formats(lr)?;
     let provenance = crate::engine::export::provenance::for_run(lr, ctx)?;
+    let estimate = preflight(lr, ctx)?;
     let mut setup = prepare(lr, tokenizer, ctx)?;
-    preflight(&setup, r)?;
+    setup.memory_estimate = estimate;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     remove_stale_temporaries(&out);
     crate::engine::export::provenance::record(lr, &provenance, &out)?;
@@ -170,6 +215,8 @@ pub fn run_with_tokenizer(
         .iter()
         .map(|&role| Trainee::new(role, trainable(&setup.student_config, &setup.initial, &setup.device)?, &schedule))
         .collect::<Result<Vec<_>>>()?;
+    // Each trainee holds its own copy; the initial weights would be one more student in memory.
+    setup.initial.clear();
     if let Some(note) = autocast::emulation_note("precision", d.precision, &setup.device) {
         ctx.log(note);
     }
@@ -222,6 +269,7 @@ pub fn run_with_tokenizer(
         eval_opts,
     };
     train(&mut task, &mut trainees, &schedule, &out, existing, ctx)?;
+    setup.training_peak.set(crate::engine::usage::peak_rss_bytes());
     super::finish::finish(
         lr,
         &setup,

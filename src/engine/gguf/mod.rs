@@ -79,35 +79,12 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
 /// [`load_gguf`], with matrices kept in their block format when `opts` asks for it.
 pub fn load_gguf_with(path: &Path, device: &Device, opts: GgufOptions) -> Result<GgufModel> {
     let (content, mut reader) = open_gguf(path)?;
-    let arch = meta_str(&content, "general.architecture")
-        .ok_or_else(|| bad(path, "GGUF metadata lacks `general.architecture`"))?
-        .to_string();
-    if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
-        return Err(Error::UnsupportedArch {
-            model_type: arch,
-            path: path.display().to_string(),
-            supported: SUPPORTED_ARCHS.join(", "),
-        });
-    }
+    let arch = architecture(&content, path)?;
     let n_head = meta_req_u64(&content, path, &format!("{arch}.attention.head_count"))? as usize;
     let n_kv_head =
         meta_u64(&content, path, &format!("{arch}.attention.head_count_kv"))?.map_or(n_head, |v| v as usize);
 
-    let mut infos: Vec<_> = content.tensor_infos.iter().collect();
-    infos.sort_by_key(|(_, info)| info.offset);
-    let unknown: Vec<&str> =
-        infos.iter().filter(|(name, _)| hf_tensor_name(name).is_none()).map(|(name, _)| name.as_str()).collect();
-    if !unknown.is_empty() {
-        return Err(bad(
-            path,
-            &format!(
-                "unknown GGUF tensor name(s) for `{arch}`: {}; this loader maps token_embd, output_norm, \
-                 output and blk.N.{{attn_norm,ffn_norm,attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,\
-                 ffn_down}}.{{weight,bias}}",
-                unknown.join(", ")
-            ),
-        ));
-    }
+    let infos = tensor_infos(&content, path, &arch)?;
 
     let mut tensors = HashMap::with_capacity(infos.len());
     let mut quantized = HashMap::new();
@@ -156,11 +133,79 @@ pub fn load_gguf_with(path: &Path, device: &Device, opts: GgufOptions) -> Result
         .collect();
     let config = config_from_metadata(&content, path, &arch, &shapes)?;
     check_required_tensors(&shapes, &config)?;
-    let tokenizer = match meta_str(&content, "tokenizer.ggml.model") {
-        Some("gpt2") => Some(tokenizer_from_gguf(&content)?),
-        _ => tokenizer_beside(path)?,
-    };
+    let tokenizer = gguf_tokenizer(&content, path)?;
     Ok(GgufModel { arch, config, tensors, quantized, notes, tensor_types, tokenizer })
+}
+
+/// A GGUF's facts without its tensor data: what a pair check and a memory estimate need.
+pub struct GgufHeader {
+    pub arch: String,
+    /// The HF `config.json` [`load_gguf`] would build.
+    pub config: serde_json::Value,
+    /// (HF name, storage type, shape) in file order.
+    pub tensors: Vec<(String, GgmlDType, Vec<usize>)>,
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+}
+
+/// Reads a GGUF's metadata and tensor headers (no tensor data).
+pub fn read_gguf_header(path: &Path) -> Result<GgufHeader> {
+    let (content, _) = open_gguf(path)?;
+    let arch = architecture(&content, path)?;
+    let tensors: Vec<(String, GgmlDType, Vec<usize>)> = tensor_infos(&content, path, &arch)?
+        .into_iter()
+        .map(|(name, info)| (hf_tensor_name(name).expect("checked"), info.ggml_dtype, info.shape.dims().to_vec()))
+        .collect();
+    let shapes: HashMap<String, Vec<usize>> = tensors.iter().map(|(n, _, s)| (n.clone(), s.clone())).collect();
+    let config = config_from_metadata(&content, path, &arch, &shapes)?;
+    check_required_tensors(&shapes, &config)?;
+    let tokenizer = gguf_tokenizer(&content, path)?;
+    Ok(GgufHeader { arch, config, tensors, tokenizer })
+}
+
+fn architecture(content: &Content, path: &Path) -> Result<String> {
+    let arch = meta_str(content, "general.architecture")
+        .ok_or_else(|| bad(path, "GGUF metadata lacks `general.architecture`"))?
+        .to_string();
+    if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+        return Err(Error::UnsupportedArch {
+            model_type: arch,
+            path: path.display().to_string(),
+            supported: SUPPORTED_ARCHS.join(", "),
+        });
+    }
+    Ok(arch)
+}
+
+/// The tensor headers in file order, every name one this loader maps.
+fn tensor_infos<'a>(
+    content: &'a Content,
+    path: &Path,
+    arch: &str,
+) -> Result<Vec<(&'a String, &'a candle_core::quantized::gguf_file::TensorInfo)>> {
+    let mut infos: Vec<_> = content.tensor_infos.iter().collect();
+    infos.sort_by_key(|(_, info)| info.offset);
+    let unknown: Vec<&str> =
+        infos.iter().filter(|(name, _)| hf_tensor_name(name).is_none()).map(|(name, _)| name.as_str()).collect();
+    if !unknown.is_empty() {
+        return Err(bad(
+            path,
+            &format!(
+                "unknown GGUF tensor name(s) for `{arch}`: {}; this loader maps token_embd, output_norm, \
+                 output and blk.N.{{attn_norm,ffn_norm,attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,\
+                 ffn_down}}.{{weight,bias}}",
+                unknown.join(", ")
+            ),
+        ));
+    }
+    Ok(infos)
+}
+
+/// The tokenizer of a byte-level BPE vocabulary, else a `tokenizer.json` beside the file.
+fn gguf_tokenizer(content: &Content, path: &Path) -> Result<Option<tokenizers::Tokenizer>> {
+    match meta_str(content, "tokenizer.ggml.model") {
+        Some("gpt2") => Ok(Some(tokenizer_from_gguf(content)?)),
+        _ => tokenizer_beside(path),
+    }
 }
 
 /// Opens a GGUF file and reads its header: `BadSource` when it is not GGUF at all,

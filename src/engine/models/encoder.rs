@@ -207,6 +207,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// The device the network computes on.
+    pub fn device(&self) -> candle_core::Device {
+        self.word.device()
+    }
+
     pub fn load(s: &Scope, c: &EncoderConfig, path: &Path) -> Result<Self> {
         let act = Activation::parse(&c.activation).ok_or_else(|| Error::Config {
             path: path.to_path_buf(),

@@ -65,6 +65,11 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
+    /// The device the network computes on.
+    pub fn device(&self) -> candle_core::Device {
+        self.wte.device()
+    }
+
     pub fn load(s: &Scope, c: &Gpt2Config, path: &Path) -> Result<Self> {
         let act = Activation::parse(&c.activation_function).ok_or_else(|| Error::Config {
             path: path.to_path_buf(),

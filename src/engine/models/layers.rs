@@ -302,6 +302,14 @@ impl Embedding {
         }
     }
 
+    /// The device the looked-up rows come out on (a quantized table is looked up on the CPU).
+    pub fn device(&self) -> Device {
+        match &self.table {
+            EmbeddingTable::Dense(w) => w.device().clone(),
+            EmbeddingTable::Quantized(_) => Device::Cpu,
+        }
+    }
+
     /// Rows of the table (vocabulary or positions).
     pub fn rows(&self) -> Result<usize> {
         Ok(match &self.table {

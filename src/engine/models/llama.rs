@@ -290,6 +290,11 @@ pub struct Llama {
 }
 
 impl Llama {
+    /// The device the network computes on.
+    pub fn device(&self) -> candle_core::Device {
+        self.embed.device()
+    }
+
     pub fn load(s: &Scope, c: &LlamaConfig, path: &Path) -> Result<Self> {
         let act = Activation::parse(&c.hidden_act).ok_or_else(|| Error::Config {
             path: path.to_path_buf(),

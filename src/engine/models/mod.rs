@@ -230,6 +230,15 @@ impl Network {
         Error::Invalid("this model is an encoder/classifier, not a causal language model".into())
     }
 
+    /// The device the network computes on (where its inputs go).
+    pub fn device(&self) -> candle_core::Device {
+        match self {
+            Self::Llama(m) => m.device(),
+            Self::Gpt2(m) => m.device(),
+            Self::Encoder(m) => m.device(),
+        }
+    }
+
     /// Final hidden states `[b, t, hidden]` of a causal LM.
     pub fn hidden_states(&self, ids: &Tensor) -> Result<Tensor> {
         match self {

@@ -20,7 +20,13 @@ use std::sync::Arc;
 pub enum TensorSource {
     Memory(HashMap<String, Tensor>),
     Init(InitSource),
-    Files { files: Vec<(PathBuf, MmapedSafetensors)>, index: HashMap<String, usize> },
+    /// Any name exists as a zero-cost broadcast of one zero: a network built only to count its
+    /// parameters (never run).
+    Shapes,
+    Files {
+        files: Vec<(PathBuf, MmapedSafetensors)>,
+        index: HashMap<String, usize>,
+    },
 }
 
 impl TensorSource {
@@ -42,6 +48,7 @@ impl TensorSource {
         let mut v: Vec<String> = match self {
             Self::Memory(m) => m.keys().cloned().collect(),
             Self::Init(i) => i.overlay.keys().cloned().collect(),
+            Self::Shapes => Vec::new(),
             Self::Files { index, .. } => index.keys().cloned().collect(),
         };
         v.sort();
@@ -51,7 +58,7 @@ impl TensorSource {
     pub fn contains(&self, name: &str) -> bool {
         match self {
             Self::Memory(m) => m.contains_key(name),
-            Self::Init(_) => true,
+            Self::Init(_) | Self::Shapes => true,
             Self::Files { index, .. } => index.contains_key(name),
         }
     }
@@ -59,7 +66,7 @@ impl TensorSource {
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         match self {
             Self::Memory(m) => m.get(name).map(|t| t.dims().to_vec()),
-            Self::Init(_) => None,
+            Self::Init(_) | Self::Shapes => None,
             Self::Files { files, index } => {
                 let (_, st) = &files[*index.get(name)?];
                 st.get(name).ok().map(|v| v.shape().to_vec())
@@ -71,7 +78,7 @@ impl TensorSource {
     pub fn dtype(&self, name: &str) -> Option<String> {
         match self {
             Self::Memory(m) => m.get(name).map(|t| format!("{:?}", t.dtype()).to_uppercase()),
-            Self::Init(_) => Some("F32".into()),
+            Self::Init(_) | Self::Shapes => Some("F32".into()),
             Self::Files { files, index } => {
                 let (_, st) = &files[*index.get(name)?];
                 st.get(name).ok().map(|v| format!("{:?}", v.dtype()))
@@ -82,7 +89,7 @@ impl TensorSource {
     fn load(&self, name: &str, device: &Device) -> Result<Tensor> {
         match self {
             Self::Memory(m) => Ok(m[name].to_device(device)?),
-            Self::Init(_) => unreachable!("initialised tensors are drawn by shape in WeightStore::get"),
+            Self::Init(_) | Self::Shapes => unreachable!("drawn by shape in WeightStore::get"),
             Self::Files { files, index } => {
                 let (path, st) = &files[index[name]];
                 st.load(name, device)
@@ -177,6 +184,7 @@ impl WeightStore {
         }
         let loaded = match &self.source {
             TensorSource::Init(init) => init.tensor(name, shape, &self.device)?,
+            TensorSource::Shapes => Tensor::zeros((), DType::F32, &self.device)?.broadcast_as(shape)?,
             _ => self.load_checked(name, shape)?,
         };
         let t = loaded.to_dtype(self.dtype)?;

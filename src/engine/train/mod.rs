@@ -242,6 +242,11 @@ pub fn train<T: Task>(
             save_checkpoint(root, done, trainees, ctx)?;
         }
     }
+    // The last checkpoint holds the moments; what follows (evaluation, latency, export) does not
+    // need them.
+    for t in trainees.iter_mut() {
+        t.opt.release_moments()?;
+    }
     Ok(())
 }
 

@@ -84,6 +84,17 @@ impl AdamW {
         Ok(())
     }
 
+    /// Drops the moments (training is over and the last checkpoint holds them): the memory of two
+    /// more copies of the model goes back before the final evaluations and latency measurements.
+    pub fn release_moments(&mut self) -> Result<()> {
+        for s in &mut self.slots {
+            let empty = Tensor::zeros(0, s.m.dtype(), s.m.device())?;
+            s.m = empty.clone();
+            s.v = empty;
+        }
+        Ok(())
+    }
+
     /// Moments by name (`m.NAME`, `v.NAME`) for a checkpoint.
     pub fn state(&self) -> BTreeMap<String, Tensor> {
         let mut out = BTreeMap::new();

@@ -2,8 +2,9 @@
 //! a student derived from the teacher), then load both and check the pair before anything runs.
 
 use crate::engine::hub::{CachedModel, ModelSummary};
-use crate::engine::loader::LoadedModel;
+use crate::engine::loader::ModelInfo;
 use crate::engine::pair::{gib, PairReport, VocabCheck};
+use crate::engine::recipe::teacher_precision::TeacherPrecision;
 use crate::engine::recipe::Recipe;
 use crate::tui::app::{Action, App};
 use crate::tui::fmt;
@@ -17,7 +18,6 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
-use std::sync::Arc;
 
 /// The recipe keys this screen edits, with their labels.
 const ROWS: [(&str, &str); 4] = [
@@ -45,8 +45,8 @@ pub struct State {
     pub cache: Vec<CachedModel>,
     /// Hub search results; when present the list shows them instead of the cache.
     pub search: Option<Vec<ModelSummary>>,
-    pub teacher: Option<Arc<LoadedModel>>,
-    pub student: Option<Arc<LoadedModel>>,
+    pub teacher: Option<ModelInfo>,
+    pub student: Option<ModelInfo>,
     pub pair: Option<Result<PairReport, String>>,
 }
 
@@ -145,12 +145,14 @@ pub fn check_pair(app: &mut App) {
         (None, None) => StudentChoice::None,
     };
     let (batch, seq) = (r.distill.batch_size, r.data.seq_len);
-    let what = format!("load and check {}", r.teacher.as_ref().map(|t| t.model.as_str()).unwrap_or_default());
-    app.spawn("check", what, move |ctx, out| work::inspect_pair(ctx, out, &teacher, &student, batch, seq));
+    let keep_quantized = matches!(r.distill.teacher_precision, None | Some(TeacherPrecision::Gguf));
+    let what = format!("check {}", r.teacher.as_ref().map(|t| t.model.as_str()).unwrap_or_default());
+    app.spawn("check", what, move |ctx, out| {
+        work::inspect_pair(ctx, out, &teacher, keep_quantized, &student, batch, seq)
+    });
 }
 
-fn model_lines(role: &str, m: &LoadedModel) -> Vec<Line<'static>> {
-    let i = &m.info;
+fn model_lines(role: &str, i: &ModelInfo) -> Vec<Line<'static>> {
     let p = |s: &str| crate::engine::error::printable(s, 80, false);
     vec![
         Line::from(format!("{role}: {}", p(&i.name))),
@@ -242,7 +244,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
             info.extend(model_lines("teacher", t));
             if let Some(st) = student {
                 info.extend(model_lines("student", st));
-                let ratio = st.info.parameters as f64 / t.info.parameters.max(1) as f64;
+                let ratio = st.parameters as f64 / t.parameters.max(1) as f64;
                 info.push(Line::from(format!("  {:.1}% of the teacher's parameters", 100.0 * ratio)));
             }
         }
