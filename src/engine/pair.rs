@@ -139,6 +139,7 @@ pub fn check_pair(
         trainees: 1,
         batch: batch_size,
         seq: seq_len,
+        checkpointing: false,
     };
     let memory = estimate(&work);
     let (total, available) = machine_memory();
@@ -222,7 +223,8 @@ fn by_id(m: &HashMap<String, u32>) -> Vec<(u32, &str)> {
 
 /// What a training run holds in memory: the teacher (none when pretraining) with the bytes its
 /// weights hold, the student with its parameter count, how many students train side by side (the
-/// KD student and the baseline), and the micro-batch.
+/// KD student and the baseline), the micro-batch, and whether the student checkpoints its
+/// activations per block.
 #[derive(Clone, Copy)]
 pub struct Workload<'a> {
     pub teacher: Option<(&'a ArchConfig, u64)>,
@@ -230,11 +232,12 @@ pub struct Workload<'a> {
     pub trainees: u64,
     pub batch: usize,
     pub seq: usize,
+    pub checkpointing: bool,
 }
 
 /// Training memory of a [`Workload`] in f32.
 pub fn estimate(w: &Workload) -> MemoryEstimate {
-    let Workload { teacher, student, trainees, batch, seq } = *w;
+    let Workload { teacher, student, trainees, batch, seq, checkpointing } = *w;
     // In f64, cast back saturating: an absurd batch (1e18) is a huge estimate, never an overflow.
     let f = 4.0;
     let (s, sp) = (student.0, student.1 as f64);
@@ -259,7 +262,12 @@ pub fn estimate(w: &Workload) -> MemoryEstimate {
         student_grads: (n * sp * f) as u64,
         optimizer: (n * 2.0 * sp * f) as u64,
         logits: logits as u64,
-        activations: (layers * per_layer + teacher_transient) as u64,
+        // Checkpointed: each block's input kept, and one block's graph at a time.
+        activations: if checkpointing {
+            ((layers + 1.0) * b * t * h * f + per_layer + teacher_transient) as u64
+        } else {
+            (layers * per_layer + teacher_transient) as u64
+        },
         transient: (3.0 * largest * f) as u64,
         runtime: RUNTIME_BYTES + TOKENIZER_BYTES_PER_TOKEN * vocab as u64,
         total: 0,
@@ -305,8 +313,14 @@ fn refusal(w: &Workload, available: u64) -> String {
             hi = mid - 1;
         }
     }
+    let checkpointed = Workload { checkpointing: true, ..*w };
     let advice = if lo > 0 {
-        format!("batch_size = {lo} fits (raise grad_accum to keep the effective batch)")
+        let also = if !w.checkpointing && estimate(&checkpointed).total <= available {
+            "; or keep it and set activation_checkpointing = true (each block recomputed in the backward pass)"
+        } else {
+            ""
+        };
+        format!("batch_size = {lo} fits (raise grad_accum to keep the effective batch){also}")
     } else {
         let mut t = seq;
         while t > 2 && need(1, t) > available {

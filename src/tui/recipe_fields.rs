@@ -64,6 +64,7 @@ pub const FIELDS: &[Field] = &[
         Kind::OptText,
         "teacher: f32, bf16, int8, gguf, q8_0, q4_k… (empty: GGUF as stored, else precision)",
     ),
+    f("distill.activation_checkpointing", Kind::Bool, "recompute each block in backward: less memory"),
     f("quantize.formats", Kind::List, "formats/bit-widths to sweep, comma separated"),
     f("quantize.targets", Kind::List, "models to quantize: teacher, student, baseline"),
     f("quantize.group_size", Kind::OptInt, "columns per scale for intN formats: 32, 64, 128"),
@@ -75,12 +76,14 @@ fn to_value(recipe: &Recipe) -> toml::Value {
     toml::Value::try_from(recipe).expect("a recipe always serialises to TOML")
 }
 
-/// The field's current text ("" when absent).
+/// The field's current text ("" when absent; "false" for an absent switch, which the recipe
+/// leaves out when it is off).
 pub fn get(recipe: &Recipe, key: &str) -> String {
     let mut v = &to_value(recipe);
     for part in key.split('.') {
         match v.get(part) {
             Some(next) => v = next,
+            None if FIELDS.iter().any(|f| f.key == key && f.kind == Kind::Bool) => return "false".into(),
             None => return String::new(),
         }
     }

@@ -230,6 +230,9 @@ fn sharded_and_gguf_repos() {
     assert_eq!(ids, ["local/gguf", "local/sharded"]);
     assert_eq!(listed[0].gguf_files, ["tiny.Q8_0.gguf"]);
     assert!(!listed[0].has_safetensors && listed[1].has_safetensors);
+    // A GGUF repository named as a Hugging Face model: the error names the spec that works.
+    let e = get(&offline, &repo("local/gguf"), HfModel).unwrap_err().to_string();
+    assert!(e.contains("it holds GGUF files (tiny.Q8_0.gguf): name one as `local/gguf:tiny.Q8_0.gguf`"), "{e}");
 }
 
 #[test]

@@ -228,8 +228,14 @@ fn a_kd_step_on_the_fused_kernels_equals_it_on_the_reference_path() {
         let t = ids.dim(1).unwrap();
         let input = ids.narrow(1, 0, t - 1).unwrap();
         let vars: Vec<&Var> = student.vars.values().collect();
-        let cfg =
-            LossConfig { kind: SoftLoss::ForwardKl, temperature: 2.0, alpha: 0.7, beta: 0.5, chunk_rows: Some(9) };
+        let cfg = LossConfig {
+            kind: SoftLoss::ForwardKl,
+            temperature: 2.0,
+            alpha: 0.7,
+            beta: 0.5,
+            chunk_rows: Some(9),
+            activation_checkpointing: false,
+        };
         let step = || {
             let hidden = teacher.network.hidden_states(&input).unwrap();
             let n = hidden.dim(0).unwrap() * hidden.dim(1).unwrap();

@@ -1,4 +1,4 @@
-//! The int8 product of a frozen layer (AVX512_VNNI kernel, or its portable form elsewhere): the W8A8
+//! The int8 product of a frozen layer (AVX512_VNNI or AVX2 kernel, or the portable form elsewhere): the W8A8
 //! arithmetic exactly as documented, the same numbers from both paths, edge shapes, smoothing,
 //! zero and NaN rows, and which layers the `int8` precision routes to it.
 
@@ -6,7 +6,7 @@ use crate::common;
 
 use candle_core::{Device, Tensor, Var};
 use distill_tui::engine::kernels::autocast::{self, Precision};
-use distill_tui::engine::kernels::int8_gemm::{self, matmul, matmul_portable, PackedWeight};
+use distill_tui::engine::kernels::int8_gemm::{self, matmul, matmul_portable, Int8Kernel, PackedWeight};
 use distill_tui::engine::models::layers::Linear;
 
 /// xorshift values in [-1, 1), every seventh ten times larger.
@@ -57,17 +57,41 @@ fn both_paths_compute_the_documented_w8a8_product_exactly_at_every_edge_shape() 
         let x = values(m * k, (m * 31 + k) as u64);
         let w = values(n * k, (n * 17 + k) as u64);
         let want = reference(&x, m, k, &w, n);
-        let packed = PackedWeight::new(&w, n, k, false, None).unwrap();
-        assert_eq!((packed.out_dim(), packed.in_dim()), (n, k));
-        let fast = matmul(&x, m, &packed);
-        let portable = matmul_portable(&x, m, &packed);
-        for (i, ((f, p), r)) in fast.iter().zip(&portable).zip(&want).enumerate() {
-            assert_eq!(f.to_bits(), r.to_bits(), "[{m}, {k}, {n}] element {i}: kernel {f} vs reference {r}");
-            assert_eq!(p.to_bits(), r.to_bits(), "[{m}, {k}, {n}] element {i}: portable {p} vs reference {r}");
+        // Every kernel's packing, whichever this CPU runs: a packing whose kernel the CPU lacks
+        // runs in portable code, which must give the same numbers too.
+        for kernel in [Int8Kernel::Vnni, Int8Kernel::Avx2, Int8Kernel::Portable] {
+            let packed = PackedWeight::for_kernel(&w, n, k, false, None, kernel).unwrap();
+            assert_eq!((packed.out_dim(), packed.in_dim()), (n, k));
+            let fast = matmul(&x, m, &packed);
+            let portable = matmul_portable(&x, m, &packed);
+            let ran = packed.kernel().name();
+            for (i, ((f, p), r)) in fast.iter().zip(&portable).zip(&want).enumerate() {
+                assert_eq!(
+                    f.to_bits(),
+                    r.to_bits(),
+                    "[{m}, {k}, {n}] {kernel:?} element {i}: {ran} {f} vs reference {r}"
+                );
+                assert_eq!(p.to_bits(), r.to_bits(), "[{m}, {k}, {n}] {kernel:?} element {i}: portable {p} vs {r}");
+            }
+            // A weight stored [in, out] (GPT-2 Conv1D) packs to the same thing.
+            let t = PackedWeight::for_kernel(&transpose(&w, n, k), n, k, true, None, kernel).unwrap();
+            assert_eq!(matmul(&x, m, &t), fast, "[{m}, {k}, {n}] {kernel:?} transposed");
         }
-        // A weight stored [in, out] (GPT-2 Conv1D) packs to the same thing.
-        let t = PackedWeight::new(&transpose(&w, n, k), n, k, true, None).unwrap();
-        assert_eq!(matmul(&x, m, &t), fast, "[{m}, {k}, {n}] transposed");
+    }
+}
+
+#[test]
+fn the_cpu_runs_its_simd_kernel_on_its_own_packing() {
+    // Every CPU this project has been measured on has AVX2 at least: the int8 teacher must not
+    // silently take the portable path there.
+    let detected = Int8Kernel::detected();
+    println!("int8 kernel on this CPU: {}", detected.name());
+    let packed = PackedWeight::new(&values(64, 1), 8, 8, false, None).unwrap();
+    assert_eq!(packed.kernel(), detected);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        assert_ne!(detected, Int8Kernel::Portable);
+        assert!(int8_gemm::available());
     }
 }
 

@@ -1,6 +1,7 @@
 //! Causal-LM distillation (and pretraining): the losses, the chunked LM step, the teacher-logit
 //! cache, the run's setup and summary. The loop itself is [`crate::engine::train`].
 
+pub mod checkpoint;
 pub mod finish;
 pub mod fused_loss;
 pub mod head_grad;

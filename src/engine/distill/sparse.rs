@@ -19,6 +19,7 @@ use super::losses::{jsd_from_log_probs, kl_from_log_probs, SoftLoss};
 use crate::engine::Result;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::ops::log_softmax;
+use rayon::prelude::*;
 
 /// Top-k teacher logits of `n` positions.
 #[derive(Clone, Debug)]
@@ -37,34 +38,38 @@ pub struct SparseTeacher {
 const MIN_TAIL: f64 = 1e-30;
 
 impl SparseTeacher {
-    /// Extracts the top `k` of each row of `logits` `[n, vocab]`.
+    /// Extracts the top `k` of each row of `logits` `[n, vocab]` (rows in parallel; each row's
+    /// numbers do not depend on the others or on the thread count).
     pub fn from_logits(logits: &Tensor, k: usize) -> Result<Self> {
         let (n, vocab) = logits.dims2()?;
         let k = k.min(vocab);
         let data: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let (mut idx, mut val, mut tail) =
-            (Vec::with_capacity(n * k), Vec::with_capacity(n * k), Vec::with_capacity(n));
-        let mut order: Vec<u32> = Vec::with_capacity(vocab);
-        for row in data.chunks_exact(vocab) {
-            order.clear();
-            order.extend(0..vocab as u32);
-            let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-            if k < vocab {
-                order.select_nth_unstable_by(k, by_value);
-            }
-            let top = &mut order[..k];
-            top.sort_unstable();
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let all: f64 = row.iter().map(|&z| ((z as f64) - max).exp()).sum();
-            let topsum: f64 = top.iter().map(|&i| ((row[i as usize] as f64) - max).exp()).sum();
-            let rest = ((all - topsum) / all).max(MIN_TAIL);
-            // log Σ_tail e^z = log(all) + max + log(rest fraction)
-            tail.push((max + all.ln() + rest.ln()) as f32);
-            for &i in top.iter() {
-                idx.push(i);
-                val.push(row[i as usize]);
-            }
-        }
+        let (mut idx, mut val, mut tail) = (vec![0u32; n * k], vec![0f32; n * k], vec![0f32; n]);
+        data.par_chunks_exact(vocab.max(1))
+            .zip(idx.par_chunks_mut(k.max(1)).zip(val.par_chunks_mut(k.max(1))).zip(tail.par_iter_mut()))
+            .for_each_init(
+                || Vec::with_capacity(vocab),
+                |order: &mut Vec<u32>, (row, ((idx, val), tail))| {
+                    order.clear();
+                    order.extend(0..vocab as u32);
+                    let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+                    if k < vocab {
+                        order.select_nth_unstable_by(k, by_value);
+                    }
+                    let top = &mut order[..k];
+                    top.sort_unstable();
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let all: f64 = row.iter().map(|&z| ((z as f64) - max).exp()).sum();
+                    let topsum: f64 = top.iter().map(|&i| ((row[i as usize] as f64) - max).exp()).sum();
+                    let rest = ((all - topsum) / all).max(MIN_TAIL);
+                    // log Σ_tail e^z = log(all) + max + log(rest fraction)
+                    *tail = (max + all.ln() + rest.ln()) as f32;
+                    for ((slot, value), &i) in idx.iter_mut().zip(val.iter_mut()).zip(top.iter()) {
+                        *slot = i;
+                        *value = row[i as usize];
+                    }
+                },
+            );
         let dev = logits.device();
         Ok(Self {
             indices: Tensor::from_vec(idx, (n, k), dev)?,

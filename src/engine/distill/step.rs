@@ -42,6 +42,9 @@ pub struct LossConfig {
     pub beta: f64,
     /// Logit rows per chunk; `None` picks about 64 MB of logits ([`chunk_rows`]).
     pub chunk_rows: Option<usize>,
+    /// Activation checkpointing per block ([`super::checkpoint`]): keep each block's input only
+    /// and recompute the block in the backward pass.
+    pub activation_checkpointing: bool,
 }
 
 pub use crate::engine::train::LossParts;
@@ -64,7 +67,13 @@ pub fn accumulate_grads(
 ) -> Result<LossParts> {
     let (b, t) = ids.dims2()?;
     let n = b * (t - 1);
-    let hidden = student.hidden_states(&ids.narrow(1, 0, t - 1)?)?;
+    let inputs = ids.narrow(1, 0, t - 1)?;
+    let (hidden, checkpointed) = if cfg.activation_checkpointing {
+        let body = super::checkpoint::forward(student, &inputs)?;
+        (body.hidden.clone(), Some(body))
+    } else {
+        (student.hidden_states(&inputs)?, None)
+    };
     let h_dim = hidden.dim(2)?;
     let hidden = hidden.reshape((n, h_dim))?;
     let h_leaf = Var::from_tensor(&hidden.detach())?;
@@ -126,9 +135,13 @@ pub fn accumulate_grads(
     if !parts.total.is_finite() {
         return Err(Error::Invalid(format!("the loss is not finite (soft {}, hard {})", parts.soft, parts.hard)));
     }
-    if let Some(g) = grad_h {
-        let surrogate = (hidden * g.detach())?.sum_all()?;
-        add_grads(acc, vars, &surrogate.backward()?)?;
+    match (grad_h, checkpointed) {
+        (Some(g), Some(body)) => body.backward(student, &g, vars, acc)?,
+        (Some(g), None) => {
+            let surrogate = (hidden * g.detach())?.sum_all()?;
+            add_grads(acc, vars, &surrogate.backward()?)?;
+        }
+        (None, _) => {}
     }
     if let Some((i, gw)) = head.map(HeadGrad::finish).transpose()?.flatten() {
         add_into(&mut acc[i], &gw)?;

@@ -150,6 +150,7 @@ fn preflight(lr: &LoadedRecipe, ctx: &JobContext) -> Result<Option<u64>> {
         trainees,
         batch: r.distill.batch_size,
         seq: r.data.seq_len,
+        checkpointing: r.distill.activation_checkpointing,
     };
     let m = crate::engine::pair::preflight(&work, available)?;
     ctx.log(format!(
@@ -193,6 +194,7 @@ pub fn run_with_tokenizer(
         alpha: d.alpha,
         beta: d.jsd_beta,
         chunk_rows: None,
+        activation_checkpointing: d.activation_checkpointing,
     };
     let roles = match (&setup.teacher, d.baseline) {
         (None, _) => vec![Role::Pretrain],
@@ -308,15 +310,17 @@ fn sparse_targets(
         let _precision = autocast::enter(setup.teacher_precision);
         let hidden = teacher.network.hidden_states(&Tensor::from_vec(flat, (missing.len(), t), &setup.device)?)?;
         let hidden = hidden.reshape((missing.len() * t, hidden.dim(2)?))?;
-        let step = chunk_rows(teacher.config.vocab_size());
+        // The head in chunks of rows across the windows (fewer, larger products), then each
+        // window's rows apart for the cache.
+        let (rows, step) = (missing.len() * t, chunk_rows(teacher.config.vocab_size()));
+        let mut blocks = Vec::new();
+        for start in (0..rows).step_by(step) {
+            let logits = teacher.network.lm_logits(&hidden.narrow(0, start, step.min(rows - start))?)?;
+            blocks.push(SparseTeacher::from_logits(&logits, k)?);
+        }
+        let all = SparseTeacher::cat(&blocks)?;
         for (j, &i) in missing.iter().enumerate() {
-            let mut blocks = Vec::new();
-            for start in (0..t).step_by(step) {
-                let n = step.min(t - start);
-                let logits = teacher.network.lm_logits(&hidden.narrow(0, j * t + start, n)?)?;
-                blocks.push(SparseTeacher::from_logits(&logits, k)?);
-            }
-            let sp = SparseTeacher::cat(&blocks)?;
+            let sp = all.narrow(j * t, t)?;
             if let Some(c) = cache.as_deref_mut() {
                 c.put(windows[i], &sp)?;
             }

@@ -127,10 +127,26 @@ fn offline_miss(repo: &HubRepo, repo_dir: &Path, wanted: &FileSet, settings: &Hu
         FileSet::Files(f) => f.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
         FileSet::Matching(g) => format!("files matching `{g}`"),
     };
+    let snapshot = repo_dir.join("snapshots").join(&commit);
+    // A GGUF repository asked for as a Hugging Face folder: name the files it does have.
+    let mut ggufs: Vec<String> = std::fs::read_dir(&snapshot)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.to_ascii_lowercase().ends_with(".gguf"))
+        .collect();
+    ggufs.sort();
+    let hint = match (wanted, ggufs.first()) {
+        (FileSet::HfModel, Some(first)) => {
+            format!("; it holds GGUF files ({}): name one as `{id}:{first}`", ggufs.join(", "))
+        }
+        _ => String::new(),
+    };
     Error::Invalid(format!(
         "{kind} `{id}` is in the local cache at `{rev}` ({}) but without {what}, and the hub is offline; \
-         unset HF_HUB_OFFLINE to download the missing files",
-        repo_dir.join("snapshots").join(commit).display()
+         unset HF_HUB_OFFLINE to download the missing files{hint}",
+        snapshot.display()
     ))
 }
 

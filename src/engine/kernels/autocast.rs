@@ -4,7 +4,7 @@
 //! bf16-rounded inputs and f32 accumulation — forward, and both products of its backward pass —
 //! while weights, optimizer state, norms, attention, softmax and losses stay f32. That is what
 //! PyTorch's CPU autocast does to `nn.Linear`. On a CPU without AVX512_BF16 the same arithmetic is
-//! emulated (inputs rounded to bf16, candle's f32 GEMM), so results agree up to summation order.
+//! emulated (inputs rounded to bf16, the f32 GEMM), so results agree up to summation order.
 //! f32 scopes compute exactly what they did before.
 
 use super::bf16_gemm::{self, View};
@@ -75,20 +75,21 @@ pub fn fast_inference(x: &Tensor) -> bool {
     super::enabled() && !x.track_op() && x.device().is_cpu()
 }
 
-/// Why `precision` will be slower than f32 on `device`, when it will: bf16 on a CPU without
-/// AVX512_BF16 is emulated (inputs rounded to bf16, then candle's f32 GEMM), which gives the
-/// kernel's numbers up to summation order but costs more than f32.
+/// What a run should know about `precision` on `device`: bf16 on a CPU without AVX512_BF16 is
+/// emulated (inputs rounded to bf16, then the f32 GEMM), which gives the kernel's numbers up to
+/// summation order at a little under f32 speed; int8 without a SIMD kernel is slow.
 /// `key` names the recipe setting in the note.
 pub fn emulation_note(key: &str, precision: Precision, device: &candle_core::Device) -> Option<String> {
     match precision {
         Precision::Bf16 if device.is_cpu() && !bf16_gemm::available() => Some(format!(
             "distill.{key} = \"bf16\": this CPU lacks AVX512_BF16, so bf16 matmuls are emulated \
-             (rounded inputs, f32 GEMM) and run slower than {key} = \"f32\""
+             (inputs rounded to bf16, f32 GEMM): the bf16 kernel's numbers, at a little under \
+             {key} = \"f32\" speed"
         )),
         Precision::Int8 if device.is_cpu() && !super::int8_gemm::available() => Some(format!(
-            "distill.{key} = \"int8\": this CPU lacks AVX512_VNNI, so the int8 products run in \
-             portable scalar code (the same numbers, but some 30x slower than the f32 GEMM): use \
-             {key} = \"f32\" here"
+            "distill.{key} = \"int8\": this CPU has neither AVX512_VNNI nor AVX2, so the int8 \
+             products run in portable scalar code (the same numbers, but some 30x slower than the \
+             f32 GEMM): use {key} = \"f32\" here"
         )),
         Precision::Int8 if !device.is_cpu() => {
             Some(format!("distill.{key} = \"int8\" runs on the CPU only; on this device the teacher multiplies in f32"))
@@ -118,18 +119,19 @@ pub fn bf16_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             b.dtype()
         )));
     }
-    if bf16_gemm::available() && a.device().is_cpu() {
+    if a.device().is_cpu() {
         Ok(a.apply_op2(b, Bf16Matmul)?)
     } else {
         emulated_bf16_matmul(a, b)
     }
 }
 
-/// The portable form of [`bf16_matmul`]: the same products (bf16 × bf16 is exact in f32), summed
-/// by candle's f32 GEMM. Used where the kernel cannot run (no AVX512_BF16, a GPU tensor). On the
-/// CPU its backward also rounds the output gradient to bf16 before both products, as the kernel's
-/// does, so the two agree in gradients too, up to summation order; on a GPU the output gradient
-/// stays f32 (straight-through rounding only).
+/// [`bf16_matmul`] composed of candle ops: the same products (bf16 × bf16 is exact in f32), summed
+/// by candle's f32 GEMM. What a GPU tensor takes (a CPU without AVX512_BF16 runs
+/// [`bf16_gemm::emulated`] inside the same op as the kernel, which is faster). On the CPU its
+/// backward also rounds the output gradient to bf16 before both products, as the kernel's does, so
+/// the two agree in gradients too, up to summation order; on a GPU the output gradient stays f32
+/// (straight-through rounding only).
 pub fn emulated_bf16_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let y = round_bf16(a)?.matmul(&round_bf16(b)?)?;
     if y.device().is_cpu() {
@@ -189,7 +191,8 @@ impl CustomOp2 for Bf16Matmul {
         if a.cols != b.rows {
             candle_core::bail!("bf16 matmul: shapes [{}, {}] and [{}, {}] do not chain", a.rows, a.cols, b.rows, b.cols)
         }
-        Ok((CpuStorage::F32(bf16_gemm::matmul(&a, &b)), Shape::from((a.rows, b.cols))))
+        let c = if bf16_gemm::available() { bf16_gemm::matmul(&a, &b) } else { bf16_gemm::emulated(&a, &b) };
+        Ok((CpuStorage::F32(c), Shape::from((a.rows, b.cols))))
     }
 
     fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Bwd2 {

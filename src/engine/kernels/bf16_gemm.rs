@@ -260,6 +260,43 @@ unsafe fn micro_kernel(
     }
 }
 
+/// What [`matmul`] computes, on a CPU without AVX512_BF16: both operands rounded to bf16 (a copy of
+/// the span each view covers, its strides kept), then the f32 GEMM of [`super::cpu::gemm_threads`]
+/// — the same exact products, summed in another order. It costs the f32 product plus one pass over
+/// each operand.
+///
+/// # Panics
+/// When the inner dimensions differ.
+pub fn emulated(a: &View, b: &View) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
+    }
+    let rounded = |v: &View| -> Vec<f32> {
+        let end = v.offset + (v.rows - 1) * v.rs + (v.cols - 1) * v.cs + 1;
+        v.data[v.offset..end].par_iter().with_min_len(1 << 14).map(|&x| round_bf16(x)).collect()
+    };
+    let (ra, rb) = rayon::join(|| rounded(a), || rounded(b));
+    let mut c: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the rounded copies hold every element the views address, at the same strides
+    // relative to their start; `c` has room for the m × n result, which the product overwrites.
+    unsafe {
+        super::cpu::gemm_threads(
+            (m, n, k),
+            c.as_mut_ptr(),
+            n,
+            false,
+            ra.as_ptr(),
+            (a.rs, a.cs),
+            rb.as_ptr(),
+            (b.rs, b.cs),
+        );
+        c.set_len(m * n);
+    }
+    c
+}
+
 /// `A[m, k] · B[k, n]` as a row-major `[m, n]` f32 vector.
 ///
 /// # Panics

@@ -9,60 +9,155 @@
 //! 2023) may move part of each input channel's range from x into W: `x_k / s_k` and `W_jk · s_k`
 //! leave the product unchanged but tame the few activation channels whose outliers would otherwise
 //! set every row's scale. [`PackedWeight::calibrated`] takes `s_k = max|x_k|^α / max|W_k|^(1−α)`,
-//! α = 1/2, from a calibration batch. AVX512_VNNI's `vpdpbusd` multiplies *unsigned* by signed bytes, so x is
-//! stored as `qx + 128` and the kernel subtracts `128 · Σ_k qw_jk` (kept per column) from the
-//! integer sum, which stays exact: `|Σ| ≤ k · 255 · 127` fits i32 for any `k` below 66 000.
+//! α = 1/2, from a calibration batch.
 //!
-//! Layout: W is packed once into panels of [`NR`] columns, each as groups of four consecutive
-//! reduction indices per column (64 bytes = one zmm per 16 columns), which is what `vpdpbusd`
-//! consumes; the quantized rows of x are read in place, four bytes broadcast per row. The
-//! micro-kernel keeps an `MR × NR` block of y in 24 zmm registers of i32. Work is split into tiles
-//! (rows × column panels), each one rayon task over the whole reduction, so results do not depend
-//! on the thread count. A portable path computes the same integers and the same f32 epilogue, so
-//! both give identical results.
+//! Three kernels compute the same integers and the same f32 epilogue, so the numbers do not depend
+//! on the CPU ([`Int8Kernel`], chosen at run time):
+//! - **AVX512_VNNI**: `vpdpbusd` multiplies *unsigned* by signed bytes (64 products per
+//!   instruction), so x is stored as `qx + 128` and the kernel subtracts `128 · Σ_k qw_jk` (kept per
+//!   column) from the integer sum, which stays exact: `|Σ| ≤ k · 255 · 127` fits i32 for any `k`
+//!   below 66 000. W is packed in panels of 32 columns, each as groups of four consecutive reduction
+//!   indices per column (64 bytes = one zmm per 16 columns); a 12 × 32 register block.
+//! - **AVX2**: `vpmaddwd` multiplies pairs of i16 and adds each pair into an i32 (16 products per
+//!   instruction, against 8 f32 FMAs, on the same ports). Bytes would need `vpmaddubsw`, whose i16
+//!   pair sums saturate for 8-bit operands (255 · 127 · 2 > 32 767), so both operands are widened to
+//!   i16 once: W when it is packed (panels of 16 columns, pairs of reduction indices), x as it is
+//!   quantized. A 6 × 16 register block in 12 ymm accumulators.
+//! - **Portable** code for every other CPU, on either packing.
+//!
+//! Work is split into tiles (rows × column panels), each one rayon task over the whole reduction,
+//! so results do not depend on the thread count either.
 
 use super::cpu::Shared;
 use crate::engine::{Error, Result};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-/// Rows of x per register block.
-pub const MR: usize = 12;
-/// Columns of W per packed panel (two zmm of i32).
-pub const NR: usize = 32;
-/// Register blocks of rows per task.
-const TILE_M: usize = 8;
-/// Panels per task.
-const TILE_N: usize = 4;
-/// Added to the signed activations to make them the unsigned operand.
+/// Added to the signed activations to make them VNNI's unsigned operand.
 const OFFSET: i32 = 128;
 
-/// True when this CPU runs the VNNI kernel (AVX512F, AVX512BW and AVX512_VNNI), checked once.
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
+/// Which int8 kernel runs the products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// AVX512F + AVX512BW + AVX512_VNNI.
+    Vnni,
+    /// AVX2.
+    Avx2,
+    /// Scalar code: the same numbers, several times slower than the f32 GEMM.
+    Portable,
+}
+
+impl Int8Kernel {
+    /// The fastest kernel this CPU runs, detected once.
+    pub fn detected() -> Self {
+        static DETECTED: std::sync::OnceLock<Int8Kernel> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                    return Int8Kernel::Vnni;
+                }
+                if has!("avx2") {
+                    return Int8Kernel::Avx2;
+                }
+            }
+            Int8Kernel::Portable
         })
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// The name in notes and benchmark tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vnni => "AVX512_VNNI",
+            Self::Avx2 => "AVX2",
+            Self::Portable => "portable",
+        }
     }
+
+    fn layout(self) -> Packing {
+        match self {
+            Self::Vnni => Packing::Quads,
+            // The portable kernel reads either packing; pairs are what AVX2 machines also use.
+            Self::Avx2 | Self::Portable => Packing::Pairs,
+        }
+    }
+}
+
+/// True when this CPU has a SIMD int8 kernel (AVX512_VNNI or AVX2), faster than its f32 GEMM.
+pub fn available() -> bool {
+    Int8Kernel::detected() != Int8Kernel::Portable
+}
+
+/// How W's integers are laid out for a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// `[panel of 32 columns][k / 4][32][4]` bytes, x as `qx + 128` bytes (VNNI).
+    Quads,
+    /// `[panel of 16 columns][k / 2][16][2]` i16, x as i16 (AVX2).
+    Pairs,
+}
+
+impl Packing {
+    /// Columns per panel.
+    fn nr(self) -> usize {
+        match self {
+            Self::Quads => 32,
+            Self::Pairs => 16,
+        }
+    }
+
+    /// Consecutive reduction indices stored together per column.
+    fn group(self) -> usize {
+        match self {
+            Self::Quads => 4,
+            Self::Pairs => 2,
+        }
+    }
+
+    /// Rows per register block.
+    fn mr(self) -> usize {
+        match self {
+            Self::Quads => 12,
+            Self::Pairs => 6,
+        }
+    }
+
+    /// Reduction indices padded to whole groups.
+    fn padded(self, k: usize) -> usize {
+        k.div_ceil(self.group()) * self.group()
+    }
+
+    /// The fast kernel that reads this packing.
+    fn kernel(self) -> Int8Kernel {
+        match self {
+            Self::Quads => Int8Kernel::Vnni,
+            Self::Pairs => Int8Kernel::Avx2,
+        }
+    }
+}
+
+/// Register blocks of rows per task.
+const TILE_M: usize = 8;
+/// Columns per task (whole panels).
+const TILE_COLS: usize = 128;
+
+/// The packed integers of W.
+enum Panels {
+    Quads(Vec<i8>),
+    Pairs(Vec<i16>),
 }
 
 /// A weight `[out, in]` quantized to int8 per output row and packed for the kernel.
 pub struct PackedWeight {
     out_dim: usize,
     in_dim: usize,
-    /// `[panel][in_dim / 4 rounded up][NR][4]`; padding columns and reduction indices are zero.
-    data: Vec<i8>,
+    packing: Packing,
+    /// Padding columns and reduction indices are zero.
+    data: Panels,
     /// Per output column (padded to whole panels): the weight row's scale.
     scale: Vec<f32>,
-    /// Per output column: `128 · Σ_k qw_jk`.
+    /// Per output column: `128 · Σ_k qw_jk` (the VNNI packing's offset; zeros for pairs).
     comp: Vec<i32>,
     /// Per input column: `1 / s_k` of the smoothing that moved `s_k` into W's column k (ones
     /// without smoothing); x is multiplied by it before it is quantized.
@@ -89,10 +184,6 @@ pub fn smoothing_factors(act_absmax: &[f32], weight_absmax: &[f32], alpha: f32) 
         .collect()
 }
 
-fn groups(k: usize) -> usize {
-    k.div_ceil(4)
-}
-
 /// `(scale, 1 / scale)` for a row whose largest magnitude is `absmax`; a zero row gets `(0, 0)`.
 /// A row holding NaN or ±∞ gets a NaN scale, so its products come out NaN instead of finite
 /// nonsense.
@@ -115,8 +206,21 @@ fn quantize(v: f32, inv: f32) -> i32 {
 impl PackedWeight {
     /// Quantizes and packs `w`, row-major `[out_dim, in_dim]`, or `[in_dim, out_dim]` when
     /// `transposed` (GPT-2's `Conv1D`), its column k multiplied by `smooth[k]` when given (the
-    /// inputs are then divided by it).
+    /// inputs are then divided by it), for this CPU's kernel.
     pub fn new(w: &[f32], out_dim: usize, in_dim: usize, transposed: bool, smooth: Option<&[f32]>) -> Result<Self> {
+        Self::for_kernel(w, out_dim, in_dim, transposed, smooth, Int8Kernel::detected())
+    }
+
+    /// As [`Self::new`], packed for `kernel` (which need not run on this CPU: the portable path
+    /// reads every packing).
+    pub fn for_kernel(
+        w: &[f32],
+        out_dim: usize,
+        in_dim: usize,
+        transposed: bool,
+        smooth: Option<&[f32]>,
+        kernel: Int8Kernel,
+    ) -> Result<Self> {
         if w.len() != out_dim * in_dim || out_dim == 0 || in_dim == 0 || smooth.is_some_and(|s| s.len() != in_dim) {
             return Err(Error::Invalid(format!(
                 "int8 weight: {} values for a [{out_dim}, {in_dim}] matrix ({} smoothing factors)",
@@ -124,34 +228,52 @@ impl PackedWeight {
                 smooth.map_or(0, |s| s.len())
             )));
         }
+        let packing = kernel.layout();
         let factor = |k: usize| smooth.map_or(1.0, |s| s[k]);
         let at = |j: usize, k: usize| factor(k) * if transposed { w[k * out_dim + j] } else { w[j * in_dim + k] };
-        let panels = out_dim.div_ceil(NR);
-        let g = groups(in_dim);
-        let mut data = vec![0i8; panels * g * NR * 4];
-        let mut scale = vec![0f32; panels * NR];
-        let mut comp = vec![0i32; panels * NR];
-        data.par_chunks_mut(g * NR * 4)
-            .zip(scale.par_chunks_mut(NR).zip(comp.par_chunks_mut(NR)))
-            .enumerate()
-            .for_each(|(p, (panel, (scale, comp)))| {
-                for c in 0..NR.min(out_dim - p * NR) {
-                    let j = p * NR + c;
-                    let absmax = (0..in_dim).map(|k| at(j, k).abs()).fold(0f32, f32::max);
-                    let non_finite = (0..in_dim).any(|k| !at(j, k).is_finite());
-                    let (s, inv) = row_scale(absmax, non_finite);
-                    let mut sum = 0i32;
-                    for k in 0..in_dim {
-                        let q = quantize(at(j, k), inv);
-                        panel[(k / 4) * NR * 4 + c * 4 + k % 4] = q as i8;
-                        sum += q;
-                    }
-                    scale[c] = s;
-                    comp[c] = OFFSET * sum;
+        let (nr, grp) = (packing.nr(), packing.group());
+        let panels = out_dim.div_ceil(nr);
+        let panel_len = packing.padded(in_dim) * nr;
+        let mut scale = vec![0f32; panels * nr];
+        let mut comp = vec![0i32; panels * nr];
+        // Each column's integers in the packing's order: element (k, c) of a panel sits at
+        // `(k / grp) · nr · grp + c · grp + k % grp`.
+        let fill = |p: usize, put: &mut dyn FnMut(usize, i32), scale: &mut [f32], comp: &mut [i32]| {
+            for c in 0..nr.min(out_dim - p * nr) {
+                let j = p * nr + c;
+                let absmax = (0..in_dim).map(|k| at(j, k).abs()).fold(0f32, f32::max);
+                let non_finite = (0..in_dim).any(|k| !at(j, k).is_finite());
+                let (s, inv) = row_scale(absmax, non_finite);
+                let mut sum = 0i32;
+                for k in 0..in_dim {
+                    let q = quantize(at(j, k), inv);
+                    put((k / grp) * nr * grp + c * grp + k % grp, q);
+                    sum += q;
                 }
-            });
+                scale[c] = s;
+                comp[c] = if packing == Packing::Quads { OFFSET * sum } else { 0 };
+            }
+        };
+        let data = match packing {
+            Packing::Quads => {
+                let mut data = vec![0i8; panels * panel_len];
+                data.par_chunks_mut(panel_len)
+                    .zip(scale.par_chunks_mut(nr).zip(comp.par_chunks_mut(nr)))
+                    .enumerate()
+                    .for_each(|(p, (panel, (s, c)))| fill(p, &mut |i, q| panel[i] = q as i8, s, c));
+                Panels::Quads(data)
+            }
+            Packing::Pairs => {
+                let mut data = vec![0i16; panels * panel_len];
+                data.par_chunks_mut(panel_len)
+                    .zip(scale.par_chunks_mut(nr).zip(comp.par_chunks_mut(nr)))
+                    .enumerate()
+                    .for_each(|(p, (panel, (s, c)))| fill(p, &mut |i, q| panel[i] = q as i16, s, c));
+                Panels::Pairs(data)
+            }
+        };
         let inv_smooth = (0..in_dim).map(|k| 1.0 / factor(k)).collect();
-        Ok(Self { out_dim, in_dim, data, scale, comp, inv_smooth })
+        Ok(Self { out_dim, in_dim, packing, data, scale, comp, inv_smooth })
     }
 
     /// The weight of a dense layer as a tensor, `[out, in]` (or `[in, out]` when `transposed`),
@@ -186,43 +308,91 @@ impl PackedWeight {
         self.in_dim
     }
 
+    /// The kernel [`matmul`] runs for this weight on this CPU.
+    pub fn kernel(&self) -> Int8Kernel {
+        let fast = self.packing.kernel();
+        match (Int8Kernel::detected(), fast) {
+            (Int8Kernel::Vnni, _) | (Int8Kernel::Avx2, Int8Kernel::Avx2) => fast,
+            _ => Int8Kernel::Portable,
+        }
+    }
+
     /// Bytes held (packed weights, scales, compensations).
     pub fn bytes(&self) -> usize {
-        self.data.len() + 4 * (self.scale.len() + self.comp.len())
+        let data = match &self.data {
+            Panels::Quads(d) => d.len(),
+            Panels::Pairs(d) => 2 * d.len(),
+        };
+        data + 4 * (self.scale.len() + self.comp.len())
     }
 }
 
-/// The rows of x quantized: `qx + 128` as bytes, each row padded with 128 (zero) to whole groups
-/// of four, and each row's scale.
+/// The rows of x quantized for a packing — `qx + 128` as bytes (quads) or `qx` as i16 (pairs),
+/// each row padded with zeros (128 for bytes) to whole groups — and each row's scale.
+enum Rows {
+    Bytes(Vec<u8>),
+    Words(Vec<i16>),
+}
+
 struct QuantizedRows {
-    bytes: Vec<u8>,
+    data: Rows,
     scale: Vec<f32>,
     stride: usize,
 }
 
-fn quantize_rows(x: &[f32], m: usize, k: usize, inv_smooth: &[f32], vnni: bool) -> QuantizedRows {
-    let stride = groups(k) * 4;
-    let mut bytes = vec![OFFSET as u8; m * stride];
+fn quantize_rows(x: &[f32], m: usize, k: usize, inv_smooth: &[f32], packing: Packing, simd: bool) -> QuantizedRows {
+    let stride = packing.padded(k);
     let mut scale = vec![0f32; m];
-    bytes.par_chunks_mut(stride).zip(scale.par_iter_mut()).enumerate().for_each(|(i, (dst, s))| {
-        let row = &x[i * k..(i + 1) * k];
-        *s = quantize_row(row, inv_smooth, &mut dst[..k], vnni);
-    });
-    QuantizedRows { bytes, scale, stride }
+    let data = match packing {
+        Packing::Quads => {
+            let mut bytes = vec![OFFSET as u8; m * stride];
+            bytes.par_chunks_mut(stride).zip(scale.par_iter_mut()).enumerate().for_each(|(i, (dst, s))| {
+                *s = quantize_row_bytes(&x[i * k..(i + 1) * k], inv_smooth, &mut dst[..k], simd);
+            });
+            Rows::Bytes(bytes)
+        }
+        Packing::Pairs => {
+            let mut words = vec![0i16; m * stride];
+            words.par_chunks_mut(stride).zip(scale.par_iter_mut()).enumerate().for_each(|(i, (dst, s))| {
+                *s = quantize_row_words(&x[i * k..(i + 1) * k], inv_smooth, &mut dst[..k], simd);
+            });
+            Rows::Words(words)
+        }
+    };
+    QuantizedRows { data, scale, stride }
+}
+
+/// The smoothed row `v = row ⊙ f`'s scale and inverse scale.
+fn row_range(row: &[f32], f: &[f32]) -> (f32, f32) {
+    let absmax = row.iter().zip(f).fold(0f32, |m, (v, f)| m.max((v * f).abs()));
+    row_scale(absmax, row.iter().zip(f).any(|(v, f)| !(v * f).is_finite()))
 }
 
 /// With `v = row ⊙ f` (the smoothed row): writes `round(v / s) + 128` into `dst` and returns
 /// `s = max|v| / 127`.
-fn quantize_row(row: &[f32], f: &[f32], dst: &mut [u8], vnni: bool) -> f32 {
+fn quantize_row_bytes(row: &[f32], f: &[f32], dst: &mut [u8], simd: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if vnni && available() {
+    if simd && Int8Kernel::detected() == Int8Kernel::Vnni {
         // SAFETY: the features were detected; `f` and `dst` have `row.len()` elements.
         return unsafe { quantize_row_avx512(row, f, dst) };
     }
-    let absmax = row.iter().zip(f).fold(0f32, |m, (v, f)| m.max((v * f).abs()));
-    let (s, inv) = row_scale(absmax, row.iter().zip(f).any(|(v, f)| !(v * f).is_finite()));
+    let (s, inv) = row_range(row, f);
     for ((d, &v), &f) in dst.iter_mut().zip(row).zip(f) {
         *d = (quantize(v * f, inv) + OFFSET) as u8;
+    }
+    s
+}
+
+/// As [`quantize_row_bytes`], `round(v / s)` as i16 without the offset.
+fn quantize_row_words(row: &[f32], f: &[f32], dst: &mut [i16], simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd && Int8Kernel::detected() != Int8Kernel::Portable {
+        // SAFETY: AVX2 was detected (VNNI machines have it too); the lengths match.
+        return unsafe { quantize_row_avx2(row, f, dst) };
+    }
+    let (s, inv) = row_range(row, f);
+    for ((d, &v), &f) in dst.iter_mut().zip(row).zip(f) {
+        *d = quantize(v * f, inv) as i16;
     }
     s
 }
@@ -262,35 +432,95 @@ unsafe fn quantize_row_avx512(row: &[f32], f: &[f32], dst: &mut [u8]) -> f32 {
     s
 }
 
-/// One register block: rows `a` (`R` rows of `stride` bytes) times panel `b`, into `out`
-/// (row stride `ldc`), `cols` ≤ [`NR`] columns valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(row: &[f32], f: &[f32], dst: &mut [i16]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(f.len() == row.len() && dst.len() == row.len());
+    let whole = row.len() / 8;
+    let sign = _mm256_set1_ps(-0.0);
+    let mut max = _mm256_setzero_ps();
+    let mut odd = _mm256_setzero_ps();
+    for b in 0..whole {
+        let v = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(8 * b)), _mm256_loadu_ps(f.as_ptr().add(8 * b)));
+        max = _mm256_max_ps(max, _mm256_andnot_ps(sign, v));
+        odd = _mm256_or_ps(odd, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), max);
+    let mut absmax = lanes.iter().fold(0f32, |m, &v| m.max(v));
+    let mut non_finite = _mm256_movemask_ps(odd) != 0;
+    for (&v, &f) in row[8 * whole..].iter().zip(&f[8 * whole..]) {
+        absmax = absmax.max((v * f).abs());
+        non_finite |= !(v * f).is_finite();
+    }
+    // NaN is caught by the unordered compare, ±∞ by `row_scale` through `absmax`.
+    let (s, inv) = row_scale(absmax, non_finite);
+    let (vinv, lo, hi) = (_mm256_set1_ps(inv), _mm256_set1_epi32(-127), _mm256_set1_epi32(127));
+    for b in 0..whole {
+        // Round to nearest even (the default MXCSR mode), as `round_ties_even` does.
+        let v = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(8 * b)), _mm256_loadu_ps(f.as_ptr().add(8 * b)));
+        let q = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, vinv)), lo), hi);
+        // Pack to i16 (per 128-bit lane), then gather the two lanes' low halves.
+        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packs_epi32(q, q));
+        _mm_storeu_si128(dst.as_mut_ptr().add(8 * b) as *mut __m128i, _mm256_castsi256_si128(packed));
+    }
+    for ((d, &v), &f) in dst[8 * whole..].iter_mut().zip(&row[8 * whole..]).zip(&f[8 * whole..]) {
+        *d = quantize(v * f, inv) as i16;
+    }
+    s
+}
+
+/// One register block: `rows` rows of quantized x (from `r0`) times one panel of W, into `out`
+/// (row stride `ldc`), `cols` ≤ the panel's columns valid.
 struct Block<'a> {
-    a: &'a [u8],
-    stride: usize,
-    row_scale: &'a [f32],
-    b: &'a [i8],
-    col_scale: &'a [f32],
-    comp: &'a [i32],
+    x: &'a QuantizedRows,
+    r0: usize,
+    w: &'a PackedWeight,
+    panel: usize,
     cols: usize,
     out: *mut f32,
     ldc: usize,
 }
 
 impl Block<'_> {
-    /// The portable kernel: the same integer sums and the same epilogue as the VNNI one.
+    fn col_scale(&self) -> &[f32] {
+        let nr = self.w.packing.nr();
+        &self.w.scale[self.panel * nr..(self.panel + 1) * nr]
+    }
+
+    fn comp(&self) -> &[i32] {
+        let nr = self.w.packing.nr();
+        &self.w.comp[self.panel * nr..(self.panel + 1) * nr]
+    }
+
+    /// The epilogue every kernel shares: `((Σ − comp) · sw) · sx`.
+    #[inline(always)]
+    fn finish(&self, r: usize, c: usize, sum: i32) -> f32 {
+        ((sum - self.comp()[c]) as f32 * self.col_scale()[c]) * self.x.scale[self.r0 + r]
+    }
+
+    /// The portable kernel: the same integer sums and the same epilogue as the SIMD ones, on
+    /// either packing.
     fn portable(&self, rows: usize) {
-        let g = self.b.len() / (NR * 4);
+        let (nr, grp, k) = (self.w.packing.nr(), self.w.packing.group(), self.x.stride);
+        let base = self.panel * k * nr;
+        let weight = |kk: usize, c: usize| -> i32 {
+            let i = base + (kk / grp) * nr * grp + c * grp + kk % grp;
+            match &self.w.data {
+                Panels::Quads(d) => d[i] as i32,
+                Panels::Pairs(d) => d[i] as i32,
+            }
+        };
         for r in 0..rows {
-            let a = &self.a[r * self.stride..r * self.stride + g * 4];
+            let row = (self.r0 + r) * self.x.stride;
             for c in 0..self.cols {
-                let mut sum = 0i32;
-                for (q, quad) in a.chunks_exact(4).enumerate() {
-                    let w = &self.b[q * NR * 4 + c * 4..q * NR * 4 + c * 4 + 4];
-                    sum += quad.iter().zip(w).map(|(&x, &w)| x as i32 * w as i32).sum::<i32>();
-                }
-                let y = ((sum - self.comp[c]) as f32 * self.col_scale[c]) * self.row_scale[r];
+                let sum: i32 = match &self.x.data {
+                    Rows::Bytes(b) => (0..k).map(|kk| b[row + kk] as i32 * weight(kk, c)).sum(),
+                    Rows::Words(w) => (0..k).map(|kk| w[row + kk] as i32 * weight(kk, c)).sum(),
+                };
                 // SAFETY: the caller hands each block disjoint rows/columns of `out`.
-                unsafe { *self.out.add(r * self.ldc + c) = y };
+                unsafe { *self.out.add(r * self.ldc + c) = self.finish(r, c, sum) };
             }
         }
     }
@@ -299,14 +529,20 @@ impl Block<'_> {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn vnni<const R: usize>(&self) {
         use std::arch::x86_64::*;
-        let g = self.b.len() / (NR * 4);
-        let (a, b) = (self.a.as_ptr(), self.b.as_ptr());
+        const NR: usize = 32;
+        let (Panels::Quads(data), Rows::Bytes(bytes)) = (&self.w.data, &self.x.data) else {
+            unreachable!("the VNNI kernel runs on quads")
+        };
+        let stride = self.x.stride;
+        let g = stride / 4;
+        let a = bytes.as_ptr().add(self.r0 * stride);
+        let b = data.as_ptr().add(self.panel * stride * NR);
         let mut acc = [[_mm512_setzero_si512(); 2]; R];
         for q in 0..g {
             let b0 = _mm512_loadu_si512(b.add(q * NR * 4) as *const __m512i);
             let b1 = _mm512_loadu_si512(b.add(q * NR * 4 + 64) as *const __m512i);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_epi32((a.add(r * self.stride + 4 * q) as *const i32).read_unaligned());
+                let x = _mm512_set1_epi32((a.add(r * stride + 4 * q) as *const i32).read_unaligned());
                 acc[0] = _mm512_dpbusd_epi32(acc[0], x, b0);
                 acc[1] = _mm512_dpbusd_epi32(acc[1], x, b1);
             }
@@ -315,62 +551,101 @@ impl Block<'_> {
             let n = self.cols.saturating_sub(16 * h).min(16);
             ((1u32 << n) - 1) as u16
         };
+        let (col_scale, comp) = (self.col_scale(), self.comp());
         for (r, acc) in acc.iter().enumerate() {
-            let s = _mm512_set1_ps(self.row_scale[r]);
+            let s = _mm512_set1_ps(self.x.scale[self.r0 + r]);
             for (h, &v) in acc.iter().enumerate() {
-                let comp = _mm512_loadu_si512(self.comp.as_ptr().add(16 * h) as *const __m512i);
+                let comp = _mm512_loadu_si512(comp.as_ptr().add(16 * h) as *const __m512i);
                 let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, comp));
-                let y = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_loadu_ps(self.col_scale.as_ptr().add(16 * h))), s);
+                let y = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_loadu_ps(col_scale.as_ptr().add(16 * h))), s);
                 _mm512_mask_storeu_ps(self.out.add(r * self.ldc + 16 * h), valid(h), y);
             }
         }
     }
 
-    fn run(&self, rows: usize, vnni: bool) {
-        #[cfg(target_arch = "x86_64")]
-        if vnni && available() {
-            // SAFETY: the features were detected; `a` holds `rows` rows of `stride ≥ 4·g` bytes,
-            // `b` a whole panel, the scales and compensations whole panels; the masked stores
-            // write only the block's own `rows × cols` elements of `out`.
-            unsafe {
-                match rows {
-                    12 => self.vnni::<12>(),
-                    11 => self.vnni::<11>(),
-                    10 => self.vnni::<10>(),
-                    9 => self.vnni::<9>(),
-                    8 => self.vnni::<8>(),
-                    7 => self.vnni::<7>(),
-                    6 => self.vnni::<6>(),
-                    5 => self.vnni::<5>(),
-                    4 => self.vnni::<4>(),
-                    3 => self.vnni::<3>(),
-                    2 => self.vnni::<2>(),
-                    _ => self.vnni::<1>(),
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<const R: usize>(&self) {
+        use std::arch::x86_64::*;
+        const NR: usize = 16;
+        let (Panels::Pairs(data), Rows::Words(words)) = (&self.w.data, &self.x.data) else {
+            unreachable!("the AVX2 kernel runs on pairs")
+        };
+        let stride = self.x.stride;
+        let g = stride / 2;
+        let a = words.as_ptr().add(self.r0 * stride);
+        let b = data.as_ptr().add(self.panel * stride * NR);
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for q in 0..g {
+            let b0 = _mm256_loadu_si256(b.add(q * NR * 2) as *const __m256i);
+            let b1 = _mm256_loadu_si256(b.add(q * NR * 2 + 16) as *const __m256i);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_epi32((a.add(r * stride + 2 * q) as *const i32).read_unaligned());
+                acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, b0));
+                acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, b1));
+            }
+        }
+        let col_scale = self.col_scale();
+        let full = self.cols == NR;
+        for (r, acc) in acc.iter().enumerate() {
+            let s = _mm256_set1_ps(self.x.scale[self.r0 + r]);
+            for (h, &v) in acc.iter().enumerate() {
+                // No compensation: x is signed here.
+                let y = _mm256_mul_ps(
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(col_scale.as_ptr().add(8 * h))),
+                    s,
+                );
+                let dst = self.out.add(r * self.ldc + 8 * h);
+                if full {
+                    _mm256_storeu_ps(dst, y);
+                } else {
+                    let n = self.cols.saturating_sub(8 * h).min(8) as i32;
+                    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes), y);
                 }
             }
-            return;
         }
+    }
+
+    fn run(&self, rows: usize, kernel: Int8Kernel) {
+        #[allow(unused_macros)] // x86-64 only
+        macro_rules! dispatch {
+            ($f:ident, $($n:literal)+) => {
+                match rows { $($n => self.$f::<$n>(),)+ _ => self.$f::<1>() }
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
+        match kernel {
+            // SAFETY: `kernel` is one this CPU runs on this packing ([`PackedWeight::kernel`]);
+            // x holds `rows` rows from `r0` and the weight whole panels; the (masked) stores
+            // write only the block's own `rows × cols` elements of `out`.
+            Int8Kernel::Vnni => return unsafe { dispatch!(vnni, 12 11 10 9 8 7 6 5 4 3 2) },
+            Int8Kernel::Avx2 => return unsafe { dispatch!(avx2, 6 5 4 3 2) },
+            Int8Kernel::Portable => {}
+        }
+        let _ = kernel;
         self.portable(rows)
     }
 }
 
-/// `x · Wᵀ` for row-major `x` `[m, in_dim]`: a new row-major `[m, out_dim]`, on the VNNI kernel
-/// where the CPU has it.
+/// `x · Wᵀ` for row-major `x` `[m, in_dim]`: a new row-major `[m, out_dim]`, on the fastest
+/// kernel this CPU runs for the weight's packing.
 pub fn matmul(x: &[f32], m: usize, w: &PackedWeight) -> Vec<f32> {
-    product(x, m, w, true)
+    product(x, m, w, w.kernel())
 }
 
-/// [`matmul`] in portable code only (the same numbers, slower): what CPUs without AVX512_VNNI run.
+/// [`matmul`] in portable code only (the same numbers, slower): what CPUs without AVX2 run.
 pub fn matmul_portable(x: &[f32], m: usize, w: &PackedWeight) -> Vec<f32> {
-    product(x, m, w, false)
+    product(x, m, w, Int8Kernel::Portable)
 }
 
-fn product(x: &[f32], m: usize, w: &PackedWeight, vnni: bool) -> Vec<f32> {
+fn product(x: &[f32], m: usize, w: &PackedWeight, kernel: Int8Kernel) -> Vec<f32> {
     let (k, n) = (w.in_dim, w.out_dim);
     assert_eq!(x.len(), m * k, "int8 matmul: x must be [{m}, {k}]");
-    let xq = quantize_rows(x, m, k, &w.inv_smooth, vnni);
-    let panel_len = groups(k) * NR * 4;
-    let (tiles_m, tiles_n) = (m.div_ceil(MR * TILE_M), n.div_ceil(NR * TILE_N));
+    let xq = quantize_rows(x, m, k, &w.inv_smooth, w.packing, kernel != Int8Kernel::Portable);
+    let (mr, nr) = (w.packing.mr(), w.packing.nr());
+    let tile_n = TILE_COLS / nr;
+    let (tiles_m, tiles_n) = (m.div_ceil(mr * TILE_M), n.div_ceil(nr * tile_n));
     // Not zero-filled: the blocks write every element once.
     let mut y = Vec::<f32>::with_capacity(m * n);
     let out = Shared(y.as_mut_ptr());
@@ -379,22 +654,20 @@ fn product(x: &[f32], m: usize, w: &PackedWeight, vnni: bool) -> Vec<f32> {
         #[allow(clippy::redundant_locals)]
         let out = out;
         let (tm, tn) = (tile / tiles_n, tile % tiles_n);
-        let rows = (tm * MR * TILE_M..((tm + 1) * MR * TILE_M).min(m)).step_by(MR);
-        for p in tn * TILE_N..((tn + 1) * TILE_N).min(n.div_ceil(NR)) {
+        let rows = (tm * mr * TILE_M..((tm + 1) * mr * TILE_M).min(m)).step_by(mr);
+        for p in tn * tile_n..((tn + 1) * tile_n).min(n.div_ceil(nr)) {
             for r0 in rows.clone() {
                 let block = Block {
-                    a: &xq.bytes[r0 * xq.stride..],
-                    stride: xq.stride,
-                    row_scale: &xq.scale[r0..],
-                    b: &w.data[p * panel_len..(p + 1) * panel_len],
-                    col_scale: &w.scale[p * NR..(p + 1) * NR],
-                    comp: &w.comp[p * NR..(p + 1) * NR],
-                    cols: NR.min(n - p * NR),
+                    x: &xq,
+                    r0,
+                    w,
+                    panel: p,
+                    cols: nr.min(n - p * nr),
                     // SAFETY: rows r0.. and panel p's columns of y belong to this task alone.
-                    out: unsafe { out.0.add(r0 * n + p * NR) },
+                    out: unsafe { out.0.add(r0 * n + p * nr) },
                     ldc: n,
                 };
-                block.run(MR.min(m - r0), vnni);
+                block.run(mr.min(m - r0), kernel);
             }
         }
     });

@@ -1,13 +1,14 @@
 //! Compute kernels candle does not provide, and the switch that routes the linear layers to them.
 //!
 //! - [`bf16_gemm`]: a matrix multiply with bf16 inputs and f32 accumulation on AVX512_BF16
-//!   (`vdpbf16ps`), about 3× candle's f32 GEMM on the AMD EPYC the project measured it on;
+//!   (`vdpbf16ps`), about 3× candle's f32 GEMM on the AMD EPYC the project measured it on, and its
+//!   emulation elsewhere (rounded copies, the f32 GEMM);
 //! - [`attention`]: causal attention with grouped key/value heads as one op, with a backward that
 //!   recomputes the probabilities;
 //! - [`autocast`]: a thread-local precision scope (like `torch.autocast`) and the differentiable
 //!   candle op the linear layers call under it;
 //! - [`int8_gemm`]: a frozen layer's `x · Wᵀ` with int8 weights and activations and i32 sums, on
-//!   AVX512_VNNI (`vpdpbusd`), for the teacher's forward;
+//!   AVX512_VNNI (`vpdpbusd`) or AVX2 (`vpmaddwd`), for the teacher's forward;
 //! - [`kv_cache`]: generation's keys and values appended in place, and a decoding step's
 //!   attention read from them;
 //! - [`linear`]: a dense layer's `x · Wᵀ` as one op whose backward returns both gradients;

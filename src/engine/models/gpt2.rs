@@ -2,6 +2,7 @@
 
 use super::layers::{attention, causal_mask, Activation, Embedding, LayerNorm, Linear};
 use super::weights::Scope;
+use super::BodyContext;
 use crate::engine::{Error, Result};
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -108,26 +109,37 @@ impl Gpt2 {
         Ok(Self { wte, wpe, blocks, ln_f, lm_head, heads: c.n_head, act })
     }
 
-    pub fn hidden_states(&self, ids: &Tensor) -> Result<Tensor> {
+    /// What the stages of one forward share: the causal mask.
+    pub fn body_context(&self, ids: &Tensor) -> Result<BodyContext> {
         let (b, t) = ids.dims2()?;
-        let device = ids.device();
-        let positions = Tensor::arange(0u32, t as u32, device)?.unsqueeze(0)?;
-        let mut x = self.wte.forward(ids)?.broadcast_add(&self.wpe.forward(&positions)?)?;
-        let mask = causal_mask(t, device)?;
+        Ok(BodyContext { ids: ids.clone(), bt: (b, t), mask: causal_mask(t, ids.device())?, rope: None })
+    }
+
+    /// The token and position embeddings, each block, the final norm.
+    pub fn stages(&self) -> usize {
+        self.blocks.len() + 2
+    }
+
+    /// Stage `i` of the body ([`super::Network::stage`]), on `[b, t, hidden]`.
+    pub fn stage(&self, i: usize, x: Option<&Tensor>, c: &BodyContext) -> Result<Tensor> {
+        let (b, t) = c.bt;
+        if i == 0 {
+            let positions = Tensor::arange(0u32, t as u32, c.ids.device())?.unsqueeze(0)?;
+            return Ok(self.wte.forward(&c.ids)?.broadcast_add(&self.wpe.forward(&positions)?)?);
+        }
+        let x = c.input(i, x)?;
+        let Some(blk) = self.blocks.get(i - 1) else { return self.ln_f.forward(x) };
         let h = x.dim(D::Minus1)?;
         let hd = h / self.heads;
-        for blk in &self.blocks {
-            let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)?)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(D::Minus1, i * h, h)?.reshape((b, t, self.heads, hd))?.transpose(1, 2)?)
-            };
-            let y = attention(&split(0)?, &split(1)?, &split(2)?, Some(&mask), blk.scale)?;
-            let y = y.transpose(1, 2)?.reshape((b, t, h))?;
-            x = (x + blk.c_proj.forward(&y)?)?;
-            let m = blk.mlp_proj.forward(&self.act.forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)?)?)?)?;
-            x = (x + m)?;
-        }
-        self.ln_f.forward(&x)
+        let qkv = blk.c_attn.forward(&blk.ln_1.forward(x)?)?;
+        let split = |i: usize| -> Result<Tensor> {
+            Ok(qkv.narrow(D::Minus1, i * h, h)?.reshape((b, t, self.heads, hd))?.transpose(1, 2)?)
+        };
+        let y = attention(&split(0)?, &split(1)?, &split(2)?, Some(&c.mask), blk.scale)?;
+        let y = y.transpose(1, 2)?.reshape((b, t, h))?;
+        let x = (x + blk.c_proj.forward(&y)?)?;
+        let m = blk.mlp_proj.forward(&self.act.forward(&blk.c_fc.forward(&blk.ln_2.forward(&x)?)?)?)?;
+        Ok((x + m)?)
     }
 
     /// Cached decoding, as [`super::llama::Llama::forward_cached`]: the logits `[b, vocab]` after

@@ -6,6 +6,7 @@ use super::layers::{
     RmsNorm,
 };
 use super::weights::Scope;
+use super::BodyContext;
 use crate::engine::kernels::{attention, swiglu};
 use crate::engine::{Error, Result};
 use candle_core::Tensor;
@@ -280,6 +281,16 @@ struct Block {
     mlp: Mlp,
 }
 
+impl Block {
+    /// One pre-norm block on the rows `[b·t, hidden]`: attention, then the MLP, each added back.
+    fn forward(&self, x: &Tensor, bt: (usize, usize), cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let h = self.attn.forward(&self.input_norm.forward(x)?, bt, cos, sin, mask)?;
+        let x = (x + h)?;
+        let h = self.mlp.forward(&self.post_norm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
 /// A llama-family causal LM returning logits for every position.
 pub struct Llama {
     embed: Embedding,
@@ -323,23 +334,36 @@ impl Llama {
         Ok(Self { embed, blocks, norm, lm_head, inv_freq: c.inv_freq(path)? })
     }
 
-    /// Final hidden states `[b, t, hidden]` (after the last norm).
-    pub fn hidden_states(&self, ids: &Tensor) -> Result<Tensor> {
+    /// What the stages of one forward share: the rotary tables and the causal mask.
+    pub fn body_context(&self, ids: &Tensor) -> Result<BodyContext> {
         let (b, t) = ids.dims2()?;
         let device = ids.device();
-        let (cos, sin) = rope_tables(&self.inv_freq, t, device)?;
-        let mask = causal_mask(t, device)?;
-        // All positions as the rows of one [b·t, hidden] matrix: the layers' products take it as
-        // it is (each reshape would be one more node for autograd to fill with zeros and add into).
-        let mut x = self.embed.forward(&ids.flatten_all()?)?;
-        for block in &self.blocks {
-            let h = block.attn.forward(&block.input_norm.forward(&x)?, (b, t), &cos, &sin, &mask)?;
-            x = (x + h)?;
-            let h = block.mlp.forward(&block.post_norm.forward(&x)?)?;
-            x = (x + h)?;
+        Ok(BodyContext {
+            ids: ids.clone(),
+            bt: (b, t),
+            mask: causal_mask(t, device)?,
+            rope: Some(rope_tables(&self.inv_freq, t, device)?),
+        })
+    }
+
+    /// The embedding, each block, the final norm.
+    pub fn stages(&self) -> usize {
+        self.blocks.len() + 2
+    }
+
+    /// Stage `i` of the body ([`super::Network::stage`]). All positions are the rows of one
+    /// `[b·t, hidden]` matrix until the last stage: the layers' products take it as it is (each
+    /// reshape would be one more node for autograd to fill with zeros and add into).
+    pub fn stage(&self, i: usize, x: Option<&Tensor>, c: &BodyContext) -> Result<Tensor> {
+        if i == 0 {
+            return self.embed.forward(&c.ids.flatten_all()?);
         }
-        let hidden = x.dim(1)?;
-        Ok(self.norm.forward(&x)?.reshape((b, t, hidden))?)
+        let x = c.input(i, x)?;
+        match (self.blocks.get(i - 1), &c.rope) {
+            (Some(block), Some((cos, sin))) => block.forward(x, c.bt, cos, sin, &c.mask),
+            (Some(_), None) => Err(Error::Invalid("a llama block needs the rotary tables of its body context".into())),
+            (None, _) => Ok(self.norm.forward(x)?.reshape((c.bt.0, c.bt.1, x.dim(1)?))?),
+        }
     }
 
     /// Cached decoding: the logits `[b, vocab]` after the last of `ids` (`[b, t]`, at positions

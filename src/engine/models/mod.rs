@@ -210,6 +210,22 @@ impl ArchConfig {
     }
 }
 
+/// What every stage of one forward through a causal LM's body reads besides its input (see
+/// [`Network::stage`]): the ids and their shape, the causal mask and, for llama, the rotary tables.
+pub struct BodyContext {
+    ids: Tensor,
+    bt: (usize, usize),
+    mask: Tensor,
+    rope: Option<(Tensor, Tensor)>,
+}
+
+impl BodyContext {
+    /// The input of stage `i` (every stage after the embedding takes one).
+    fn input<'a>(&self, i: usize, x: Option<&'a Tensor>) -> Result<&'a Tensor> {
+        x.ok_or_else(|| Error::Invalid(format!("stage {i} of the body takes the previous stage's output")))
+    }
+}
+
 /// A runnable network of any supported family.
 pub enum Network {
     Llama(Llama),
@@ -239,11 +255,47 @@ impl Network {
         }
     }
 
-    /// Final hidden states `[b, t, hidden]` of a causal LM.
+    /// Final hidden states `[b, t, hidden]` of a causal LM: the body's stages in turn.
     pub fn hidden_states(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Llama(m) => m.hidden_states(ids),
-            Self::Gpt2(m) => m.hidden_states(ids),
+            Self::Encoder(_) => Err(Self::not_causal()),
+            _ => {
+                let c = self.body_context(ids)?;
+                let mut x = self.stage(0, None, &c)?;
+                for i in 1..self.stages()? {
+                    x = self.stage(i, Some(&x), &c)?;
+                }
+                Ok(x)
+            }
+        }
+    }
+
+    /// The number of stages of a causal LM's body: the embedding, one per block, the final norm.
+    /// [`Self::hidden_states`] is their composition; activation checkpointing keeps only each
+    /// stage's input and recomputes the stage in the backward pass.
+    pub fn stages(&self) -> Result<usize> {
+        match self {
+            Self::Llama(m) => Ok(m.stages()),
+            Self::Gpt2(m) => Ok(m.stages()),
+            Self::Encoder(_) => Err(Self::not_causal()),
+        }
+    }
+
+    /// What the stages of one forward on `ids` `[b, t]` share.
+    pub fn body_context(&self, ids: &Tensor) -> Result<BodyContext> {
+        match self {
+            Self::Llama(m) => m.body_context(ids),
+            Self::Gpt2(m) => m.body_context(ids),
+            Self::Encoder(_) => Err(Self::not_causal()),
+        }
+    }
+
+    /// Stage `i` of the body on the previous stage's output `x` (none for stage 0, which embeds
+    /// the context's ids); the last stage returns the final hidden states `[b, t, hidden]`.
+    pub fn stage(&self, i: usize, x: Option<&Tensor>, ctx: &BodyContext) -> Result<Tensor> {
+        match self {
+            Self::Llama(m) => m.stage(i, x, ctx),
+            Self::Gpt2(m) => m.stage(i, x, ctx),
             Self::Encoder(_) => Err(Self::not_causal()),
         }
     }

@@ -58,17 +58,17 @@ impl TeacherPrecision {
 }
 
 impl TeacherPrecision {
-    /// What runs on this machine: `int8` on a CPU without AVX512_VNNI (`vnni` false) becomes
-    /// `f32`, with the reason — its portable kernel computes the same numbers several times slower
-    /// than the f32 GEMM (0.15× PyTorch f32 measured on an AVX2-only EPYC), so it would cost time
-    /// and buy nothing.
-    pub fn on_this_machine(self, cpu: bool, vnni: bool) -> (Self, Option<String>) {
+    /// What runs on this machine: `int8` on a CPU without a SIMD int8 kernel (`simd` false: neither
+    /// AVX512_VNNI nor AVX2) becomes `f32`, with the reason — the portable kernel computes the same
+    /// numbers several times slower than the f32 GEMM (0.15× PyTorch f32 measured on an AVX2 EPYC
+    /// before the AVX2 kernel existed), so it would cost time and buy nothing.
+    pub fn on_this_machine(self, cpu: bool, simd: bool) -> (Self, Option<String>) {
         match self {
-            Self::Compute(Precision::Int8) if cpu && !vnni => (
+            Self::Compute(Precision::Int8) if cpu && !simd => (
                 Self::Compute(Precision::F32),
                 Some(
-                    "distill.teacher_precision = \"int8\": this CPU lacks AVX512_VNNI, where the int8 \
-                     products would run in portable code several times slower than the f32 GEMM; the \
+                    "distill.teacher_precision = \"int8\": this CPU has neither AVX512_VNNI nor AVX2, so \
+                     the int8 products would run in portable code several times slower than the f32 GEMM; the \
                      teacher computes in f32 instead"
                         .into(),
                 ),
@@ -102,11 +102,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn int8_falls_back_to_f32_only_on_a_cpu_without_vnni() {
+    fn int8_falls_back_to_f32_only_on_a_cpu_without_an_int8_kernel() {
         let int8 = TeacherPrecision::Compute(Precision::Int8);
         let (mode, why) = int8.on_this_machine(true, false);
         assert_eq!(mode, TeacherPrecision::Compute(Precision::F32));
-        assert!(why.unwrap().contains("AVX512_VNNI"));
+        assert!(why.unwrap().contains("neither AVX512_VNNI nor AVX2"));
         assert_eq!(int8.on_this_machine(true, true), (int8, None));
         // On a GPU the int8 layers multiply in f32 already (the emulation note says so).
         assert_eq!(int8.on_this_machine(false, false), (int8, None));
