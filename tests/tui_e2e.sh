@@ -151,7 +151,9 @@ echo "tui_e2e: s on the same recipe started runs/demo-2 (cancelled there, kept f
 # the Temperature screen through the teacher and student, and speeds measured beside other work
 # are not what a quiet machine gives. The speed bound sits between the measured points (this CPU's
 # numbers, read from the run), so the check first states the measured premise: the 2-layer student
-# decodes faster than every teacher point, and in q4_0 faster than itself in f32.
+# decodes faster than every teacher point. Whether its q4_0 decodes faster than its f32 depends on
+# the CPU at this tiny width (slower on an AVX2-only EPYC: 3 325 against 3 841 tokens/s), so that
+# is reported, not asserted: speed is for the benchmarks.
 (cd "$WORK" && DISTILL_CACHE_DIR=$WORK/cache "$BIN" run "$ROOT/assets/recipes/demo.toml" --output headless/demo -q >/dev/null) \
     || fail "the headless demo run"
 advise() { (cd "$WORK" && DISTILL_CACHE_DIR=$WORK/cache "$BIN" advise headless/demo "$@"); }
@@ -160,7 +162,7 @@ col() { awk -F, -v p="$1" -v c="$2" '$3 == p { print $c }' <<<"$csv"; }
 t_decode=$(awk -F, '$3 ~ /^teacher / && $10 > m { m = $10 } END { print m + 0 }' <<<"$csv")
 s_decode=$(col 'student float' 10); q_decode=$(col 'student q4_0' 10)
 echo "tui_e2e: measured decode tok/s: teacher's best point $t_decode, student float $s_decode, student q4_0 $q_decode"
-(( q_decode > s_decode )) || fail "student q4_0 does not decode faster than student float on this CPU"
+(( q_decode > s_decode )) || echo "tui_e2e: note: student q4_0 decodes slower than student float on this CPU"
 (( s_decode > t_decode )) || fail "the 2-layer student does not decode faster than every teacher point on this CPU"
 out=$(advise --max-mb 2 --max-ppl-increase 1) || fail "advise (size, quality)"
 grep -q '^verdict: quantize$' <<<"$out" && grep -q 'quantize: teacher q4_0' <<<"$out" || fail "advise --max-mb 2 --max-ppl-increase 1: $out"
