@@ -87,8 +87,9 @@ pub struct QuantizeArgs {
     /// q8_0, q6_k, q5_1, q5_0, q5_k, q4_1, q4_0, q4_k, q3_k, q2_k, f16, f32, or int{8,4,3,2}[-g{32,64,128}][-sym].
     #[arg(long)]
     pub format: String,
-    /// Calibration text for an importance matrix (K-quants and the int formats use it).
-    #[arg(long)]
+    /// Calibration text: an importance matrix (K-quants and the int formats use it) and, for a
+    /// `+gptq` format, the Hessians GPTQ rounds with.
+    #[arg(long, visible_alias = "calib")]
     pub imatrix: Option<PathBuf>,
     #[command(flatten)]
     pub calib: CalibTokens,
@@ -111,8 +112,8 @@ pub struct SweepArgs {
     /// The held-out text every point is measured on.
     #[arg(long)]
     pub data: PathBuf,
-    /// Calibration text: formats that support it use its importance matrix.
-    #[arg(long)]
+    /// Calibration text: formats that support it use its importance matrix, `+gptq` formats its Hessians.
+    #[arg(long, visible_alias = "calib")]
     pub imatrix: Option<PathBuf>,
     #[command(flatten)]
     pub calib: CalibTokens,
@@ -137,7 +138,12 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
     let format = QuantFormat::parse(&args.format)?;
     let policy = args.policy.policy()?;
     ExportKind::from_path(&args.out)?;
-    let calibration = args.imatrix.as_ref().map(|p| read_text(p, "--imatrix")).transpose()?;
+    if format.is_gptq() && args.imatrix.is_none() {
+        return Err(Error::Invalid(format!(
+            "{format} rounds with calibration activations (GPTQ): give a calibration text with --calib FILE"
+        )));
+    }
+    let calibration = args.imatrix.as_ref().map(|p| read_text(p, "--calib")).transpose()?;
     let reporter = Reporter::new(output);
     let model = load(&settings.hub, &args.model, false, &reporter)?;
     crate::engine::quant::export::check_output(&model, &args.out)?;
@@ -146,7 +152,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
     let imatrix = match &calibration {
         Some(text) => {
             let calib = EvalOptions { protocol: Default::default(), ..args.policy.eval(args.calib.calib_tokens.0)? };
-            Some(calibrate(&model, text, &calib, &monitor.stage("calibration"))?)
+            Some(calibrate(&model, text, &calib, format.is_gptq(), &monitor.stage("calibration"))?)
         }
         None => None,
     };

@@ -164,9 +164,11 @@ fn eval_and_sweep_take_the_llama_perplexity_protocol_and_a_window_count() {
     let (code, _, err) = eval(&["--protocol", "llama"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("llama-perplexity"), "{err}");
-    // The sweep measures its points the same way.
+    // The sweep measures its points the same way; its speed timing (here fewer tokens than a
+    // window) scores every timed position whatever the protocol.
     let args = ["sweep", m, "--formats", "q8_0", "--data", d, "--seq-len", "64", "--protocol", "llama-perplexity"];
-    let (code, out, err) = common::run_cli(&[&args[..], &["--windows", "4", "--json"]].concat(), &[]);
+    let (code, out, err) =
+        common::run_cli(&[&args[..], &["--windows", "4", "--speed-tokens", "16", "--json"]].concat(), &[]);
     assert_eq!(code, 0, "{err}");
     let last = json_lines(&out).pop().unwrap();
     assert!(last.to_string().contains("q8_0"), "{last}");

@@ -83,10 +83,13 @@ fn a_recipe_quantize_section_is_checked_as_it_is_read() {
     let r = with("formats = [\"int4\", \"int3-g128\", \"q4_0\"]\ngroup_size = 32\nimatrix = true").unwrap();
     let names: Vec<String> = r.quantize.as_ref().unwrap().parsed_formats().unwrap().iter().map(|f| f.name()).collect();
     assert_eq!(names, ["int4-g32", "int3-g128", "q4_0"]);
+    let r = with("formats = [\"int4+gptq\"]\ngroup_size = 64\nimatrix = true").unwrap();
+    assert_eq!(r.quantize.as_ref().unwrap().parsed_formats().unwrap()[0].name(), "int4-g64+gptq");
     for (q, needle) in [
         ("formats = [\"q9_9\"]", "quantize.formats: unknown quantization format `q9_9`"),
         ("formats = [\"int4\"]\ngroup_size = 48", "quantize.group_size: 48 is not one of 32, 64, 128"),
         ("formats = [\"q8_0\"]\ntargets = [\"student\", \"pupil\"]", "unknown target `pupil`"),
+        ("formats = [\"int4-g64+gptq\"]", "set quantize.imatrix = true"),
     ] {
         let err = with(q).unwrap_err().to_string();
         assert!(err.contains(needle), "{err}");

@@ -182,6 +182,65 @@ fn fused_kl_and_cross_entropy_equal_the_composed_losses() {
     assert!(err.contains("not fused"), "{err}");
 }
 
+/// The fused top-k op against the composed top-k loss and cross-entropy: values and gradients,
+/// with a rest bucket (k < V) and without (k = V), at several temperatures, on logits with
+/// masked (-inf) tokens; bad operands are refused.
+#[test]
+fn fused_top_k_kl_and_cross_entropy_equal_the_composed_losses() {
+    use candle_core::Var;
+    use distill_tui::engine::distill::fused_sparse::soft_and_hard;
+    use distill_tui::engine::distill::sparse::SparseTeacher;
+    let (rows, vocab) = (23, 1003);
+    let labels = Tensor::arange(0u32, rows as u32, &Device::Cpu).unwrap().affine(41.0, 3.0).unwrap();
+    let mut masked: Vec<f32> = logits(rows, vocab, 33, 4.0).flatten_all().unwrap().to_vec1().unwrap();
+    for r in 0..rows {
+        masked[r * vocab + 500 + r] = f32::NEG_INFINITY;
+    }
+    let masked = Tensor::from_vec(masked, (rows, vocab), &Device::Cpu).unwrap();
+    let cases =
+        [("spread 3", logits(rows, vocab, 31, 3.0), logits(rows, vocab, 32, 3.0)), ("masked", masked.clone(), masked)];
+    for (what, s, t) in &cases {
+        for k in [1, 16, 64, vocab] {
+            let sparse = SparseTeacher::from_logits(t, k).unwrap();
+            for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl] {
+                for temp in [1.0, 2.0, 5.0] {
+                    let sv = Var::from_tensor(s).unwrap();
+                    let both = soft_and_hard(sv.as_tensor(), &sparse, &labels, kind, temp).unwrap();
+                    let (soft, hard) = (scalar(both.get(0).unwrap()), scalar(both.get(1).unwrap()));
+                    let want_soft = scalar(kind.sum_sparse(s, &sparse, temp, 0.5).unwrap());
+                    let want_hard = scalar(losses::hard_ce_sum(s, &labels).unwrap());
+                    let case = format!("{what} k={k} {kind:?} T={temp}");
+                    assert!((soft - want_soft).abs() / rows as f64 <= 1e-5, "{case}: {soft} vs {want_soft}");
+                    assert!((hard - want_hard).abs() / rows as f64 <= 1e-5, "{case} CE: {hard} vs {want_hard}");
+                    let loss = ((both.get(0).unwrap() * 0.7).unwrap() + (both.get(1).unwrap() * 0.3).unwrap()).unwrap();
+                    let g = loss.backward().unwrap().get(sv.as_tensor()).unwrap().clone();
+                    let sv2 = Var::from_tensor(s).unwrap();
+                    let composed = ((kind.sum_sparse(sv2.as_tensor(), &sparse, temp, 0.5).unwrap() * 0.7).unwrap()
+                        + (losses::hard_ce_sum(sv2.as_tensor(), &labels).unwrap() * 0.3).unwrap())
+                    .unwrap();
+                    let want_g = composed.backward().unwrap().get(sv2.as_tensor()).unwrap().clone();
+                    let scale =
+                        want_g.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                    let diff = (g - &want_g).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                    let diff = diff.to_scalar::<f32>().unwrap();
+                    assert!(diff <= 1e-5 * scale.max(1.0), "{case}: gradient differs by {diff} (scale {scale})");
+                }
+            }
+        }
+    }
+    let (s, t) = (&cases[0].1, &cases[0].2);
+    let sparse = SparseTeacher::from_logits(t, 8).unwrap();
+    let err = soft_and_hard(s, &sparse.narrow(0, 5).unwrap(), &labels, SoftLoss::ForwardKl, 2.0).unwrap_err();
+    assert!(err.to_string().contains("positions"), "{err}");
+    let err = soft_and_hard(s, &sparse, &labels, SoftLoss::Jsd, 2.0).unwrap_err();
+    assert!(err.to_string().contains("not fused"), "{err}");
+    let mut bad: Vec<f32> = s.flatten_all().unwrap().to_vec1().unwrap();
+    bad[vocab * 3 + 17] = f32::NAN;
+    let bad = Tensor::from_vec(bad, (rows, vocab), &Device::Cpu).unwrap();
+    let both = soft_and_hard(&bad, &sparse, &labels, SoftLoss::ForwardKl, 2.0).unwrap();
+    assert!(scalar(both.get(0).unwrap()).is_nan() && scalar(both.get(1).unwrap()).is_nan(), "NaN is kept");
+}
+
 /// Seeded logits `[rows, vocab]` with spread `scale`.
 fn logits(rows: usize, vocab: usize, seed: u64, scale: f64) -> Tensor {
     let v = common::spread_values(rows * vocab, seed, 1.0).iter().map(|x| (*x as f64 * scale) as f32).collect();

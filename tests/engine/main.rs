@@ -21,5 +21,6 @@ mod losses;
 mod pair_check;
 mod quant_formats;
 mod quant_gguf;
+mod quant_gptq;
 mod quant_real;
 mod real_models;

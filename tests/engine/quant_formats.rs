@@ -21,7 +21,7 @@ fn reference() -> std::collections::HashMap<String, Tensor> {
 }
 
 fn quantize(w: &Tensor, format: QuantFormat, imp: Option<&[f32]>) -> distill_tui::engine::quant::QuantTensor {
-    quantize_tensor("weight", w, TensorRole::Linear, format, false, imp).unwrap().0
+    quantize_tensor("weight", w, TensorRole::Linear, format, false, imp, None).unwrap().0
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn own_formats_stay_within_half_a_step_and_pack_losslessly() {
     for bits in [8u8, 4, 3, 2] {
         for group in [None, Some(32), Some(64), Some(128)] {
             for symmetric in [false, true] {
-                let f = IntFormat { bits, group, symmetric };
+                let f = IntFormat { bits, group, symmetric, gptq: false };
                 let t = IntTensor::quantize(&values, 32, 512, f, None).unwrap();
                 let deq = t.dequantize();
                 let g = group.unwrap_or(512);

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Log-probabilities below this are 0 in f32 (`vmath::exp` floors at about 1e-38).
-const UNDERFLOW: f32 = -87.0;
+pub(super) const UNDERFLOW: f32 = -87.0;
 
 /// True when the fused op computes this soft loss (MSE and JSD stay composed).
 pub fn supports(kind: SoftLoss) -> bool {
@@ -57,9 +57,8 @@ pub fn soft_and_hard(
         labels,
         reverse: kind == SoftLoss::ReverseKl,
         temperature: temperature as f32,
-        rows: Mutex::new(Vec::new()),
     };
-    Ok(student.to_dtype(DType::F32)?.contiguous()?.apply_op1(op)?)
+    Ok(student.to_dtype(DType::F32)?.contiguous()?.apply_op1(FusedOp::new(op, "fused-kd-ce", temperature as f32))?)
 }
 
 /// What the backward pass needs of each row.
@@ -78,7 +77,6 @@ struct FusedKd {
     labels: Vec<u32>,
     reverse: bool,
     temperature: f32,
-    rows: Mutex<Vec<RowStats>>,
 }
 
 fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -196,34 +194,78 @@ impl FusedKd {
     }
 }
 
-impl CustomOp1 for FusedKd {
+impl RowLoss for FusedKd {
+    type Stats = Vec<RowStats>;
+
+    fn forward_rows(&self, s: &[f32]) -> candle_core::Result<(Vec<RowStats>, f64, f64)> {
+        match &self.teacher {
+            Some(t) => with_teacher(t, |t| self.forward(s, Some(t))),
+            None => Ok(self.forward(s, None)),
+        }
+    }
+
+    fn backward_rows(
+        &self,
+        s: &[f32],
+        stats: &Vec<RowStats>,
+        g_soft: f32,
+        g_hard: f32,
+    ) -> candle_core::Result<Vec<f32>> {
+        match &self.teacher {
+            Some(t) => with_teacher(t, |t| self.backward(s, Some(t), stats, g_soft, g_hard)),
+            None => Ok(self.backward(s, None, stats, g_soft, g_hard)),
+        }
+    }
+}
+
+/// A loss over `[rows, vocab]` logits computed row by row, forward and backward, whose op output
+/// is `[soft · T², hard]` ([`FusedOp`] makes it a candle op).
+pub(super) trait RowLoss: Send + Sync {
+    /// What the backward pass needs of the forward one.
+    type Stats: Clone + Send + Sync;
+    /// Per-row statistics and the summed `(soft, hard)` losses (soft unscaled).
+    fn forward_rows(&self, s: &[f32]) -> candle_core::Result<(Self::Stats, f64, f64)>;
+    /// `∂(g_soft · soft · T² + g_hard · hard)/∂s`.
+    fn backward_rows(&self, s: &[f32], stats: &Self::Stats, g_soft: f32, g_hard: f32) -> candle_core::Result<Vec<f32>>;
+}
+
+/// The candle op of a [`RowLoss`]; the forward pass's statistics wait here for the backward.
+pub(super) struct FusedOp<L: RowLoss> {
+    loss: L,
+    name: &'static str,
+    temperature: f32,
+    stats: Mutex<Option<L::Stats>>,
+}
+
+impl<L: RowLoss> FusedOp<L> {
+    pub(super) fn new(loss: L, name: &'static str, temperature: f32) -> Self {
+        Self { loss, name, temperature, stats: Mutex::new(None) }
+    }
+}
+
+impl<L: RowLoss> CustomOp1 for FusedOp<L> {
     fn name(&self) -> &'static str {
-        "fused-kd-ce"
+        self.name
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let s = cpu_f32(storage, layout)?;
-        let (stats, soft, hard) = match &self.teacher {
-            Some(t) => with_teacher(t, |t| self.forward(s, Some(t)))?,
-            None => self.forward(s, None),
-        };
-        *self.rows.lock().expect("fused loss stats poisoned") = stats;
+        let (stats, soft, hard) = self.loss.forward_rows(cpu_f32(storage, layout)?)?;
+        *self.stats.lock().expect("fused loss stats poisoned") = Some(stats);
         let t2 = (self.temperature as f64).powi(2);
         Ok((CpuStorage::F32(vec![(soft * t2) as f32, hard as f32]), Shape::from(2)))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let g: Vec<f32> = grad_res.to_vec1()?;
-        let stats = self.rows.lock().expect("fused loss stats poisoned").clone();
+        let Some(stats) = self.stats.lock().expect("fused loss stats poisoned").clone() else {
+            candle_core::bail!("{}: backward before forward", self.name)
+        };
         let (storage, layout) = arg.storage_and_layout();
         let s = match &*storage {
             Storage::Cpu(st) => cpu_f32(st, layout)?,
-            _ => candle_core::bail!("fused loss: logits are not on the CPU"),
+            _ => candle_core::bail!("{}: logits are not on the CPU", self.name),
         };
-        let grad = match &self.teacher {
-            Some(t) => with_teacher(t, |t| self.backward(s, Some(t), &stats, g[0], g[1]))?,
-            None => self.backward(s, None, &stats, g[0], g[1]),
-        };
+        let grad = self.loss.backward_rows(s, &stats, g[0], g[1])?;
         Ok(Some(Tensor::from_vec(grad, arg.dims(), arg.device())?))
     }
 }

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod finish;
 pub mod fused_loss;
+pub mod fused_sparse;
 pub mod head_grad;
 pub mod losses;
 pub mod post_quant;

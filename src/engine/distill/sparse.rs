@@ -35,7 +35,7 @@ pub struct SparseTeacher {
 }
 
 /// Floor of the rest bucket's probability (keeps logs finite when the top k hold all the mass).
-const MIN_TAIL: f64 = 1e-30;
+pub(super) const MIN_TAIL: f64 = 1e-30;
 
 impl SparseTeacher {
     /// Extracts the top `k` of each row of `logits` `[n, vocab]` (rows in parallel; each row's

@@ -8,10 +8,10 @@
 //! A dense f32 head does its part of the backward by hand ([`super::head_grad`]): autograd then
 //! only differentiates the loss with respect to the chunk's logits.
 
-use super::fused_loss;
 use super::head_grad::HeadGrad;
 use super::losses::{hard_ce_sum, SoftLoss};
 use super::sparse::SparseTeacher;
+use super::{fused_loss, fused_sparse};
 use crate::engine::kernels::autocast::{self, Precision};
 use crate::engine::models::Network;
 use crate::engine::{Error, Result};
@@ -99,11 +99,19 @@ pub fn accumulate_grads(
             None => student.lm_logits(&h_chunk)?,
         };
         let chunk_labels = labels.narrow(0, start, rows)?;
+        let fused = |both: Tensor, soft: bool| -> Result<(Tensor, Option<Tensor>)> {
+            Ok((both.get(1)?, soft.then(|| both.get(0)).transpose()?))
+        };
+        let (kind, temp) = (cfg.kind, cfg.temperature);
         let (hard, soft) = match fused_targets(&logits, targets, use_soft, cfg, start, rows)? {
-            Some(teacher) => {
-                let both =
-                    fused_loss::soft_and_hard(&logits, teacher.as_ref(), &chunk_labels, cfg.kind, cfg.temperature)?;
-                (both.get(1)?, teacher.map(|_| both.get(0)).transpose()?)
+            Some(Fused::HardOnly) => {
+                fused(fused_loss::soft_and_hard(&logits, None, &chunk_labels, kind, temp)?, false)?
+            }
+            Some(Fused::Dense(t)) => {
+                fused(fused_loss::soft_and_hard(&logits, Some(&t), &chunk_labels, kind, temp)?, true)?
+            }
+            Some(Fused::Sparse(sp)) => {
+                fused(fused_sparse::soft_and_hard(&logits, &sp, &chunk_labels, kind, temp)?, true)?
             }
             None => composed(&logits, &chunk_labels, targets, use_soft, cfg, start, rows)?,
         };
@@ -149,8 +157,19 @@ pub fn accumulate_grads(
     Ok(parts)
 }
 
-/// `Some(teacher logits or None)` when the fused op computes this chunk's losses: hard labels
-/// alone, or forward/reverse KL against dense teacher logits of the student's vocabulary.
+/// What a fused op computes a chunk's losses against.
+enum Fused {
+    /// The cross-entropy of the hard labels alone.
+    HardOnly,
+    /// Forward or reverse KL against the teacher's logits (the student's vocabulary).
+    Dense(Tensor),
+    /// Forward or reverse KL against the chunk's rows of a top-k teacher.
+    Sparse(SparseTeacher),
+}
+
+/// `Some` when a fused op computes this chunk's losses ([`fused_loss`], [`fused_sparse`]): hard
+/// labels alone, or forward/reverse KL against dense or top-k teacher logits of the student's
+/// vocabulary. `None`: the composed candle forms (JSD, MSE, GPUs, other vocabularies).
 fn fused_targets(
     logits: &Tensor,
     targets: &Targets,
@@ -158,21 +177,24 @@ fn fused_targets(
     cfg: &LossConfig,
     start: usize,
     rows: usize,
-) -> Result<Option<Option<Tensor>>> {
+) -> Result<Option<Fused>> {
     if !logits.device().is_cpu() || !crate::engine::kernels::enabled() {
         return Ok(None);
     }
     match targets {
-        _ if !use_soft => Ok(Some(None)),
+        _ if !use_soft => Ok(Some(Fused::HardOnly)),
         Targets::Dense { teacher, hidden, precision } if fused_loss::supports(cfg.kind) => {
             let t_logits = teacher_logits(teacher, hidden, *precision, start, rows)?;
-            Ok((t_logits.dims() == logits.dims()).then_some(Some(t_logits)))
+            Ok((t_logits.dims() == logits.dims()).then_some(Fused::Dense(t_logits)))
+        }
+        Targets::Sparse(sp) if fused_loss::supports(cfg.kind) && sp.vocab == logits.dim(1)? => {
+            Ok(Some(Fused::Sparse(sp.narrow(start, rows)?)))
         }
         _ => Ok(None),
     }
 }
 
-/// The chunk's `(hard, soft)` losses composed from candle ops (sparse targets, JSD, MSE, GPUs).
+/// The chunk's `(hard, soft)` losses composed from candle ops (JSD, MSE, GPUs, vocabularies that differ).
 fn composed(
     logits: &Tensor,
     chunk_labels: &Tensor,
@@ -190,7 +212,7 @@ fn composed(
                 let v = logits.dim(1)?.min(t_logits.dim(1)?);
                 cfg.kind.sum(&logits.narrow(1, 0, v)?, &t_logits.narrow(1, 0, v)?, cfg.temperature, cfg.beta)?
             }
-            Targets::Sparse(sp) => cfg.kind.sum_sparse(&logits, &sp.narrow(start, rows)?, cfg.temperature, cfg.beta)?,
+            Targets::Sparse(sp) => cfg.kind.sum_sparse(logits, &sp.narrow(start, rows)?, cfg.temperature, cfg.beta)?,
             Targets::None => unreachable!("use_soft is false without targets"),
         })
     } else {

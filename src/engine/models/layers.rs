@@ -5,14 +5,14 @@
 //! kernels ([`crate::engine::kernels`]: linear, RMS norm, rope, attention, SwiGLU, each with a
 //! backward) take over on the CPU in f32.
 
+use super::recorder::InputRecorder;
 use super::weights::Scope;
 use crate::engine::kernels::autocast::Precision;
 use crate::engine::kernels::{autocast, int8_gemm, linear, qgemm, qgemv, rmsnorm, rope, softmax};
 use crate::engine::Result;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// A dense layer. `weight` is stored `[out, in]` (torch `nn.Linear`) or `[in, out]` (GPT-2 `Conv1D`),
 /// or — when the weight store holds a GGML-quantized version — as a candle `QMatMul` `[out, in]`
@@ -122,7 +122,7 @@ impl Linear {
         // A 2-D input is used as it is: a reshape is a node for autograd to fill and add into.
         let x2 = if dims.len() == 2 { x.clone() } else { x.reshape((rows, in_dim))? };
         if let Some((name, recorder)) = &self.tap {
-            recorder.record(name, &x2)?;
+            recorder.record(name, x.id(), &x2)?;
         }
         let y = match &self.weight {
             LinearWeight::Dense { weight, transposed } if self.runs_int8(&x2, weight) => {
@@ -196,35 +196,6 @@ fn reference_product(x: &Tensor, w: &QTensor) -> Result<Tensor> {
         parts.push(x.matmul(&block.dequantize(x.device())?.t()?)?);
     }
     Ok(Tensor::cat(&parts, 1)?)
-}
-
-/// Accumulates, per named linear layer, the sum of squares of each input column over every row it
-/// sees: the importance matrix of activation-aware quantization (llama.cpp's `imatrix`).
-#[derive(Default)]
-pub struct InputRecorder {
-    sums: Mutex<BTreeMap<String, (Vec<f64>, usize)>>,
-}
-
-impl InputRecorder {
-    fn record(&self, name: &str, x: &Tensor) -> Result<()> {
-        let rows = x.dim(0)?;
-        let sq: Vec<f32> = x.detach().to_dtype(DType::F32)?.sqr()?.sum(0)?.to_vec1()?;
-        let mut sums = self.sums.lock().expect("input recorder poisoned");
-        let (acc, n) = sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; sq.len()], 0));
-        for (a, v) in acc.iter_mut().zip(&sq) {
-            *a += *v as f64;
-        }
-        *n += rows;
-        Ok(())
-    }
-
-    /// Mean square of each input column, by weight name.
-    pub fn means(&self) -> BTreeMap<String, Vec<f32>> {
-        let sums = self.sums.lock().expect("input recorder poisoned");
-        sums.iter()
-            .map(|(name, (acc, n))| (name.clone(), acc.iter().map(|a| (a / (*n).max(1) as f64) as f32).collect()))
-            .collect()
-    }
 }
 
 /// `x / sqrt(mean(x²) + eps) * w`, computed in f32 like transformers' `LlamaRMSNorm`.

@@ -9,6 +9,7 @@ pub mod init;
 pub mod kv;
 pub mod layers;
 pub mod llama;
+pub mod recorder;
 pub mod weights;
 
 pub use kv::KvCache;

@@ -5,7 +5,7 @@
 //! optimizer and the gradient checks see exactly the parameters the model uses (tied weights once).
 
 use super::init::InitSource;
-use super::layers::InputRecorder;
+use super::recorder::InputRecorder;
 use crate::engine::{Error, Result};
 use candle_core::quantized::QTensor;
 use candle_core::safetensors::MmapedSafetensors;

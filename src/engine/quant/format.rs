@@ -35,6 +35,9 @@ pub struct IntFormat {
     pub group: Option<usize>,
     /// Symmetric: `w ≈ s·(q − 2^(b−1))`, one f16 scale. Asymmetric: `w ≈ s·q + m`, f16 scale and minimum.
     pub symmetric: bool,
+    /// Rounded by GPTQ from calibration activations ([`super::gptq`]; name suffix `+gptq`) instead
+    /// of to nearest. The stored layout is the same.
+    pub gptq: bool,
 }
 
 impl IntFormat {
@@ -63,7 +66,7 @@ pub enum QuantFormat {
 
 impl QuantFormat {
     /// Parses a format name, case-insensitively: `f32`, `f16`, `q8_0`, `q4_k` (or `q4k`),
-    /// `int4-g64`, `int8`, `int3-g128-sym`. Unknown names list the valid ones.
+    /// `int4-g64`, `int8`, `int3-g128-sym`, `int4-g64+gptq`. Unknown names list the valid ones.
     pub fn parse(name: &str) -> Result<Self> {
         let lower = name.trim().to_ascii_lowercase();
         match lower.as_str() {
@@ -78,7 +81,8 @@ impl QuantFormat {
         parse_int(&lower).ok_or_else(|| {
             Error::Invalid(format!(
                 "unknown quantization format `{name}`; valid formats: {} (int formats: int{{8,4,3,2}}, \
-                 optionally -g{{32,64,128}} for group-wise scales and -sym for symmetric)",
+                 optionally -g{{32,64,128}} for group-wise scales, -sym for symmetric and +gptq for GPTQ rounding \
+                 from a calibration text)",
                 valid_names().join(", ")
             ))
         })
@@ -97,7 +101,8 @@ impl QuantFormat {
             Self::Ggml(d) => ggml_name(*d).into(),
             Self::Int(f) => {
                 let group = f.group.map(|g| format!("-g{g}")).unwrap_or_default();
-                format!("int{}{group}{}", f.bits, if f.symmetric { "-sym" } else { "" })
+                let method = if f.gptq { "+gptq" } else { "" };
+                format!("int{}{group}{}{method}", f.bits, if f.symmetric { "-sym" } else { "" })
             }
         }
     }
@@ -123,6 +128,11 @@ impl QuantFormat {
                 f.bits as f64 + 8.0 * f.meta_bytes_per_group() as f64 / per as f64
             }
         }
+    }
+
+    /// True for an own int format rounded by GPTQ (`+gptq`): it needs calibration activations.
+    pub fn is_gptq(&self) -> bool {
+        matches!(self, Self::Int(IntFormat { gptq: true, .. }))
     }
 
     /// True for the K-quants, the GGML formats candle can quantize with an importance matrix.
@@ -160,7 +170,7 @@ impl QuantFormat {
         match self {
             Self::F32 | Self::F16 => *self,
             Self::Ggml(_) => Self::Ggml(GgmlDType::Q8_0),
-            Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true }),
+            Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true, gptq: false }),
         }
     }
 }
@@ -186,14 +196,18 @@ fn ggml_name(d: GgmlDType) -> &'static str {
     crate::engine::gguf::ggml_dtype_name(d)
 }
 
-/// `int{bits}[-g{group}][-sym|-asym]`.
+/// `int{bits}[-g{group}][-sym|-asym][+gptq]`.
 fn parse_int(name: &str) -> Option<QuantFormat> {
+    let (name, gptq) = match name.strip_suffix("+gptq") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
     let mut parts = name.split('-');
     let bits: u8 = parts.next()?.strip_prefix("int")?.parse().ok()?;
     if !INT_BITS.contains(&bits) {
         return None;
     }
-    let mut f = IntFormat { bits, group: None, symmetric: false };
+    let mut f = IntFormat { bits, group: None, symmetric: false, gptq };
     for part in parts {
         match part {
             "sym" => f.symmetric = true,

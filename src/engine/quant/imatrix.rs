@@ -6,10 +6,11 @@
 //! on a calibration text — the quantity llama.cpp's `imatrix` tool collects. K-quants use it through
 //! candle's `QTensor::quantize_imatrix`, the own formats through weighted rounding.
 
+use super::gptq::Hessian;
 use crate::engine::context::Monitor;
 use crate::engine::eval::{windows, EvalOptions};
 use crate::engine::loader::LoadedModel;
-use crate::engine::models::layers::InputRecorder;
+use crate::engine::models::recorder::InputRecorder;
 use crate::engine::models::weights::{TensorSource, WeightStore};
 use crate::engine::models::Network;
 use crate::engine::tokenizer::encode_plain;
@@ -25,6 +26,9 @@ pub struct Imatrix {
     pub columns: BTreeMap<String, Vec<f32>>,
     /// Tokens the model was run on.
     pub tokens: usize,
+    /// Input Gram matrices `Σ x xᵀ` for GPTQ, by weight name (shared by the layers that read the
+    /// same input); empty unless calibration was asked for them.
+    pub hessians: BTreeMap<String, Arc<Hessian>>,
 }
 
 /// Calibration tokens when nobody says otherwise: on SmolLM2-135M q4_k the importance matrix of
@@ -35,8 +39,15 @@ pub const DEFAULT_CALIB_TOKENS: usize = 32_768;
 /// Runs `model` (a causal LM) over `text` — windows of `opts.seq_len`, at most `opts.max_tokens`
 /// tokens — and records the input of every named linear layer. A tied head has no weight of its
 /// own and gets no entry (it is quantized plainly). Says on `monitor` how many tokens it uses
-/// before it starts and, after the first window, about how long it will take.
-pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &Monitor) -> Result<Imatrix> {
+/// before it starts and, after the first window, about how long it will take. With `hessians`, it
+/// also sums every linear layer's input Gram matrix (what GPTQ needs).
+pub fn calibrate(
+    model: &LoadedModel,
+    text: &str,
+    opts: &EvalOptions,
+    hessians: bool,
+    monitor: &Monitor,
+) -> Result<Imatrix> {
     if !model.config.is_causal_lm() {
         return Err(Error::Invalid(format!(
             "{} is a {} model; calibration runs a causal language model over text",
@@ -50,6 +61,13 @@ pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &
         tokens.truncate(max);
     }
     let seq_len = opts.seq_len.min(model.config.context_length()).max(2);
+    if hessians && tokens.len() < seq_len {
+        return Err(Error::Invalid(format!(
+            "the calibration text gives {} token(s), less than one window of {seq_len}; GPTQ needs at least one \
+             full window (a longer --calib text, or a smaller --seq-len)",
+            tokens.len()
+        )));
+    }
     let wins = windows(&tokens, seq_len);
     if wins.is_empty() {
         return Err(Error::Invalid(format!(
@@ -63,7 +81,7 @@ pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &
         "importance matrix: {used} calibration tokens{of} in {} windows of {seq_len} (--calib-tokens sets the bound)",
         wins.len()
     ));
-    let recorder = Arc::new(InputRecorder::default());
+    let recorder = Arc::new(if hessians { InputRecorder::with_gram() } else { InputRecorder::default() });
     let network = recording_network(model, recorder.clone())?;
     let start = std::time::Instant::now();
     monitor.report(0, wins.len());
@@ -78,7 +96,7 @@ pub fn calibrate(model: &LoadedModel, text: &str, opts: &EvalOptions, monitor: &
                 .note(format!("importance matrix: about {:.0} s at the first window's speed", per_token * used as f64));
         }
     }
-    Ok(Imatrix { columns: recorder.means(), tokens: used })
+    Ok(Imatrix { columns: recorder.means(), tokens: used, hessians: recorder.hessians() })
 }
 
 /// The same network over the same (shared, not copied) tensors, with every linear layer recording.

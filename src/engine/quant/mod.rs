@@ -6,6 +6,7 @@ pub mod export;
 pub mod format;
 pub mod gguf_export;
 mod gguf_vocab;
+pub mod gptq;
 pub mod imatrix;
 pub mod own;
 pub mod policy;

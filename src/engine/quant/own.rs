@@ -21,6 +21,7 @@
 use super::format::IntFormat;
 use crate::engine::{Error, Result};
 use half::f16;
+use rayon::prelude::*;
 
 /// A weight quantized to an own integer format.
 #[derive(Clone, Debug)]
@@ -70,18 +71,25 @@ impl IntTensor {
             scales: Vec::with_capacity(n_groups),
             mins: Vec::with_capacity(if format.symmetric { 0 } else { n_groups }),
         };
-        for (g, (xs, codes)) in w.chunks(group).zip(t.codes.chunks_mut(group)).enumerate() {
-            let col0 = (g * group) % cols;
-            let imp = importance.map(|imp| &imp[col0..col0 + group]);
-            let (scale, min) = if format.symmetric {
-                (fit_symmetric(xs, format.bits, imp, codes), None)
-            } else {
-                let (s, m) = fit_asymmetric(xs, format.bits, imp, codes);
-                (s, Some(m))
-            };
+        // Groups are independent: fitted in parallel, the same numbers in any order.
+        let params: Vec<(f32, f32)> = w
+            .par_chunks(group)
+            .zip(t.codes.par_chunks_mut(group))
+            .enumerate()
+            .map(|(g, (xs, codes))| {
+                let col0 = (g * group) % cols;
+                let imp = importance.map(|imp| &imp[col0..col0 + group]);
+                if format.symmetric {
+                    (fit_symmetric(xs, format.bits, imp, codes), 0.0)
+                } else {
+                    fit_asymmetric(xs, format.bits, imp, codes)
+                }
+            })
+            .collect();
+        for (scale, min) in params {
             t.scales.push(scale);
-            if let Some(m) = min {
-                t.mins.push(m);
+            if !format.symmetric {
+                t.mins.push(min);
             }
         }
         Ok(t)
@@ -126,6 +134,37 @@ impl IntTensor {
         (self.codes.len() * self.format.bits as usize).div_ceil(8) as u64
             + 2 * (self.scales.len() + self.mins.len()) as u64
     }
+}
+
+/// One group's parameters `(scale, min)` as stored (`min` 0 for the symmetric formats), fitted
+/// like [`IntTensor::quantize`] does (importance-weighted search when `imp` is given).
+pub(super) fn fit_group(xs: &[f32], format: IntFormat, imp: Option<&[f32]>) -> (f32, f32) {
+    let mut codes = vec![0u8; xs.len()];
+    if format.symmetric {
+        (fit_symmetric(xs, format.bits, imp, &mut codes), 0.0)
+    } else {
+        fit_asymmetric(xs, format.bits, imp, &mut codes)
+    }
+}
+
+/// `(offset, qmax)` of a format's codes.
+fn code_range(format: IntFormat) -> (f32, f32) {
+    let qmax = ((1u32 << format.bits) - 1) as f32;
+    let offset = if format.symmetric { (1u32 << (format.bits - 1)) as f32 } else { 0.0 };
+    (offset, qmax)
+}
+
+/// The nearest code of one value for fixed parameters (what [`IntTensor::quantize`] stores).
+pub(super) fn encode_one(x: f32, scale: f32, min: f32, format: IntFormat) -> u8 {
+    let (offset, qmax) = code_range(format);
+    let mut code = [0u8];
+    encode(&[x], scale, min, offset, qmax, &mut code);
+    code[0]
+}
+
+/// The value a code stands for (what [`IntTensor::dequantize`] gives).
+pub(super) fn decode_one(code: u8, scale: f32, min: f32, format: IntFormat) -> f32 {
+    scale * (code as f32 - code_range(format).0) + min
 }
 
 fn to_f16(x: f32) -> f32 {

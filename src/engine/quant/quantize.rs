@@ -5,7 +5,8 @@
 //! llama.cpp. GPT-2's `Conv1D` weights are stored `[in, out]`, so for that family every block
 //! linear weight is transposed before quantizing (its embeddings and any untied head are not).
 
-use super::format::QuantFormat;
+use super::format::{IntFormat, QuantFormat};
+use super::gptq::{self, GptqOptions, Hessian, Prepared};
 use super::imatrix::Imatrix;
 use super::own::IntTensor;
 use super::policy::{QuantPolicy, TensorRole};
@@ -13,7 +14,7 @@ use crate::engine::context::Monitor;
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::weights::{TensorSource, WeightStore};
 use crate::engine::models::Network;
-use crate::engine::Result;
+use crate::engine::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
@@ -137,8 +138,16 @@ pub fn quantize_model(
     let start = Instant::now();
     let tied = model.config.tied_embeddings();
     let conv1d = model.config.model_type() == "gpt2";
+    let gptq = matches!(format, QuantFormat::Int(IntFormat { gptq: true, .. }));
+    if gptq && opts.imatrix.is_none_or(|m| m.hessians.is_empty()) {
+        return Err(Error::Invalid(format!(
+            "{format} rounds with calibration activations (GPTQ): give a calibration text with --calib FILE"
+        )));
+    }
     let mut tensors = BTreeMap::new();
     let mut report = Vec::with_capacity(model.params.len());
+    // One factorisation per Hessian, however many layers share it (q, k, v; gate, up).
+    let mut prepared: HashMap<*const Hessian, Arc<Prepared>> = HashMap::new();
     let monitor = monitor.unit("tensors");
     monitor.report(0, model.params.len());
     for (i, (name, t)) in model.params.iter().enumerate() {
@@ -147,7 +156,24 @@ pub fn quantize_model(
         let requested = opts.policy.format_for(role, format);
         let transposed = conv1d && role == TensorRole::Linear;
         let importance = opts.imatrix.and_then(|m| m.columns.get(name)).map(|v| v.as_slice());
-        let (q, r) = quantize_tensor(name, t, role, requested, transposed, importance)?;
+        let hessian = match requested {
+            QuantFormat::Int(IntFormat { gptq: true, .. }) => opts.imatrix.and_then(|m| m.hessians.get(name)),
+            _ => None,
+        };
+        let prep = match hessian {
+            Some(h) => Some(match prepared.get(&Arc::as_ptr(h)) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(
+                        Prepared::new(h, GptqOptions::default()).map_err(|e| Error::Invalid(format!("{name}: {e}")))?,
+                    );
+                    prepared.insert(Arc::as_ptr(h), p.clone());
+                    p
+                }
+            }),
+            None => None,
+        };
+        let (q, r) = quantize_tensor(name, t, role, requested, transposed, importance, prep.as_deref())?;
         tensors.insert(name.clone(), q);
         report.push(r);
         monitor.report(i + 1, model.params.len());
@@ -165,7 +191,9 @@ pub fn quantize_model(
     Ok(QuantizedModel { format, tensors, report, size, imatrix, seconds: start.elapsed().as_secs_f64() })
 }
 
-/// Quantizes one parameter, falling back per tensor when its width does not fit the blocks.
+/// Quantizes one parameter, falling back per tensor when its width does not fit the blocks. A
+/// `+gptq` int format rounds with GPTQ from `gptq` (the prepared Hessian of the tensor's inputs);
+/// without one (no calibration activation reaches the tensor) it rounds to nearest, with a note.
 pub fn quantize_tensor(
     name: &str,
     t: &Tensor,
@@ -173,6 +201,7 @@ pub fn quantize_tensor(
     requested: QuantFormat,
     transposed: bool,
     importance: Option<&[f32]>,
+    gptq: Option<&Prepared>,
 ) -> Result<(QuantTensor, TensorReport)> {
     let shape = t.dims().to_vec();
     let t = t.detach().to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
@@ -194,15 +223,22 @@ pub fn quantize_tensor(
         QuantFormat::Int(f) => {
             let (rows, cols) = w.dims2()?;
             let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
-            (QuantData::Int(IntTensor::quantize(&values, rows, cols, f, imp)?), transposed)
+            let q = match gptq {
+                Some(p) if f.gptq => gptq::quantize_int(&values, rows, cols, f, p)?,
+                _ => IntTensor::quantize(&values, rows, cols, IntFormat { gptq: false, ..f }, imp)?,
+            };
+            (QuantData::Int(q), transposed)
         }
     };
-    let note = (applied != requested && w.rank() == 2).then(|| {
+    let mut note = (applied != requested && w.rank() == 2).then(|| {
         format!(
             "rows are {width} wide, not a multiple of {requested}'s block of {}: stored as {applied}",
             requested.block_size()
         )
     });
+    if matches!(applied, QuantFormat::Int(IntFormat { gptq: true, .. })) && gptq.is_none() {
+        note = Some("no calibration activation reaches this tensor: rounded to nearest, not by GPTQ".into());
+    }
     let q = QuantTensor { role, shape: shape.clone(), transposed, data };
     let bytes = q.bytes();
     let numel: usize = shape.iter().product();

@@ -72,6 +72,11 @@ pub fn sweep(
     if formats.is_empty() {
         return Err(Error::Invalid("no formats to sweep; pass --formats q8_0,q4_k,…".into()));
     }
+    if let Some(f) = formats.iter().find(|f| f.is_gptq()).filter(|_| opts.calibration.is_none()) {
+        return Err(Error::Invalid(format!(
+            "{f} rounds with calibration activations (GPTQ): give a calibration text with --calib FILE"
+        )));
+    }
     let total = (models.len() * formats.len()) as u64;
     let mut results = Vec::with_capacity(total as usize);
     let teacher = match teacher {
@@ -106,7 +111,8 @@ pub fn sweep(
             Some(text) if formats.iter().any(|f| f.supports_imatrix()) => {
                 ctx.log(format!("calibrating {} for the importance matrix", model.info.name));
                 let calib = EvalOptions { max_tokens: opts.calib_tokens, ..opts.eval.clone() };
-                Some(calibrate(model, text, &calib, &ctx.monitor("calibration"))?)
+                let hessians = formats.iter().any(|f| f.is_gptq());
+                Some(calibrate(model, text, &calib, hessians, &ctx.monitor("calibration"))?)
             }
             _ => None,
         };
@@ -150,7 +156,7 @@ fn sweep_point(
     let q = quantize_model(model, format, &qopts, &ctx.monitor(format!("quantizing {}", format.name())))?;
     let quantize_cpu_seconds = clock.cpu_seconds();
     let network = q.network(model)?;
-    let label = format!("{}{}", format.name(), if q.imatrix { "+imatrix" } else { "" });
+    let label = format!("{}{}", format.name(), if q.imatrix && !format.is_gptq() { "+imatrix" } else { "" });
     ctx.log(format!(
         "{} {label}: {:.2} bits/weight, {:.1} MB, quantized in {:.2} s",
         model.info.name,
@@ -170,7 +176,9 @@ fn sweep_point(
         None => None,
     };
     let timed = &tokens[..opts.speed_tokens.max(2).min(tokens.len())];
-    let speed = evaluate_tokens(&network, timed, &opts.eval, &Device::Cpu, &ctx.quiet())?;
+    // Timing scores every position of the timed tokens, whatever the evaluation's protocol.
+    let timing = EvalOptions { protocol: Default::default(), ..opts.eval.clone() };
+    let speed = evaluate_tokens(&network, timed, &timing, &Device::Cpu, &ctx.quiet())?;
     let context = model.config.context_length();
     let latency = match &opts.latency {
         Some(l) => Some(crate::engine::generate::measure_latency(

@@ -324,6 +324,12 @@ impl QuantizeSection {
         }
         let parsed = QuantFormat::parse_list(&self.formats.join(","))
             .map_err(|e| Error::Invalid(format!("quantize.formats: {e}")))?;
+        if let Some(f) = parsed.iter().find(|f| f.is_gptq()).filter(|_| !self.imatrix) {
+            return Err(Error::Invalid(format!(
+                "quantize.formats: {f} rounds with calibration activations (GPTQ): set quantize.imatrix = true \
+                 (it calibrates on data.train)"
+            )));
+        }
         Ok(parsed
             .into_iter()
             .map(|f| match (f, self.group_size) {
