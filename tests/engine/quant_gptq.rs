@@ -7,7 +7,7 @@ use distill_tui::engine::context::Monitor;
 use distill_tui::engine::eval::EvalOptions;
 use distill_tui::engine::quant::format::IntFormat;
 use distill_tui::engine::quant::gptq::{self, GptqOptions, Hessian, Prepared};
-use distill_tui::engine::quant::imatrix::calibrate;
+use distill_tui::engine::quant::imatrix::{self as gptq_memory, calibrate};
 use distill_tui::engine::quant::own::IntTensor;
 use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions, QuantPolicy};
 use std::sync::atomic::AtomicBool;
@@ -92,6 +92,16 @@ fn gptq_lowers_the_weighted_error_of_every_linear_layer_of_the_fixture() {
     assert!(!std::sync::Arc::ptr_eq(q, &h["model.layers.0.self_attn.o_proj.weight"]));
     assert!(std::sync::Arc::ptr_eq(&h["model.layers.1.mlp.gate_proj.weight"], &h["model.layers.1.mlp.up_proj.weight"]));
     assert_eq!(h.len(), 4 * 7, "every linear layer of the 4 blocks: {:?}", h.keys().collect::<Vec<_>>());
+    // The memory bound counts a matrix per weight (4 blocks × (6 of width 64 + down_proj's 172)),
+    // the shared matrices take less; beyond half the free memory calibration is refused.
+    let bound = gptq_memory::gram_bytes_upper_bound(&model);
+    assert_eq!(bound, 4 * (6 * 64 * 64 + 172 * 172) * 8);
+    let mut seen = std::collections::HashSet::new();
+    let held: u64 = h.values().filter(|m| seen.insert(std::sync::Arc::as_ptr(m))).map(|m| 8 * (m.n * m.n) as u64).sum();
+    assert!(held < bound, "{held} vs {bound}");
+    assert!(gptq_memory::check_gram_memory("m", bound, 2 * bound).is_ok());
+    let err = gptq_memory::check_gram_memory("m", bound, 2 * bound - 1).unwrap_err().to_string();
+    assert!(err.contains("without +gptq") && err.contains("free memory"), "{err}");
     // Its diagonal over the tokens is the importance matrix.
     let diag = q.diagonal();
     let imp = &imatrix.columns["model.layers.0.self_attn.q_proj.weight"];

@@ -7,6 +7,7 @@
 //! candle's `QTensor::quantize_imatrix`, the own formats through weighted rounding.
 
 use super::gptq::Hessian;
+use super::policy::TensorRole;
 use crate::engine::context::Monitor;
 use crate::engine::eval::{windows, EvalOptions};
 use crate::engine::loader::LoadedModel;
@@ -68,6 +69,9 @@ pub fn calibrate(
             tokens.len()
         )));
     }
+    if hessians {
+        check_gram_memory(&model.info.name, gram_bytes_upper_bound(model), crate::engine::pair::machine_memory().1)?;
+    }
     let wins = windows(&tokens, seq_len);
     if wins.is_empty() {
         return Err(Error::Invalid(format!(
@@ -97,6 +101,42 @@ pub fn calibrate(
         }
     }
     Ok(Imatrix { columns: recorder.means(), tokens: used, hessians: recorder.hessians() })
+}
+
+/// An upper bound of what GPTQ's calibration holds: one f64 `n × n` Gram matrix per linear weight
+/// of input width `n` (layers that read one input share a matrix, so the true figure is lower).
+pub fn gram_bytes_upper_bound(model: &LoadedModel) -> u64 {
+    let tied = model.config.tied_embeddings();
+    let conv1d = model.config.model_type() == "gpt2";
+    model
+        .params
+        .iter()
+        .filter_map(|(name, t)| {
+            let role = TensorRole::of(name, t.dims(), tied);
+            let dims = t.dims();
+            let n = match role {
+                TensorRole::Linear if conv1d => dims[0],
+                TensorRole::Linear | TensorRole::Head => dims[1],
+                _ => return None,
+            };
+            Some(8 * (n * n) as u64)
+        })
+        .sum()
+}
+
+/// Refuses GPTQ's calibration when its Gram matrices (`need` bytes, at most) would take more than
+/// half of the `free` memory.
+pub fn check_gram_memory(name: &str, need: u64, free: u64) -> Result<()> {
+    if need <= free / 2 {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "GPTQ keeps one n x n Gram matrix per linear layer's input during calibration: up to {:.2} GB for {name}, \
+         more than half of the {:.2} GB of free memory; quantize without +gptq (round-to-nearest with the \
+         importance matrix) or on a machine with more memory",
+        need as f64 / 1e9,
+        free as f64 / 1e9
+    )))
 }
 
 /// The same network over the same (shared, not copied) tensors, with every linear layer recording.
