@@ -204,6 +204,11 @@ fn a_run_is_deterministic_its_loss_falls_and_the_cache_changes_nothing() {
     assert_eq!(b["teacher_cache"]["hits"], 96);
     assert_same_metrics(&a, &b);
     assert!(b["student"]["kl_to_teacher"].as_f64().unwrap() > 0.0);
+    // Another temperature reads the same cache: it keeps raw logits and rescales them.
+    let (code, events, err) = run(&recipe(dir.path(), "t4", "temperature = 4.0"), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let c = summary(&events);
+    assert_eq!((c["teacher_cache"]["hits"].as_u64(), c["teacher_cache"]["misses"].as_u64()), (Some(96), Some(0)));
     // The trained models are Hugging Face folders that load again.
     let student = common::load(a["student"]["path"].as_str().unwrap(), false);
     assert_eq!(student.config.layers(), 2);

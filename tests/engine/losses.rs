@@ -358,3 +358,65 @@ fn losses_are_computed_in_f32_whatever_the_logits_dtype() {
     assert_eq!(ce.dtype(), DType::F32);
     assert!((scalar(ce) - scalar(losses::hard_ce_sum(&sw, &labels).unwrap())).abs() < 1e-5);
 }
+
+/// One cache serves a temperature sweep: the cache keeps the teacher's top-k logits and its tail's
+/// log-partition at β = 1 and ½ (no temperature applied), and a run at T rebuilds the rest bucket
+/// from them (`sparse::tail_log_partition`). Compared with a capture at T itself (top k of z/T, the
+/// tail's exact mass): the top-k sets agree; at T = 2 the losses are equal; at other T the rest
+/// bucket's log-mass is interpolated (3, 5) or extrapolated (0.5) and the loss differs by what that
+/// bucket carries — nothing at k = V, less as k grows. The old rule (the tail's mass spread evenly)
+/// is shown for scale: it is what the interpolation improves on.
+#[test]
+fn a_cache_captured_at_t1_serves_other_temperatures_within_the_rest_bucket_approximation() {
+    use distill_tui::engine::distill::sparse::SparseTeacher;
+    let (rows, vocab) = (24, 256);
+    // Peaked teachers like a language model's: a few large logits over a long tail.
+    let t = (logits(rows, vocab, 7, 2.0).sqr().unwrap() * 1.5).unwrap();
+    let s = logits(rows, vocab, 8, 3.0);
+    // (T, bound on the relative loss gap at k = 8, 32, 128) — the documented approximation.
+    let cases: [(f64, [f64; 3]); 7] = [
+        (2.0, [1e-4; 3]),
+        (0.5, [1e-4; 3]),
+        (1.5, [0.03, 0.01, 0.001]),
+        (3.0, [0.04, 0.012, 0.001]),
+        (5.0, [0.05, 0.02, 0.001]),
+        (0.7, [0.08, 0.04, 0.002]),
+        (0.3, [0.4, 0.2, 0.01]),
+    ];
+    for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl, SoftLoss::Jsd] {
+        for (temp, bounds) in cases {
+            for (j, k) in [8, 32, 128, vocab].into_iter().enumerate() {
+                let captured_at_1 = SparseTeacher::from_logits(&t, k).unwrap();
+                let captured_at_t = SparseTeacher::from_logits(&(&t / temp).unwrap(), k).unwrap();
+                assert_eq!(
+                    captured_at_1.indices.to_vec2::<u32>().unwrap(),
+                    captured_at_t.indices.to_vec2::<u32>().unwrap(),
+                    "the top k do not depend on T"
+                );
+                let reused = scalar(kind.sum_sparse(&s, &captured_at_1, temp, 0.5).unwrap());
+                // The T-capture's buckets are already at T: score them at T = 1 against the student
+                // at T, and scale by T² as the loss does.
+                let at_t = scalar(kind.sum_sparse(&(&s / temp).unwrap(), &captured_at_t, 1.0, 0.5).unwrap());
+                let at_t = at_t * temp * temp;
+                let gap = (reused - at_t).abs() / at_t;
+                if k == vocab {
+                    assert!(gap < 1e-4, "{kind:?} k=V T={temp}: {reused} vs {at_t}");
+                    continue;
+                }
+                // The old rule, a flat tail, for scale.
+                let mut flat = captured_at_1.clone();
+                let ln_m = ((vocab - k) as f64).ln();
+                let l1 = flat.tail_lse.unsqueeze(1).unwrap();
+                let at = |beta: f64| (l1.affine(beta, (1.0 - beta) * ln_m)).unwrap();
+                flat.tail_lse_at = Tensor::cat(&[at(0.5), at(2.0)], 1).unwrap();
+                let flat = scalar(kind.sum_sparse(&s, &flat, temp, 0.5).unwrap());
+                let flat_gap = (flat - at_t).abs() / at_t;
+                assert!(
+                    gap <= bounds[j],
+                    "{kind:?} k={k} T={temp}: reused {reused} vs captured at T {at_t} ({gap:.4})"
+                );
+                assert!(gap <= flat_gap + 1e-6, "{kind:?} k={k} T={temp}: worse than a flat tail");
+            }
+        }
+    }
+}

@@ -61,8 +61,7 @@ pub fn soft_and_hard(
         k: teacher.k(),
         indices,
         logits: teacher.logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
-        tail_lse: teacher.tail_lse.to_dtype(DType::F32)?.to_vec1()?,
-        tail_count: vocab - teacher.k(),
+        rest_logits: teacher.rest_logits(temperature)?,
         labels,
         reverse: kind == SoftLoss::ReverseKl,
         temperature: temperature as f32,
@@ -86,11 +85,11 @@ struct RowStats {
 
 struct FusedSparseKd {
     k: usize,
-    /// `[rows · k]` token ids, logits at T = 1, and `[rows]` tail log-sum-exps.
+    /// `[rows · k]` token ids and logits at T = 1, and `[rows]` the rest bucket's logit at T
+    /// (empty when the top k are the whole vocabulary).
     indices: Vec<u32>,
     logits: Vec<f32>,
-    tail_lse: Vec<f32>,
-    tail_count: usize,
+    rest_logits: Vec<f64>,
     labels: Vec<u32>,
     reverse: bool,
     temperature: f32,
@@ -119,11 +118,11 @@ impl FusedSparseKd {
             ms * inv_t + vmath::sum_map(s, |x| exp((x - ms) * inv_t)).ln() as f32
         };
         let (idx, z) = (&self.indices[r * self.k..(r + 1) * self.k], &self.logits[r * self.k..(r + 1) * self.k]);
-        // The teacher's buckets at T: the top k, then the rest (its mass spread evenly over the tail).
+        // The teacher's buckets at T: the top k, then the rest.
+        let has_tail = !self.rest_logits.is_empty();
         let mut a: Vec<f64> = z.iter().map(|&z| z as f64 / t).collect();
-        if self.tail_count > 0 {
-            let ln_m = (self.tail_count as f64).ln();
-            a.push(ln_m + (self.tail_lse[r] as f64 - ln_m) / t);
+        if has_tail {
+            a.push(self.rest_logits[r]);
         }
         let lse_a = log_sum_exp(&a);
         let log_p: Vec<f64> = a.iter().map(|x| x - lse_a).collect();
@@ -132,7 +131,7 @@ impl FusedSparseKd {
         let top_mass: f64 = log_q.iter().map(|l| l.exp()).sum();
         let rest = 1.0 - top_mass;
         let floored = rest < MIN_TAIL;
-        if self.tail_count > 0 {
+        if has_tail {
             log_q.push(rest.max(MIN_TAIL).ln());
         }
         // The divergence and g_b = ∂L/∂log q_b. A bucket whose weight is 0 adds nothing (0 · log 0).
@@ -159,7 +158,7 @@ impl FusedSparseKd {
             })
             .collect();
         let g_top = &g[..self.k];
-        let g_rest = if self.tail_count > 0 && !floored { g[self.k] } else { 0.0 };
+        let g_rest = if has_tail && !floored { g[self.k] } else { 0.0 };
         let q_rest = rest.max(MIN_TAIL);
         let c = -g_top.iter().sum::<f64>() + g_rest * top_mass / q_rest;
         let top = g_top.iter().zip(&log_q).map(|(&gi, &lq)| (gi - lq.exp() * g_rest / q_rest) as f32).collect();

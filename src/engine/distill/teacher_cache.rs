@@ -36,6 +36,9 @@ pub struct CacheKey {
     /// weights, so older keys are unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// The record layout: 2 keeps the tail's log-sum-exp of z, z/2 and 2z (layout 1 kept only
+    /// the first; its caches live under other digests and are no longer read).
+    pub layout: u32,
 }
 
 impl CacheKey {
@@ -68,6 +71,7 @@ impl CacheKey {
             vocab,
             precision: Precision::F32,
             format: None,
+            layout: 2,
         }
     }
 
@@ -111,7 +115,12 @@ impl TeacherCache {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let meta = dir.join("meta.json");
         if !meta.exists() {
-            let text = serde_json::to_string_pretty(key).map_err(|e| Error::Invalid(e.to_string()))?;
+            let described = serde_json::json!({
+                "key": key,
+                "stored": "per position: the teacher's top-k token ids and logits, and its tail's log-sum-exp of z and of z/2, \
+                           all of raw logits (no temperature applied): a run at any temperature rescales them",
+            });
+            let text = serde_json::to_string_pretty(&described).map_err(|e| Error::Invalid(e.to_string()))?;
             write_atomic(&meta, text.as_bytes())?;
         }
         let path = dir.join("records.bin");
@@ -138,7 +147,7 @@ impl TeacherCache {
     }
 
     fn payload_len(&self) -> usize {
-        self.positions * self.k * 8 + self.positions * 4
+        self.positions * self.k * 8 + self.positions * 12
     }
 
     fn record_len(&self) -> u64 {
@@ -182,12 +191,14 @@ impl TeacherCache {
         let words = |range: std::ops::Range<usize>| buf[range].chunks_exact(4).map(|c| c.try_into().expect("4 bytes"));
         let idx: Vec<u32> = words(0..p * k * 4).map(u32::from_le_bytes).collect();
         let val: Vec<f32> = words(p * k * 4..p * k * 8).map(f32::from_le_bytes).collect();
-        let tail: Vec<f32> = words(p * k * 8..buf.len()).map(f32::from_le_bytes).collect();
+        let tail: Vec<f32> = words(p * k * 8..p * k * 8 + p * 4).map(f32::from_le_bytes).collect();
+        let more: Vec<f32> = words(p * k * 8 + p * 4..buf.len()).map(f32::from_le_bytes).collect();
         self.hits += 1;
         Ok(Some(SparseTeacher {
             indices: Tensor::from_vec(idx, (p, k), device)?,
             logits: Tensor::from_vec(val, (p, k), device)?,
             tail_lse: Tensor::from_vec(tail, p, device)?,
+            tail_lse_at: Tensor::from_vec(more, (p, 2), device)?,
             vocab: self.vocab,
         }))
     }
@@ -206,7 +217,7 @@ impl TeacherCache {
         for v in t.logits.flatten_all()?.to_vec1::<f32>()? {
             rec.extend_from_slice(&v.to_le_bytes());
         }
-        for v in t.tail_lse.to_vec1::<f32>()? {
+        for v in t.tail_lse.to_vec1::<f32>()?.into_iter().chain(t.tail_lse_at.flatten_all()?.to_vec1::<f32>()?) {
             rec.extend_from_slice(&v.to_le_bytes());
         }
         let sum = fnv64(&rec[4..]);
