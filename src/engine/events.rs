@@ -117,6 +117,9 @@ pub struct QuantPoint {
     /// KL(float ‖ quantized) and top-1 agreement with the float model.
     pub kl: f64,
     pub agreement: f64,
+    /// The student trained quantization-aware in this format (`distill.qad`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qad: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_to_teacher: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

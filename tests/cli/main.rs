@@ -13,6 +13,7 @@ mod headless_ux;
 mod library;
 mod memory_estimate;
 mod pretrain;
+mod qad;
 mod quant_bad_input;
 mod temperature;
 mod trainer;

@@ -131,7 +131,7 @@ fn checkpointed_gradients_equal_the_full_backward() {
 }
 
 /// A recipe over the fixture models and a slice of Austen, written into `dir`.
-fn recipe(dir: &Path, name: &str, extra: &str) -> PathBuf {
+pub(crate) fn recipe(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let austen = common::shared_dir().join("data/austen");
     let train = dir.join("train.txt");
     if !train.exists() {
@@ -152,7 +152,7 @@ fn recipe(dir: &Path, name: &str, extra: &str) -> PathBuf {
     path
 }
 
-fn run(recipe: &Path, cache: &Path, resume: bool) -> (i32, Vec<serde_json::Value>, String) {
+pub(crate) fn run(recipe: &Path, cache: &Path, resume: bool) -> (i32, Vec<serde_json::Value>, String) {
     let mut args = vec!["run", recipe.to_str().unwrap(), "--json"];
     if resume {
         args.push("--resume");
@@ -163,7 +163,7 @@ fn run(recipe: &Path, cache: &Path, resume: bool) -> (i32, Vec<serde_json::Value
 }
 
 /// The student's loss at each step.
-fn student_losses(events: &[serde_json::Value]) -> Vec<f64> {
+pub(crate) fn student_losses(events: &[serde_json::Value]) -> Vec<f64> {
     events
         .iter()
         .filter(|e| e["event"] == "step" && e["role"] == "student")
@@ -171,7 +171,7 @@ fn student_losses(events: &[serde_json::Value]) -> Vec<f64> {
         .collect()
 }
 
-fn summary(events: &[serde_json::Value]) -> serde_json::Value {
+pub(crate) fn summary(events: &[serde_json::Value]) -> serde_json::Value {
     let last = events.last().expect("events");
     assert_eq!(last["event"], "summary", "last event: {last}");
     last["summary"].clone()
@@ -255,7 +255,7 @@ fn kill_9_then_resume_equals_an_uninterrupted_run_with_an_int8_teacher() {
 
 /// Runs `recipe("whole")` to the end, then `recipe("killed")` until its checkpoint reaches step 8,
 /// kills it with SIGKILL and resumes it: same metrics, every file complete.
-fn kill_9_then_resume(recipe: impl Fn(&str) -> PathBuf) {
+pub(crate) fn kill_9_then_resume(recipe: impl Fn(&str) -> PathBuf) {
     let whole_path = recipe("whole");
     let cache = whole_path.parent().unwrap().join("cache");
     let (code, events, err) = run(&whole_path, &cache, false);

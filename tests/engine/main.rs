@@ -19,6 +19,7 @@ mod hub_download;
 mod jobs;
 mod losses;
 mod pair_check;
+mod qad;
 mod quant_formats;
 mod quant_gguf;
 mod quant_gptq;

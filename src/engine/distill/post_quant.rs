@@ -12,9 +12,17 @@ use crate::engine::recipe::LoadedRecipe;
 use crate::engine::source::resolve_folder;
 use crate::engine::{Error, Result};
 
-/// The formats of a `[quantize]` section, checked before any work starts.
+/// The formats of a `[quantize]` section, checked before any work starts; a QAD run's format
+/// (`distill.qad`) is among them, with or without the section.
 pub fn formats(lr: &LoadedRecipe) -> Result<Option<Vec<QuantFormat>>> {
-    lr.recipe.quantize.as_ref().map(|q| q.parsed_formats()).transpose()
+    let mut formats = lr.recipe.quantize.as_ref().map(|q| q.parsed_formats()).transpose()?;
+    if let Some(f) = lr.recipe.qad_format()? {
+        let list = formats.get_or_insert_with(Vec::new);
+        if !list.contains(&f) {
+            list.insert(0, f);
+        }
+    }
+    Ok(formats)
 }
 
 /// Reads and joins the files a data key names.
@@ -54,12 +62,23 @@ pub fn run(
     formats: &[QuantFormat],
     ctx: &JobContext,
 ) -> Result<Vec<QuantPoint>> {
-    let q = lr.recipe.quantize.as_ref().ok_or_else(|| {
-        Error::Invalid("the recipe has no [quantize] section: set quantize.formats (e.g. q8_0, q4_0, int4-g64)".into())
-    })?;
+    let qad = lr.recipe.qad_format()?;
+    let (mut targets, imatrix, calib_tokens) = match (&lr.recipe.quantize, qad) {
+        (Some(q), _) => (q.targets.clone(), q.imatrix, q.calib_tokens),
+        (None, Some(_)) => (Vec::new(), false, None),
+        (None, None) => {
+            return Err(Error::Invalid(
+                "the recipe has no [quantize] section: set quantize.formats (e.g. q8_0, q4_0, int4-g64)".into(),
+            ))
+        }
+    };
+    // A QAD run's point is its student in the format it trained in.
+    if qad.is_some() && !targets.iter().any(|t| t == "student") {
+        targets.push("student".into());
+    }
     let mut owned: Vec<LoadedModel> = Vec::new();
     let mut use_teacher = false;
-    for t in &q.targets {
+    for t in &targets {
         ctx.check()?;
         match t.as_str() {
             "teacher" => use_teacher = teacher.is_some(),
@@ -75,7 +94,7 @@ pub fn run(
     }
     models.extend(owned.iter());
     if models.is_empty() {
-        return Err(Error::Invalid(format!("nothing to quantize: targets {} found no model", q.targets.join(", "))));
+        return Err(Error::Invalid(format!("nothing to quantize: targets {} found no model", targets.join(", "))));
     }
     let text = read_files(lr, &lr.recipe.data.eval, "data.eval")?;
     let eval = EvalOptions {
@@ -83,9 +102,15 @@ pub fn run(
         max_tokens: Some(lr.recipe.data.eval_tokens),
         ..Default::default()
     };
-    let calibration = if q.imatrix { Some(read_files(lr, &lr.recipe.data.train, "data.train")?) } else { None };
-    let calib_tokens = Some(q.calib_tokens.unwrap_or(lr.recipe.data.eval_tokens));
+    let calibration = if imatrix { Some(read_files(lr, &lr.recipe.data.train, "data.train")?) } else { None };
+    let calib_tokens = Some(calib_tokens.unwrap_or(lr.recipe.data.eval_tokens));
     let opts = SweepOptions { eval, calibration, calib_tokens, ..SweepOptions::default() };
     ctx.log(format!("quantizing {} model(s) × {} format(s)", models.len(), formats.len()));
-    sweep(&models, teacher, formats, &text, &opts, ctx)
+    let mut points = sweep(&models, teacher, formats, &text, &opts, ctx)?;
+    if let Some(f) = qad {
+        for p in points.iter_mut().filter(|p| p.model == "student" && p.format == f.name()) {
+            p.qad = true;
+        }
+    }
+    Ok(points)
 }

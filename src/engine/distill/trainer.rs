@@ -219,6 +219,22 @@ pub fn run_with_tokenizer(
         .collect::<Result<Vec<_>>>()?;
     // Each trainee holds its own copy; the initial weights would be one more student in memory.
     setup.initial.clear();
+    if let Some(format) = r.qad_format()? {
+        let cfg = crate::engine::models::ArchConfig::from_json(&setup.student_config, &out.join("config.json"))?;
+        for t in trainees.iter_mut().filter(|t| t.role == Role::Student) {
+            let plan = crate::engine::train::fake_quant::FakeQuant::new(
+                format,
+                &t.vars,
+                cfg.tied_embeddings(),
+                cfg.model_type() == "gpt2",
+            );
+            ctx.log(format!(
+                "quantization-aware distillation: the student's steps compute on {} of its tensors rounded to {format} (straight-through)",
+                plan.tensors()
+            ));
+            t.fake_quant = Some(plan);
+        }
+    }
     if let Some(note) = autocast::emulation_note("precision", d.precision, &setup.device) {
         ctx.log(note);
     }

@@ -112,6 +112,12 @@ pub struct DistillSection {
     /// recomputes the block in the backward pass (less memory, about a third more student compute).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub activation_checkpointing: bool,
+    /// Quantization-aware distillation: the student's forward and backward run on its weights
+    /// rounded to this format (`int3-g32`, `q4_0`, …; the quantizer's own per-tensor plan), the
+    /// gradient passes straight through to the float weights AdamW updates, and the run's
+    /// `[quantize]` sweep measures the student in this format as the `distill+QAD` point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qad: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -195,6 +201,7 @@ impl Default for DistillSection {
             precision: Default::default(),
             teacher_precision: None,
             activation_checkpointing: false,
+            qad: None,
         }
     }
 }
@@ -303,7 +310,36 @@ impl Recipe {
         if let Some(q) = &self.quantize {
             q.parsed_formats().map_err(|e| e.to_string())?;
         }
+        self.qad_format().map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// The format `distill.qad` trains the student in, checked: a quantized format that rounds
+    /// without calibration data (the training steps have none), so that the sweep's point in it is
+    /// exactly the model the steps computed with.
+    pub fn qad_format(&self) -> Result<Option<QuantFormat>> {
+        let Some(name) = &self.distill.qad else { return Ok(None) };
+        let f = QuantFormat::parse(name).map_err(|e| Error::Invalid(format!("distill.qad: {e}")))?;
+        if matches!(f, QuantFormat::F32 | QuantFormat::F16) {
+            return Err(Error::Invalid(format!(
+                "distill.qad = \"{name}\" is not a quantized format; name the format the student will be served in (e.g. int3-g32, int4-g64, q4_0)"
+            )));
+        }
+        if f.is_gptq() {
+            return Err(Error::Invalid(format!(
+                "distill.qad = \"{name}\": GPTQ rounds with calibration activations, which the training steps do not have; use {} (round to nearest)",
+                name.trim_end_matches("+gptq")
+            )));
+        }
+        if self.quantize.as_ref().is_some_and(|q| q.imatrix) && f.supports_imatrix() {
+            return Err(Error::Invalid(format!(
+                "distill.qad = \"{name}\" with quantize.imatrix = true: the sweep would round the student with an importance matrix, not as it was trained; drop quantize.imatrix for a QAD run"
+            )));
+        }
+        if self.teacher.is_none() {
+            return Err(Error::Invalid("distill.qad distils into a quantized student: it needs a [teacher]".into()));
+        }
+        Ok(Some(f))
     }
 }
 

@@ -87,6 +87,9 @@ pub struct Point {
     pub kl: f64,
     /// Top-1 agreement with the teacher; 1 for the float teacher.
     pub agreement: f64,
+    /// A student trained quantization-aware in this format (`distill.qad`): the `distill+QAD` path.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub qad: bool,
     /// Serving speed in this format on this machine: KV-cache decode and prefill tokens/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decode_tokens_per_second: Option<f64>,
@@ -117,6 +120,7 @@ impl Point {
             top1_accuracy: 0.0,
             kl: 0.0,
             agreement: 1.0,
+            qad: false,
             decode_tokens_per_second: None,
             prefill_tokens_per_second: None,
             cost_seconds: None,
@@ -147,6 +151,7 @@ impl Point {
             (Origin::Teacher, true) => "teacher as is",
             (Origin::Teacher, false) => "quantize",
             (Origin::Student, true) => "distill",
+            (Origin::Student, false) if self.qad => "distill+QAD",
             (Origin::Student, false) => "distill+quantize",
             (Origin::Baseline, true) => "small, no KD",
             (Origin::Baseline, false) => "small, no KD+quant",
@@ -174,6 +179,7 @@ impl Point {
             top1_accuracy: q.metrics.top1_accuracy.or(q.metrics.accuracy).unwrap_or(f64::NAN),
             kl: q.kl_to_teacher.unwrap_or(q.kl),
             agreement: q.agreement_with_teacher.unwrap_or(q.agreement),
+            qad: q.qad,
             decode_tokens_per_second: q.latency.as_ref().map(|l| l.decode_tokens_per_second),
             prefill_tokens_per_second: q.latency.as_ref().map(|l| l.prefill_tokens_per_second),
             cost_seconds: q.quantize_seconds,
@@ -202,6 +208,7 @@ impl Point {
                 top1_accuracy: m.metrics.top1_accuracy.or(m.metrics.accuracy)?,
                 kl: if teacher { 0.0 } else { m.kl_to_teacher? },
                 agreement: if teacher { 1.0 } else { m.agreement? },
+                qad: false,
                 decode_tokens_per_second: m.latency.as_ref().map(|l| l.decode_tokens_per_second),
                 prefill_tokens_per_second: m.latency.as_ref().map(|l| l.prefill_tokens_per_second),
                 cost_seconds: if teacher { Some(0.0) } else { summary.seconds },

@@ -8,6 +8,7 @@
 //! role of a run (KD student, hard-label baseline) takes the same micro-batches at each step.
 
 pub mod checkpoint;
+pub mod fake_quant;
 pub mod optim;
 
 use crate::engine::context::JobContext;
@@ -115,13 +116,24 @@ pub struct Trainee<M> {
     /// Seconds spent in this model's steps.
     pub seconds: f64,
     pub tokens: u64,
+    /// Quantization-aware training: the steps compute on the weights rounded by this plan.
+    pub fake_quant: Option<fake_quant::FakeQuant>,
 }
 
 impl<M> Trainee<M> {
     /// A fresh trainee from a trainable network, with the schedule's AdamW.
     pub fn new(role: Role, built: Built, schedule: &Schedule) -> Result<Self> {
         let opt = AdamW::new(&built.vars, schedule.weight_decay)?;
-        Ok(Self { role, network: built.network, vars: built.vars, opt, evals: Vec::new(), seconds: 0.0, tokens: 0 })
+        Ok(Self {
+            role,
+            network: built.network,
+            vars: built.vars,
+            opt,
+            evals: Vec::new(),
+            seconds: 0.0,
+            tokens: 0,
+            fake_quant: None,
+        })
     }
 
     pub fn name(&self) -> &'static str {
@@ -283,6 +295,27 @@ fn optimizer_step<T: Task>(
     s: &Schedule,
 ) -> Result<(LossParts, f64)> {
     let _precision = autocast::enter(s.precision);
+    // Quantization-aware training computes on the rounded weights; AdamW updates the masters.
+    let masters = t.fake_quant.as_ref().map(|f| f.enter(&t.vars)).transpose()?;
+    let computed = step_grads(task, t, batches);
+    if let Some(m) = masters {
+        m.restore()?;
+    }
+    let (total, grads) = computed?;
+    let (norm, grad_scale) = grad_norm(&grads, s.grad_clip)?;
+    if !norm.is_finite() {
+        return Err(Error::Invalid(format!("the loss is not finite (gradient norm {norm})")));
+    }
+    t.opt.step_scaled(&grads, lr, grad_scale)?;
+    Ok((total, norm))
+}
+
+/// The micro-batches' gradients of one step, averaged, and their mean losses.
+fn step_grads<T: Task>(
+    task: &mut T,
+    t: &Trainee<T::Metrics>,
+    batches: &[T::Batch],
+) -> Result<(LossParts, Vec<Tensor>)> {
     let vars: Vec<&Var> = t.opt.vars();
     let scale = 1.0 / batches.len().max(1) as f64;
     let mut g = Grads { acc: vec![None; vars.len()], vars, scale };
@@ -299,12 +332,7 @@ fn optimizer_step<T: Task>(
         .zip(&g.vars)
         .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let (norm, grad_scale) = grad_norm(&grads, s.grad_clip)?;
-    if !norm.is_finite() {
-        return Err(Error::Invalid(format!("the loss is not finite (gradient norm {norm})")));
-    }
-    t.opt.step_scaled(&grads, lr, grad_scale)?;
-    Ok((total, norm))
+    Ok((total, grads))
 }
 
 fn nan_context(e: Error, step: usize, root: &Path, section: &str) -> Error {
