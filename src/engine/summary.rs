@@ -53,6 +53,9 @@ pub struct RunSummary {
     pub tokens_per_second: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_cache: Option<CacheSummary>,
+    /// `[distill.on_policy]`: micro-batches by writer, tokens sampled and sampling's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_policy: Option<crate::engine::distill::on_policy::OnPolicySummary>,
     /// The `[quantize]` sweep's points, in sweep order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quantize: Vec<QuantPoint>,

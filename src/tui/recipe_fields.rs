@@ -65,6 +65,7 @@ pub const FIELDS: &[Field] = &[
         "teacher: f32, bf16, int8, gguf, q8_0, q4_k… (empty: GGUF as stored, else precision)",
     ),
     f("distill.activation_checkpointing", Kind::Bool, "recompute each block in backward: less memory"),
+    f("distill.on_policy.lmbda", Kind::Float, "on-policy (GKD): share of batches the student continues"),
     f("distill.qad", Kind::OptText, "train the student in this format: int3-g32, q4_0… (empty: float)"),
     f("quantize.formats", Kind::List, "formats/bit-widths to sweep, comma separated"),
     f("quantize.targets", Kind::List, "models to quantize: teacher, student, baseline"),

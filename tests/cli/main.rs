@@ -12,6 +12,7 @@ mod guards;
 mod headless_ux;
 mod library;
 mod memory_estimate;
+mod on_policy;
 mod pretrain;
 mod qad;
 mod quant_bad_input;

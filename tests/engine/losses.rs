@@ -420,3 +420,57 @@ fn a_cache_captured_at_t1_serves_other_temperatures_within_the_rest_bucket_appro
         }
     }
 }
+
+/// Positions labelled `IGNORE` (tokens the student sampled itself, in on-policy distillation) leave
+/// the hard-label loss and its gradient — in the composed form and both fused ops — while the soft
+/// loss still covers them.
+#[test]
+fn ignored_labels_leave_the_hard_loss_in_every_form() {
+    use candle_core::Var;
+    use distill_tui::engine::distill::losses::IGNORE;
+    use distill_tui::engine::distill::sparse::SparseTeacher;
+    use distill_tui::engine::distill::{fused_loss, fused_sparse};
+    let (rows, vocab) = (9, 131);
+    let (s, t) = (logits(rows, vocab, 41, 3.0), logits(rows, vocab, 42, 3.0));
+    let labels: Vec<u32> =
+        (0..rows as u32).map(|r| if r % 3 == 1 { IGNORE } else { (r * 17) % vocab as u32 }).collect();
+    let kept: Vec<u32> = (0..rows as u32).filter(|r| r % 3 != 1).collect();
+    let keep_idx = Tensor::new(kept.as_slice(), &Device::Cpu).unwrap();
+    let label_t = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let kept_labels =
+        Tensor::new(kept.iter().map(|&r| labels[r as usize]).collect::<Vec<u32>>().as_slice(), &Device::Cpu).unwrap();
+    // The composed hard loss over the kept rows alone.
+    let want_hard = scalar(losses::hard_ce_sum(&s.index_select(&keep_idx, 0).unwrap(), &kept_labels).unwrap());
+    let composed = scalar(losses::hard_ce_sum(&s, &label_t).unwrap());
+    assert!((composed - want_hard).abs() < 1e-4, "composed {composed} vs kept rows {want_hard}");
+    let sparse = SparseTeacher::from_logits(&t, 16).unwrap();
+    for kind in [SoftLoss::ForwardKl, SoftLoss::ReverseKl] {
+        for (form, fused) in [("dense", true), ("top-k", false)] {
+            let sv = Var::from_tensor(&s).unwrap();
+            let both = if fused {
+                fused_loss::soft_and_hard(sv.as_tensor(), Some(&t), &label_t, kind, 2.0).unwrap()
+            } else {
+                fused_sparse::soft_and_hard(sv.as_tensor(), &sparse, &label_t, kind, 2.0).unwrap()
+            };
+            let hard = scalar(both.get(1).unwrap());
+            assert!((hard - want_hard).abs() < 1e-4, "{form} {kind:?}: hard {hard} vs {want_hard}");
+            let soft_all = if fused {
+                scalar(kind.sum(&s, &t, 2.0, 0.5).unwrap())
+            } else {
+                scalar(kind.sum_sparse(&s, &sparse, 2.0, 0.5).unwrap())
+            };
+            assert!(
+                (scalar(both.get(0).unwrap()) - soft_all).abs() < 1e-4 * soft_all.max(1.0),
+                "{form}: soft covers every row"
+            );
+            // The hard gradient of an ignored row is zero; the others match the composed form.
+            let g = both.get(1).unwrap().backward().unwrap().get(sv.as_tensor()).unwrap().clone();
+            let sv2 = Var::from_tensor(&s).unwrap();
+            let want_g = losses::hard_ce_sum(sv2.as_tensor(), &label_t).unwrap().backward().unwrap();
+            let want_g = want_g.get(sv2.as_tensor()).unwrap();
+            assert!(common::max_abs_diff(&g, want_g) < 1e-5, "{form} {kind:?}: hard gradient");
+            let ignored = g.get(1).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(ignored, 0.0, "{form}: an ignored row has no hard gradient");
+        }
+    }
+}

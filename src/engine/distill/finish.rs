@@ -23,6 +23,7 @@ pub(super) fn finish(
     teacher_fidelity: Option<(String, CompareReport)>,
     cache: Option<&TeacherCache>,
     quant_formats: Option<&[crate::engine::quant::QuantFormat]>,
+    on_policy: Option<super::on_policy::OnPolicySummary>,
     started: &crate::engine::usage::Stopwatch,
     ctx: &JobContext,
 ) -> Result<serde_json::Value> {
@@ -81,6 +82,7 @@ pub(super) fn finish(
         });
     }
     summary.tokens_per_second = trainees.first().map(|t| t.tokens_per_second());
+    summary.on_policy = on_policy;
     summary.teacher_cache = cache.map(|c| CacheSummary {
         dir: c.dir().display().to_string(),
         windows: c.windows(),

@@ -13,7 +13,7 @@
 //! [`hard_ce_sum`](super::losses::hard_ce_sum); `tests/engine/losses.rs` checks values and gradients
 //! against those composed forms.
 
-use super::losses::SoftLoss;
+use super::losses::{SoftLoss, IGNORE};
 use crate::engine::kernels::vmath::{self, exp};
 use crate::engine::{Error, Result};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
@@ -49,7 +49,7 @@ pub fn soft_and_hard(
         return Err(Error::Invalid(format!("fused loss: {kind:?} at T = {temperature} on this device is not fused")));
     }
     let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
-    if labels.len() != rows || labels.iter().any(|&y| y as usize >= vocab) {
+    if labels.len() != rows || labels.iter().any(|&y| y as usize >= vocab && y != IGNORE) {
         return Err(Error::Invalid(format!("fused loss: {} labels for {rows} rows of vocab {vocab}", labels.len())));
     }
     let op = FusedKd {
@@ -102,7 +102,7 @@ impl FusedKd {
         let inv_t = 1.0 / self.temperature;
         let ms = vmath::max(s);
         let lse = ms + vmath::sum_map(s, |x| exp(x - ms)).ln() as f32;
-        let hard = (lse - s[label as usize]) as f64;
+        let hard = if label == IGNORE { 0.0 } else { (lse - s[label as usize]) as f64 };
         let Some(t) = t else { return (RowStats { lse, ..Default::default() }, 0.0, hard) };
         let mt = vmath::max(t);
         let lse_s = ms * inv_t + vmath::sum_map(s, |x| exp((x - ms) * inv_t)).ln() as f32;
@@ -164,6 +164,8 @@ impl FusedKd {
             || {
                 grad.par_chunks_mut(vocab).enumerate().for_each(|(r, g)| {
                     let st = stats[r];
+                    let label = self.labels[r];
+                    let g_hard = if label == IGNORE { 0.0 } else { g_hard };
                     let sr = &s[r * vocab..(r + 1) * vocab];
                     match t.map(|t| &t[r * vocab..(r + 1) * vocab]) {
                         Some(tr) if self.reverse => {
@@ -186,7 +188,9 @@ impl FusedKd {
                             }
                         }
                     }
-                    g[self.labels[r] as usize] -= g_hard;
+                    if label != IGNORE {
+                        g[label as usize] -= g_hard;
+                    }
                 });
             },
         );

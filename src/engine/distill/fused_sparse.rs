@@ -16,7 +16,7 @@
 //! composed forms.
 
 use super::fused_loss::{FusedOp, RowLoss, UNDERFLOW};
-use super::losses::SoftLoss;
+use super::losses::{SoftLoss, IGNORE};
 use super::sparse::{SparseTeacher, MIN_TAIL};
 use crate::engine::kernels::vmath::{self, exp};
 use crate::engine::{Error, Result};
@@ -47,7 +47,7 @@ pub fn soft_and_hard(
         )));
     }
     let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
-    if labels.len() != rows || labels.iter().any(|&y| y as usize >= vocab) {
+    if labels.len() != rows || labels.iter().any(|&y| y as usize >= vocab && y != IGNORE) {
         return Err(Error::Invalid(format!(
             "fused top-k loss: {} labels for {rows} rows of vocab {vocab}",
             labels.len()
@@ -111,7 +111,8 @@ impl FusedSparseKd {
         let (t, inv_t) = (self.temperature as f64, 1.0 / self.temperature);
         let ms = vmath::max(s);
         let lse = ms + vmath::sum_map(s, |x| exp(x - ms)).ln() as f32;
-        let hard = (lse - s[self.labels[r] as usize]) as f64;
+        let label = self.labels[r];
+        let hard = if label == IGNORE { 0.0 } else { (lse - s[label as usize]) as f64 };
         let lse_s = if self.temperature == 1.0 {
             lse
         } else {
@@ -187,6 +188,8 @@ impl FusedSparseKd {
             || {
                 grad.par_chunks_mut(vocab).enumerate().for_each(|(r, g)| {
                     let st = &stats[r];
+                    let label = self.labels[r];
+                    let g_hard = if label == IGNORE { 0.0 } else { g_hard };
                     let sr = &s[r * vocab..(r + 1) * vocab];
                     let soft_c = soft_scale * st.c;
                     for (g, &x) in g.iter_mut().zip(sr) {
@@ -195,7 +198,9 @@ impl FusedSparseKd {
                     for (&i, &d) in self.indices[r * self.k..(r + 1) * self.k].iter().zip(&st.top) {
                         g[i as usize] += soft_scale * d;
                     }
-                    g[self.labels[r] as usize] -= g_hard;
+                    if label != IGNORE {
+                        g[label as usize] -= g_hard;
+                    }
                 });
             },
         );

@@ -117,9 +117,23 @@ pub fn mse_logits_sum(student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
     Ok((diff.sqr()?.sum_all()? / v)?)
 }
 
-/// Σ_positions cross-entropy of `labels` (`[n]`, u32) under `logits` (`[n, vocab]`), at T = 1.
+/// A label that takes no part in the hard-label loss (a token the student sampled itself, in
+/// on-policy distillation): PyTorch's `ignore_index`.
+pub const IGNORE: u32 = u32::MAX;
+
+/// Σ_positions cross-entropy of `labels` (`[n]`, u32) under `logits` (`[n, vocab]`), at T = 1;
+/// positions labelled [`IGNORE`] add nothing.
 pub fn hard_ce_sum(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let log_p = log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-    let picked = log_p.gather(&labels.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?;
-    Ok(picked.sum_all()?.neg()?)
+    let labels = labels.to_dtype(DType::U32)?;
+    let values: Vec<u32> = labels.to_vec1()?;
+    if !values.contains(&IGNORE) {
+        return Ok(log_p.gather(&labels.unsqueeze(1)?, 1)?.sum_all()?.neg()?);
+    }
+    let keep: Vec<f32> = values.iter().map(|&y| if y == IGNORE { 0.0 } else { 1.0 }).collect();
+    let safe: Vec<u32> = values.iter().map(|&y| if y == IGNORE { 0 } else { y }).collect();
+    let n = values.len();
+    let picked = log_p.gather(&Tensor::from_vec(safe, (n, 1), log_p.device())?, 1)?;
+    let keep = Tensor::from_vec(keep, (n, 1), log_p.device())?;
+    Ok((picked * keep)?.sum_all()?.neg()?)
 }

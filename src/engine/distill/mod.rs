@@ -7,6 +7,7 @@ pub mod fused_loss;
 pub mod fused_sparse;
 pub mod head_grad;
 pub mod losses;
+pub mod on_policy;
 pub mod post_quant;
 pub mod setup;
 pub mod sparse;

@@ -65,6 +65,23 @@ pub fn accumulate_grads(
     cfg: &LossConfig,
     scale: f64,
 ) -> Result<LossParts> {
+    accumulate_grads_labelled(student, vars, acc, ids, None, targets, cfg, scale)
+}
+
+/// [`accumulate_grads`] with the hard labels of the `b · (t − 1)` positions given (`None`: the
+/// next tokens of `ids`); a label [`super::losses::IGNORE`] leaves its position out of the hard
+/// loss (the soft loss still covers it). The hard loss is still divided by every position.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_grads_labelled(
+    student: &Network,
+    vars: &[&Var],
+    acc: &mut [Option<Tensor>],
+    ids: &Tensor,
+    labels: Option<&Tensor>,
+    targets: &Targets,
+    cfg: &LossConfig,
+    scale: f64,
+) -> Result<LossParts> {
     let (b, t) = ids.dims2()?;
     let n = b * (t - 1);
     let inputs = ids.narrow(1, 0, t - 1)?;
@@ -77,7 +94,11 @@ pub fn accumulate_grads(
     let h_dim = hidden.dim(2)?;
     let hidden = hidden.reshape((n, h_dim))?;
     let h_leaf = Var::from_tensor(&hidden.detach())?;
-    let labels = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?;
+    let labels = match labels {
+        Some(l) if l.elem_count() == n => l.flatten_all()?.to_dtype(DType::U32)?,
+        Some(l) => return Err(Error::Invalid(format!("{} hard labels for {n} positions", l.elem_count()))),
+        None => ids.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(DType::U32)?,
+    };
     let use_soft = !matches!(targets, Targets::None) && cfg.alpha > 0.0;
     let (w_soft, w_hard) = if matches!(targets, Targets::None) { (0.0, 1.0) } else { (cfg.alpha, 1.0 - cfg.alpha) };
     let mut grad_h: Option<Tensor> = None;

@@ -3,9 +3,10 @@
 //! top-k, held-out evaluation against the teacher. Around the loop: the run's setup, the teacher's
 //! own metrics (and its fidelity at `teacher_precision`), and the summary with the `[quantize]` sweep.
 
+use super::on_policy::{OnPolicy, Writer};
 use super::setup::{prepare, trainable, Setup};
 use super::sparse::SparseTeacher;
-use super::step::{accumulate_grads, chunk_rows, LossConfig, Targets};
+use super::step::{accumulate_grads, accumulate_grads_labelled, chunk_rows, LossConfig, Targets};
 use super::teacher_cache::{CacheKey, TeacherCache};
 use crate::engine::context::JobContext;
 use crate::engine::data::step_windows;
@@ -51,6 +52,10 @@ struct LmTask<'a> {
     seed: u64,
     teacher_states: Option<ReferenceStates>,
     eval_opts: EvalOptions,
+    /// `[distill.on_policy]`: micro-batches continued by the student or the teacher.
+    on_policy: Option<OnPolicy>,
+    /// The optimizer step being computed (0-based).
+    step: usize,
 }
 
 impl Task for LmTask<'_> {
@@ -58,6 +63,7 @@ impl Task for LmTask<'_> {
     type Metrics = EvalMetrics;
 
     fn batches(&mut self, step: usize) -> Result<Vec<Vec<usize>>> {
+        self.step = step;
         let windows = step_windows(self.setup.train.len(), self.seed, step, self.samples);
         Ok(windows.chunks(self.batch_size).map(<[usize]>::to_vec).collect())
     }
@@ -68,6 +74,12 @@ impl Task for LmTask<'_> {
 
     fn accumulate(&mut self, role: Role, net: &Network, grads: &mut Grads, mb: &Vec<usize>) -> Result<LossParts> {
         let setup = self.setup;
+        if let (Some(policy), Role::Student) = (self.on_policy.as_mut(), role) {
+            match policy.writer(self.step, mb[0]) {
+                Writer::Text => policy.count_text(),
+                writer => return self.accumulate_written(writer, net, grads, mb),
+            }
+        }
         let flat: Vec<u32> = mb.iter().flat_map(|&w| setup.train.window(w).iter().copied()).collect();
         let ids = Tensor::from_vec(flat, (mb.len(), setup.train.seq_len), &setup.device)?;
         // The student's forward and backward run at the recipe's precision (entered by the loop),
@@ -76,30 +88,64 @@ impl Task for LmTask<'_> {
             (Role::Student, Some(_)) if self.top_k > 0 => {
                 Targets::Sparse(sparse_targets(setup, mb, self.cache.as_mut(), self.top_k)?)
             }
-            (Role::Student, Some(teacher)) => {
-                let input = ids.narrow(1, 0, setup.train.seq_len - 1)?;
-                let h = {
-                    let _teacher = autocast::enter(setup.teacher_precision);
-                    teacher.network.hidden_states(&input)?
-                };
-                let n = h.dim(0)? * h.dim(1)?;
-                Targets::Dense {
-                    teacher: &teacher.network,
-                    hidden: h.reshape((n, h.dim(2)?))?,
-                    precision: setup.teacher_precision,
-                }
-            }
+            (Role::Student, Some(_)) => dense_targets(setup, &ids.narrow(1, 0, setup.train.seq_len - 1)?)?,
             _ => Targets::None,
         };
         accumulate_grads(net, &grads.vars, &mut grads.acc, &ids, &targets, &self.loss, grads.scale)
     }
 
     fn evaluate(&mut self, _role: Role, network: &Network, _step: usize, ctx: &JobContext) -> Result<EvalMetrics> {
+        // (the KD student's on-policy micro-batches are in `accumulate_written`)
         evaluate(self.setup, self.teacher_states.as_ref(), network, &self.eval_opts, ctx)
     }
 
     fn event_metrics(&self, m: &EvalMetrics) -> EvalMetrics {
         m.clone()
+    }
+}
+
+impl LmTask<'_> {
+    /// The KD student's micro-batch with each window continued after its prompt by `writer` (the
+    /// student itself, or the teacher): the teacher's distribution on that sequence (dense or its
+    /// top k, computed now: the cache holds the text's windows), hard labels but for the tokens
+    /// the student wrote.
+    fn accumulate_written(
+        &mut self,
+        writer: Writer,
+        net: &Network,
+        grads: &mut Grads,
+        mb: &[usize],
+    ) -> Result<LossParts> {
+        let setup = self.setup;
+        let teacher = setup.teacher.as_ref().expect("on-policy distillation has a teacher");
+        let policy = self.on_policy.as_mut().expect("an on-policy task");
+        let t = setup.train.seq_len;
+        let tokens: Vec<&[u32]> = mb.iter().map(|&w| setup.train.window(w)).collect();
+        let (flat, labels) = match writer {
+            Writer::Teacher => {
+                let _teacher = autocast::enter(setup.teacher_precision);
+                policy.continue_windows(&teacher.network, writer, self.step, mb, &tokens, &setup.device)?
+            }
+            _ => policy.continue_windows(net, writer, self.step, mb, &tokens, &setup.device)?,
+        };
+        let ids = Tensor::from_vec(flat, (mb.len(), t), &setup.device)?;
+        let labels = Tensor::from_vec(labels, mb.len() * (t - 1), &setup.device)?;
+        let input = ids.narrow(1, 0, t - 1)?;
+        let targets = if self.top_k > 0 {
+            Targets::Sparse(teacher_top_k(setup, &input, self.top_k)?)
+        } else {
+            dense_targets(setup, &input)?
+        };
+        accumulate_grads_labelled(
+            net,
+            &grads.vars,
+            &mut grads.acc,
+            &ids,
+            Some(&labels),
+            &targets,
+            &self.loss,
+            grads.scale,
+        )
     }
 }
 
@@ -285,8 +331,29 @@ pub fn run_with_tokenizer(
         seed: d.seed,
         teacher_states,
         eval_opts,
+        on_policy: d
+            .on_policy
+            .as_ref()
+            .filter(|_| setup.teacher.is_some())
+            .map(|p| OnPolicy::new(p, r.data.seq_len, d.seed)),
+        step: 0,
     };
     train(&mut task, &mut trainees, &schedule, &out, existing, ctx)?;
+    let on_policy = task.on_policy.as_ref().map(|p| {
+        let mut stats = p.stats.clone();
+        let student_seconds = trainees.iter().find(|t| t.role == Role::Student).map(|t| t.seconds);
+        stats.share_of_step_time = student_seconds.filter(|s| *s > 0.0).map(|s| stats.sampling_seconds / s);
+        ctx.log(format!(
+            "on-policy: {} of {} micro-batches continued by the student, {} by the teacher; {} tokens sampled in {:.1} s ({:.0}% of the student's step time)",
+            stats.student_batches,
+            stats.student_batches + stats.teacher_batches + stats.text_batches,
+            stats.teacher_batches,
+            stats.generated_tokens,
+            stats.sampling_seconds,
+            100.0 * stats.share_of_step_time.unwrap_or(0.0)
+        ));
+        stats
+    });
     setup.training_peak.set(crate::engine::usage::peak_rss_bytes());
     super::finish::finish(
         lr,
@@ -296,6 +363,7 @@ pub fn run_with_tokenizer(
         teacher_fidelity,
         task.cache.as_ref(),
         quant_formats.as_deref(),
+        on_policy,
         &started,
         ctx,
     )
@@ -309,7 +377,6 @@ fn sparse_targets(
     cache: Option<&mut TeacherCache>,
     k: usize,
 ) -> Result<SparseTeacher> {
-    let teacher = setup.teacher.as_ref().expect("sparse targets need a teacher");
     let mut cache = cache;
     let mut parts: Vec<Option<SparseTeacher>> = Vec::with_capacity(windows.len());
     for &w in windows {
@@ -323,18 +390,7 @@ fn sparse_targets(
         let t = setup.train.seq_len - 1;
         let flat: Vec<u32> =
             missing.iter().flat_map(|&i| setup.train.window(windows[i])[..t].iter().copied()).collect();
-        let _precision = autocast::enter(setup.teacher_precision);
-        let hidden = teacher.network.hidden_states(&Tensor::from_vec(flat, (missing.len(), t), &setup.device)?)?;
-        let hidden = hidden.reshape((missing.len() * t, hidden.dim(2)?))?;
-        // The head in chunks of rows across the windows (fewer, larger products), then each
-        // window's rows apart for the cache.
-        let (rows, step) = (missing.len() * t, chunk_rows(teacher.config.vocab_size()));
-        let mut blocks = Vec::new();
-        for start in (0..rows).step_by(step) {
-            let logits = teacher.network.lm_logits(&hidden.narrow(0, start, step.min(rows - start))?)?;
-            blocks.push(SparseTeacher::from_logits(&logits, k)?);
-        }
-        let all = SparseTeacher::cat(&blocks)?;
+        let all = teacher_top_k(setup, &Tensor::from_vec(flat, (missing.len(), t), &setup.device)?, k)?;
         for (j, &i) in missing.iter().enumerate() {
             let sp = all.narrow(j * t, t)?;
             if let Some(c) = cache.as_deref_mut() {
@@ -344,6 +400,39 @@ fn sparse_targets(
         }
     }
     SparseTeacher::cat(&parts.into_iter().map(|p| p.expect("every window filled")).collect::<Vec<_>>())
+}
+
+/// The teacher's hidden states at every position of `input` (`[b, t]`), at its precision: its
+/// dense logits are computed from them chunk by chunk in the step.
+fn dense_targets<'a>(setup: &'a Setup, input: &Tensor) -> Result<Targets<'a>> {
+    let teacher = setup.teacher.as_ref().expect("dense targets need a teacher");
+    let h = {
+        let _teacher = autocast::enter(setup.teacher_precision);
+        teacher.network.hidden_states(input)?
+    };
+    let n = h.dim(0)? * h.dim(1)?;
+    Ok(Targets::Dense {
+        teacher: &teacher.network,
+        hidden: h.reshape((n, h.dim(2)?))?,
+        precision: setup.teacher_precision,
+    })
+}
+
+/// The teacher's top-k at every position of `input` (`[b, t]`), rows in order: its head in chunks
+/// of rows across the windows (fewer, larger products), at the teacher's precision.
+fn teacher_top_k(setup: &Setup, input: &Tensor, k: usize) -> Result<SparseTeacher> {
+    let teacher = setup.teacher.as_ref().expect("top-k targets need a teacher");
+    let _precision = autocast::enter(setup.teacher_precision);
+    let hidden = teacher.network.hidden_states(input)?;
+    let rows = hidden.dim(0)? * hidden.dim(1)?;
+    let hidden = hidden.reshape((rows, hidden.dim(2)?))?;
+    let step = chunk_rows(teacher.config.vocab_size());
+    let mut blocks = Vec::new();
+    for start in (0..rows).step_by(step) {
+        let logits = teacher.network.lm_logits(&hidden.narrow(0, start, step.min(rows - start))?)?;
+        blocks.push(SparseTeacher::from_logits(&logits, k)?);
+    }
+    SparseTeacher::cat(&blocks)
 }
 
 fn evaluate(
