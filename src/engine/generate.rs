@@ -149,6 +149,93 @@ pub fn generate(
     Ok(Generation { prompt_tokens: ids.len(), tokens: out, text, prefill_seconds, decode_seconds, stopped })
 }
 
+/// Continues equal-length `prompts` (`[b][p]`) by `new` tokens each with `net` and its KV cache,
+/// the rows in one batch, row `i` sampled with `rngs[i]` (so a row's tokens do not depend on the
+/// others). Returns the new tokens per row.
+pub fn continue_batch(
+    net: &crate::engine::models::Network,
+    prompts: &[Vec<u32>],
+    new: usize,
+    sampling: &Sampling,
+    rngs: &mut [rand_chacha::ChaCha8Rng],
+    device: &Device,
+) -> Result<Vec<Vec<u32>>> {
+    let (b, p) = (prompts.len(), prompts.first().map_or(0, Vec::len));
+    if b == 0 || new == 0 {
+        return Ok(vec![Vec::new(); b]);
+    }
+    if prompts.iter().any(|r| r.len() != p) || p == 0 || rngs.len() != b {
+        return Err(Error::Invalid(format!(
+            "continue_batch: {b} prompts of unequal or zero length, {} RNGs",
+            rngs.len()
+        )));
+    }
+    let flat: Vec<u32> = prompts.iter().flatten().copied().collect();
+    let mut cache = KvCache::new();
+    let mut logits = net.forward_cached(&Tensor::from_vec(flat, (b, p), device)?, &mut cache)?;
+    let mut out: Vec<Vec<u32>> = vec![Vec::with_capacity(new); b];
+    for i in 0..new {
+        let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+        let next: Vec<u32> = rows.iter().zip(rngs.iter_mut()).map(|(row, rng)| pick(row, sampling, rng)).collect();
+        for (o, &n) in out.iter_mut().zip(&next) {
+            o.push(n);
+        }
+        if i + 1 < new {
+            logits = net.forward_cached(&Tensor::from_vec(next, (b, 1), device)?, &mut cache)?;
+        }
+    }
+    Ok(out)
+}
+
+/// How a model's own samples read to a judge (the teacher): prompts cut from held-out text, each
+/// continued by the model, and the judge's perplexity of the continuations alone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SampleScore {
+    /// exp(mean negative log-likelihood the judge gives the sampled tokens).
+    pub judge_perplexity: f64,
+    pub prompts: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub temperature: f64,
+}
+
+/// [`SampleScore`] of `writer` judged by `judge`: `prompts` prompts of `prompt_len` tokens spread
+/// evenly over `text`, `new` tokens each, sampled at `temperature` from seeds derived from `seed`.
+pub fn score_samples(
+    writer: &crate::engine::models::Network,
+    judge: &crate::engine::models::Network,
+    text: &[u32],
+    (prompts, prompt_len, new): (usize, usize, usize),
+    temperature: f64,
+    seed: u64,
+    device: &Device,
+) -> Result<SampleScore> {
+    let span = prompt_len + new;
+    if text.len() < span || prompts == 0 || prompt_len == 0 || new == 0 {
+        return Err(Error::Invalid(format!(
+            "scoring samples needs at least {span} tokens of held-out text ({} given)",
+            text.len()
+        )));
+    }
+    let stride = ((text.len() - span) / prompts.max(1)).max(1);
+    let starts: Vec<usize> = (0..prompts).map(|i| (i * stride).min(text.len() - span)).collect();
+    let rows: Vec<Vec<u32>> = starts.iter().map(|&s| text[s..s + prompt_len].to_vec()).collect();
+    let sampling = Sampling { temperature, top_k: 0, top_p: 1.0, seed };
+    let mut rngs: Vec<rand_chacha::ChaCha8Rng> = (0..prompts)
+        .map(|i| rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i as u64)))
+        .collect();
+    let written = continue_batch(writer, &rows, new, &sampling, &mut rngs, device)?;
+    let full: Vec<u32> = rows.iter().zip(&written).flat_map(|(p, w)| p.iter().chain(w).copied()).collect();
+    let ids = Tensor::from_vec(full, (prompts, span), device)?;
+    // Position j predicts token j + 1: the written tokens are predicted at prompt_len − 1 .. span − 2.
+    let logits = judge.forward(&ids.narrow(1, 0, span - 1)?)?.narrow(1, prompt_len - 1, new)?.contiguous()?;
+    let log_p = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, candle_core::D::Minus1)?;
+    let targets = ids.narrow(1, prompt_len, new)?.to_dtype(DType::U32)?.unsqueeze(2)?.contiguous()?;
+    let nll = log_p.gather(&targets, 2)?.sum_all()?.to_scalar::<f32>()? as f64;
+    let mean = -nll / (prompts * new) as f64;
+    Ok(SampleScore { judge_perplexity: mean.exp(), prompts, prompt_tokens: prompt_len, new_tokens: new, temperature })
+}
+
 /// How a point's speed is measured: a prompt of `prefill` tokens, then `decode` new tokens, each
 /// phase timed `repeats` times and the median kept (llama-bench's pp512 / tg128 by default).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]

@@ -116,6 +116,10 @@ pub struct ModelSummary {
     pub fewer_parameters: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
+    /// The model's own samples judged by the teacher: continuations of held-out prompts and the
+    /// teacher's perplexity of them (on-policy quality; lower is more teacher-like).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<crate::engine::generate::SampleScore>,
     /// Serving speed of the float model (prefill, KV-cache decode) on this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<crate::engine::generate::Latency>,

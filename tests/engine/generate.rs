@@ -108,3 +108,43 @@ fn seeded_sampling_repeats_and_bad_settings_are_refused() {
     let e = generate(&bert, "a sentence", 4, &Sampling::greedy(), &quiet).unwrap_err();
     assert!(e.to_string().contains("classifier"), "{e}");
 }
+
+/// Batched continuation (on-policy distillation, sample scoring): a row's sampled tokens do not
+/// depend on the rows beside it; to the judge, its own greedy continuations read more likely than
+/// its samples at T = 1, and those more than samples at T = 3; sample scores repeat themselves.
+#[test]
+fn batched_continuations_match_single_rows_and_sample_scores_rank_writers() {
+    use distill_tui::engine::generate::{continue_batch, score_samples};
+    use rand::SeedableRng;
+    let teacher = common::load_fixture("tiny-llama", false);
+    let text: Vec<u32> = (0..400u32).map(|i| (i * 7919 + 13) % teacher.config.vocab_size() as u32).collect();
+    let prompts: Vec<Vec<u32>> = (0..4).map(|i| text[i * 50..i * 50 + 12].to_vec()).collect();
+    let sampling = Sampling { temperature: 1.0, top_k: 0, top_p: 0.9, seed: 0 };
+    let rng = |i: u64| rand_chacha::ChaCha8Rng::seed_from_u64(100 + i);
+    let mut rngs: Vec<_> = (0..4).map(rng).collect();
+    let batched = continue_batch(&teacher.network, &prompts, 10, &sampling, &mut rngs, &Device::Cpu).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = continue_batch(
+            &teacher.network,
+            std::slice::from_ref(p),
+            10,
+            &sampling,
+            &mut [rng(i as u64)],
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(alone[0], batched[i], "row {i}: batched and alone differ");
+    }
+    let score = |writer: &Network, temp: f64| {
+        score_samples(writer, &teacher.network, &text, (6, 16, 16), temp, 3, &Device::Cpu).unwrap()
+    };
+    let (greedy, t1, t3) = (score(&teacher.network, 0.0), score(&teacher.network, 1.0), score(&teacher.network, 3.0));
+    assert_eq!(greedy.new_tokens * greedy.prompts, 96);
+    assert!(
+        greedy.judge_perplexity < t1.judge_perplexity && t1.judge_perplexity < t3.judge_perplexity,
+        "{greedy:?} {t1:?} {t3:?}"
+    );
+    assert_eq!(score(&teacher.network, 1.0), t1, "seeded: the same samples");
+    let err = score_samples(&teacher.network, &teacher.network, &text[..20], (2, 16, 16), 1.0, 0, &Device::Cpu);
+    assert!(err.unwrap_err().to_string().contains("at least 32 tokens"));
+}

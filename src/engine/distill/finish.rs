@@ -14,6 +14,11 @@ use crate::engine::summary::{CacheSummary, Fidelity, ModelSummary, RunSummary, T
 use crate::engine::train::Trainee;
 use crate::engine::Result;
 
+/// Held-out prompts each model continues for the teacher to judge, and the longest prompt and
+/// continuation (half the training window, up to this).
+const SAMPLE_PROMPTS: usize = 16;
+const SAMPLE_TOKENS: usize = 64;
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     lr: &LoadedRecipe,
@@ -41,10 +46,23 @@ pub(super) fn finish(
         let monitor = ctx.monitor(format!("timing the {who}")).unit("repeats");
         crate::engine::generate::measure_latency(net, &setup.eval_tokens, ctx_len, &Default::default(), &monitor)
     };
+    // Each model's own continuations of held-out prompts, judged by the teacher.
+    let samples = |net: &crate::engine::models::Network| -> Result<Option<crate::engine::generate::SampleScore>> {
+        let Some(t) = &setup.teacher else { return Ok(None) };
+        let half = (setup.train.seq_len / 2).clamp(1, SAMPLE_TOKENS);
+        let shape = (SAMPLE_PROMPTS, half, half);
+        if setup.eval_tokens.len() < 2 * half {
+            return Ok(None);
+        }
+        ctx.check()?;
+        crate::engine::generate::score_samples(net, &t.network, &setup.eval_tokens, shape, 1.0, 0, &setup.device)
+            .map(Some)
+    };
     if let (Some(t), Some(m)) = (&setup.teacher, &teacher_metrics) {
         let timed = latency(&t.network, context(&t.config), "teacher")?;
         summary.teacher = Some(ModelSummary {
             latency: Some(timed),
+            samples: samples(&t.network)?,
             model: Some(t.info.name.clone()),
             parameters: t.info.parameters,
             metrics: TaskMetrics::lm(m.perplexity, m.top1_accuracy),
@@ -72,6 +90,7 @@ pub(super) fn finish(
             parameters: t.parameters() as u64,
             layers: student_layers,
             latency: Some(latency(&t.network, student_context, t.name())?),
+            samples: samples(&t.network)?,
             metrics: TaskMetrics::lm(last.perplexity, last.top1_accuracy),
             kl_to_teacher: last.kl_to_teacher,
             agreement: last.agreement,

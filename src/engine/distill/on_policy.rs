@@ -14,11 +14,11 @@
 //! off-policy run.
 
 use super::losses::IGNORE;
-use crate::engine::generate::{pick, Sampling};
-use crate::engine::models::{KvCache, Network};
+use crate::engine::generate::{continue_batch, Sampling};
+use crate::engine::models::Network;
 use crate::engine::recipe::OnPolicySection;
 use crate::engine::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -119,20 +119,16 @@ impl OnPolicy {
             .iter()
             .map(|&w| ChaCha8Rng::seed_from_u64(mix(&[self.seed, 0x5a4d, step as u64, w as u64])))
             .collect();
-        let mut seqs: Vec<Vec<u32>> = tokens.iter().map(|w| w[..p].to_vec()).collect();
-        let prompt: Vec<u32> = seqs.iter().flatten().copied().collect();
-        let mut cache = KvCache::new();
-        let mut logits = net.forward_cached(&Tensor::from_vec(prompt, (b, p), device)?, &mut cache)?;
-        for pos in p..t {
-            let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
-            let next: Vec<u32> = rows.iter().zip(rngs.iter_mut()).map(|(row, rng)| pick(row, &sampling, rng)).collect();
-            for (s, &n) in seqs.iter_mut().zip(&next) {
-                s.push(n);
-            }
-            if pos + 1 < t {
-                logits = net.forward_cached(&Tensor::from_vec(next, (b, 1), device)?, &mut cache)?;
-            }
-        }
+        let prompts: Vec<Vec<u32>> = tokens.iter().map(|w| w[..p].to_vec()).collect();
+        let written = continue_batch(net, &prompts, t - p, &sampling, &mut rngs, device)?;
+        let seqs: Vec<Vec<u32>> = prompts
+            .into_iter()
+            .zip(written)
+            .map(|(mut s, w)| {
+                s.extend(w);
+                s
+            })
+            .collect();
         let flat: Vec<u32> = seqs.iter().flatten().copied().collect();
         // Position j predicts token j + 1; the written tokens are p..t.
         let labels: Vec<u32> = seqs
