@@ -126,8 +126,24 @@ pub enum Command {
     /// Derive a smaller student of the teacher's family and save it as a Hugging Face folder.
     DeriveStudent {
         teacher: String,
+        /// Student layers (copied evenly spaced; with --prune, the most important blocks).
+        #[arg(long, required_unless_present = "target_params")]
+        layers: Option<usize>,
+        /// Prune by importance measured on --calib (Minitron): blocks, attention groups, MLP channels.
+        #[arg(long, requires = "calib")]
+        prune: bool,
+        /// With --prune: at most this many parameters; the shape is searched and measured.
+        #[arg(long, requires = "prune")]
+        target_params: Option<u64>,
+        /// Calibration text for --prune.
         #[arg(long)]
-        layers: usize,
+        calib: Option<PathBuf>,
+        /// Calibration tokens read (the first N).
+        #[arg(long, default_value_t = 8192)]
+        calib_tokens: usize,
+        /// Calibration window length.
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
         #[arg(long)]
         hidden: Option<usize>,
         #[arg(long)]

@@ -82,8 +82,72 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
                 Ok(())
             }
         }
-        Command::DeriveStudent { teacher, layers, hidden, heads, kv_heads, intermediate, seed, out, json } => {
+        Command::DeriveStudent {
+            teacher,
+            layers,
+            prune: true,
+            target_params,
+            calib,
+            calib_tokens,
+            seq_len,
+            hidden,
+            heads,
+            kv_heads,
+            intermediate,
+            out,
+            json,
+            ..
+        } => {
+            if hidden.is_some() || heads.is_some() {
+                return Err(Error::Invalid(
+                    "--prune keeps the hidden size and sets the heads through --kv-heads (whole key/value groups)"
+                        .into(),
+                ));
+            }
+            let calib = calib.expect("clap requires --calib with --prune");
+            let text = std::fs::read_to_string(&calib)
+                .map_err(|e| Error::Invalid(format!("cannot read --calib {}: {e}", calib.display())))?;
             let t = load(&teacher)?;
+            let opts = crate::engine::prune::PruneOptions {
+                target_params,
+                layers,
+                kv_heads,
+                intermediate,
+                seq_len,
+                calib_tokens,
+            };
+            let report =
+                crate::engine::prune::prune_and_save(&t, &text, &opts, &out, &Monitor::new(&cancel, &reporter))?;
+            reporter.finish();
+            if json {
+                print_json(&report)
+            } else {
+                let p = &report.plan;
+                println!(
+                    "pruned student: {} layers (teacher blocks {:?}), {} heads ({} kv), intermediate {}: {} parameters ({:.1}% of the teacher's {})",
+                    p.layers.len(),
+                    p.layers,
+                    report.heads,
+                    p.kv_groups,
+                    p.intermediate,
+                    report.parameters,
+                    100.0 * report.parameters as f64 / report.teacher_parameters as f64,
+                    report.teacher_parameters
+                );
+                println!(
+                    "before training, on {} calibration tokens: perplexity {:.2} (teacher {:.2}); {} shapes measured",
+                    report.calibration_tokens,
+                    report.perplexity_before_training,
+                    report.teacher_perplexity,
+                    report.candidates.len().max(1)
+                );
+                println!("saved {}", out.display());
+                Ok(())
+            }
+        }
+        Command::DeriveStudent { teacher, layers, hidden, heads, kv_heads, intermediate, seed, out, json, .. } => {
+            let t = load(&teacher)?;
+            let layers = layers.ok_or_else(|| Error::Invalid("--layers N: how many layers the student has".into()))?;
             let shape = StudentShape { layers, hidden, heads, kv_heads, intermediate };
             let report = derive_and_save(&t, &shape, seed, &out)?;
             if json {

@@ -285,20 +285,37 @@ pub fn derive_and_save(teacher: &LoadedModel, shape: &StudentShape, seed: u64, o
 /// A student derived in memory, loaded like a model from disk (the teacher's tokenizer).
 pub fn derive_loaded(teacher: &LoadedModel, shape: &StudentShape, seed: u64) -> Result<LoadedModel> {
     let d = derive_student(teacher, shape, seed)?;
+    let layers = d.config.layers();
+    in_memory(teacher, d.config_json, d.tensors, &format!("derived, {layers} layers"))
+}
+
+/// A student of `teacher` built from `config_json` and `tensors` in memory, loaded like a model
+/// from disk (the teacher's tokenizer); its name says `how` it was made.
+pub fn in_memory(
+    teacher: &LoadedModel,
+    config_json: Value,
+    tensors: BTreeMap<String, Tensor>,
+    how: &str,
+) -> Result<LoadedModel> {
     let path = teacher.resolved.path().join("config.json");
-    let tensors = d.tensors.into_iter().collect();
-    let built = build_network(&d.config_json, &path, TensorSource::Memory(tensors), &LoadOptions::default())?;
+    let parameters = tensors.values().map(|t| t.elem_count() as u64).sum();
+    let built = build_network(
+        &config_json,
+        &path,
+        TensorSource::Memory(tensors.into_iter().collect()),
+        &LoadOptions::default(),
+    )?;
     let mut info = teacher.info.clone();
-    info.name = format!("{} (derived, {} layers)", teacher.info.name, built.config.layers());
-    info.parameters = d.parameters;
+    info.name = format!("{} ({how})", teacher.info.name);
+    info.parameters = parameters;
     info.dims = Dims::of(&built.config);
-    info.bytes = d.parameters * 4;
+    info.bytes = parameters * 4;
     info.dtype = "F32 (not saved yet)".into();
     info.hub = Default::default();
     Ok(LoadedModel {
         resolved: teacher.resolved.clone(),
         config: built.config,
-        config_json: d.config_json,
+        config_json,
         network: built.network,
         tokenizer: teacher.tokenizer.clone(),
         params: built.params,

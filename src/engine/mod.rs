@@ -26,6 +26,7 @@ pub mod models;
 pub mod pair;
 pub mod pretrain;
 pub mod prompt;
+pub mod prune;
 pub mod quant;
 pub mod recipe;
 pub mod source;
