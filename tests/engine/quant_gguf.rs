@@ -133,3 +133,51 @@ fn own_formats_are_refused_for_gguf_and_nothing_is_written() {
     assert!(e.contains("own format") && e.contains(".safetensors"), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "something was left behind");
 }
+
+/// llama.cpp's `_M` mixes: each linear weight asks for the type llama.cpp's `llama_tensor_get_type`
+/// gives it (`use_more_bits` layers of attn_v and ffn_down in Q6_K for q4_k_m; Q5_K/Q4_K for q3_k_m),
+/// the GGUF file stores every tensor in the type the quantizer's plan reports (after width
+/// fallbacks), read back through candle's reader, and every tensor equals our dequantization.
+#[test]
+fn a_mix_gives_each_tensor_its_planned_type_in_the_gguf_file() {
+    use distill_tui::engine::quant::format::Mix;
+    // The rule itself on a 30-block model (SmolLM2-135M's depth): first and last eighth, every third between.
+    let more: Vec<usize> = (0..30)
+        .filter(|i| Mix::Q4KM.linear_format(&format!("model.layers.{i}.self_attn.v_proj.weight"), 30).name() == "q6_k")
+        .collect();
+    assert_eq!(more, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
+    assert_eq!(Mix::Q4KM.linear_format("model.layers.5.mlp.up_proj.weight", 30).name(), "q4_k");
+    assert_eq!(Mix::Q3KM.linear_format("model.layers.1.self_attn.v_proj.weight", 30).name(), "q5_k");
+    assert_eq!(Mix::Q3KM.linear_format("model.layers.9.self_attn.v_proj.weight", 30).name(), "q4_k");
+    assert_eq!(Mix::Q3KM.linear_format("model.layers.9.self_attn.o_proj.weight", 30).name(), "q4_k");
+    assert_eq!(Mix::Q3KM.linear_format("model.layers.9.self_attn.q_proj.weight", 30).name(), "q3_k");
+    assert_eq!(QuantFormat::parse("Q4_K_M").unwrap(), QuantFormat::Mix(Mix::Q4KM));
+    for (fixture, mix) in [("tiny-llama", "q4_k_m"), ("tiny-qwen2", "q3_k_m"), ("tiny-llama-student", "q5_k_m")] {
+        let (m, q) = quantized(fixture, mix);
+        let format = QuantFormat::parse(mix).unwrap();
+        let layers = m.config.layers();
+        let mut asked = std::collections::BTreeSet::new();
+        for r in &q.report {
+            if r.role == distill_tui::engine::quant::TensorRole::Linear {
+                assert_eq!(r.requested, format.for_linear(&r.name, layers).name(), "{fixture} {}", r.name);
+                asked.insert(r.requested.clone());
+            }
+        }
+        assert!(asked.len() >= 2, "{fixture} {mix}: the mix asks for more than one type: {asked:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        export(&m, &q, &path).unwrap();
+        let mut reader = std::fs::File::open(&path).unwrap();
+        let content = candle_core::quantized::gguf_file::Content::read(&mut reader).unwrap();
+        for r in &q.report {
+            let Some(name) = gguf_tensor_name(&r.name) else { continue };
+            let info = content.tensor_infos.get(&name).unwrap_or_else(|| panic!("{fixture}: {name} missing"));
+            let stored = distill_tui::engine::gguf::ggml_dtype_name(info.ggml_dtype);
+            assert_eq!(stored, r.format, "{fixture} {mix}: {name} stored as {stored}, planned {}", r.format);
+        }
+        let g = load_gguf(&path, &Device::Cpu).unwrap();
+        for (name, t) in &q.dequantized().unwrap() {
+            assert_eq!(common::max_abs_diff(&g.tensors[name], t), 0.0, "{fixture} {mix}: `{name}`");
+        }
+    }
+}

@@ -51,6 +51,83 @@ impl IntFormat {
     }
 }
 
+/// llama.cpp's `_M` mixes of the K-quants (`llama_tensor_get_type`): the base format for most
+/// linear weights, more bits where quantization hurts most — `attn_v` and `ffn_down` in the first and
+/// last eighth of the blocks and every third block between (`use_more_bits`), and for Q3_K_M the
+/// attention output. Embeddings and the head follow the policy as for any format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mix {
+    Q3KM,
+    Q4KM,
+    Q5KM,
+}
+
+/// Mix names, as `valid_names` lists them.
+const MIXES: &[Mix] = &[Mix::Q5KM, Mix::Q4KM, Mix::Q3KM];
+
+/// llama.cpp's `use_more_bits(i_layer, n_layers)`.
+fn use_more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// What a linear weight of a block does, from its Hugging Face name.
+fn linear_kind(name: &str) -> Option<(&'static str, usize)> {
+    let rest = name.strip_prefix("model.layers.").or_else(|| name.strip_prefix("transformer.h."))?;
+    let (idx, suffix) = rest.split_once('.')?;
+    let kind = match suffix {
+        "self_attn.v_proj.weight" => "attn_v",
+        "mlp.down_proj.weight" | "mlp.c_proj.weight" => "ffn_down",
+        "self_attn.o_proj.weight" | "attn.c_proj.weight" => "attn_output",
+        _ => "other",
+    };
+    Some((kind, idx.parse().ok()?))
+}
+
+impl Mix {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q3KM => "q3_k_m",
+            Self::Q4KM => "q4_k_m",
+            Self::Q5KM => "q5_k_m",
+        }
+    }
+
+    pub fn base(self) -> GgmlDType {
+        match self {
+            Self::Q3KM => GgmlDType::Q3K,
+            Self::Q4KM => GgmlDType::Q4K,
+            Self::Q5KM => GgmlDType::Q5K,
+        }
+    }
+
+    /// The format of the linear weight `name` in a model of `layers` blocks (before any width
+    /// fallback), as llama.cpp's mix assigns it.
+    pub fn linear_format(self, name: &str, layers: usize) -> QuantFormat {
+        use GgmlDType::*;
+        let base = self.base();
+        let t = match (self, linear_kind(name)) {
+            (Self::Q3KM, Some(("attn_v", i))) => {
+                if i < 2 {
+                    Q5K
+                } else {
+                    Q4K
+                }
+            }
+            (Self::Q3KM, Some(("ffn_down", i))) => {
+                if i < layers / 16 {
+                    Q5K
+                } else {
+                    Q4K
+                }
+            }
+            (Self::Q3KM, Some(("attn_output", _))) => Q4K,
+            (Self::Q4KM | Self::Q5KM, Some(("attn_v" | "ffn_down", i))) if use_more_bits(i, layers) => Q6K,
+            _ => base,
+        };
+        QuantFormat::Ggml(t)
+    }
+}
+
 /// A weight storage format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuantFormat {
@@ -62,6 +139,8 @@ pub enum QuantFormat {
     Ggml(GgmlDType),
     /// An own round-to-nearest integer format.
     Int(IntFormat),
+    /// A per-tensor mix of GGML formats ([`Mix`]).
+    Mix(Mix),
 }
 
 impl QuantFormat {
@@ -75,6 +154,9 @@ impl QuantFormat {
             _ => {}
         }
         let compact = lower.replace('_', "");
+        if let Some(m) = MIXES.iter().find(|m| m.name().replace('_', "") == compact) {
+            return Ok(Self::Mix(*m));
+        }
         if let Some(d) = GGML_FORMATS.iter().find(|d| ggml_name(**d).replace('_', "") == compact) {
             return Ok(Self::Ggml(*d));
         }
@@ -99,6 +181,7 @@ impl QuantFormat {
             Self::F32 => "f32".into(),
             Self::F16 => "f16".into(),
             Self::Ggml(d) => ggml_name(*d).into(),
+            Self::Mix(m) => m.name().into(),
             Self::Int(f) => {
                 let group = f.group.map(|g| format!("-g{g}")).unwrap_or_default();
                 let method = if f.gptq { "+gptq" } else { "" };
@@ -113,6 +196,7 @@ impl QuantFormat {
         match self {
             Self::F32 | Self::F16 => 1,
             Self::Ggml(d) => d.block_size(),
+            Self::Mix(m) => m.base().block_size(),
             Self::Int(f) => f.group.unwrap_or(1),
         }
     }
@@ -123,6 +207,7 @@ impl QuantFormat {
             Self::F32 => 32.0,
             Self::F16 => 16.0,
             Self::Ggml(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
+            Self::Mix(m) => Self::Ggml(m.base()).bits_per_weight(width),
             Self::Int(f) => {
                 let per = f.group.unwrap_or(width.max(1));
                 f.bits as f64 + 8.0 * f.meta_bytes_per_group() as f64 / per as f64
@@ -140,6 +225,7 @@ impl QuantFormat {
         matches!(
             self,
             Self::Int(_)
+                | Self::Mix(_)
                 | Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
         )
     }
@@ -149,6 +235,9 @@ impl QuantFormat {
     /// about the same size: Q2K/Q3K → Q4_0, Q4K → Q5_0, Q5K → Q5_1, Q6K → Q8_0; legacy formats to
     /// F16), and per-channel scales of the same bit width for a group-wise own format.
     pub fn for_width(&self, width: usize) -> QuantFormat {
+        if let Self::Mix(m) = self {
+            return Self::Ggml(m.base()).for_width(width);
+        }
         if width.is_multiple_of(self.block_size()) {
             return *self;
         }
@@ -159,9 +248,18 @@ impl QuantFormat {
             Self::Ggml(GgmlDType::Q6K) => Self::Ggml(GgmlDType::Q8_0),
             Self::Ggml(_) => Self::F16,
             Self::Int(f) => Self::Int(IntFormat { group: None, ..*f }),
-            Self::F32 | Self::F16 => *self,
+            Self::F32 | Self::F16 | Self::Mix(_) => *self,
         };
         next.for_width(width)
+    }
+
+    /// The format this (possibly mixed) format asks of the linear weight `name` of a model of
+    /// `layers` blocks, before any width fallback.
+    pub fn for_linear(&self, name: &str, layers: usize) -> QuantFormat {
+        match self {
+            Self::Mix(m) => m.linear_format(name, layers),
+            other => *other,
+        }
     }
 
     /// The 8-bit format of the same family: what embeddings and the output head get by default,
@@ -169,7 +267,7 @@ impl QuantFormat {
     pub fn high_precision(&self) -> QuantFormat {
         match self {
             Self::F32 | Self::F16 => *self,
-            Self::Ggml(_) => Self::Ggml(GgmlDType::Q8_0),
+            Self::Ggml(_) | Self::Mix(_) => Self::Ggml(GgmlDType::Q8_0),
             Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true, gptq: false }),
         }
     }
@@ -185,6 +283,7 @@ impl fmt::Display for QuantFormat {
 pub fn valid_names() -> Vec<String> {
     let mut names = vec!["f32".to_string(), "f16".to_string()];
     names.extend(GGML_FORMATS.iter().map(|d| ggml_name(*d).to_string()));
+    names.extend(MIXES.iter().map(|m| m.name().to_string()));
     for &bits in INT_BITS {
         names.push(format!("int{bits}"));
         names.extend(INT_GROUPS.iter().map(|g| format!("int{bits}-g{g}")));

@@ -153,7 +153,10 @@ pub fn quantize_model(
     for (i, (name, t)) in model.params.iter().enumerate() {
         monitor.check()?;
         let role = TensorRole::of(name, t.dims(), tied);
-        let requested = opts.policy.format_for(role, format);
+        let requested = match role {
+            TensorRole::Linear => format.for_linear(name, model.config.layers()),
+            _ => opts.policy.format_for(role, format),
+        };
         let transposed = conv1d && role == TensorRole::Linear;
         let importance = opts.imatrix.and_then(|m| m.columns.get(name)).map(|v| v.as_slice());
         let hessian = match requested {
@@ -207,11 +210,19 @@ pub fn quantize_tensor(
     let t = t.detach().to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
     let w = if transposed { t.t()?.contiguous()? } else { t.contiguous()? };
     let width = *w.dims().last().unwrap_or(&1);
+    // A mix asked of a whole tensor (an embedding under the `same` rule) is its base format.
+    let requested = match requested {
+        QuantFormat::Mix(m) => QuantFormat::Ggml(m.base()),
+        f => f,
+    };
     let applied = if w.rank() == 2 { requested.for_width(width) } else { QuantFormat::F32 };
     let use_imatrix = importance.is_some() && applied.supports_imatrix();
     let imp = importance.filter(|_| use_imatrix);
     let (data, transposed) = match applied {
         QuantFormat::F32 => (QuantData::Float(t), false),
+        QuantFormat::Mix(m) => {
+            return Err(Error::Invalid(format!("{name}: {} names a format per tensor, not one for {name}", m.name())))
+        }
         QuantFormat::F16 => (QuantData::Ggml(Arc::new(QTensor::quantize(&w, GgmlDType::F16)?)), transposed),
         QuantFormat::Ggml(d) => {
             let q = match imp {
