@@ -126,7 +126,8 @@ pub enum Command {
     /// Derive a smaller student of the teacher's family and save it as a Hugging Face folder.
     DeriveStudent {
         teacher: String,
-        /// Student layers (copied evenly spaced; with --prune, the most important blocks).
+        /// Student layers (copied evenly spaced; with --prune, the most important blocks; with
+        /// --target-params, the depth the searched widths keep).
         #[arg(long, required_unless_present = "target_params")]
         layers: Option<usize>,
         /// Prune by importance measured on --calib (Minitron): blocks, attention groups, MLP channels.

@@ -248,11 +248,13 @@ pub fn parameters(teacher: &LoadedModel, layers: usize, kv_groups: usize, interm
 }
 
 /// Prunes to at most `target` parameters: every (kv groups, MLP width in eighths) pair with as many
-/// blocks as fit, scored by perplexity on `calib_tokens` before any training; the best first.
+/// blocks as fit — or exactly `layers` blocks when given (a latency target fixes the depth) —
+/// scored by perplexity on `calib_tokens` before any training; the best first.
 pub fn search(
     teacher: &LoadedModel,
     imp: &Importance,
     target: u64,
+    layers: Option<usize>,
     calib_tokens: &[u32],
     seq_len: usize,
     monitor: &Monitor,
@@ -267,16 +269,19 @@ pub fn search(
             if outside >= target {
                 continue;
             }
-            let n = (((target - outside) / per_block.max(1)) as usize).min(c.num_hidden_layers);
-            if n >= 1 {
-                shapes.push((n, g, inter));
+            let fit = (((target - outside) / per_block.max(1)) as usize).min(c.num_hidden_layers);
+            match layers {
+                Some(n) if n >= 1 && n <= fit => shapes.push((n, g, inter)),
+                None if fit >= 1 => shapes.push((fit, g, inter)),
+                _ => {}
             }
         }
     }
     if shapes.is_empty() {
-        let least = parameters(teacher, 1, 1, (c.intermediate_size / 8).max(1))?;
+        let n = layers.unwrap_or(1);
+        let least = parameters(teacher, n, 1, (c.intermediate_size / 8).max(1))?;
         return Err(Error::Invalid(format!(
-            "--target-params {target}: the smallest pruned student (1 block, 1 kv head, 1/8 of the MLP) has {least} parameters"
+            "--target-params {target}: the smallest pruned student ({n} block(s), 1 kv head, 1/8 of the MLP) has {least} parameters"
         )));
     }
     let opts = EvalOptions { seq_len, ..Default::default() };
@@ -357,8 +362,15 @@ pub fn prune_and_save(
         evaluate_tokens(&teacher.network, &tokens, &eval, &Device::Cpu, &Monitor::silent(monitor.cancel_flag()))?;
     let (chosen, candidates) = match opts.target_params {
         Some(target) => {
-            let all =
-                search(teacher, &imp, target, &tokens, opts.seq_len, &monitor.stage("pruned shapes").unit("shapes"))?;
+            let all = search(
+                teacher,
+                &imp,
+                target,
+                opts.layers,
+                &tokens,
+                opts.seq_len,
+                &monitor.stage("pruned shapes").unit("shapes"),
+            )?;
             (all[0].clone(), all)
         }
         None => {

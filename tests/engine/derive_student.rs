@@ -179,10 +179,14 @@ fn pruning_keeps_the_most_important_parts_and_keeping_everything_is_the_teacher(
         // A target: every candidate fits it, best (lowest calibration perplexity) first.
         let target = counted + 1000;
         let tokens: Vec<u32> = ids.flatten_all().unwrap().to_vec1().unwrap();
-        let found = search(&teacher, &imp, target, &tokens, tokens.len(), &monitor).unwrap();
+        let found = search(&teacher, &imp, target, None, &tokens, tokens.len(), &monitor).unwrap();
         assert!(!found.is_empty() && found.iter().all(|f| f.parameters <= target), "{name}");
         assert!(found.windows(2).all(|w| w[0].perplexity <= w[1].perplexity));
-        let err = search(&teacher, &imp, 10, &tokens, tokens.len(), &monitor).unwrap_err().to_string();
+        // A fixed depth (a latency target): only widths are searched.
+        let shallow = search(&teacher, &imp, target, Some(1), &tokens, tokens.len(), &monitor).unwrap();
+        assert!(shallow.iter().all(|f| f.plan.layers.len() == 1 && f.parameters <= target));
+        assert!(shallow.iter().any(|f| f.plan.intermediate == c.intermediate() && f.plan.kv_groups == c.kv_heads()));
+        let err = search(&teacher, &imp, 10, None, &tokens, tokens.len(), &monitor).unwrap_err().to_string();
         assert!(err.contains("smallest pruned student"), "{err}");
     }
     let gpt2 = common::load_fixture("tiny-gpt2", false);
