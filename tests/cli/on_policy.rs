@@ -99,3 +99,31 @@ fn bad_on_policy_settings_are_refused_before_training() {
         assert!(!events.iter().any(|e| e["event"] == "step"), "nothing trained");
     }
 }
+
+#[test]
+fn prompts_from_a_file_replace_the_windows_beginnings_and_short_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(crate::common::shared_dir().join("data/austen/persuasion.txt")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.split_whitespace().count() >= 12).take(40).collect();
+    std::fs::write(dir.path().join("prompts.txt"), lines.join("\n")).unwrap();
+    std::fs::write(dir.path().join("short.txt"), "Yes.\nNo.\n").unwrap();
+    let extra = "baseline = false\n[distill.on_policy]\nlmbda = 1.0\nprompt_len = 8\nprompts = \"prompts.txt\"\n";
+    let cache = dir.path().join("cache");
+    let (code, events, err) = run(&recipe(dir.path(), "file", extra), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let a = summary(&events);
+    let p = &a["on_policy"];
+    assert_eq!(p["student_batches"], 24, "{p}");
+    assert_eq!(p["prompts"].as_u64().unwrap() as usize, lines.len(), "every line is long enough: {p}");
+    assert_eq!(p["generated_tokens"].as_u64().unwrap(), 24 * 4 * 24, "{p}");
+    // The prompts differ from the windows' beginnings: another run than one on the windows.
+    let windows = "baseline = false\n[distill.on_policy]\nlmbda = 1.0\nprompt_len = 8\n";
+    let (code, events, err) = run(&recipe(dir.path(), "windows", windows), &cache, false);
+    assert_eq!(code, 0, "{err}");
+    assert!(!same_student(&a, &summary(&events)));
+    let short = "[distill.on_policy]\nprompt_len = 8\nprompts = \"short.txt\"\n";
+    let (code, events, err) = run(&recipe(dir.path(), "short", short), &cache, false);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("short.txt") && err.contains("prompt_len"), "{err}");
+    assert!(!events.iter().any(|e| e["event"] == "step"), "nothing trained");
+}

@@ -40,6 +40,9 @@ pub struct OnPolicySummary {
     pub lmbda: f64,
     pub seq_kd: bool,
     pub prompt_len: usize,
+    /// Prompts taken from the prompts file (absent: the training windows' beginnings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<usize>,
     /// KD micro-batches by writer.
     pub text_batches: usize,
     pub student_batches: usize,
@@ -58,6 +61,8 @@ pub struct OnPolicy {
     seq_len: usize,
     prompt_len: usize,
     seed: u64,
+    /// The prompts file's prompts, `prompt_len` tokens each (empty: the windows' beginnings).
+    prompts: Vec<Vec<u32>>,
     pub stats: OnPolicySummary,
 }
 
@@ -75,7 +80,23 @@ impl OnPolicy {
     pub fn new(section: &OnPolicySection, seq_len: usize, seed: u64) -> Self {
         let prompt_len = section.prompt_len(seq_len);
         let stats = OnPolicySummary { lmbda: section.lmbda, seq_kd: section.seq_kd, prompt_len, ..Default::default() };
-        Self { section: section.clone(), seq_len, prompt_len, seed, stats }
+        Self { section: section.clone(), seq_len, prompt_len, seed, prompts: Vec::new(), stats }
+    }
+
+    /// Takes the written rows' prompts from `lines` (a prompts file's, tokenized): the last
+    /// `prompt_len` tokens of each prompt at least that long; refuses a file with none.
+    pub fn with_prompts(mut self, lines: Vec<Vec<u32>>, file: &str) -> crate::engine::Result<Self> {
+        let p = self.prompt_len;
+        let total = lines.len();
+        self.prompts = lines.into_iter().filter(|l| l.len() >= p).map(|l| l[l.len() - p..].to_vec()).collect();
+        if self.prompts.is_empty() {
+            return Err(crate::engine::Error::Invalid(format!(
+                "distill.on_policy.prompts = \"{file}\": none of its {total} prompts has {p} tokens (prompt_len); \
+                 set a smaller distill.on_policy.prompt_len or give longer prompts"
+            )));
+        }
+        self.stats.prompts = Some(self.prompts.len());
+        Ok(self)
     }
 
     /// Who writes the micro-batch of `step` whose first window is `first_window`.
@@ -96,7 +117,7 @@ impl OnPolicy {
     }
 
     /// The `windows` (their ids, and their tokens, `seq_len` each) with everything after the
-    /// prompt written by `net`, flat `[b · seq_len]`, and the hard labels of the `b · (seq_len − 1)`
+    /// prompt (the window's beginning, or a prompt of the prompts file) written by `net`, flat `[b · seq_len]`, and the hard labels of the `b · (seq_len − 1)`
     /// predicted positions ([`IGNORE`] where the student wrote the token).
     pub fn continue_windows(
         &mut self,
@@ -119,7 +140,14 @@ impl OnPolicy {
             .iter()
             .map(|&w| ChaCha8Rng::seed_from_u64(mix(&[self.seed, 0x5a4d, step as u64, w as u64])))
             .collect();
-        let prompts: Vec<Vec<u32>> = tokens.iter().map(|w| w[..p].to_vec()).collect();
+        // The prompts file's prompt for each window (drawn by (seed, step, window)), or the window's beginning.
+        let prompts: Vec<Vec<u32>> = match self.prompts.len() {
+            0 => tokens.iter().map(|w| w[..p].to_vec()).collect(),
+            n => windows
+                .iter()
+                .map(|&w| self.prompts[(mix(&[self.seed, 0x7072, step as u64, w as u64]) % n as u64) as usize].clone())
+                .collect(),
+        };
         let written = continue_batch(net, &prompts, t - p, &sampling, &mut rngs, device)?;
         let seqs: Vec<Vec<u32>> = prompts
             .into_iter()

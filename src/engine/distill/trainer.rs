@@ -331,11 +331,7 @@ pub fn run_with_tokenizer(
         seed: d.seed,
         teacher_states,
         eval_opts,
-        on_policy: d
-            .on_policy
-            .as_ref()
-            .filter(|_| setup.teacher.is_some())
-            .map(|p| OnPolicy::new(p, r.data.seq_len, d.seed)),
+        on_policy: on_policy(lr, &setup)?,
         step: 0,
     };
     train(&mut task, &mut trainees, &schedule, &out, existing, ctx)?;
@@ -400,6 +396,22 @@ fn sparse_targets(
         }
     }
     SparseTeacher::cat(&parts.into_iter().map(|p| p.expect("every window filled")).collect::<Vec<_>>())
+}
+
+/// The recipe's `[distill.on_policy]`, with its prompts file read and tokenized.
+fn on_policy(lr: &LoadedRecipe, setup: &Setup) -> Result<Option<OnPolicy>> {
+    let (r, d) = (&lr.recipe, &lr.recipe.distill);
+    let Some(section) = d.on_policy.as_ref().filter(|_| setup.teacher.is_some()) else { return Ok(None) };
+    let policy = OnPolicy::new(section, r.data.seq_len, d.seed);
+    let Some(file) = &section.prompts else { return Ok(Some(policy)) };
+    let mut lines = Vec::new();
+    for path in lr.data_files(file, "distill.on_policy.prompts")? {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            lines.push(crate::engine::tokenizer::encode_plain(&setup.tokenizer, line)?);
+        }
+    }
+    Ok(Some(policy.with_prompts(lines, file)?))
 }
 
 /// The teacher's hidden states at every position of `input` (`[b, t]`), at its precision: its

@@ -137,6 +137,10 @@ pub struct OnPolicySection {
     /// Tokens of each window kept as the prompt (absent: half the window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_len: Option<usize>,
+    /// A prompts file (one prompt per line, relative to the recipe) instead of the training
+    /// windows' beginnings: each written row takes the last `prompt_len` tokens of a prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<String>,
     /// Sampling of the continuations: softmax(logits / temperature) (0: greedy), top-k, top-p.
     pub temperature: f64,
     pub top_k: usize,
@@ -145,7 +149,7 @@ pub struct OnPolicySection {
 
 impl Default for OnPolicySection {
     fn default() -> Self {
-        Self { lmbda: 0.5, seq_kd: false, prompt_len: None, temperature: 1.0, top_k: 0, top_p: 1.0 }
+        Self { lmbda: 0.5, seq_kd: false, prompt_len: None, prompts: None, temperature: 1.0, top_k: 0, top_p: 1.0 }
     }
 }
 
