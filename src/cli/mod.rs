@@ -2,6 +2,7 @@
 //! exit code 2 for bad input, 1 for machine failures, 130 when cancelled. One file per area.
 
 mod classify;
+mod derive;
 mod export;
 mod library;
 mod models;

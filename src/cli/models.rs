@@ -122,26 +122,7 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
             if json {
                 print_json(&report)
             } else {
-                let p = &report.plan;
-                println!(
-                    "pruned student: {} layers (teacher blocks {:?}), {} heads ({} kv), intermediate {}: {} parameters ({:.1}% of the teacher's {})",
-                    p.layers.len(),
-                    p.layers,
-                    report.heads,
-                    p.kv_groups,
-                    p.intermediate,
-                    report.parameters,
-                    100.0 * report.parameters as f64 / report.teacher_parameters as f64,
-                    report.teacher_parameters
-                );
-                println!(
-                    "before training, on {} calibration tokens: perplexity {:.2} (teacher {:.2}); {} shapes measured",
-                    report.calibration_tokens,
-                    report.perplexity_before_training,
-                    report.teacher_perplexity,
-                    report.candidates.len().max(1)
-                );
-                println!("saved {}", out.display());
+                super::derive::print_pruned(&report);
                 Ok(())
             }
         }

@@ -12,6 +12,7 @@ pub mod post_quant;
 pub mod setup;
 pub mod sparse;
 pub mod step;
+pub mod targets;
 pub mod teacher_cache;
 mod teacher_ref;
 pub mod trainer;

@@ -5,8 +5,8 @@
 
 use super::on_policy::{OnPolicy, Writer};
 use super::setup::{prepare, trainable, Setup};
-use super::sparse::SparseTeacher;
-use super::step::{accumulate_grads, accumulate_grads_labelled, chunk_rows, LossConfig, Targets};
+use super::step::{accumulate_grads, accumulate_grads_labelled, LossConfig, Targets};
+use super::targets::{dense_targets, sparse_targets, teacher_top_k};
 use super::teacher_cache::{CacheKey, TeacherCache};
 use crate::engine::context::JobContext;
 use crate::engine::data::step_windows;
@@ -365,39 +365,6 @@ pub fn run_with_tokenizer(
     )
 }
 
-/// The teacher's top-k for each window, from the cache or computed (and cached) now; the windows
-/// the cache lacks go through the teacher in one batch.
-fn sparse_targets(
-    setup: &Setup,
-    windows: &[usize],
-    cache: Option<&mut TeacherCache>,
-    k: usize,
-) -> Result<SparseTeacher> {
-    let mut cache = cache;
-    let mut parts: Vec<Option<SparseTeacher>> = Vec::with_capacity(windows.len());
-    for &w in windows {
-        parts.push(match cache.as_deref_mut() {
-            Some(c) => c.get(w, &setup.device)?,
-            None => None,
-        });
-    }
-    let missing: Vec<usize> = (0..windows.len()).filter(|&i| parts[i].is_none()).collect();
-    if !missing.is_empty() {
-        let t = setup.train.seq_len - 1;
-        let flat: Vec<u32> =
-            missing.iter().flat_map(|&i| setup.train.window(windows[i])[..t].iter().copied()).collect();
-        let all = teacher_top_k(setup, &Tensor::from_vec(flat, (missing.len(), t), &setup.device)?, k)?;
-        for (j, &i) in missing.iter().enumerate() {
-            let sp = all.narrow(j * t, t)?;
-            if let Some(c) = cache.as_deref_mut() {
-                c.put(windows[i], &sp)?;
-            }
-            parts[i] = Some(sp);
-        }
-    }
-    SparseTeacher::cat(&parts.into_iter().map(|p| p.expect("every window filled")).collect::<Vec<_>>())
-}
-
 /// The recipe's `[distill.on_policy]`, with its prompts file read and tokenized.
 fn on_policy(lr: &LoadedRecipe, setup: &Setup) -> Result<Option<OnPolicy>> {
     let (r, d) = (&lr.recipe, &lr.recipe.distill);
@@ -412,39 +379,6 @@ fn on_policy(lr: &LoadedRecipe, setup: &Setup) -> Result<Option<OnPolicy>> {
         }
     }
     Ok(Some(policy.with_prompts(lines, file)?))
-}
-
-/// The teacher's hidden states at every position of `input` (`[b, t]`), at its precision: its
-/// dense logits are computed from them chunk by chunk in the step.
-fn dense_targets<'a>(setup: &'a Setup, input: &Tensor) -> Result<Targets<'a>> {
-    let teacher = setup.teacher.as_ref().expect("dense targets need a teacher");
-    let h = {
-        let _teacher = autocast::enter(setup.teacher_precision);
-        teacher.network.hidden_states(input)?
-    };
-    let n = h.dim(0)? * h.dim(1)?;
-    Ok(Targets::Dense {
-        teacher: &teacher.network,
-        hidden: h.reshape((n, h.dim(2)?))?,
-        precision: setup.teacher_precision,
-    })
-}
-
-/// The teacher's top-k at every position of `input` (`[b, t]`), rows in order: its head in chunks
-/// of rows across the windows (fewer, larger products), at the teacher's precision.
-fn teacher_top_k(setup: &Setup, input: &Tensor, k: usize) -> Result<SparseTeacher> {
-    let teacher = setup.teacher.as_ref().expect("top-k targets need a teacher");
-    let _precision = autocast::enter(setup.teacher_precision);
-    let hidden = teacher.network.hidden_states(input)?;
-    let rows = hidden.dim(0)? * hidden.dim(1)?;
-    let hidden = hidden.reshape((rows, hidden.dim(2)?))?;
-    let step = chunk_rows(teacher.config.vocab_size());
-    let mut blocks = Vec::new();
-    for start in (0..rows).step_by(step) {
-        let logits = teacher.network.lm_logits(&hidden.narrow(0, start, step.min(rows - start))?)?;
-        blocks.push(SparseTeacher::from_logits(&logits, k)?);
-    }
-    SparseTeacher::cat(&blocks)
 }
 
 fn evaluate(
