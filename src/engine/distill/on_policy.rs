@@ -117,8 +117,9 @@ impl OnPolicy {
     }
 
     /// The `windows` (their ids, and their tokens, `seq_len` each) with everything after the
-    /// prompt (the window's beginning, or a prompt of the prompts file) written by `net`, flat `[b · seq_len]`, and the hard labels of the `b · (seq_len − 1)`
-    /// predicted positions ([`IGNORE`] where the student wrote the token).
+    /// prompt (the window's beginning, or a prompt of the prompts file) written by `net`, flat
+    /// `[b · seq_len]`, and the hard labels of the `b · (seq_len − 1)` predicted positions
+    /// ([`IGNORE`] where the student wrote the token).
     pub fn continue_windows(
         &mut self,
         net: &Network,
@@ -140,7 +141,8 @@ impl OnPolicy {
             .iter()
             .map(|&w| ChaCha8Rng::seed_from_u64(mix(&[self.seed, 0x5a4d, step as u64, w as u64])))
             .collect();
-        // The prompts file's prompt for each window (drawn by (seed, step, window)), or the window's beginning.
+        // The prompts file's prompt for each window (drawn by (seed, step, window)), or the
+        // window's beginning.
         let prompts: Vec<Vec<u32>> = match self.prompts.len() {
             0 => tokens.iter().map(|w| w[..p].to_vec()).collect(),
             n => windows
