@@ -134,26 +134,7 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
             if json {
                 print_json(&report)
             } else {
-                println!(
-                    "student: {} layers, hidden {}, {} heads ({} kv), intermediate {}: {} parameters ({:.1}% of the teacher's {})",
-                    report.layers,
-                    report.hidden,
-                    report.heads,
-                    report.kv_heads,
-                    report.intermediate,
-                    report.parameters,
-                    100.0 * report.parameters as f64 / report.teacher_parameters as f64,
-                    report.teacher_parameters
-                );
-                if report.copied_layers.is_empty() {
-                    println!(
-                        "init: seeded random (seed {seed}){}",
-                        if report.embeddings_copied { ", embeddings copied" } else { "" }
-                    );
-                } else {
-                    println!("init: copied teacher layers {:?} and the embeddings", report.copied_layers);
-                }
-                println!("saved to {}", report.out.display());
+                super::derive::print_derived(&report, seed);
                 Ok(())
             }
         }
