@@ -27,6 +27,9 @@ pub struct CalibTokens {
     /// Calibration tokens: the first N of the `--imatrix` text, or `all`.
     #[arg(long = "calib-tokens", value_name = "N|all", default_value_t = Limit(Some(DEFAULT_CALIB_TOKENS)), value_parser = parse_limit)]
     pub calib_tokens: Limit,
+    /// A budget (`budget-BITS`) probes each tensor's sensitivity on the first N calibration tokens.
+    #[arg(long = "probe-tokens", value_name = "N", default_value_t = crate::engine::quant::budget::PROBE_TOKENS)]
+    pub probe_tokens: usize,
 }
 
 /// A token bound; `None` is the whole text.
@@ -138,15 +141,16 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
     let format = QuantFormat::parse(&args.format)?;
     let policy = args.policy.policy()?;
     ExportKind::from_path(&args.out)?;
-    if format.is_gptq() && args.imatrix.is_none() {
-        return Err(Error::Invalid(format!(
-            "{format} rounds with calibration activations (GPTQ): give a calibration text with --calib FILE"
-        )));
+    if let Some(why) = format.calibration_need().filter(|_| args.imatrix.is_none()) {
+        return Err(Error::Invalid(format!("{format} {why}: give a calibration text with --calib FILE")));
     }
     let calibration = args.imatrix.as_ref().map(|p| read_text(p, "--calib")).transpose()?;
     let reporter = Reporter::new(output);
     let model = load(&settings.hub, &args.model, false, &reporter)?;
     crate::engine::quant::export::check_output(&model, &args.out)?;
+    if let QuantFormat::Budget(b) = format {
+        crate::engine::quant::budget::check_reachable(&model, b.bits())?;
+    }
     let cancel = interrupt_flag();
     let monitor = Monitor::new(&cancel, &reporter);
     let imatrix = match &calibration {
@@ -156,7 +160,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
         }
         None => None,
     };
-    let qopts = QuantOptions { policy, imatrix: imatrix.as_ref() };
+    let qopts = QuantOptions { policy, imatrix: imatrix.as_ref(), probe_tokens: Some(args.calib.probe_tokens) };
     let q = quantize_model(&model, format, &qopts, &monitor.stage(format!("quantizing {}", format.name())))?;
     reporter.finish();
     let export = export(&model, &q, &args.out)?;
@@ -169,9 +173,27 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
             "quantize_seconds": q.seconds,
             "export": export,
             "tensors": q.report,
+            "budget": q.budget,
         }));
     }
     print_quantized(&model.info.name, &q);
+    if let Some(b) = &q.budget {
+        println!(
+            "budget      {:.3} bits/weight planned for a target of {} (reachable {:.3}–{:.3}); predicted KL {:.4} \
+             from {} sensitivity probes on {} calibration tokens, in {:.1} s",
+            b.planned_bits_per_weight,
+            b.target_bits_per_weight,
+            b.smallest_bits_per_weight,
+            b.largest_bits_per_weight,
+            b.predicted_kl,
+            b.probes,
+            b.probe_tokens,
+            b.seconds
+        );
+        if let Some(n) = &b.note {
+            println!("  note      {n}");
+        }
+    }
     if let Some(m) = &imatrix {
         println!("imatrix     {} calibration tokens (--calib-tokens)", m.tokens);
     }
@@ -217,6 +239,7 @@ pub(super) fn sweep(args: SweepArgs, settings: Arc<Settings>, output: Output) ->
             policy: args.policy.policy()?,
             calibration: None,
             calib_tokens: args.calib.calib_tokens.0,
+            probe_tokens: Some(args.calib.probe_tokens),
             speed_tokens: args.speed_tokens,
             latency: Some(Default::default()),
         },

@@ -67,7 +67,11 @@ pub const FIELDS: &[Field] = &[
     f("distill.activation_checkpointing", Kind::Bool, "recompute each block in backward: less memory"),
     f("distill.on_policy.lmbda", Kind::Float, "on-policy (GKD): share of batches the student continues"),
     f("distill.qad", Kind::OptText, "train the student in this format: int3-g32, q4_0… (empty: float)"),
-    f("quantize.formats", Kind::List, "formats/bit-widths to sweep, comma separated"),
+    f(
+        "quantize.formats",
+        Kind::List,
+        "formats to sweep, comma separated (budget-5: per-tensor formats for 5 bits/weight)",
+    ),
     f("quantize.targets", Kind::List, "models to quantize: teacher, student, baseline"),
     f("quantize.group_size", Kind::OptInt, "columns per scale for intN formats: 32, 64, 128"),
     f("quantize.imatrix", Kind::Bool, "importance matrix from the training text"),

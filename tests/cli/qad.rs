@@ -57,9 +57,13 @@ fn kill_9_then_resume_equals_an_uninterrupted_qad_run() {
 #[test]
 fn formats_qad_cannot_train_in_are_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
-    for (qad, says) in
-        [("f16", "not a quantized format"), ("int4-g64+gptq", "calibration activations"), ("q9_9", "q8_0")]
-    {
+    for (qad, says) in [
+        ("f16", "not a quantized format"),
+        ("int4-g64+gptq", "calibration activations"),
+        ("q9_9", "q8_0"),
+        ("budget-5", "chooses formats per tensor"),
+        ("q4_k_m", "chooses formats per tensor"),
+    ] {
         let path = recipe(dir.path(), "bad", &format!("qad = \"{qad}\""));
         let (code, events, err) = run(&path, &dir.path().join("cache"), false);
         assert_eq!(code, 2, "{qad}: {err}");

@@ -90,8 +90,47 @@ fn a_recipe_quantize_section_is_checked_as_it_is_read() {
         ("formats = [\"int4\"]\ngroup_size = 48", "quantize.group_size: 48 is not one of 32, 64, 128"),
         ("formats = [\"q8_0\"]\ntargets = [\"student\", \"pupil\"]", "unknown target `pupil`"),
         ("formats = [\"int4-g64+gptq\"]", "set quantize.imatrix = true"),
+        ("formats = [\"budget-5\"]", "measured sensitivity on calibration text: set quantize.imatrix = true"),
+        ("formats = [\"budget-0.2\"]\nimatrix = true", "budget-BITS"),
     ] {
         let err = with(q).unwrap_err().to_string();
         assert!(err.contains(needle), "{err}");
     }
+}
+
+/// `--format budget-BITS`: with a calibration text the JSON report carries the plan and the file is
+/// written at or under the target; a target below every format and a budget without `--calib` are
+/// refused before anything is written, each with the reason.
+#[test]
+fn a_budget_quantizes_to_its_target_and_bad_budgets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let model = fixture("tiny-llama");
+    let model = model.to_str().unwrap();
+    let calib = common::shared_dir().join("data/austen/emma.txt");
+    let calib = calib.to_str().unwrap();
+    let base = ["quantize", model, "--calib", calib, "--calib-tokens", "512", "--seq-len", "64", "--json"];
+    let with = |format: &str, out: &std::path::Path| {
+        let mut args = base.to_vec();
+        args.extend(["--format", format, "--out", out.to_str().unwrap()]);
+        run_cli(&args, &[])
+    };
+    let (code, stdout, stderr) = with("budget-7", &out);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let bits = report["size"]["bits_per_weight"].as_f64().unwrap();
+    assert!(bits <= 7.0 && bits > 6.0, "{}", report["size"]);
+    assert_eq!(report["budget"]["planned_bits_per_weight"].as_f64().unwrap(), bits);
+    assert!(report["budget"]["probes"].as_u64().unwrap() >= 20, "{}", report["budget"]);
+    assert!(out.is_file());
+
+    let low = dir.path().join("low.gguf");
+    let (code, _, stderr) = with("budget-2", &low);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("below what any format reaches") && stderr.contains("or more"), "{stderr}");
+    assert!(!low.exists());
+    let (code, _, stderr) = run_cli(&["quantize", model, "--format", "budget-6", "--out", low.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("measured sensitivity") && stderr.contains("--calib FILE"), "{stderr}");
+    assert!(!low.exists());
 }

@@ -175,7 +175,7 @@ fn sizes_count_every_byte_and_fallbacks_are_reported() {
     let qk = quantize_model(
         &m,
         QuantFormat::parse("q8_0").unwrap(),
-        &QuantOptions { policy: keep, imatrix: None },
+        &QuantOptions { policy: keep, ..Default::default() },
         &Monitor::silent(&cancel),
     )
     .unwrap();

@@ -9,7 +9,7 @@ use distill_tui::engine::quant::format::IntFormat;
 use distill_tui::engine::quant::gptq::{self, GptqOptions, Hessian, Prepared};
 use distill_tui::engine::quant::imatrix::{self as gptq_memory, calibrate};
 use distill_tui::engine::quant::own::IntTensor;
-use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions, QuantPolicy};
+use distill_tui::engine::quant::{quantize_model, QuantFormat, QuantOptions};
 use std::sync::atomic::AtomicBool;
 
 static NO_CANCEL: AtomicBool = AtomicBool::new(false);
@@ -146,7 +146,7 @@ fn gptq_formats_are_named_and_refuse_missing_or_short_calibration() {
     assert!(QuantFormat::parse("q4_0+gptq").is_err());
     let model = common::load_fixture("tiny-llama", false);
     let format = QuantFormat::parse("int4-g32+gptq").unwrap();
-    let opts = QuantOptions { policy: QuantPolicy::default(), imatrix: None };
+    let opts = QuantOptions::default();
     let err = quantize_model(&model, format, &opts, &Monitor::silent(&NO_CANCEL)).err().expect("refused").to_string();
     assert!(err.contains("--calib"), "{err}");
     let short = EvalOptions { seq_len: 128, ..Default::default() };
@@ -157,7 +157,7 @@ fn gptq_formats_are_named_and_refuse_missing_or_short_calibration() {
     let text = std::fs::read_to_string(common::shared_dir().join("data/austen/emma.txt")).unwrap();
     let calib = EvalOptions { seq_len: 128, max_tokens: Some(1024), ..Default::default() };
     let imatrix = calibrate(&model, &text, &calib, true, &Monitor::silent(&NO_CANCEL)).unwrap();
-    let opts = QuantOptions { policy: QuantPolicy::default(), imatrix: Some(&imatrix) };
+    let opts = QuantOptions { imatrix: Some(&imatrix), ..Default::default() };
     let q = quantize_model(&model, format, &opts, &Monitor::silent(&NO_CANCEL)).unwrap();
     let gptq_tensors = q.report.iter().filter(|r| r.format.ends_with("+gptq")).count();
     assert_eq!(gptq_tensors, 4 * 7, "{:#?}", q.report);

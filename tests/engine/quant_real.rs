@@ -39,7 +39,7 @@ fn q4_1_is_lossless_on_smollm2_whose_weights_were_q4_1() {
     let q = quantize_model(
         &m,
         QuantFormat::parse("q4_1").unwrap(),
-        &QuantOptions { policy: all, imatrix: None },
+        &QuantOptions { policy: all, ..Default::default() },
         &Monitor::silent(&AtomicBool::new(false)),
     )
     .unwrap();

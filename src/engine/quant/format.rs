@@ -141,6 +141,27 @@ pub enum QuantFormat {
     Int(IntFormat),
     /// A per-tensor mix of GGML formats ([`Mix`]).
     Mix(Mix),
+    /// A target size: per-tensor GGML formats chosen by measured sensitivity
+    /// ([`super::budget`]; needs a calibration text).
+    Budget(Budget),
+}
+
+/// A bits/weight target over every parameter, in hundredths of a bit (`budget-4.5` is 450).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Budget {
+    pub centibits: u32,
+}
+
+impl Budget {
+    pub fn bits(self) -> f64 {
+        self.centibits as f64 / 100.0
+    }
+}
+
+/// `budget-4.5`, `budget4.5`, `budget-5`: a target between 1 and 32 bits/weight.
+fn parse_budget(name: &str) -> Option<QuantFormat> {
+    let bits: f64 = name.strip_prefix("budget")?.trim_start_matches(['-', ':', '=']).parse().ok()?;
+    (1.0..=32.0).contains(&bits).then(|| QuantFormat::Budget(Budget { centibits: (bits * 100.0).round() as u32 }))
 }
 
 impl QuantFormat {
@@ -160,11 +181,18 @@ impl QuantFormat {
         if let Some(d) = GGML_FORMATS.iter().find(|d| ggml_name(**d).replace('_', "") == compact) {
             return Ok(Self::Ggml(*d));
         }
+        if lower.starts_with("budget") {
+            return parse_budget(&lower).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "`{name}` is not a budget: write budget-BITS with a bits/weight target between 1 and 32, e.g. budget-4.5"
+                ))
+            });
+        }
         parse_int(&lower).ok_or_else(|| {
             Error::Invalid(format!(
                 "unknown quantization format `{name}`; valid formats: {} (int formats: int{{8,4,3,2}}, \
                  optionally -g{{32,64,128}} for group-wise scales, -sym for symmetric and +gptq for GPTQ rounding \
-                 from a calibration text)",
+                 from a calibration text; budget-BITS chooses per-tensor formats for a bits/weight target)",
                 valid_names().join(", ")
             ))
         })
@@ -182,6 +210,7 @@ impl QuantFormat {
             Self::F16 => "f16".into(),
             Self::Ggml(d) => ggml_name(*d).into(),
             Self::Mix(m) => m.name().into(),
+            Self::Budget(b) => format!("budget-{}", b.bits()),
             Self::Int(f) => {
                 let group = f.group.map(|g| format!("-g{g}")).unwrap_or_default();
                 let method = if f.gptq { "+gptq" } else { "" };
@@ -197,6 +226,7 @@ impl QuantFormat {
             Self::F32 | Self::F16 => 1,
             Self::Ggml(d) => d.block_size(),
             Self::Mix(m) => m.base().block_size(),
+            Self::Budget(_) => GgmlDType::Q8_0.block_size(),
             Self::Int(f) => f.group.unwrap_or(1),
         }
     }
@@ -208,6 +238,7 @@ impl QuantFormat {
             Self::F16 => 16.0,
             Self::Ggml(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
             Self::Mix(m) => Self::Ggml(m.base()).bits_per_weight(width),
+            Self::Budget(b) => b.bits(),
             Self::Int(f) => {
                 let per = f.group.unwrap_or(width.max(1));
                 f.bits as f64 + 8.0 * f.meta_bytes_per_group() as f64 / per as f64
@@ -220,12 +251,22 @@ impl QuantFormat {
         matches!(self, Self::Int(IntFormat { gptq: true, .. }))
     }
 
+    /// GPTQ formats and budgets cannot be made without a calibration text: why, for an error.
+    pub fn calibration_need(&self) -> Option<&'static str> {
+        match self {
+            Self::Int(IntFormat { gptq: true, .. }) => Some("rounds with calibration activations (GPTQ)"),
+            Self::Budget(_) => Some("chooses each tensor's format by its measured sensitivity on calibration text"),
+            _ => None,
+        }
+    }
+
     /// True for the K-quants, the GGML formats candle can quantize with an importance matrix.
     pub fn supports_imatrix(&self) -> bool {
         matches!(
             self,
             Self::Int(_)
                 | Self::Mix(_)
+                | Self::Budget(_)
                 | Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
         )
     }
@@ -235,8 +276,10 @@ impl QuantFormat {
     /// about the same size: Q2K/Q3K → Q4_0, Q4K → Q5_0, Q5K → Q5_1, Q6K → Q8_0; legacy formats to
     /// F16), and per-channel scales of the same bit width for a group-wise own format.
     pub fn for_width(&self, width: usize) -> QuantFormat {
-        if let Self::Mix(m) = self {
-            return Self::Ggml(m.base()).for_width(width);
+        match self {
+            Self::Mix(m) => return Self::Ggml(m.base()).for_width(width),
+            Self::Budget(_) => return *self,
+            _ => {}
         }
         if width.is_multiple_of(self.block_size()) {
             return *self;
@@ -248,7 +291,7 @@ impl QuantFormat {
             Self::Ggml(GgmlDType::Q6K) => Self::Ggml(GgmlDType::Q8_0),
             Self::Ggml(_) => Self::F16,
             Self::Int(f) => Self::Int(IntFormat { group: None, ..*f }),
-            Self::F32 | Self::F16 | Self::Mix(_) => *self,
+            Self::F32 | Self::F16 | Self::Mix(_) | Self::Budget(_) => *self,
         };
         next.for_width(width)
     }
@@ -267,7 +310,7 @@ impl QuantFormat {
     pub fn high_precision(&self) -> QuantFormat {
         match self {
             Self::F32 | Self::F16 => *self,
-            Self::Ggml(_) | Self::Mix(_) => Self::Ggml(GgmlDType::Q8_0),
+            Self::Ggml(_) | Self::Mix(_) | Self::Budget(_) => Self::Ggml(GgmlDType::Q8_0),
             Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true, gptq: false }),
         }
     }

@@ -30,6 +30,8 @@ pub struct Imatrix {
     /// Input Gram matrices `Σ x xᵀ` for GPTQ, by weight name (shared by the layers that read the
     /// same input); empty unless calibration was asked for them.
     pub hessians: BTreeMap<String, Arc<Hessian>>,
+    /// The calibration windows the model ran on (a budget's sensitivity probes reuse the first).
+    pub windows: Vec<Vec<u32>>,
 }
 
 /// Calibration tokens when nobody says otherwise: on SmolLM2-135M q4_k the importance matrix of
@@ -100,7 +102,12 @@ pub fn calibrate(
                 .note(format!("importance matrix: about {:.0} s at the first window's speed", per_token * used as f64));
         }
     }
-    Ok(Imatrix { columns: recorder.means(), tokens: used, hessians: recorder.hessians() })
+    Ok(Imatrix {
+        columns: recorder.means(),
+        tokens: used,
+        hessians: recorder.hessians(),
+        windows: wins.iter().map(|w| w.to_vec()).collect(),
+    })
 }
 
 /// An upper bound of what GPTQ's calibration holds: one f64 `n × n` Gram matrix per linear weight

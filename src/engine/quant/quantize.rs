@@ -5,6 +5,7 @@
 //! llama.cpp. GPT-2's `Conv1D` weights are stored `[in, out]`, so for that family every block
 //! linear weight is transposed before quantizing (its embeddings and any untied head are not).
 
+use super::budget::{self, BudgetReport};
 use super::format::{IntFormat, QuantFormat};
 use super::gptq::{self, GptqOptions, Hessian, Prepared};
 use super::imatrix::Imatrix;
@@ -116,8 +117,10 @@ pub struct QuantizedModel {
     pub size: SizeReport,
     /// An importance matrix was applied to at least one tensor.
     pub imatrix: bool,
-    /// Wall time of quantization.
+    /// Wall time of quantization (a budget's search included).
     pub seconds: f64,
+    /// A budget's plan: target, predicted KL, each matrix's choice.
+    pub budget: Option<BudgetReport>,
 }
 
 /// How to quantize.
@@ -126,6 +129,9 @@ pub struct QuantOptions<'a> {
     pub policy: QuantPolicy,
     /// Per-column importance from calibration; used where the format supports it.
     pub imatrix: Option<&'a Imatrix>,
+    /// A budget's sensitivity probes run on this many calibration tokens (default
+    /// [`budget::PROBE_TOKENS`]).
+    pub probe_tokens: Option<usize>,
 }
 
 /// Quantizes every parameter of `model` according to `format` and the policy.
@@ -139,11 +145,16 @@ pub fn quantize_model(
     let tied = model.config.tied_embeddings();
     let conv1d = model.config.model_type() == "gpt2";
     let gptq = matches!(format, QuantFormat::Int(IntFormat { gptq: true, .. }));
-    if gptq && opts.imatrix.is_none_or(|m| m.hessians.is_empty()) {
-        return Err(Error::Invalid(format!(
-            "{format} rounds with calibration activations (GPTQ): give a calibration text with --calib FILE"
-        )));
+    let calibrated = opts.imatrix.is_some_and(|m| if gptq { !m.hessians.is_empty() } else { !m.windows.is_empty() });
+    if let Some(why) = format.calibration_need().filter(|_| !calibrated) {
+        return Err(Error::Invalid(format!("{format} {why}: give a calibration text with --calib FILE")));
     }
+    let plan = match (format, opts.imatrix) {
+        (QuantFormat::Budget(b), Some(m)) => {
+            Some(budget::plan(model, b.bits(), m, opts.probe_tokens.unwrap_or(budget::PROBE_TOKENS), monitor)?)
+        }
+        _ => None,
+    };
     let mut tensors = BTreeMap::new();
     let mut report = Vec::with_capacity(model.params.len());
     // One factorisation per Hessian, however many layers share it (q, k, v; gate, up).
@@ -153,9 +164,10 @@ pub fn quantize_model(
     for (i, (name, t)) in model.params.iter().enumerate() {
         monitor.check()?;
         let role = TensorRole::of(name, t.dims(), tied);
-        let requested = match role {
-            TensorRole::Linear => format.for_linear(name, model.config.layers()),
-            _ => opts.policy.format_for(role, format),
+        let requested = match (&plan, role) {
+            (Some(p), _) => p.formats.get(name).copied().unwrap_or(QuantFormat::F32),
+            (None, TensorRole::Linear) => format.for_linear(name, model.config.layers()),
+            (None, _) => opts.policy.format_for(role, format),
         };
         let transposed = conv1d && role == TensorRole::Linear;
         let importance = opts.imatrix.and_then(|m| m.columns.get(name)).map(|v| v.as_slice());
@@ -191,7 +203,8 @@ pub fn quantize_model(
         fallbacks: report.iter().filter(|r| r.note.is_some()).count(),
     };
     let imatrix = report.iter().any(|r| r.imatrix);
-    Ok(QuantizedModel { format, tensors, report, size, imatrix, seconds: start.elapsed().as_secs_f64() })
+    let budget = plan.map(|p| p.report);
+    Ok(QuantizedModel { format, tensors, report, size, imatrix, seconds: start.elapsed().as_secs_f64(), budget })
 }
 
 /// Quantizes one parameter, falling back per tensor when its width does not fit the blocks. A
@@ -220,8 +233,8 @@ pub fn quantize_tensor(
     let imp = importance.filter(|_| use_imatrix);
     let (data, transposed) = match applied {
         QuantFormat::F32 => (QuantData::Float(t), false),
-        QuantFormat::Mix(m) => {
-            return Err(Error::Invalid(format!("{name}: {} names a format per tensor, not one for {name}", m.name())))
+        QuantFormat::Mix(_) | QuantFormat::Budget(_) => {
+            return Err(Error::Invalid(format!("{name}: {applied} names a format per tensor, not one for {name}")))
         }
         QuantFormat::F16 => (QuantData::Ggml(Arc::new(QTensor::quantize(&w, GgmlDType::F16)?)), transposed),
         QuantFormat::Ggml(d) => {

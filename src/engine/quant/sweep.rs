@@ -32,6 +32,8 @@ pub struct SweepOptions {
     pub calibration: Option<String>,
     /// Tokens of the calibration text used (the first N; `None`: all of it).
     pub calib_tokens: Option<usize>,
+    /// Calibration tokens a budget's sensitivity probes run on (`None`: the default).
+    pub probe_tokens: Option<usize>,
     /// Tokens timed for tokens/s (the quantized network alone).
     pub speed_tokens: usize,
     /// How each point's serving speed is timed (prefill, decode with the KV cache); `None`: not.
@@ -45,6 +47,7 @@ impl Default for SweepOptions {
             policy: QuantPolicy::default(),
             calibration: None,
             calib_tokens: Some(DEFAULT_CALIB_TOKENS),
+            probe_tokens: None,
             speed_tokens: 1024,
             latency: Some(Default::default()),
         }
@@ -72,10 +75,18 @@ pub fn sweep(
     if formats.is_empty() {
         return Err(Error::Invalid("no formats to sweep; pass --formats q8_0,q4_k,…".into()));
     }
-    if let Some(f) = formats.iter().find(|f| f.is_gptq()).filter(|_| opts.calibration.is_none()) {
+    if let Some(f) = formats.iter().find(|f| f.calibration_need().is_some()).filter(|_| opts.calibration.is_none()) {
         return Err(Error::Invalid(format!(
-            "{f} rounds with calibration activations (GPTQ): give a calibration text with --calib FILE"
+            "{f} {}: give a calibration text with --calib FILE",
+            f.calibration_need().unwrap_or_default()
         )));
+    }
+    for model in models {
+        for f in formats {
+            if let QuantFormat::Budget(b) = f {
+                super::budget::check_reachable(model, b.bits())?;
+            }
+        }
     }
     let total = (models.len() * formats.len()) as u64;
     let mut results = Vec::with_capacity(total as usize);
@@ -151,12 +162,13 @@ fn sweep_point(
     opts: &SweepOptions,
     ctx: &JobContext,
 ) -> Result<QuantPoint> {
-    let qopts = QuantOptions { policy: opts.policy, imatrix };
+    let qopts = QuantOptions { policy: opts.policy, imatrix, probe_tokens: opts.probe_tokens };
     let clock = crate::engine::usage::Stopwatch::start();
     let q = quantize_model(model, format, &qopts, &ctx.monitor(format!("quantizing {}", format.name())))?;
     let quantize_cpu_seconds = clock.cpu_seconds();
     let network = q.network(model)?;
-    let label = format!("{}{}", format.name(), if q.imatrix && !format.is_gptq() { "+imatrix" } else { "" });
+    let label =
+        format!("{}{}", format.name(), if q.imatrix && format.calibration_need().is_none() { "+imatrix" } else { "" });
     ctx.log(format!(
         "{} {label}: {:.2} bits/weight, {:.1} MB, quantized in {:.2} s",
         model.info.name,

@@ -344,6 +344,11 @@ impl Recipe {
                 name.trim_end_matches("+gptq")
             )));
         }
+        if matches!(f, QuantFormat::Budget(_) | QuantFormat::Mix(_)) {
+            return Err(Error::Invalid(format!(
+                "distill.qad = \"{name}\" chooses formats per tensor; QAD trains in one format: name it (e.g. q4_k, int4-g64)"
+            )));
+        }
         if self.quantize.as_ref().is_some_and(|q| q.imatrix) && f.supports_imatrix() {
             return Err(Error::Invalid(format!(
                 "distill.qad = \"{name}\" with quantize.imatrix = true: the sweep would round the student with an importance matrix, not as it was trained; drop quantize.imatrix for a QAD run"
@@ -373,10 +378,10 @@ impl QuantizeSection {
         }
         let parsed = QuantFormat::parse_list(&self.formats.join(","))
             .map_err(|e| Error::Invalid(format!("quantize.formats: {e}")))?;
-        if let Some(f) = parsed.iter().find(|f| f.is_gptq()).filter(|_| !self.imatrix) {
+        if let Some(f) = parsed.iter().find(|f| f.calibration_need().is_some()).filter(|_| !self.imatrix) {
             return Err(Error::Invalid(format!(
-                "quantize.formats: {f} rounds with calibration activations (GPTQ): set quantize.imatrix = true \
-                 (it calibrates on data.train)"
+                "quantize.formats: {f} {}: set quantize.imatrix = true (it calibrates on data.train)",
+                f.calibration_need().unwrap_or_default()
             )));
         }
         Ok(parsed

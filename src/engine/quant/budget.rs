@@ -1,0 +1,432 @@
+//! Budget mode: given a bits/weight target over every parameter, choose each matrix's GGML format
+//! by its measured sensitivity.
+//!
+//! 1. Every matrix (linear weights, embeddings, the head) may take any format of [`LADDER`] after
+//!    its width fallback (rows 576 wide cannot hold 256-weight K-quant blocks: `q4_k` becomes
+//!    `q5_0` as in `quantize`); vectors stay f32. Sizes are exact, so the smallest and largest
+//!    reachable sizes are known before any measurement and a target outside them is refused (below)
+//!    or met with every matrix in `q8_0` (above, with a note).
+//! 2. Each matrix is quantized in each of its formats (with the importance matrix where the format
+//!    takes one) and its activation-weighted error `Σᵢⱼ E[xⱼ²]·Δwᵢⱼ²` — the expected square error of
+//!    its output on the calibration text — is computed.
+//! 3. Sensitivity is measured: for each matrix, the model with only that matrix in its smallest
+//!    format is compared with the unquantized model on the first calibration windows (mean KL per
+//!    position). Its KL at another format is that measured KL scaled by the ratio of output errors
+//!    (the KL of a small perturbation is quadratic in it).
+//! 4. Allocation: every matrix starts in its smallest format; upgrades along each matrix's lower
+//!    convex hull of (bytes, KL) are taken in order of KL removed per byte while they fit the
+//!    target (greedy multiple-choice knapsack). The KL of the plan is predicted as the sum of the
+//!    matrices' KLs; `sweep` measures the real one.
+
+use super::format::QuantFormat;
+use super::imatrix::Imatrix;
+use super::policy::TensorRole;
+use super::quantize::quantize_tensor;
+use crate::engine::context::Monitor;
+use crate::engine::eval::windows;
+use crate::engine::loader::LoadedModel;
+use crate::engine::models::weights::{TensorSource, WeightStore};
+use crate::engine::models::{BodyContext, Network};
+use crate::engine::{Error, Result};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::ops::log_softmax;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+/// The formats a budget chooses from, smallest first: GGML formats only, so that the plan exports
+/// to one GGUF file llama.cpp runs.
+pub const LADDER: &[GgmlDType] =
+    &[GgmlDType::Q2K, GgmlDType::Q3K, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0];
+
+/// Calibration tokens the sensitivity probes run on by default (the first of the calibration
+/// windows): one probe per matrix, so this bounds the cost of the search.
+pub const PROBE_TOKENS: usize = 256;
+
+/// A budget's plan and how it was reached; printed by `quantize`, kept on the quantized model.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BudgetReport {
+    pub target_bits_per_weight: f64,
+    /// The plan's size over every parameter, width fallbacks and f32 vectors included.
+    pub planned_bits_per_weight: f64,
+    /// Every matrix in its smallest and its largest format.
+    pub smallest_bits_per_weight: f64,
+    pub largest_bits_per_weight: f64,
+    /// Sum of the matrices' estimated KLs at their chosen formats (nats per position).
+    pub predicted_kl: f64,
+    pub probe_tokens: usize,
+    /// Sensitivity probes run (one per matrix with more than one format to choose from).
+    pub probes: usize,
+    pub seconds: f64,
+    pub note: Option<String>,
+    pub tensors: Vec<BudgetChoice>,
+}
+
+/// What one matrix got.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BudgetChoice {
+    pub name: String,
+    pub format: String,
+    pub bytes: u64,
+    /// The format it was probed in and the KL measured with only it quantized so.
+    pub probe_format: String,
+    pub probe_kl: f64,
+    /// Its estimated KL in the chosen format.
+    pub kl: f64,
+}
+
+/// The per-tensor formats of a budget, by Hugging Face name (vectors absent: f32).
+#[derive(Clone, Debug)]
+pub struct BudgetPlan {
+    pub formats: BTreeMap<String, QuantFormat>,
+    pub report: BudgetReport,
+}
+
+/// One matrix of the search.
+struct Candidate {
+    name: String,
+    role: TensorRole,
+    transposed: bool,
+    /// Distinct formats after the width fallback, smallest first, with exact bytes.
+    options: Vec<(QuantFormat, u64)>,
+}
+
+/// Exact bytes of `numel` weights in rows `width` wide.
+fn bytes_of(format: QuantFormat, numel: usize) -> u64 {
+    match format {
+        QuantFormat::F32 => 4 * numel as u64,
+        QuantFormat::F16 => 2 * numel as u64,
+        QuantFormat::Ggml(d) => (numel / d.block_size() * d.type_size()) as u64,
+        other => (numel as f64 * other.bits_per_weight(0) / 8.0).ceil() as u64,
+    }
+}
+
+/// The matrices and their options, and the bytes of everything kept f32.
+fn candidates(model: &LoadedModel) -> (Vec<Candidate>, u64, u64) {
+    let tied = model.config.tied_embeddings();
+    let conv1d = model.config.model_type() == "gpt2";
+    let (mut out, mut fixed, mut params) = (Vec::new(), 0u64, 0u64);
+    for (name, t) in &model.params {
+        let numel = t.elem_count();
+        params += numel as u64;
+        let role = TensorRole::of(name, t.dims(), tied);
+        if role == TensorRole::Vector {
+            fixed += 4 * numel as u64;
+            continue;
+        }
+        let transposed = conv1d && role == TensorRole::Linear;
+        let width = if transposed { t.dims()[0] } else { t.dims()[1] };
+        let mut options: Vec<(QuantFormat, u64)> = Vec::new();
+        for d in LADDER {
+            let f = QuantFormat::Ggml(*d).for_width(width);
+            if !options.iter().any(|(g, _)| *g == f) {
+                options.push((f, bytes_of(f, numel)));
+            }
+        }
+        options.sort_by_key(|o| o.1);
+        out.push(Candidate { name: name.clone(), role, transposed, options });
+    }
+    (out, fixed, params)
+}
+
+fn bits(bytes: u64, params: u64) -> f64 {
+    8.0 * bytes as f64 / params.max(1) as f64
+}
+
+/// The smallest and largest sizes a budget can reach on `model`, in bits/weight.
+pub fn reachable(model: &LoadedModel) -> (f64, f64) {
+    let (cands, fixed, params) = candidates(model);
+    let min: u64 = cands.iter().map(|c| c.options[0].1).sum::<u64>() + fixed;
+    let max: u64 = cands.iter().map(|c| c.options[c.options.len() - 1].1).sum::<u64>() + fixed;
+    (bits(min, params), bits(max, params))
+}
+
+/// Refuses a target below what every matrix in its smallest format reaches.
+pub fn check_reachable(model: &LoadedModel, target: f64) -> Result<()> {
+    let (min, _) = reachable(model);
+    if target + 1e-9 >= min {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "budget-{target} asks for {target:.2} bits/weight, below what any format reaches on {}: every matrix in its \
+         smallest format (q2_k, or its width fallback) and the norms and biases in f32 is {min:.3} bits/weight; ask \
+         for budget-{:.2} or more",
+        model.info.name,
+        (min * 100.0).ceil() / 100.0
+    )))
+}
+
+/// Plans `target` bits/weight for `model` from its calibration (`imatrix`: column importances and
+/// the windows the probes run on).
+pub fn plan(
+    model: &LoadedModel,
+    target: f64,
+    imatrix: &Imatrix,
+    probe_tokens: usize,
+    monitor: &Monitor,
+) -> Result<BudgetPlan> {
+    check_reachable(model, target)?;
+    let start = Instant::now();
+    let (cands, fixed, params) = candidates(model);
+    let cpu = Device::Cpu;
+
+    // 2. Output errors of every option.
+    let stage = monitor.stage("budget: errors per format").unit("tensors");
+    stage.report(0, cands.len());
+    let errors: Vec<Vec<f64>> = cands
+        .par_iter()
+        .map(|c| {
+            stage.check()?;
+            let w = &model.params[&c.name];
+            let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
+            c.options.iter().map(|(f, _)| output_error(&c.name, w, c, *f, imp)).collect::<Result<Vec<f64>>>()
+        })
+        .collect::<Result<_>>()?;
+    stage.report(cands.len(), cands.len());
+
+    // 3. Sensitivity probes.
+    let mut tokens: Vec<u32> = imatrix.windows.iter().flatten().copied().collect();
+    tokens.truncate(probe_tokens);
+    let seq_len = imatrix.windows.first().map_or(0, |w| w.len()).min(tokens.len());
+    if seq_len < 2 {
+        return Err(Error::Invalid(
+            "a budget measures each tensor's sensitivity on the calibration text, which gave fewer than 2 tokens; \
+             give a longer --calib text"
+                .into(),
+        ));
+    }
+    let probes = Probes::new(&model.network, &tokens, seq_len, &monitor.stage("budget: reference"))?;
+    let base: HashMap<String, Tensor> =
+        model.params.iter().map(|(n, t)| Ok((n.clone(), t.detach().to_device(&cpu)?))).collect::<Result<_>>()?;
+    let probed: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].options.len() > 1).collect();
+    let stage = monitor.stage("budget: sensitivity probes").unit("tensors");
+    monitor.note(format!(
+        "budget: {} tensors probed on {} calibration tokens, each with only itself quantized",
+        probed.len(),
+        probes.positions
+    ));
+    let mut probe_kl = vec![0f64; cands.len()];
+    stage.report(0, probed.len());
+    for (k, &i) in probed.iter().enumerate() {
+        stage.check()?;
+        let c = &cands[i];
+        let w = &model.params[&c.name];
+        let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
+        let (q, _) = quantize_tensor(&c.name, w, c.role, c.options[0].0, c.transposed, imp, None)?;
+        let mut tensors = base.clone();
+        tensors.insert(c.name.clone(), q.dequantize()?.to_dtype(w.dtype())?);
+        let store = WeightStore::new(TensorSource::Memory(tensors), false, &cpu);
+        let probe = Network::build(&model.config, &store.root(), model.resolved.path())?;
+        let kl = probes.kl(&probe, first_stage(&c.name, probes.stages))?;
+        if !kl.is_finite() {
+            return Err(Error::Invalid(format!(
+                "{}: the model with only {} in {} gives a non-finite KL; the weights hold NaN or infinity",
+                model.info.name, c.name, c.options[0].0
+            )));
+        }
+        probe_kl[i] = kl.max(0.0);
+        stage.report(k + 1, probed.len());
+    }
+
+    // KL of every option: the probe's, scaled by the ratio of output errors.
+    let kls: Vec<Vec<f64>> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let e0 = errors[i][0];
+            (0..c.options.len()).map(|j| if e0 > 0.0 { probe_kl[i] * errors[i][j] / e0 } else { 0.0 }).collect()
+        })
+        .collect();
+
+    // 4. Allocation.
+    let target_bytes = (target * params as f64 / 8.0).floor() as u64;
+    let chosen = allocate(&cands, &kls, target_bytes.saturating_sub(fixed));
+    let mut formats = BTreeMap::new();
+    let mut tensors = Vec::with_capacity(cands.len());
+    let (mut bytes, mut predicted) = (fixed, 0.0);
+    for (i, c) in cands.iter().enumerate() {
+        let (f, b) = c.options[chosen[i]];
+        formats.insert(c.name.clone(), f);
+        bytes += b;
+        predicted += kls[i][chosen[i]];
+        tensors.push(BudgetChoice {
+            name: c.name.clone(),
+            format: f.name(),
+            bytes: b,
+            probe_format: c.options[0].0.name(),
+            probe_kl: probe_kl[i],
+            kl: kls[i][chosen[i]],
+        });
+    }
+    let (smallest, largest) = reachable(model);
+    let note = (target > largest + 1e-9).then(|| {
+        format!("the target is above every matrix in its largest format ({largest:.3} bits/weight): all take it")
+    });
+    Ok(BudgetPlan {
+        formats,
+        report: BudgetReport {
+            target_bits_per_weight: target,
+            planned_bits_per_weight: bits(bytes, params),
+            smallest_bits_per_weight: smallest,
+            largest_bits_per_weight: largest,
+            predicted_kl: predicted,
+            probe_tokens: probes.positions,
+            probes: probed.len(),
+            seconds: start.elapsed().as_secs_f64(),
+            note,
+            tensors,
+        },
+    })
+}
+
+/// The body stage a matrix first acts in: the block's for a block's weight, the head alone for an
+/// untied head, the embedding (everything) otherwise.
+fn first_stage(name: &str, stages: usize) -> usize {
+    let block = name.strip_prefix("model.layers.").or_else(|| name.strip_prefix("transformer.h."));
+    match block.and_then(|r| r.split_once('.')).and_then(|(i, _)| i.parse::<usize>().ok()) {
+        Some(i) => i + 1,
+        None if name.starts_with("lm_head.") => stages,
+        None => 0,
+    }
+}
+
+/// The unquantized model on the probe windows: every stage's output and the log-probabilities,
+/// so that a probe reruns only the stages from its matrix's block on.
+struct Probes {
+    windows: Vec<(BodyContext, Vec<Tensor>, Tensor)>,
+    stages: usize,
+    positions: usize,
+}
+
+impl Probes {
+    fn new(net: &Network, tokens: &[u32], seq_len: usize, monitor: &Monitor) -> Result<Self> {
+        let stages = net.stages()?;
+        let wins = windows(tokens, seq_len);
+        let mut out = Vec::with_capacity(wins.len());
+        let mut positions = 0;
+        monitor.report(0, wins.len());
+        for (k, w) in wins.iter().enumerate() {
+            let ids = Tensor::from_slice(&w[..w.len() - 1], (1, w.len() - 1), &Device::Cpu)?;
+            let ctx = net.body_context(&ids)?;
+            let mut outs: Vec<Tensor> = Vec::with_capacity(stages);
+            for i in 0..stages {
+                let x = net.stage(i, outs.last(), &ctx)?;
+                outs.push(x);
+            }
+            let logp = log_softmax(&Self::logits(net, &outs[stages - 1])?, D::Minus1)?;
+            positions += w.len() - 1;
+            out.push((ctx, outs, logp));
+            monitor.report(k + 1, wins.len());
+        }
+        Ok(Self { windows: out, stages, positions })
+    }
+
+    fn logits(net: &Network, hidden: &Tensor) -> Result<Tensor> {
+        let h = hidden.dim(D::Minus1)?;
+        // f64 from the logits on: a single tensor's KL can be small enough for f32 log-softmax
+        // rounding to matter.
+        Ok(net.lm_logits(&hidden.reshape(((), h))?)?.to_dtype(DType::F64)?)
+    }
+
+    /// Mean KL(unquantized ‖ `probe`) per position, `probe` differing from the model in stages
+    /// `from..` (and the head) only.
+    fn kl(&self, probe: &Network, from: usize) -> Result<f64> {
+        let mut kl = 0.0;
+        for (ctx, outs, reference) in &self.windows {
+            let mut x = if from == 0 { None } else { Some(outs[from.min(self.stages) - 1].clone()) };
+            for i in from..self.stages {
+                x = Some(probe.stage(i, x.as_ref(), ctx)?);
+            }
+            let x = x.ok_or_else(|| Error::Invalid("a probe ran no stage".into()))?;
+            let logp = log_softmax(&Self::logits(probe, &x)?, D::Minus1)?;
+            let v = logp.dim(1)?.min(reference.dim(1)?);
+            let (r, c) = (reference.narrow(1, 0, v)?, logp.narrow(1, 0, v)?);
+            kl += (r.exp()? * (&r - &c)?)?.sum_all()?.to_scalar::<f64>()?;
+        }
+        Ok(kl / self.positions.max(1) as f64)
+    }
+}
+
+/// `Σᵢⱼ impⱼ·(Q(w) − w)ᵢⱼ²` in the quantizer's orientation (rows along the input); `imp` is 1
+/// where calibration recorded no input (a tied head).
+fn output_error(name: &str, w: &Tensor, c: &Candidate, f: QuantFormat, imp: Option<&[f32]>) -> Result<f64> {
+    let (q, _) = quantize_tensor(name, w, c.role, f, c.transposed, imp, None)?;
+    let orient = |t: Tensor| -> Result<Tensor> {
+        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        Ok(if c.transposed { t.t()?.contiguous()? } else { t })
+    };
+    let (w, d) = (orient(w.detach())?, orient(q.dequantize()?)?);
+    let width = w.dim(1)?;
+    let (w, d): (Vec<f32>, Vec<f32>) = (w.flatten_all()?.to_vec1()?, d.flatten_all()?.to_vec1()?);
+    let imp = imp.filter(|v| v.len() == width);
+    Ok(w.chunks(width)
+        .zip(d.chunks(width))
+        .map(|(wr, dr)| {
+            wr.iter()
+                .zip(dr)
+                .enumerate()
+                .map(|(j, (a, b))| {
+                    let e = (*b - *a) as f64;
+                    e * e * imp.map_or(1.0, |v| v[j] as f64)
+                })
+                .sum::<f64>()
+        })
+        .sum())
+}
+
+/// Greedy multiple-choice knapsack: option indices per matrix whose extra bytes over the smallest
+/// options fit `room`, taking upgrades along each matrix's lower convex hull of (bytes, KL) in
+/// order of KL removed per byte.
+fn allocate(cands: &[Candidate], kls: &[Vec<f64>], room: u64) -> Vec<usize> {
+    let hulls: Vec<Vec<usize>> = cands.iter().zip(kls).map(|(c, k)| hull(&c.options, k)).collect();
+    let mut at = vec![0usize; cands.len()]; // position on the hull
+    let base: u64 = cands.iter().map(|c| c.options[0].1).sum();
+    let mut left = room.saturating_sub(base);
+    let mut open: Vec<bool> = hulls.iter().map(|h| h.len() > 1).collect();
+    loop {
+        let mut best: Option<(usize, f64)> = None;
+        for i in 0..cands.len() {
+            if !open[i] {
+                continue;
+            }
+            let (a, b) = (hulls[i][at[i]], hulls[i][at[i] + 1]);
+            let db = cands[i].options[b].1 - cands[i].options[a].1;
+            let gain = (kls[i][a] - kls[i][b]) / db.max(1) as f64;
+            if best.is_none_or(|(_, g)| gain > g) {
+                best = Some((i, gain));
+            }
+        }
+        let Some((i, _)) = best else { break };
+        let (a, b) = (hulls[i][at[i]], hulls[i][at[i] + 1]);
+        let db = cands[i].options[b].1 - cands[i].options[a].1;
+        if db <= left {
+            left -= db;
+            at[i] += 1;
+            open[i] = at[i] + 1 < hulls[i].len();
+        } else {
+            open[i] = false;
+        }
+    }
+    (0..cands.len()).map(|i| hulls[i][at[i]]).collect()
+}
+
+/// Indices of the options on the lower convex hull of (bytes, KL), smallest first: each step on it
+/// removes less KL per byte than the one before, and no option off it is worth its bytes.
+fn hull(options: &[(QuantFormat, u64)], kls: &[f64]) -> Vec<usize> {
+    let mut h: Vec<usize> = Vec::new();
+    for j in 0..options.len() {
+        // An option worse than a cheaper one on the hull is never worth taking (an equal one is, last,
+        // when bytes are left).
+        if h.last().is_some_and(|&l| kls[j] > kls[l]) {
+            continue;
+        }
+        let gain = |a: usize, b: usize| (kls[a] - kls[b]) / (options[b].1 - options[a].1).max(1) as f64;
+        while h.len() >= 2 && gain(h[h.len() - 2], h[h.len() - 1]) <= gain(h[h.len() - 1], j) {
+            h.pop();
+        }
+        h.push(j);
+    }
+    h
+}
