@@ -180,7 +180,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
     if let Some(b) = &q.budget {
         println!(
             "budget      {:.3} bits/weight planned for a target of {} (reachable {:.3}–{:.3}); predicted KL {:.4} \
-             from {} sensitivity probes on {} calibration tokens, in {:.1} s",
+             from {} sensitivity probes on {} calibration tokens (--probe-tokens), in {:.1} s",
             b.planned_bits_per_weight,
             b.target_bits_per_weight,
             b.smallest_bits_per_weight,
@@ -188,7 +188,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
             b.predicted_kl,
             b.probes,
             b.probe_tokens,
-            b.seconds
+            b.sensitivity_seconds
         );
         if let Some(n) = &b.note {
             println!("  note      {n}");

@@ -1,5 +1,5 @@
 //! Budget mode (`budget-BITS`): the plan meets the target exactly as the quantizer counts bytes,
-//! more bits never predict more KL, each tensor's probe equals a full comparison of the model with
+//! more bits never predict more KL, one sensitivity measurement serves every target, each tensor's probe equals a full comparison of the model with
 //! only that tensor quantized, the GGUF file stores every tensor in its planned type, and targets
 //! below every format or without calibration are refused with the reason.
 
@@ -59,6 +59,7 @@ fn a_budget_meets_its_target_and_more_bits_never_predict_more_kl() {
     assert!(min < max, "{min} {max}");
     let opts = QuantOptions { imatrix: Some(&imatrix), ..Default::default() };
     let mut last_kl = f64::INFINITY;
+    let mut measured: Option<f64> = None;
     let mut seen_formats = std::collections::BTreeSet::new();
     for k in 0..=6 {
         let target = ((min + (max - min) * k as f64 / 6.0) * 100.0).ceil() / 100.0;
@@ -68,6 +69,8 @@ fn a_budget_meets_its_target_and_more_bits_never_predict_more_kl() {
         assert!(q.size.bits_per_weight <= target + 1e-9, "target {target}: {:?}", q.size);
         assert!(plan.predicted_kl <= last_kl + 1e-12, "target {target}: KL {} after {last_kl}", plan.predicted_kl);
         last_kl = plan.predicted_kl;
+        // One measurement of the sensitivities serves every target on this calibration.
+        assert_eq!(*measured.get_or_insert(plan.sensitivity_seconds), plan.sensitivity_seconds);
         for r in &q.report {
             assert_eq!(r.format, r.requested, "{}: a plan asks only for formats that fit the width", r.name);
             if r.role != TensorRole::Vector {

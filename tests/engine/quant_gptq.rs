@@ -143,7 +143,9 @@ fn gptq_formats_are_named_and_refuse_missing_or_short_calibration() {
     let f = QuantFormat::parse("INT4-g64+GPTQ").unwrap();
     assert!(f.is_gptq() && f.name() == "int4-g64+gptq", "{}", f.name());
     assert_eq!(QuantFormat::parse(&f.name()).unwrap(), f);
-    assert!(QuantFormat::parse("q4_0+gptq").is_err());
+    assert_eq!(QuantFormat::parse("Q4_0+gptq").unwrap().name(), "q4_0+gptq");
+    let err = QuantFormat::parse("q4_k+gptq").unwrap_err().to_string();
+    assert!(err.contains("not the K-quants") && err.contains("q4_k+imatrix"), "{err}");
     let model = common::load_fixture("tiny-llama", false);
     let format = QuantFormat::parse("int4-g32+gptq").unwrap();
     let opts = QuantOptions::default();
@@ -162,4 +164,72 @@ fn gptq_formats_are_named_and_refuse_missing_or_short_calibration() {
     let gptq_tensors = q.report.iter().filter(|r| r.format.ends_with("+gptq")).count();
     assert_eq!(gptq_tensors, 4 * 7, "{:#?}", q.report);
     assert!(q.report.iter().all(|r| r.note.is_none() || r.format.starts_with("int4+gptq")), "{:#?}", q.report);
+}
+
+/// GPTQ into the GGML legacy blocks: it rounds in the block format's own-format twin (same codes,
+/// offsets and f16 parameters), and the packed blocks dequantize, through candle, to exactly the
+/// twin's values; on every linear layer of the fixture whose rows fit the blocks its weighted
+/// error is below candle's (llama.cpp's) round-to-nearest in the same type. Through
+/// `quantize_model` the tensors are stored in the GGML type and the GGUF file holds that type.
+#[test]
+fn gptq_in_ggml_legacy_blocks_packs_exactly_and_beats_rounding_to_nearest() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use distill_tui::engine::quant::format::int_twin;
+    use distill_tui::engine::quant::ggml_blocks;
+    let model = common::load_fixture("tiny-llama", false);
+    let text = std::fs::read_to_string(common::shared_dir().join("data/austen/emma.txt")).unwrap();
+    let opts = EvalOptions { seq_len: 128, max_tokens: Some(2048), ..Default::default() };
+    let imatrix = calibrate(&model, &text, &opts, true, &Monitor::silent(&NO_CANCEL)).unwrap();
+    let mut layers = 0;
+    for d in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1, GgmlDType::Q8_0] {
+        let twin = int_twin(d).unwrap();
+        for (name, hess) in &imatrix.hessians {
+            let w = &model.params[name];
+            let (rows, cols) = w.dims2().unwrap();
+            if cols % 32 != 0 {
+                continue;
+            }
+            let values: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+            let p = Prepared::new(hess, GptqOptions::default()).unwrap();
+            let g = gptq::quantize_int(&values, rows, cols, twin, &p).unwrap();
+            let packed = ggml_blocks::pack(&g, d).unwrap();
+            assert_eq!(packed.dtype(), d);
+            assert_eq!(packed.storage_size_in_bytes(), rows * cols / 32 * d.type_size());
+            let unpacked: Vec<f32> =
+                packed.dequantize(&candle_core::Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(unpacked, g.dequantize(), "{d:?} {name}: the blocks hold exactly the twin's values");
+            let rtn: Vec<f32> = QTensor::quantize(w, d)
+                .unwrap()
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let (e_gptq, e_rtn) = (hess.weighted_error(&values, &unpacked), hess.weighted_error(&values, &rtn));
+            assert!(e_gptq < e_rtn, "{d:?} {name}: GPTQ {e_gptq:.4e} vs round-to-nearest {e_rtn:.4e}");
+            layers += 1;
+        }
+    }
+    assert_eq!(layers, 5 * 4 * 6, "every 64-wide linear layer in every type");
+
+    let format = QuantFormat::parse("q4_0+gptq").unwrap();
+    let q = quantize_model(
+        &model,
+        format,
+        &QuantOptions { imatrix: Some(&imatrix), ..Default::default() },
+        &Monitor::silent(&NO_CANCEL),
+    )
+    .unwrap();
+    let q_proj = q.report.iter().find(|r| r.name == "model.layers.0.self_attn.q_proj.weight").unwrap();
+    assert_eq!((q_proj.requested.as_str(), q_proj.format.as_str()), ("q4_0+gptq", "q4_0"));
+    let down = q.report.iter().find(|r| r.name == "model.layers.0.mlp.down_proj.weight").unwrap();
+    assert_eq!(down.format, "f16", "172-wide rows fit no 32-weight block: {down:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    distill_tui::engine::quant::export(&model, &q, &path).unwrap();
+    let g = distill_tui::engine::gguf::load_gguf(&path, &candle_core::Device::Cpu).unwrap();
+    for (name, t) in &q.dequantized().unwrap() {
+        assert_eq!(common::max_abs_diff(&g.tensors[name], t), 0.0, "`{name}`");
+    }
 }

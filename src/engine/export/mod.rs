@@ -168,7 +168,7 @@ fn trl_warnings(targets: &[Target], r: &Recipe) -> Option<String> {
 pub fn quant_file_name(point: &Point, format: QuantFormat, gguf: bool) -> String {
     match format {
         QuantFormat::Int(_) => format!("{}.safetensors", point.name),
-        QuantFormat::Ggml(_) if !gguf => format!("{}.dequantized.safetensors", point.name),
+        QuantFormat::Ggml(_) | QuantFormat::GgmlGptq(_) if !gguf => format!("{}.dequantized.safetensors", point.name),
         _ if !gguf => format!("{}.safetensors", point.name),
         _ => format!("{}.gguf", point.name),
     }
@@ -218,7 +218,7 @@ pub fn write_point(
         )?;
         let gguf = crate::engine::quant::gguf_export::supports(&model);
         let path = out.join(quant_file_name(point, format, gguf));
-        if matches!(format, QuantFormat::Ggml(_)) && !gguf {
+        if matches!(format, QuantFormat::Ggml(_) | QuantFormat::GgmlGptq(_)) && !gguf {
             // Neither GGUF (llama.cpp knows no such family) nor safetensors (no GGML block types)
             // holds these blocks: the point's weights are written as the values they stand for.
             ctx.log(format!("{} is no GGUF family: writing the point's weights dequantized", model.info.name));

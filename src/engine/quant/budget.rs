@@ -59,6 +59,9 @@ pub struct BudgetReport {
     pub probe_tokens: usize,
     /// Sensitivity probes run (one per matrix with more than one format to choose from).
     pub probes: usize,
+    /// Time the probes took (once per calibration: later targets reuse them).
+    pub sensitivity_seconds: f64,
+    /// Time this plan took (the probes included when it ran them).
     pub seconds: f64,
     pub note: Option<String>,
     pub tensors: Vec<BudgetChoice>,
@@ -85,6 +88,7 @@ pub struct BudgetPlan {
 }
 
 /// One matrix of the search.
+#[derive(Debug)]
 struct Candidate {
     name: String,
     role: TensorRole,
@@ -158,8 +162,23 @@ pub fn check_reachable(model: &LoadedModel, target: f64) -> Result<()> {
     )))
 }
 
+/// What the probes measured: every matrix's options with their estimated KLs. It depends on the
+/// model and the calibration only, so one measurement serves every target (kept with the
+/// calibration, [`Imatrix::budget`]).
+#[derive(Debug)]
+pub struct Sensitivity {
+    cands: Vec<Candidate>,
+    fixed: u64,
+    params: u64,
+    probe_kl: Vec<f64>,
+    kls: Vec<Vec<f64>>,
+    positions: usize,
+    probes: usize,
+    seconds: f64,
+}
+
 /// Plans `target` bits/weight for `model` from its calibration (`imatrix`: column importances and
-/// the windows the probes run on).
+/// the windows the probes run on), measuring the sensitivities once per calibration and probe size.
 pub fn plan(
     model: &LoadedModel,
     target: f64,
@@ -169,80 +188,23 @@ pub fn plan(
 ) -> Result<BudgetPlan> {
     check_reachable(model, target)?;
     let start = Instant::now();
-    let (cands, fixed, params) = candidates(model);
-    let cpu = Device::Cpu;
-
-    // 2. Output errors of every option.
-    let stage = monitor.stage("budget: errors per format").unit("tensors");
-    stage.report(0, cands.len());
-    let errors: Vec<Vec<f64>> = cands
-        .par_iter()
-        .map(|c| {
-            stage.check()?;
-            let w = &model.params[&c.name];
-            let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
-            c.options.iter().map(|(f, _)| output_error(&c.name, w, c, *f, imp)).collect::<Result<Vec<f64>>>()
-        })
-        .collect::<Result<_>>()?;
-    stage.report(cands.len(), cands.len());
-
-    // 3. Sensitivity probes.
-    let mut tokens: Vec<u32> = imatrix.windows.iter().flatten().copied().collect();
-    tokens.truncate(probe_tokens);
-    let seq_len = imatrix.windows.first().map_or(0, |w| w.len()).min(tokens.len());
-    if seq_len < 2 {
-        return Err(Error::Invalid(
-            "a budget measures each tensor's sensitivity on the calibration text, which gave fewer than 2 tokens; \
-             give a longer --calib text"
-                .into(),
-        ));
-    }
-    let probes = Probes::new(&model.network, &tokens, seq_len, &monitor.stage("budget: reference"))?;
-    let base: HashMap<String, Tensor> =
-        model.params.iter().map(|(n, t)| Ok((n.clone(), t.detach().to_device(&cpu)?))).collect::<Result<_>>()?;
-    let probed: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].options.len() > 1).collect();
-    let stage = monitor.stage("budget: sensitivity probes").unit("tensors");
-    monitor.note(format!(
-        "budget: {} tensors probed on {} calibration tokens, each with only itself quantized",
-        probed.len(),
-        probes.positions
-    ));
-    let mut probe_kl = vec![0f64; cands.len()];
-    stage.report(0, probed.len());
-    for (k, &i) in probed.iter().enumerate() {
-        stage.check()?;
-        let c = &cands[i];
-        let w = &model.params[&c.name];
-        let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
-        let (q, _) = quantize_tensor(&c.name, w, c.role, c.options[0].0, c.transposed, imp, None)?;
-        let mut tensors = base.clone();
-        tensors.insert(c.name.clone(), q.dequantize()?.to_dtype(w.dtype())?);
-        let store = WeightStore::new(TensorSource::Memory(tensors), false, &cpu);
-        let probe = Network::build(&model.config, &store.root(), model.resolved.path())?;
-        let kl = probes.kl(&probe, first_stage(&c.name, probes.stages))?;
-        if !kl.is_finite() {
-            return Err(Error::Invalid(format!(
-                "{}: the model with only {} in {} gives a non-finite KL; the weights hold NaN or infinity",
-                model.info.name, c.name, c.options[0].0
-            )));
+    let sens = {
+        let mut cache = imatrix.budget.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.as_ref().filter(|(n, _)| *n == probe_tokens) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = std::sync::Arc::new(measure(model, imatrix, probe_tokens, monitor)?);
+                *cache = Some((probe_tokens, s.clone()));
+                s
+            }
         }
-        probe_kl[i] = kl.max(0.0);
-        stage.report(k + 1, probed.len());
-    }
-
-    // KL of every option: the probe's, scaled by the ratio of output errors.
-    let kls: Vec<Vec<f64>> = cands
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let e0 = errors[i][0];
-            (0..c.options.len()).map(|j| if e0 > 0.0 { probe_kl[i] * errors[i][j] / e0 } else { 0.0 }).collect()
-        })
-        .collect();
+    };
+    let Sensitivity { cands, fixed, params, probe_kl, kls, .. } = &*sens;
+    let (fixed, params) = (*fixed, *params);
 
     // 4. Allocation.
     let target_bytes = (target * params as f64 / 8.0).floor() as u64;
-    let chosen = allocate(&cands, &kls, target_bytes.saturating_sub(fixed));
+    let chosen = allocate(cands, kls, target_bytes.saturating_sub(fixed));
     let mut formats = BTreeMap::new();
     let mut tensors = Vec::with_capacity(cands.len());
     let (mut bytes, mut predicted) = (fixed, 0.0);
@@ -272,12 +234,101 @@ pub fn plan(
             smallest_bits_per_weight: smallest,
             largest_bits_per_weight: largest,
             predicted_kl: predicted,
-            probe_tokens: probes.positions,
-            probes: probed.len(),
+            probe_tokens: sens.positions,
+            probes: sens.probes,
+            sensitivity_seconds: sens.seconds,
             seconds: start.elapsed().as_secs_f64(),
             note,
             tensors,
         },
+    })
+}
+
+/// Steps 2 and 3: every option's output error, one probe per matrix, the KL table.
+fn measure(model: &LoadedModel, imatrix: &Imatrix, probe_tokens: usize, monitor: &Monitor) -> Result<Sensitivity> {
+    let start = Instant::now();
+    let (cands, fixed, params) = candidates(model);
+    let cpu = Device::Cpu;
+
+    // 2. Output errors of every option.
+    let stage = monitor.stage("budget: errors per format").unit("tensors");
+    stage.report(0, cands.len());
+    let errors: Vec<Vec<f64>> = cands
+        .par_iter()
+        .map(|c| {
+            stage.check()?;
+            let w = &model.params[&c.name];
+            let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
+            c.options.iter().map(|(f, _)| output_error(&c.name, w, c, *f, imp)).collect::<Result<Vec<f64>>>()
+        })
+        .collect::<Result<_>>()?;
+    stage.report(cands.len(), cands.len());
+
+    // 3. Sensitivity probes.
+    let mut tokens: Vec<u32> = imatrix.windows.iter().flatten().copied().collect();
+    tokens.truncate(probe_tokens);
+    let seq_len = imatrix.windows.first().map_or(0, |w| w.len()).min(tokens.len());
+    if seq_len < 2 {
+        return Err(Error::Invalid(
+            "a budget measures each tensor's sensitivity on the calibration text, which gave fewer than 2 tokens; \
+             give a longer --calib text"
+                .into(),
+        ));
+    }
+    let probes_set = Probes::new(&model.network, &tokens, seq_len, &monitor.stage("budget: reference"))?;
+    let probes_set_positions = probes_set.positions;
+    let base: HashMap<String, Tensor> =
+        model.params.iter().map(|(n, t)| Ok((n.clone(), t.detach().to_device(&cpu)?))).collect::<Result<_>>()?;
+    let probed: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].options.len() > 1).collect();
+    let stage = monitor.stage("budget: sensitivity probes").unit("tensors");
+    monitor.note(format!(
+        "budget: {} tensors probed on {} calibration tokens, each with only itself quantized",
+        probed.len(),
+        probes_set.positions
+    ));
+    let mut probe_kl = vec![0f64; cands.len()];
+    stage.report(0, probed.len());
+    for (k, &i) in probed.iter().enumerate() {
+        stage.check()?;
+        let c = &cands[i];
+        let w = &model.params[&c.name];
+        let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
+        let (q, _) = quantize_tensor(&c.name, w, c.role, c.options[0].0, c.transposed, imp, None)?;
+        let mut tensors = base.clone();
+        tensors.insert(c.name.clone(), q.dequantize()?.to_dtype(w.dtype())?);
+        let store = WeightStore::new(TensorSource::Memory(tensors), false, &cpu);
+        let probe = Network::build(&model.config, &store.root(), model.resolved.path())?;
+        let kl = probes_set.kl(&probe, first_stage(&c.name, probes_set.stages))?;
+        if !kl.is_finite() {
+            return Err(Error::Invalid(format!(
+                "{}: the model with only {} in {} gives a non-finite KL; the weights hold NaN or infinity",
+                model.info.name, c.name, c.options[0].0
+            )));
+        }
+        probe_kl[i] = kl.max(0.0);
+        stage.report(k + 1, probed.len());
+    }
+
+    // KL of every option: the probe's, scaled by the ratio of output errors.
+    let kls: Vec<Vec<f64>> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let e0 = errors[i][0];
+            (0..c.options.len()).map(|j| if e0 > 0.0 { probe_kl[i] * errors[i][j] / e0 } else { 0.0 }).collect()
+        })
+        .collect();
+
+    let probes = probed.len();
+    Ok(Sensitivity {
+        cands,
+        fixed,
+        params,
+        probe_kl,
+        kls,
+        positions: probes_set_positions,
+        probes,
+        seconds: start.elapsed().as_secs_f64(),
     })
 }
 

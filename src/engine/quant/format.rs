@@ -141,6 +141,9 @@ pub enum QuantFormat {
     Int(IntFormat),
     /// A per-tensor mix of GGML formats ([`Mix`]).
     Mix(Mix),
+    /// A GGML legacy block format (32 weights a block: q4_0, q4_1, q5_0, q5_1, q8_0) rounded by
+    /// GPTQ from calibration activations (`q4_0+gptq`); stored as that GGML type.
+    GgmlGptq(GgmlDType),
     /// A target size: per-tensor GGML formats chosen by measured sensitivity
     /// ([`super::budget`]; needs a calibration text).
     Budget(Budget),
@@ -181,6 +184,19 @@ impl QuantFormat {
         if let Some(d) = GGML_FORMATS.iter().find(|d| ggml_name(**d).replace('_', "") == compact) {
             return Ok(Self::Ggml(*d));
         }
+        if let Some(base) = compact.strip_suffix("+gptq") {
+            if let Some(d) = GGML_FORMATS.iter().find(|d| ggml_name(**d).replace('_', "") == base) {
+                return match int_twin(*d) {
+                    Some(_) => Ok(Self::GgmlGptq(*d)),
+                    None => Err(Error::Invalid(format!(
+                        "{name}: GPTQ rounds the 32-weight legacy blocks (q4_0, q4_1, q5_0, q5_1, q8_0) and the own \
+                         int formats, not the K-quants' super-blocks; use {}+imatrix (an importance matrix) or a \
+                         legacy block format with +gptq",
+                        ggml_name(*d)
+                    ))),
+                };
+            }
+        }
         if lower.starts_with("budget") {
             return parse_budget(&lower).ok_or_else(|| {
                 Error::Invalid(format!(
@@ -209,6 +225,7 @@ impl QuantFormat {
             Self::F32 => "f32".into(),
             Self::F16 => "f16".into(),
             Self::Ggml(d) => ggml_name(*d).into(),
+            Self::GgmlGptq(d) => format!("{}+gptq", ggml_name(*d)),
             Self::Mix(m) => m.name().into(),
             Self::Budget(b) => format!("budget-{}", b.bits()),
             Self::Int(f) => {
@@ -224,7 +241,7 @@ impl QuantFormat {
     pub fn block_size(&self) -> usize {
         match self {
             Self::F32 | Self::F16 => 1,
-            Self::Ggml(d) => d.block_size(),
+            Self::Ggml(d) | Self::GgmlGptq(d) => d.block_size(),
             Self::Mix(m) => m.base().block_size(),
             Self::Budget(_) => GgmlDType::Q8_0.block_size(),
             Self::Int(f) => f.group.unwrap_or(1),
@@ -236,7 +253,7 @@ impl QuantFormat {
         match self {
             Self::F32 => 32.0,
             Self::F16 => 16.0,
-            Self::Ggml(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
+            Self::Ggml(d) | Self::GgmlGptq(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
             Self::Mix(m) => Self::Ggml(m.base()).bits_per_weight(width),
             Self::Budget(b) => b.bits(),
             Self::Int(f) => {
@@ -248,13 +265,15 @@ impl QuantFormat {
 
     /// True for an own int format rounded by GPTQ (`+gptq`): it needs calibration activations.
     pub fn is_gptq(&self) -> bool {
-        matches!(self, Self::Int(IntFormat { gptq: true, .. }))
+        matches!(self, Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_))
     }
 
     /// GPTQ formats and budgets cannot be made without a calibration text: why, for an error.
     pub fn calibration_need(&self) -> Option<&'static str> {
         match self {
-            Self::Int(IntFormat { gptq: true, .. }) => Some("rounds with calibration activations (GPTQ)"),
+            Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_) => {
+                Some("rounds with calibration activations (GPTQ)")
+            }
             Self::Budget(_) => Some("chooses each tensor's format by its measured sensitivity on calibration text"),
             _ => None,
         }
@@ -267,6 +286,7 @@ impl QuantFormat {
             Self::Int(_)
                 | Self::Mix(_)
                 | Self::Budget(_)
+                | Self::GgmlGptq(_)
                 | Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
         )
     }
@@ -289,7 +309,7 @@ impl QuantFormat {
             Self::Ggml(GgmlDType::Q4K) => Self::Ggml(GgmlDType::Q5_0),
             Self::Ggml(GgmlDType::Q5K) => Self::Ggml(GgmlDType::Q5_1),
             Self::Ggml(GgmlDType::Q6K) => Self::Ggml(GgmlDType::Q8_0),
-            Self::Ggml(_) => Self::F16,
+            Self::Ggml(_) | Self::GgmlGptq(_) => Self::F16,
             Self::Int(f) => Self::Int(IntFormat { group: None, ..*f }),
             Self::F32 | Self::F16 | Self::Mix(_) | Self::Budget(_) => *self,
         };
@@ -310,7 +330,7 @@ impl QuantFormat {
     pub fn high_precision(&self) -> QuantFormat {
         match self {
             Self::F32 | Self::F16 => *self,
-            Self::Ggml(_) | Self::Mix(_) | Self::Budget(_) => Self::Ggml(GgmlDType::Q8_0),
+            Self::Ggml(_) | Self::GgmlGptq(_) | Self::Mix(_) | Self::Budget(_) => Self::Ggml(GgmlDType::Q8_0),
             Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true, gptq: false }),
         }
     }
@@ -336,6 +356,21 @@ pub fn valid_names() -> Vec<String> {
 
 fn ggml_name(d: GgmlDType) -> &'static str {
     crate::engine::gguf::ggml_dtype_name(d)
+}
+
+/// The own format whose groups are a GGML legacy block's: the same codes, offset and f16
+/// parameters (`w = d·(q − 8)` is Q4_0's, `w = d·q + m` Q4_1's, …), so GPTQ can round in it and
+/// the result be packed into the GGML blocks exactly.
+pub fn int_twin(d: GgmlDType) -> Option<IntFormat> {
+    let (bits, symmetric) = match d {
+        GgmlDType::Q4_0 => (4, true),
+        GgmlDType::Q4_1 => (4, false),
+        GgmlDType::Q5_0 => (5, true),
+        GgmlDType::Q5_1 => (5, false),
+        GgmlDType::Q8_0 => (8, true),
+        _ => return None,
+    };
+    Some(IntFormat { bits, group: Some(32), symmetric, gptq: true })
 }
 
 /// `int{bits}[-g{group}][-sym|-asym][+gptq]`.

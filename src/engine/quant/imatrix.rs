@@ -18,7 +18,7 @@ use crate::engine::tokenizer::encode_plain;
 use crate::engine::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Per-column importance of every linear weight, by the weight's Hugging Face name.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +32,9 @@ pub struct Imatrix {
     pub hessians: BTreeMap<String, Arc<Hessian>>,
     /// The calibration windows the model ran on (a budget's sensitivity probes reuse the first).
     pub windows: Vec<Vec<u32>>,
+    /// A budget's sensitivity measurement on this calibration, with the probe tokens it used:
+    /// measured by the first budget, reused by the others.
+    pub budget: Arc<Mutex<Option<(usize, Arc<super::budget::Sensitivity>)>>>,
 }
 
 /// Calibration tokens when nobody says otherwise: on SmolLM2-135M q4_k the importance matrix of
@@ -107,6 +110,7 @@ pub fn calibrate(
         tokens: used,
         hessians: recorder.hessians(),
         windows: wins.iter().map(|w| w.to_vec()).collect(),
+        budget: Default::default(),
     })
 }
 

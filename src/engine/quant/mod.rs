@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod export;
 pub mod format;
+pub mod ggml_blocks;
 pub mod gguf_export;
 mod gguf_vocab;
 pub mod gptq;

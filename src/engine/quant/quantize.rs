@@ -144,7 +144,7 @@ pub fn quantize_model(
     let start = Instant::now();
     let tied = model.config.tied_embeddings();
     let conv1d = model.config.model_type() == "gpt2";
-    let gptq = matches!(format, QuantFormat::Int(IntFormat { gptq: true, .. }));
+    let gptq = format.is_gptq();
     let calibrated = opts.imatrix.is_some_and(|m| if gptq { !m.hessians.is_empty() } else { !m.windows.is_empty() });
     if let Some(why) = format.calibration_need().filter(|_| !calibrated) {
         return Err(Error::Invalid(format!("{format} {why}: give a calibration text with --calib FILE")));
@@ -171,9 +171,9 @@ pub fn quantize_model(
         };
         let transposed = conv1d && role == TensorRole::Linear;
         let importance = opts.imatrix.and_then(|m| m.columns.get(name)).map(|v| v.as_slice());
-        let hessian = match requested {
-            QuantFormat::Int(IntFormat { gptq: true, .. }) => opts.imatrix.and_then(|m| m.hessians.get(name)),
-            _ => None,
+        let hessian = match requested.is_gptq() {
+            true => opts.imatrix.and_then(|m| m.hessians.get(name)),
+            false => None,
         };
         let prep = match hessian {
             Some(h) => Some(match prepared.get(&Arc::as_ptr(h)) {
@@ -244,6 +244,17 @@ pub fn quantize_tensor(
             };
             (QuantData::Ggml(Arc::new(q)), transposed)
         }
+        QuantFormat::GgmlGptq(d) => {
+            let q = match (gptq, super::format::int_twin(d)) {
+                (Some(p), Some(twin)) => {
+                    let (rows, cols) = w.dims2()?;
+                    let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
+                    super::ggml_blocks::pack(&gptq::quantize_int(&values, rows, cols, twin, p)?, d)?
+                }
+                _ => QTensor::quantize(&w, d)?,
+            };
+            (QuantData::Ggml(Arc::new(q)), transposed)
+        }
         QuantFormat::Int(f) => {
             let (rows, cols) = w.dims2()?;
             let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
@@ -260,7 +271,7 @@ pub fn quantize_tensor(
             requested.block_size()
         )
     });
-    if matches!(applied, QuantFormat::Int(IntFormat { gptq: true, .. })) && gptq.is_none() {
+    if applied.is_gptq() && gptq.is_none() {
         note = Some("no calibration activation reaches this tensor: rounded to nearest, not by GPTQ".into());
     }
     let q = QuantTensor { role, shape: shape.clone(), transposed, data };
