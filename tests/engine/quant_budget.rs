@@ -33,7 +33,7 @@ fn calibrated(fixture: &str) -> (LoadedModel, Imatrix) {
 }
 
 fn budget(bits: f64) -> QuantFormat {
-    QuantFormat::Budget(Budget { centibits: (bits * 100.0).round() as u32 })
+    QuantFormat::Budget(Budget { centibits: (bits * 100.0).round() as u32, gptq: false })
 }
 
 #[test]
@@ -42,6 +42,9 @@ fn budget_names_parse_and_print() {
     assert_eq!(QuantFormat::parse("BUDGET4.85").unwrap(), budget(4.85));
     assert_eq!(budget(5.0).name(), "budget-5");
     assert_eq!(budget(4.85).name(), "budget-4.85");
+    let g = QuantFormat::parse("budget-5+GPTQ").unwrap();
+    assert_eq!(g, QuantFormat::Budget(Budget { centibits: 500, gptq: true }));
+    assert!(g.is_gptq() && g.name() == "budget-5+gptq");
     for bad in ["budget", "budget-", "budget-0.5", "budget-x", "budget-40"] {
         let err = QuantFormat::parse(bad).unwrap_err().to_string();
         assert!(err.contains("budget-BITS"), "{bad}: {err}");
@@ -171,4 +174,34 @@ fn a_target_below_every_format_or_without_calibration_is_refused() {
     assert!(err.contains(&format!("budget-{:.2} or more", (min * 100.0).ceil() / 100.0)), "{err}");
     let err = quantize_model(&model, budget(min + 1.0), &QuantOptions::default(), &silent()).err().unwrap().to_string();
     assert!(err.contains("measured sensitivity") && err.contains("--calib FILE"), "{err}");
+}
+
+/// `budget-BITS+gptq`: the plan's legacy block formats are rounded by GPTQ (requested `q4_0+gptq`,
+/// stored as Q4_0), its sensitivities measured apart from the plain budget's, and its size the same
+/// accounting's.
+#[test]
+fn a_gptq_budget_rounds_its_legacy_blocks_by_gptq() {
+    let model = common::load_fixture("tiny-llama", false);
+    let text = std::fs::read_to_string(common::shared_dir().join("data/austen/emma.txt")).unwrap();
+    let opts = EvalOptions { seq_len: 64, max_tokens: Some(512), ..Default::default() };
+    let imatrix = calibrate(&model, &text, &opts, true, &silent()).unwrap();
+    let (min, max) = reachable(&model);
+    let target = ((min + max) / 2.0 * 100.0).round() / 100.0;
+    let opts = QuantOptions { imatrix: Some(&imatrix), ..Default::default() };
+    let format = QuantFormat::Budget(Budget { centibits: (target * 100.0).round() as u32, gptq: true });
+    let q = quantize_model(&model, format, &opts, &silent()).unwrap();
+    assert!(q.size.bits_per_weight <= target + 1e-9);
+    let gptq: Vec<_> = q.report.iter().filter(|r| r.requested.ends_with("+gptq")).collect();
+    assert!(gptq.len() >= 20, "{:#?}", q.report);
+    for r in &gptq {
+        assert_eq!(
+            format!("{}+gptq", r.format),
+            r.requested,
+            "{} is stored in the GGML type it was rounded in",
+            r.name
+        );
+    }
+    let plain = quantize_model(&model, budget(target), &opts, &silent()).unwrap();
+    assert!(plain.report.iter().all(|r| !r.requested.ends_with("+gptq")));
+    assert_eq!(imatrix.budget.lock().unwrap().len(), 2, "one measurement each");
 }

@@ -18,9 +18,11 @@
 //!    target (greedy multiple-choice knapsack). The KL of the plan is predicted as the sum of the
 //!    matrices' KLs; `sweep` measures the real one.
 
-use super::format::QuantFormat;
+use super::format::{int_twin, Budget, QuantFormat};
+use super::gptq::{Hessian, Prepared};
 use super::imatrix::Imatrix;
 use super::policy::TensorRole;
+use super::quantize::prepare;
 use super::quantize::quantize_tensor;
 use crate::engine::context::Monitor;
 use crate::engine::eval::windows;
@@ -34,6 +36,7 @@ use candle_nn::ops::log_softmax;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The formats a budget chooses from, smallest first: GGML formats only, so that the plan exports
@@ -107,8 +110,9 @@ fn bytes_of(format: QuantFormat, numel: usize) -> u64 {
     }
 }
 
-/// The matrices and their options, and the bytes of everything kept f32.
-fn candidates(model: &LoadedModel) -> (Vec<Candidate>, u64, u64) {
+/// The matrices and their options, and the bytes of everything kept f32. With `gptq` the legacy
+/// block formats (what narrow rows fall back to) are rounded by GPTQ.
+fn candidates(model: &LoadedModel, gptq: bool) -> (Vec<Candidate>, u64, u64) {
     let tied = model.config.tied_embeddings();
     let conv1d = model.config.model_type() == "gpt2";
     let (mut out, mut fixed, mut params) = (Vec::new(), 0u64, 0u64);
@@ -124,7 +128,10 @@ fn candidates(model: &LoadedModel) -> (Vec<Candidate>, u64, u64) {
         let width = if transposed { t.dims()[0] } else { t.dims()[1] };
         let mut options: Vec<(QuantFormat, u64)> = Vec::new();
         for d in LADDER {
-            let f = QuantFormat::Ggml(*d).for_width(width);
+            let f = match QuantFormat::Ggml(*d).for_width(width) {
+                QuantFormat::Ggml(l) if gptq && int_twin(l).is_some() => QuantFormat::GgmlGptq(l),
+                f => f,
+            };
             if !options.iter().any(|(g, _)| *g == f) {
                 options.push((f, bytes_of(f, numel)));
             }
@@ -141,7 +148,7 @@ fn bits(bytes: u64, params: u64) -> f64 {
 
 /// The smallest and largest sizes a budget can reach on `model`, in bits/weight.
 pub fn reachable(model: &LoadedModel) -> (f64, f64) {
-    let (cands, fixed, params) = candidates(model);
+    let (cands, fixed, params) = candidates(model, false);
     let min: u64 = cands.iter().map(|c| c.options[0].1).sum::<u64>() + fixed;
     let max: u64 = cands.iter().map(|c| c.options[c.options.len() - 1].1).sum::<u64>() + fixed;
     (bits(min, params), bits(max, params))
@@ -181,20 +188,22 @@ pub struct Sensitivity {
 /// the windows the probes run on), measuring the sensitivities once per calibration and probe size.
 pub fn plan(
     model: &LoadedModel,
-    target: f64,
+    budget: Budget,
     imatrix: &Imatrix,
     probe_tokens: usize,
     monitor: &Monitor,
 ) -> Result<BudgetPlan> {
+    let target = budget.bits();
     check_reachable(model, target)?;
     let start = Instant::now();
     let sens = {
         let mut cache = imatrix.budget.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.as_ref().filter(|(n, _)| *n == probe_tokens) {
+        let key = (probe_tokens, budget.gptq);
+        match cache.iter().find(|(k, _)| *k == key) {
             Some((_, s)) => s.clone(),
             None => {
-                let s = std::sync::Arc::new(measure(model, imatrix, probe_tokens, monitor)?);
-                *cache = Some((probe_tokens, s.clone()));
+                let s = std::sync::Arc::new(measure(model, imatrix, probe_tokens, budget.gptq, monitor)?);
+                cache.push((key, s.clone()));
                 s
             }
         }
@@ -245,9 +254,25 @@ pub fn plan(
 }
 
 /// Steps 2 and 3: every option's output error, one probe per matrix, the KL table.
-fn measure(model: &LoadedModel, imatrix: &Imatrix, probe_tokens: usize, monitor: &Monitor) -> Result<Sensitivity> {
+fn measure(
+    model: &LoadedModel,
+    imatrix: &Imatrix,
+    probe_tokens: usize,
+    gptq: bool,
+    monitor: &Monitor,
+) -> Result<Sensitivity> {
     let start = Instant::now();
-    let (cands, fixed, params) = candidates(model);
+    let (cands, fixed, params) = candidates(model, gptq);
+    // GPTQ's factorisations, for the matrices calibration reached.
+    let mut shared = HashMap::new();
+    let mut prepared: HashMap<&str, Arc<Prepared>> = HashMap::new();
+    if gptq {
+        for c in &cands {
+            if let Some(h) = imatrix.hessians.get(&c.name) {
+                prepared.insert(c.name.as_str(), prepare(&c.name, h, &mut shared)?);
+            }
+        }
+    }
     let cpu = Device::Cpu;
 
     // 2. Output errors of every option.
@@ -259,7 +284,9 @@ fn measure(model: &LoadedModel, imatrix: &Imatrix, probe_tokens: usize, monitor:
             stage.check()?;
             let w = &model.params[&c.name];
             let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
-            c.options.iter().map(|(f, _)| output_error(&c.name, w, c, *f, imp)).collect::<Result<Vec<f64>>>()
+            let (hess, prep) = (imatrix.hessians.get(&c.name), prepared.get(c.name.as_str()));
+            let calib = Calib { imp, hess: hess.map(|h| &**h), prep: prep.map(|p| &**p) };
+            c.options.iter().map(|(f, _)| output_error(w, c, *f, &calib)).collect::<Result<Vec<f64>>>()
         })
         .collect::<Result<_>>()?;
     stage.report(cands.len(), cands.len());
@@ -293,7 +320,8 @@ fn measure(model: &LoadedModel, imatrix: &Imatrix, probe_tokens: usize, monitor:
         let c = &cands[i];
         let w = &model.params[&c.name];
         let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
-        let (q, _) = quantize_tensor(&c.name, w, c.role, c.options[0].0, c.transposed, imp, None)?;
+        let prep = prepared.get(c.name.as_str()).map(|p| &**p);
+        let (q, _) = quantize_tensor(&c.name, w, c.role, c.options[0].0, c.transposed, imp, prep)?;
         let mut tensors = base.clone();
         tensors.insert(c.name.clone(), q.dequantize()?.to_dtype(w.dtype())?);
         let store = WeightStore::new(TensorSource::Memory(tensors), false, &cpu);
@@ -400,10 +428,20 @@ impl Probes {
     }
 }
 
-/// `Σᵢⱼ impⱼ·(Q(w) − w)ᵢⱼ²` in the quantizer's orientation (rows along the input); `imp` is 1
-/// where calibration recorded no input (a tied head).
-fn output_error(name: &str, w: &Tensor, c: &Candidate, f: QuantFormat, imp: Option<&[f32]>) -> Result<f64> {
-    let (q, _) = quantize_tensor(name, w, c.role, f, c.transposed, imp, None)?;
+/// What calibration gives one matrix: column importances, its inputs' Gram matrix and GPTQ's
+/// factorisation of it (with `+gptq`).
+struct Calib<'a> {
+    imp: Option<&'a [f32]>,
+    hess: Option<&'a Hessian>,
+    prep: Option<&'a Prepared>,
+}
+
+/// The summed squared output error over the calibration inputs, `Σ Δw H Δwᵀ`, where the Gram
+/// matrix `H` was recorded; otherwise its diagonal estimate `Σᵢⱼ impⱼ·Δwᵢⱼ²` (`imp` 1 where
+/// calibration recorded no input: a tied head). In the quantizer's orientation (rows along the input).
+fn output_error(w: &Tensor, c: &Candidate, f: QuantFormat, calib: &Calib) -> Result<f64> {
+    let (q, _) = quantize_tensor(&c.name, w, c.role, f, c.transposed, calib.imp, calib.prep)?;
+    let imp = calib.imp;
     let orient = |t: Tensor| -> Result<Tensor> {
         let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         Ok(if c.transposed { t.t()?.contiguous()? } else { t })
@@ -411,6 +449,9 @@ fn output_error(name: &str, w: &Tensor, c: &Candidate, f: QuantFormat, imp: Opti
     let (w, d) = (orient(w.detach())?, orient(q.dequantize()?)?);
     let width = w.dim(1)?;
     let (w, d): (Vec<f32>, Vec<f32>) = (w.flatten_all()?.to_vec1()?, d.flatten_all()?.to_vec1()?);
+    if let Some(h) = calib.hess.filter(|h| h.n == width) {
+        return Ok(h.weighted_error(&w, &d));
+    }
     let imp = imp.filter(|v| v.len() == width);
     Ok(w.chunks(width)
         .zip(d.chunks(width))

@@ -153,6 +153,8 @@ pub enum QuantFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Budget {
     pub centibits: u32,
+    /// The legacy block formats of the plan rounded by GPTQ (`budget-5+gptq`).
+    pub gptq: bool,
 }
 
 impl Budget {
@@ -161,10 +163,14 @@ impl Budget {
     }
 }
 
-/// `budget-4.5`, `budget4.5`, `budget-5`: a target between 1 and 32 bits/weight.
+/// `budget-4.5`, `budget4.5`, `budget-5+gptq`: a target between 1 and 32 bits/weight.
 fn parse_budget(name: &str) -> Option<QuantFormat> {
+    let (name, gptq) = match name.strip_suffix("+gptq") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
     let bits: f64 = name.strip_prefix("budget")?.trim_start_matches(['-', ':', '=']).parse().ok()?;
-    (1.0..=32.0).contains(&bits).then(|| QuantFormat::Budget(Budget { centibits: (bits * 100.0).round() as u32 }))
+    (1.0..=32.0).contains(&bits).then(|| QuantFormat::Budget(Budget { centibits: (bits * 100.0).round() as u32, gptq }))
 }
 
 impl QuantFormat {
@@ -227,7 +233,7 @@ impl QuantFormat {
             Self::Ggml(d) => ggml_name(*d).into(),
             Self::GgmlGptq(d) => format!("{}+gptq", ggml_name(*d)),
             Self::Mix(m) => m.name().into(),
-            Self::Budget(b) => format!("budget-{}", b.bits()),
+            Self::Budget(b) => format!("budget-{}{}", b.bits(), if b.gptq { "+gptq" } else { "" }),
             Self::Int(f) => {
                 let group = f.group.map(|g| format!("-g{g}")).unwrap_or_default();
                 let method = if f.gptq { "+gptq" } else { "" };
@@ -265,7 +271,10 @@ impl QuantFormat {
 
     /// True for an own int format rounded by GPTQ (`+gptq`): it needs calibration activations.
     pub fn is_gptq(&self) -> bool {
-        matches!(self, Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_))
+        matches!(
+            self,
+            Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_) | Self::Budget(Budget { gptq: true, .. })
+        )
     }
 
     /// GPTQ formats and budgets cannot be made without a calibration text: why, for an error.

@@ -32,9 +32,9 @@ pub struct Imatrix {
     pub hessians: BTreeMap<String, Arc<Hessian>>,
     /// The calibration windows the model ran on (a budget's sensitivity probes reuse the first).
     pub windows: Vec<Vec<u32>>,
-    /// A budget's sensitivity measurement on this calibration, with the probe tokens it used:
-    /// measured by the first budget, reused by the others.
-    pub budget: Arc<Mutex<Option<(usize, Arc<super::budget::Sensitivity>)>>>,
+    /// Budgets' sensitivity measurements on this calibration, by (probe tokens, GPTQ): measured
+    /// by the first budget, reused by the others.
+    pub budget: Arc<Mutex<Vec<((usize, bool), Arc<super::budget::Sensitivity>)>>>,
 }
 
 /// Calibration tokens when nobody says otherwise: on SmolLM2-135M q4_k the importance matrix of

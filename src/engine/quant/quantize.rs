@@ -151,7 +151,7 @@ pub fn quantize_model(
     }
     let plan = match (format, opts.imatrix) {
         (QuantFormat::Budget(b), Some(m)) => {
-            Some(budget::plan(model, b.bits(), m, opts.probe_tokens.unwrap_or(budget::PROBE_TOKENS), monitor)?)
+            Some(budget::plan(model, b, m, opts.probe_tokens.unwrap_or(budget::PROBE_TOKENS), monitor)?)
         }
         _ => None,
     };
@@ -175,19 +175,7 @@ pub fn quantize_model(
             true => opts.imatrix.and_then(|m| m.hessians.get(name)),
             false => None,
         };
-        let prep = match hessian {
-            Some(h) => Some(match prepared.get(&Arc::as_ptr(h)) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = Arc::new(
-                        Prepared::new(h, GptqOptions::default()).map_err(|e| Error::Invalid(format!("{name}: {e}")))?,
-                    );
-                    prepared.insert(Arc::as_ptr(h), p.clone());
-                    p
-                }
-            }),
-            None => None,
-        };
+        let prep = hessian.map(|h| prepare(name, h, &mut prepared)).transpose()?;
         let (q, r) = quantize_tensor(name, t, role, requested, transposed, importance, prep.as_deref())?;
         tensors.insert(name.clone(), q);
         report.push(r);
@@ -205,6 +193,20 @@ pub fn quantize_model(
     let imatrix = report.iter().any(|r| r.imatrix);
     let budget = plan.map(|p| p.report);
     Ok(QuantizedModel { format, tensors, report, size, imatrix, seconds: start.elapsed().as_secs_f64(), budget })
+}
+
+/// GPTQ's factorisation of `h`, once per Hessian however many layers share it (q, k, v; gate, up).
+pub(super) fn prepare(
+    name: &str,
+    h: &Arc<Hessian>,
+    prepared: &mut HashMap<*const Hessian, Arc<Prepared>>,
+) -> Result<Arc<Prepared>> {
+    if let Some(p) = prepared.get(&Arc::as_ptr(h)) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(Prepared::new(h, GptqOptions::default()).map_err(|e| Error::Invalid(format!("{name}: {e}")))?);
+    prepared.insert(Arc::as_ptr(h), p.clone());
+    Ok(p)
 }
 
 /// Quantizes one parameter, falling back per tensor when its width does not fit the blocks. A
