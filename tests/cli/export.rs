@@ -20,6 +20,11 @@ fn finished_run(dir: &Path) -> (PathBuf, Vec<Value>) {
 
 /// [`finished_run`] with another `[student]` line and more `[distill]` keys.
 fn run_recipe(dir: &Path, student: &str, distill: &str) -> (PathBuf, Vec<Value>) {
+    run_recipe_quantizing(dir, student, distill, "formats = [\"q8_0\", \"q4_0\"]")
+}
+
+/// [`run_recipe`] with another `[quantize]` section (its targets are the student).
+fn run_recipe_quantizing(dir: &Path, student: &str, distill: &str, quantize: &str) -> (PathBuf, Vec<Value>) {
     let austen = common::shared_dir().join("data/austen");
     let text = std::fs::read_to_string(austen.join("emma.txt")).unwrap();
     std::fs::write(dir.join("train.txt"), &text[..60_000]).unwrap();
@@ -30,7 +35,7 @@ fn run_recipe(dir: &Path, student: &str, distill: &str) -> (PathBuf, Vec<Value>)
         "[teacher]\nmodel = \"{}\"\n[student]\n{student}\n[data]\ntrain = \"train.txt\"\neval = \"eval.txt\"\n\
          seq_len = 32\neval_tokens = 512\n[distill]\nsteps = 4\nbatch_size = 4\nwarmup_steps = 1\neval_every = 2\n\
          checkpoint_every = 2\ncache_top_k = 0\n{distill}\n\
-         [quantize]\nformats = [\"q8_0\", \"q4_0\"]\ntargets = [\"student\"]\n[output]\ndir = \"{}\"\n",
+         [quantize]\n{quantize}\ntargets = [\"student\"]\n[output]\ndir = \"{}\"\n",
         common::fixture("tiny-llama").display(),
         run_dir.display()
     );
@@ -269,4 +274,48 @@ fn bad_input_unknown_point_missing_run_and_changed_files() {
     let (code, stdout, stderr) = export(tmp.path(), &run, "student", &["--json"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("predates provenance recording"), "{stdout}");
+}
+
+/// A calibrated point (a budget, GPTQ) is exported as the sweep measured it: export calibrates the
+/// student on the recipe's calibration text the same way, so the budget's GGUF file holds exactly
+/// the bytes the sweep counted, in the plan's types, and the GPTQ file is not plain rounding.
+#[test]
+fn calibrated_points_export_as_the_sweep_measured_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quantize = "formats = [\"budget-8\", \"q4_0+gptq\"]\nimatrix = true\ncalib_tokens = 1024";
+    let (run, events) = run_recipe_quantizing(tmp.path(), "derive = { layers = 2 }", "", quantize);
+    let point = |format: &str| {
+        events.iter().find(|e| e["event"] == "point" && e["point"]["format"] == format).unwrap()["point"].clone()
+    };
+    for (name, format) in [("student-budget-8", "budget-8"), ("student-q4_0+gptq", "q4_0+gptq")] {
+        let (code, _, stderr) = export(tmp.path(), &run, name, &[]);
+        assert_eq!(code, 0, "{name}: {stderr}");
+        let path = tmp.path().join(format!("export/{name}.gguf"));
+        let mut reader = std::fs::File::open(&path).unwrap();
+        let content = candle_core::quantized::gguf_file::Content::read(&mut reader).unwrap();
+        let bytes: usize = content
+            .tensor_infos
+            .values()
+            .map(|t| t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size())
+            .sum();
+        assert_eq!(bytes as u64, point(format)["bytes"].as_u64().unwrap(), "{name}: the file holds the measured point");
+        if format == "budget-8" {
+            let types: std::collections::BTreeSet<_> =
+                content.tensor_infos.values().map(|t| format!("{:?}", t.ggml_dtype)).collect();
+            assert!(types.len() >= 3, "a plan of several types: {types:?}");
+        } else {
+            let g = load_gguf(&path, &Device::Cpu).unwrap();
+            let student = common::load(tmp.path().join("export/model").to_str().unwrap(), false);
+            let name = "model.layers.0.self_attn.q_proj.weight";
+            let plain = candle_core::quantized::QTensor::quantize(
+                &student.params[name],
+                candle_core::quantized::GgmlDType::Q4_0,
+            )
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap();
+            assert!(common::max_abs_diff(&g.tensors[name], &plain) > 0.0, "GPTQ, not round-to-nearest");
+        }
+        std::fs::remove_dir_all(tmp.path().join("export")).unwrap();
+    }
 }

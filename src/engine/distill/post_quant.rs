@@ -37,6 +37,28 @@ fn read_files(lr: &LoadedRecipe, pattern: &str, key: &str) -> Result<String> {
     Ok(text)
 }
 
+/// The calibration a recipe's sweep quantizes with (`quantize.imatrix = true`): `data.train`, in
+/// windows of `data.seq_len`, its first `quantize.calib_tokens` tokens (default `data.eval_tokens`).
+/// Export calibrates a calibrated point (`+gptq`, `budget-…`) the same way, so the file holds the
+/// point the sweep measured.
+pub fn calibration(lr: &LoadedRecipe) -> Result<(String, Option<usize>)> {
+    let tokens = lr.recipe.quantize.as_ref().and_then(|q| q.calib_tokens).unwrap_or(lr.recipe.data.eval_tokens);
+    Ok((read_files(lr, &lr.recipe.data.train, "data.train")?, Some(tokens)))
+}
+
+/// Calibrates `model` on the recipe's calibration text ([`calibration`]), with GPTQ's Gram
+/// matrices when `hessians`.
+pub fn calibrate_for(
+    lr: &LoadedRecipe,
+    model: &LoadedModel,
+    hessians: bool,
+    monitor: &crate::engine::context::Monitor,
+) -> Result<crate::engine::quant::Imatrix> {
+    let (text, max_tokens) = calibration(lr)?;
+    let opts = EvalOptions { seq_len: lr.recipe.data.seq_len, max_tokens, ..Default::default() };
+    crate::engine::quant::calibrate(model, &text, &opts, hessians, monitor)
+}
+
 /// The trained model of `role` in the run's output folder; before any run, the recipe's own
 /// student for the `student` target.
 fn target_model(lr: &LoadedRecipe, role: &str, hub: &crate::engine::hub::HubSettings) -> Result<Option<LoadedModel>> {
@@ -63,9 +85,9 @@ pub fn run(
     ctx: &JobContext,
 ) -> Result<Vec<QuantPoint>> {
     let qad = lr.recipe.qad_format()?;
-    let (mut targets, imatrix, calib_tokens) = match (&lr.recipe.quantize, qad) {
-        (Some(q), _) => (q.targets.clone(), q.imatrix, q.calib_tokens),
-        (None, Some(_)) => (Vec::new(), false, None),
+    let (mut targets, imatrix) = match (&lr.recipe.quantize, qad) {
+        (Some(q), _) => (q.targets.clone(), q.imatrix),
+        (None, Some(_)) => (Vec::new(), false),
         (None, None) => {
             return Err(Error::Invalid(
                 "the recipe has no [quantize] section: set quantize.formats (e.g. q8_0, q4_0, int4-g64)".into(),
@@ -102,8 +124,13 @@ pub fn run(
         max_tokens: Some(lr.recipe.data.eval_tokens),
         ..Default::default()
     };
-    let calibration = if imatrix { Some(read_files(lr, &lr.recipe.data.train, "data.train")?) } else { None };
-    let calib_tokens = Some(calib_tokens.unwrap_or(lr.recipe.data.eval_tokens));
+    let (calibration, calib_tokens) = match imatrix {
+        true => {
+            let (text, tokens) = calibration(lr)?;
+            (Some(text), tokens)
+        }
+        false => (None, None),
+    };
     let opts = SweepOptions { eval, calibration, calib_tokens, ..SweepOptions::default() };
     ctx.log(format!("quantizing {} model(s) × {} format(s)", models.len(), formats.len()));
     let mut points = sweep(&models, teacher, formats, &text, &opts, ctx)?;

@@ -210,10 +210,20 @@ pub fn write_point(
             teacher()?
         };
         let model = load_model(&resolved, &LoadOptions::default())?;
+        // A calibrated point (GPTQ, a budget) is calibrated as the run's sweep calibrated it.
+        let imatrix = match format.calibration_need() {
+            Some(_) => Some(crate::engine::distill::post_quant::calibrate_for(
+                &recipe_of(run)?,
+                &model,
+                format.is_gptq(),
+                &ctx.monitor("calibration"),
+            )?),
+            None => None,
+        };
         let q = quantize_model(
             &model,
             format,
-            &QuantOptions::default(),
+            &QuantOptions { imatrix: imatrix.as_ref(), ..Default::default() },
             &ctx.monitor(format!("quantizing {}", format.name())),
         )?;
         let gguf = crate::engine::quant::gguf_export::supports(&model);

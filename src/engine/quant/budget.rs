@@ -284,7 +284,11 @@ fn measure(
             stage.check()?;
             let w = &model.params[&c.name];
             let imp = imatrix.columns.get(&c.name).map(|v| v.as_slice());
-            let (hess, prep) = (imatrix.hessians.get(&c.name), prepared.get(c.name.as_str()));
+            // The exact error needs the Gram matrix, recorded for GPTQ; a plain budget uses the
+            // diagonal whether or not calibration also recorded it, so its plan does not depend on
+            // what else was calibrated for.
+            let hess = imatrix.hessians.get(&c.name).filter(|_| gptq);
+            let prep = prepared.get(c.name.as_str());
             let calib = Calib { imp, hess: hess.map(|h| &**h), prep: prep.map(|p| &**p) };
             c.options.iter().map(|(f, _)| output_error(w, c, *f, &calib)).collect::<Result<Vec<f64>>>()
         })
