@@ -25,19 +25,22 @@ use super::policy::TensorRole;
 use super::quantize::prepare;
 use super::quantize::quantize_tensor;
 use crate::engine::context::Monitor;
-use crate::engine::eval::windows;
 use crate::engine::loader::LoadedModel;
 use crate::engine::models::weights::{TensorSource, WeightStore};
-use crate::engine::models::{BodyContext, Network};
+use crate::engine::models::Network;
 use crate::engine::{Error, Result};
 use candle_core::quantized::GgmlDType;
-use candle_core::{DType, Device, Tensor, D};
-use candle_nn::ops::log_softmax;
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod knapsack;
+mod probes;
+use knapsack::allocate;
+use probes::{first_stage, Probes};
 
 /// The formats a budget chooses from, smallest first: GGML formats only, so that the plan exports
 /// to one GGUF file llama.cpp runs.
@@ -364,74 +367,6 @@ fn measure(
     })
 }
 
-/// The body stage a matrix first acts in: the block's for a block's weight, the head alone for an
-/// untied head, the embedding (everything) otherwise.
-fn first_stage(name: &str, stages: usize) -> usize {
-    let block = name.strip_prefix("model.layers.").or_else(|| name.strip_prefix("transformer.h."));
-    match block.and_then(|r| r.split_once('.')).and_then(|(i, _)| i.parse::<usize>().ok()) {
-        Some(i) => i + 1,
-        None if name.starts_with("lm_head.") => stages,
-        None => 0,
-    }
-}
-
-/// The unquantized model on the probe windows: every stage's output and the log-probabilities,
-/// so that a probe reruns only the stages from its matrix's block on.
-struct Probes {
-    windows: Vec<(BodyContext, Vec<Tensor>, Tensor)>,
-    stages: usize,
-    positions: usize,
-}
-
-impl Probes {
-    fn new(net: &Network, tokens: &[u32], seq_len: usize, monitor: &Monitor) -> Result<Self> {
-        let stages = net.stages()?;
-        let wins = windows(tokens, seq_len);
-        let mut out = Vec::with_capacity(wins.len());
-        let mut positions = 0;
-        monitor.report(0, wins.len());
-        for (k, w) in wins.iter().enumerate() {
-            let ids = Tensor::from_slice(&w[..w.len() - 1], (1, w.len() - 1), &Device::Cpu)?;
-            let ctx = net.body_context(&ids)?;
-            let mut outs: Vec<Tensor> = Vec::with_capacity(stages);
-            for i in 0..stages {
-                let x = net.stage(i, outs.last(), &ctx)?;
-                outs.push(x);
-            }
-            let logp = log_softmax(&Self::logits(net, &outs[stages - 1])?, D::Minus1)?;
-            positions += w.len() - 1;
-            out.push((ctx, outs, logp));
-            monitor.report(k + 1, wins.len());
-        }
-        Ok(Self { windows: out, stages, positions })
-    }
-
-    fn logits(net: &Network, hidden: &Tensor) -> Result<Tensor> {
-        let h = hidden.dim(D::Minus1)?;
-        // f64 from the logits on: a single tensor's KL can be small enough for f32 log-softmax
-        // rounding to matter.
-        Ok(net.lm_logits(&hidden.reshape(((), h))?)?.to_dtype(DType::F64)?)
-    }
-
-    /// Mean KL(unquantized ‖ `probe`) per position, `probe` differing from the model in stages
-    /// `from..` (and the head) only.
-    fn kl(&self, probe: &Network, from: usize) -> Result<f64> {
-        let mut kl = 0.0;
-        for (ctx, outs, reference) in &self.windows {
-            let mut x = if from == 0 { None } else { Some(outs[from.min(self.stages) - 1].clone()) };
-            for i in from..self.stages {
-                x = Some(probe.stage(i, x.as_ref(), ctx)?);
-            }
-            let x = x.ok_or_else(|| Error::Invalid("a probe ran no stage".into()))?;
-            let logp = log_softmax(&Self::logits(probe, &x)?, D::Minus1)?;
-            let v = logp.dim(1)?.min(reference.dim(1)?);
-            let (r, c) = (reference.narrow(1, 0, v)?, logp.narrow(1, 0, v)?);
-            kl += (r.exp()? * (&r - &c)?)?.sum_all()?.to_scalar::<f64>()?;
-        }
-        Ok(kl / self.positions.max(1) as f64)
-    }
-}
-
 /// What calibration gives one matrix: column importances, its inputs' Gram matrix and GPTQ's
 /// factorisation of it (with `+gptq`).
 struct Calib<'a> {
@@ -470,59 +405,4 @@ fn output_error(w: &Tensor, c: &Candidate, f: QuantFormat, calib: &Calib) -> Res
                 .sum::<f64>()
         })
         .sum())
-}
-
-/// Greedy multiple-choice knapsack: option indices per matrix whose extra bytes over the smallest
-/// options fit `room`, taking upgrades along each matrix's lower convex hull of (bytes, KL) in
-/// order of KL removed per byte.
-fn allocate(cands: &[Candidate], kls: &[Vec<f64>], room: u64) -> Vec<usize> {
-    let hulls: Vec<Vec<usize>> = cands.iter().zip(kls).map(|(c, k)| hull(&c.options, k)).collect();
-    let mut at = vec![0usize; cands.len()]; // position on the hull
-    let base: u64 = cands.iter().map(|c| c.options[0].1).sum();
-    let mut left = room.saturating_sub(base);
-    let mut open: Vec<bool> = hulls.iter().map(|h| h.len() > 1).collect();
-    loop {
-        let mut best: Option<(usize, f64)> = None;
-        for i in 0..cands.len() {
-            if !open[i] {
-                continue;
-            }
-            let (a, b) = (hulls[i][at[i]], hulls[i][at[i] + 1]);
-            let db = cands[i].options[b].1 - cands[i].options[a].1;
-            let gain = (kls[i][a] - kls[i][b]) / db.max(1) as f64;
-            if best.is_none_or(|(_, g)| gain > g) {
-                best = Some((i, gain));
-            }
-        }
-        let Some((i, _)) = best else { break };
-        let (a, b) = (hulls[i][at[i]], hulls[i][at[i] + 1]);
-        let db = cands[i].options[b].1 - cands[i].options[a].1;
-        if db <= left {
-            left -= db;
-            at[i] += 1;
-            open[i] = at[i] + 1 < hulls[i].len();
-        } else {
-            open[i] = false;
-        }
-    }
-    (0..cands.len()).map(|i| hulls[i][at[i]]).collect()
-}
-
-/// Indices of the options on the lower convex hull of (bytes, KL), smallest first: each step on it
-/// removes less KL per byte than the one before, and no option off it is worth its bytes.
-fn hull(options: &[(QuantFormat, u64)], kls: &[f64]) -> Vec<usize> {
-    let mut h: Vec<usize> = Vec::new();
-    for j in 0..options.len() {
-        // An option worse than a cheaper one on the hull is never worth taking (an equal one is, last,
-        // when bytes are left).
-        if h.last().is_some_and(|&l| kls[j] > kls[l]) {
-            continue;
-        }
-        let gain = |a: usize, b: usize| (kls[a] - kls[b]) / (options[b].1 - options[a].1).max(1) as f64;
-        while h.len() >= 2 && gain(h[h.len() - 2], h[h.len() - 1]) <= gain(h[h.len() - 1], j) {
-            h.pop();
-        }
-        h.push(j);
-    }
-    h
 }
