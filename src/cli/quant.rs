@@ -148,15 +148,17 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
     let reporter = Reporter::new(output);
     let model = load(&settings.hub, &args.model, false, &reporter)?;
     crate::engine::quant::export::check_output(&model, &args.out)?;
-    if let QuantFormat::Budget(b) = format {
-        crate::engine::quant::budget::check_reachable(&model, b.bits())?;
+    match format {
+        QuantFormat::Budget(b) => crate::engine::quant::budget::check_reachable(&model, b.bits())?,
+        QuantFormat::Awq(_) => crate::engine::quant::awq::check(&model)?,
+        _ => {}
     }
     let cancel = interrupt_flag();
     let monitor = Monitor::new(&cancel, &reporter);
     let imatrix = match &calibration {
         Some(text) => {
             let calib = EvalOptions { protocol: Default::default(), ..args.policy.eval(args.calib.calib_tokens.0)? };
-            Some(calibrate(&model, text, &calib, format.is_gptq(), &monitor.stage("calibration"))?)
+            Some(calibrate(&model, text, &calib, format.needs_hessians(), &monitor.stage("calibration"))?)
         }
         None => None,
     };
@@ -174,6 +176,7 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
             "export": export,
             "tensors": q.report,
             "budget": q.budget,
+            "awq": q.awq,
         }));
     }
     print_quantized(&model.info.name, &q);
@@ -193,6 +196,9 @@ pub(super) fn quantize(args: QuantizeArgs, settings: &Settings, output: Output) 
         if let Some(n) = &b.note {
             println!("  note      {n}");
         }
+    }
+    if let Some(a) = &q.awq {
+        println!("awq         {}", a.summary());
     }
     if let Some(m) = &imatrix {
         println!("imatrix     {} calibration tokens (--calib-tokens)", m.tokens);

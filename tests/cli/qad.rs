@@ -62,6 +62,7 @@ fn formats_qad_cannot_train_in_are_refused_before_training() {
         ("int4-g64+gptq", "calibration activations"),
         ("q9_9", "q8_0"),
         ("budget-5", "chooses formats per tensor"),
+        ("q4_0+awq", "AWQ scales the weights by calibration activations"),
         ("q4_k_m", "chooses formats per tensor"),
     ] {
         let path = recipe(dir.path(), "bad", &format!("qad = \"{qad}\""));

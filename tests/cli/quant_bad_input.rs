@@ -83,8 +83,9 @@ fn a_recipe_quantize_section_is_checked_as_it_is_read() {
     let r = with("formats = [\"int4\", \"int3-g128\", \"q4_0\"]\ngroup_size = 32\nimatrix = true").unwrap();
     let names: Vec<String> = r.quantize.as_ref().unwrap().parsed_formats().unwrap().iter().map(|f| f.name()).collect();
     assert_eq!(names, ["int4-g32", "int3-g128", "q4_0"]);
-    let r = with("formats = [\"int4+gptq\"]\ngroup_size = 64\nimatrix = true").unwrap();
-    assert_eq!(r.quantize.as_ref().unwrap().parsed_formats().unwrap()[0].name(), "int4-g64+gptq");
+    let r = with("formats = [\"int4+gptq\", \"int3+awq+gptq\"]\ngroup_size = 64\nimatrix = true").unwrap();
+    let names: Vec<String> = r.quantize.as_ref().unwrap().parsed_formats().unwrap().iter().map(|f| f.name()).collect();
+    assert_eq!(names, ["int4-g64+gptq", "int3-g64+awq+gptq"]);
     for (q, needle) in [
         ("formats = [\"q9_9\"]", "quantize.formats: unknown quantization format `q9_9`"),
         ("formats = [\"int4\"]\ngroup_size = 48", "quantize.group_size: 48 is not one of 32, 64, 128"),
@@ -92,6 +93,7 @@ fn a_recipe_quantize_section_is_checked_as_it_is_read() {
         ("formats = [\"int4-g64+gptq\"]", "set quantize.imatrix = true"),
         ("formats = [\"budget-5\"]", "measured sensitivity on calibration text: set quantize.imatrix = true"),
         ("formats = [\"budget-0.2\"]\nimatrix = true", "budget-BITS"),
+        ("formats = [\"q4_0+awq\"]", "measured activations (AWQ): set quantize.imatrix = true"),
     ] {
         let err = with(q).unwrap_err().to_string();
         assert!(err.contains(needle), "{err}");
@@ -133,4 +135,41 @@ fn a_budget_quantizes_to_its_target_and_bad_budgets_are_refused() {
     assert_ne!(code, 0);
     assert!(stderr.contains("measured sensitivity") && stderr.contains("--calib FILE"), "{stderr}");
     assert!(!low.exists());
+}
+
+/// `--format FORMAT+awq`: the JSON report carries each group's exponent and output errors and the
+/// GGUF is written; a model AWQ cannot scale (GPT-2) is refused before calibration, and so is a run
+/// without `--calib`.
+#[test]
+fn awq_quantizes_through_the_cli_and_refuses_what_it_cannot_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = common::shared_dir().join("data/austen/emma.txt");
+    let calib = calib.to_str().unwrap();
+    let run = |model: &str, format: &str, out: &std::path::Path, with_calib: bool| {
+        let model = fixture(model);
+        let mut args = vec!["quantize", model.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()];
+        if with_calib {
+            args.extend(["--calib", calib, "--calib-tokens", "512", "--seq-len", "64", "--json"]);
+        }
+        run_cli(&args, &[])
+    };
+    let out = dir.path().join("m.gguf");
+    let (code, stdout, stderr) = run("tiny-llama", "q4_0+awq", &out, true);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["format"], "q4_0+awq");
+    let groups = report["awq"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 4 * 3, "{}", report["awq"]);
+    assert!(groups.iter().all(|g| g["error_scaled"].as_f64() <= g["error_plain"].as_f64()), "{}", report["awq"]);
+    assert_eq!(report["awq"]["skipped"].as_array().unwrap().len(), 4, "grouped-query attention: v → o skipped");
+    assert!(out.is_file());
+
+    let bad = dir.path().join("bad.gguf");
+    let (code, _, stderr) = run("tiny-gpt2", "q8_0+awq", &bad, true);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("llama-family") && stderr.contains("gpt2"), "{stderr}");
+    let (code, _, stderr) = run("tiny-llama", "int4-g32+awq", &bad, false);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AWQ") && stderr.contains("--calib FILE"), "{stderr}");
+    assert!(!bad.exists());
 }

@@ -20,6 +20,7 @@ mod jobs;
 mod losses;
 mod pair_check;
 mod qad;
+mod quant_awq;
 mod quant_budget;
 mod quant_formats;
 mod quant_gguf;

@@ -215,7 +215,7 @@ pub fn write_point(
             Some(_) => Some(crate::engine::distill::post_quant::calibrate_for(
                 &recipe_of(run)?,
                 &model,
-                format.is_gptq(),
+                format.needs_hessians(),
                 &ctx.monitor("calibration"),
             )?),
             None => None,

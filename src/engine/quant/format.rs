@@ -147,6 +147,42 @@ pub enum QuantFormat {
     /// A target size: per-tensor GGML formats chosen by measured sensitivity
     /// ([`super::budget`]; needs a calibration text).
     Budget(Budget),
+    /// A format whose linear weights are first scaled by their inputs' measured activations
+    /// ([`super::awq`]; `q4_0+awq`, `int4-g64+awq`, `q4_k_m+awq`, `q4_0+awq+gptq`; needs a
+    /// calibration text).
+    Awq(AwqBase),
+}
+
+/// The formats AWQ's scaling can precede: one GGML block format, a mix, or an own int format,
+/// each optionally rounded by GPTQ afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AwqBase {
+    Ggml(GgmlDType),
+    GgmlGptq(GgmlDType),
+    Int(IntFormat),
+    Mix(Mix),
+}
+
+impl AwqBase {
+    /// The format the scaled weights are quantized in.
+    pub fn format(self) -> QuantFormat {
+        match self {
+            Self::Ggml(d) => QuantFormat::Ggml(d),
+            Self::GgmlGptq(d) => QuantFormat::GgmlGptq(d),
+            Self::Int(f) => QuantFormat::Int(f),
+            Self::Mix(m) => QuantFormat::Mix(m),
+        }
+    }
+
+    fn of(f: QuantFormat) -> Option<Self> {
+        match f {
+            QuantFormat::Ggml(d) => Some(Self::Ggml(d)),
+            QuantFormat::GgmlGptq(d) => Some(Self::GgmlGptq(d)),
+            QuantFormat::Int(f) => Some(Self::Int(f)),
+            QuantFormat::Mix(m) => Some(Self::Mix(m)),
+            QuantFormat::F32 | QuantFormat::F16 | QuantFormat::Budget(_) | QuantFormat::Awq(_) => None,
+        }
+    }
 }
 
 /// A bits/weight target over every parameter, in hundredths of a bit (`budget-4.5` is 450).
@@ -184,6 +220,16 @@ impl QuantFormat {
             _ => {}
         }
         let compact = lower.replace('_', "");
+        if compact.contains("+awq") {
+            let base = compact.replacen("+awq", "", 1);
+            let inner = Self::parse(&base)?;
+            return AwqBase::of(inner).map(Self::Awq).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{name}: AWQ scales the inputs of linear weights before they are quantized in one block or int \
+                     format or a mix (q4_0+awq, q4_k+awq, int4-g64+awq, q4_k_m+awq, q4_0+awq+gptq), not {inner}"
+                ))
+            });
+        }
         if let Some(m) = MIXES.iter().find(|m| m.name().replace('_', "") == compact) {
             return Ok(Self::Mix(*m));
         }
@@ -214,7 +260,8 @@ impl QuantFormat {
             Error::Invalid(format!(
                 "unknown quantization format `{name}`; valid formats: {} (int formats: int{{8,4,3,2}}, \
                  optionally -g{{32,64,128}} for group-wise scales, -sym for symmetric and +gptq for GPTQ rounding \
-                 from a calibration text; budget-BITS chooses per-tensor formats for a bits/weight target)",
+                 from a calibration text; +awq scales a format's inputs by their measured activations first; \
+                 budget-BITS chooses per-tensor formats for a bits/weight target)",
                 valid_names().join(", ")
             ))
         })
@@ -234,6 +281,13 @@ impl QuantFormat {
             Self::GgmlGptq(d) => format!("{}+gptq", ggml_name(*d)),
             Self::Mix(m) => m.name().into(),
             Self::Budget(b) => format!("budget-{}{}", b.bits(), if b.gptq { "+gptq" } else { "" }),
+            Self::Awq(b) => {
+                let inner = b.format().name();
+                match inner.strip_suffix("+gptq") {
+                    Some(plain) => format!("{plain}+awq+gptq"),
+                    None => format!("{inner}+awq"),
+                }
+            }
             Self::Int(f) => {
                 let group = f.group.map(|g| format!("-g{g}")).unwrap_or_default();
                 let method = if f.gptq { "+gptq" } else { "" };
@@ -250,6 +304,7 @@ impl QuantFormat {
             Self::Ggml(d) | Self::GgmlGptq(d) => d.block_size(),
             Self::Mix(m) => m.base().block_size(),
             Self::Budget(_) => GgmlDType::Q8_0.block_size(),
+            Self::Awq(b) => b.format().block_size(),
             Self::Int(f) => f.group.unwrap_or(1),
         }
     }
@@ -262,6 +317,7 @@ impl QuantFormat {
             Self::Ggml(d) | Self::GgmlGptq(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
             Self::Mix(m) => Self::Ggml(m.base()).bits_per_weight(width),
             Self::Budget(b) => b.bits(),
+            Self::Awq(b) => b.format().bits_per_weight(width),
             Self::Int(f) => {
                 let per = f.group.unwrap_or(width.max(1));
                 f.bits as f64 + 8.0 * f.meta_bytes_per_group() as f64 / per as f64
@@ -271,10 +327,19 @@ impl QuantFormat {
 
     /// True for an own int format rounded by GPTQ (`+gptq`): it needs calibration activations.
     pub fn is_gptq(&self) -> bool {
-        matches!(
-            self,
-            Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_) | Self::Budget(Budget { gptq: true, .. })
-        )
+        match self {
+            Self::Awq(b) => b.format().is_gptq(),
+            _ => matches!(
+                self,
+                Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_) | Self::Budget(Budget { gptq: true, .. })
+            ),
+        }
+    }
+
+    /// True when calibration must collect the Gram matrices of the linear layers' inputs: GPTQ
+    /// rounds with them, AWQ measures its scales' effect with them.
+    pub fn needs_hessians(&self) -> bool {
+        self.is_gptq() || matches!(self, Self::Awq(_))
     }
 
     /// GPTQ formats and budgets cannot be made without a calibration text: why, for an error.
@@ -284,6 +349,7 @@ impl QuantFormat {
                 Some("rounds with calibration activations (GPTQ)")
             }
             Self::Budget(_) => Some("chooses each tensor's format by its measured sensitivity on calibration text"),
+            Self::Awq(_) => Some("scales each linear layer's inputs by their measured activations (AWQ)"),
             _ => None,
         }
     }
@@ -295,6 +361,7 @@ impl QuantFormat {
             Self::Int(_)
                 | Self::Mix(_)
                 | Self::Budget(_)
+                | Self::Awq(_)
                 | Self::GgmlGptq(_)
                 | Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
         )
@@ -308,6 +375,7 @@ impl QuantFormat {
         match self {
             Self::Mix(m) => return Self::Ggml(m.base()).for_width(width),
             Self::Budget(_) => return *self,
+            Self::Awq(b) => return b.format().for_width(width),
             _ => {}
         }
         if width.is_multiple_of(self.block_size()) {
@@ -320,7 +388,7 @@ impl QuantFormat {
             Self::Ggml(GgmlDType::Q6K) => Self::Ggml(GgmlDType::Q8_0),
             Self::Ggml(_) | Self::GgmlGptq(_) => Self::F16,
             Self::Int(f) => Self::Int(IntFormat { group: None, ..*f }),
-            Self::F32 | Self::F16 | Self::Mix(_) | Self::Budget(_) => *self,
+            Self::F32 | Self::F16 | Self::Mix(_) | Self::Budget(_) | Self::Awq(_) => *self,
         };
         next.for_width(width)
     }
@@ -330,6 +398,7 @@ impl QuantFormat {
     pub fn for_linear(&self, name: &str, layers: usize) -> QuantFormat {
         match self {
             Self::Mix(m) => m.linear_format(name, layers),
+            Self::Awq(b) => b.format().for_linear(name, layers),
             other => *other,
         }
     }
@@ -339,6 +408,7 @@ impl QuantFormat {
     pub fn high_precision(&self) -> QuantFormat {
         match self {
             Self::F32 | Self::F16 => *self,
+            Self::Awq(b) => b.format().high_precision(),
             Self::Ggml(_) | Self::GgmlGptq(_) | Self::Mix(_) | Self::Budget(_) => Self::Ggml(GgmlDType::Q8_0),
             Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true, gptq: false }),
         }

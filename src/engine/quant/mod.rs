@@ -2,6 +2,7 @@
 //! sweeps measured against the unquantized model, and export (GGUF for llama.cpp, packed
 //! safetensors for the own integer formats).
 
+pub mod awq;
 pub mod budget;
 pub mod export;
 pub mod format;

@@ -5,6 +5,7 @@
 //! llama.cpp. GPT-2's `Conv1D` weights are stored `[in, out]`, so for that family every block
 //! linear weight is transposed before quantizing (its embeddings and any untied head are not).
 
+use super::awq::{self, AwqReport, Scaled};
 use super::budget::{self, BudgetReport};
 use super::format::{IntFormat, QuantFormat};
 use super::gptq::{self, GptqOptions, Hessian, Prepared};
@@ -121,6 +122,8 @@ pub struct QuantizedModel {
     pub seconds: f64,
     /// A budget's plan: target, predicted KL, each matrix's choice.
     pub budget: Option<BudgetReport>,
+    /// AWQ's scales: each group's exponent and output error.
+    pub awq: Option<AwqReport>,
 }
 
 /// How to quantize.
@@ -144,8 +147,16 @@ pub fn quantize_model(
     let start = Instant::now();
     let tied = model.config.tied_embeddings();
     let conv1d = model.config.model_type() == "gpt2";
-    let gptq = format.is_gptq();
-    let calibrated = opts.imatrix.is_some_and(|m| if gptq { !m.hessians.is_empty() } else { !m.windows.is_empty() });
+    let calibrated =
+        opts.imatrix.is_some_and(
+            |m| {
+                if format.needs_hessians() {
+                    !m.hessians.is_empty()
+                } else {
+                    !m.windows.is_empty()
+                }
+            },
+        );
     if let Some(why) = format.calibration_need().filter(|_| !calibrated) {
         return Err(Error::Invalid(format!("{format} {why}: give a calibration text with --calib FILE")));
     }
@@ -155,31 +166,47 @@ pub fn quantize_model(
         }
         _ => None,
     };
+    // AWQ scales the weights first; what follows quantizes the scaled weights in the base format.
+    let (base, scaled) = match (format, opts.imatrix) {
+        (QuantFormat::Awq(b), Some(m)) => {
+            let linear = |name: &str| b.format().for_linear(name, model.config.layers());
+            (b.format(), Some(awq::scale(model, &linear, m, &monitor.stage("AWQ scales"))?))
+        }
+        _ => (format, None),
+    };
+    let params = scaled.as_ref().map_or(&model.params, |s| &s.params);
     let mut tensors = BTreeMap::new();
-    let mut report = Vec::with_capacity(model.params.len());
+    let mut report = Vec::with_capacity(params.len());
     // One factorisation per Hessian, however many layers share it (q, k, v; gate, up).
     let mut prepared: HashMap<*const Hessian, Arc<Prepared>> = HashMap::new();
     let monitor = monitor.unit("tensors");
-    monitor.report(0, model.params.len());
-    for (i, (name, t)) in model.params.iter().enumerate() {
+    monitor.report(0, params.len());
+    for (i, (name, t)) in params.iter().enumerate() {
         monitor.check()?;
         let role = TensorRole::of(name, t.dims(), tied);
         let requested = match (&plan, role) {
             (Some(p), _) => p.formats.get(name).copied().unwrap_or(QuantFormat::F32),
-            (None, TensorRole::Linear) => format.for_linear(name, model.config.layers()),
-            (None, _) => opts.policy.format_for(role, format),
+            (None, TensorRole::Linear) => base.for_linear(name, model.config.layers()),
+            (None, _) => opts.policy.format_for(role, base),
         };
         let transposed = conv1d && role == TensorRole::Linear;
-        let importance = opts.imatrix.and_then(|m| m.columns.get(name)).map(|v| v.as_slice());
+        let rescaled_importance = match (&scaled, opts.imatrix) {
+            (Some(s), Some(m)) => s.importance(name, m),
+            _ => None,
+        };
+        let importance = match &rescaled_importance {
+            Some(v) => Some(v.as_slice()),
+            None => opts.imatrix.and_then(|m| m.columns.get(name)).map(|v| v.as_slice()),
+        };
         let hessian = match requested.is_gptq() {
             true => opts.imatrix.and_then(|m| m.hessians.get(name)),
             false => None,
         };
-        let prep = hessian.map(|h| prepare(name, h, &mut prepared)).transpose()?;
+        let prep = hessian.map(|h| prepare(name, h, scaled.as_ref(), &mut prepared)).transpose()?;
         let (q, r) = quantize_tensor(name, t, role, requested, transposed, importance, prep.as_deref())?;
         tensors.insert(name.clone(), q);
         report.push(r);
-        monitor.report(i + 1, model.params.len());
+        monitor.report(i + 1, params.len());
     }
     let parameters: u64 = model.params.values().map(|t| t.elem_count() as u64).sum();
     let bytes: u64 = report.iter().map(|r| r.bytes).sum();
@@ -192,19 +219,26 @@ pub fn quantize_model(
     };
     let imatrix = report.iter().any(|r| r.imatrix);
     let budget = plan.map(|p| p.report);
-    Ok(QuantizedModel { format, tensors, report, size, imatrix, seconds: start.elapsed().as_secs_f64(), budget })
+    let awq = scaled.map(|s| s.report);
+    Ok(QuantizedModel { format, tensors, report, size, imatrix, seconds: start.elapsed().as_secs_f64(), budget, awq })
 }
 
-/// GPTQ's factorisation of `h`, once per Hessian however many layers share it (q, k, v; gate, up).
+/// GPTQ's factorisation of `h`, once per Hessian however many layers share it (q, k, v; gate, up;
+/// AWQ scales every layer of such a group alike, so the key stays the original Hessian). With AWQ's
+/// scales, `h` is first rescaled to the scaled inputs.
 pub(super) fn prepare(
     name: &str,
     h: &Arc<Hessian>,
+    scaled: Option<&Scaled>,
     prepared: &mut HashMap<*const Hessian, Arc<Prepared>>,
 ) -> Result<Arc<Prepared>> {
     if let Some(p) = prepared.get(&Arc::as_ptr(h)) {
         return Ok(p.clone());
     }
-    let p = Arc::new(Prepared::new(h, GptqOptions::default()).map_err(|e| Error::Invalid(format!("{name}: {e}")))?);
+    let rescaled = scaled.and_then(|s| s.hessian(name, h));
+    let p = Prepared::new(rescaled.as_ref().unwrap_or(h), GptqOptions::default())
+        .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+    let p = Arc::new(p);
     prepared.insert(Arc::as_ptr(h), p.clone());
     Ok(p)
 }
@@ -235,8 +269,8 @@ pub fn quantize_tensor(
     let imp = importance.filter(|_| use_imatrix);
     let (data, transposed) = match applied {
         QuantFormat::F32 => (QuantData::Float(t), false),
-        QuantFormat::Mix(_) | QuantFormat::Budget(_) => {
-            return Err(Error::Invalid(format!("{name}: {applied} names a format per tensor, not one for {name}")))
+        QuantFormat::Mix(_) | QuantFormat::Budget(_) | QuantFormat::Awq(_) => {
+            return Err(Error::Invalid(format!("{name}: {applied} is applied to a model, not to one tensor")))
         }
         QuantFormat::F16 => (QuantData::Ggml(Arc::new(QTensor::quantize(&w, GgmlDType::F16)?)), transposed),
         QuantFormat::Ggml(d) => {

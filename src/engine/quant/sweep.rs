@@ -83,8 +83,10 @@ pub fn sweep(
     }
     for model in models {
         for f in formats {
-            if let QuantFormat::Budget(b) = f {
-                super::budget::check_reachable(model, b.bits())?;
+            match f {
+                QuantFormat::Budget(b) => super::budget::check_reachable(model, b.bits())?,
+                QuantFormat::Awq(_) => super::awq::check(model)?,
+                _ => {}
             }
         }
     }
@@ -122,7 +124,7 @@ pub fn sweep(
             Some(text) if formats.iter().any(|f| f.supports_imatrix()) => {
                 ctx.log(format!("calibrating {} for the importance matrix", model.info.name));
                 let calib = EvalOptions { max_tokens: opts.calib_tokens, ..opts.eval.clone() };
-                let hessians = formats.iter().any(|f| f.is_gptq());
+                let hessians = formats.iter().any(|f| f.needs_hessians());
                 Some(calibrate(model, text, &calib, hessians, &ctx.monitor("calibration"))?)
             }
             _ => None,
@@ -176,6 +178,9 @@ fn sweep_point(
         q.size.bytes as f64 / 1e6,
         q.seconds
     ));
+    if let Some(a) = &q.awq {
+        ctx.log(format!("{} {label}: {}", model.info.name, a.summary()));
+    }
     let cpu = Device::Cpu;
     let each = ctx.monitor(format!("evaluating {label}"));
     let cmp = compare_with_states(&model.network, own, &network, &opts.eval, &cpu, &each)?;

@@ -11,7 +11,7 @@ pub mod teacher_precision;
 
 use crate::engine::derive::StudentShape;
 use crate::engine::distill::losses::SoftLoss;
-use crate::engine::quant::format::{IntFormat, QuantFormat, INT_GROUPS};
+use crate::engine::quant::format::{AwqBase, IntFormat, QuantFormat, INT_GROUPS};
 use crate::engine::{Error, Result};
 pub use on_policy::OnPolicySection;
 pub use overrides::Override;
@@ -344,6 +344,12 @@ impl Recipe {
                 name.trim_end_matches("+gptq")
             )));
         }
+        if let QuantFormat::Awq(b) = f {
+            return Err(Error::Invalid(format!(
+                "distill.qad = \"{name}\": AWQ scales the weights by calibration activations, which the training steps do not have; use {} (round to nearest)",
+                b.format().name().trim_end_matches("+gptq")
+            )));
+        }
         if matches!(f, QuantFormat::Budget(_) | QuantFormat::Mix(_)) {
             return Err(Error::Invalid(format!(
                 "distill.qad = \"{name}\" chooses formats per tensor; QAD trains in one format: name it (e.g. q4_k, int4-g64)"
@@ -389,6 +395,9 @@ impl QuantizeSection {
             .map(|f| match (f, self.group_size) {
                 (QuantFormat::Int(i @ IntFormat { group: None, .. }), Some(g)) => {
                     QuantFormat::Int(IntFormat { group: Some(g), ..i })
+                }
+                (QuantFormat::Awq(AwqBase::Int(i @ IntFormat { group: None, .. })), Some(g)) => {
+                    QuantFormat::Awq(AwqBase::Int(IntFormat { group: Some(g), ..i }))
                 }
                 (f, _) => f,
             })

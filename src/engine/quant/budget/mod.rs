@@ -272,7 +272,7 @@ fn measure(
     if gptq {
         for c in &cands {
             if let Some(h) = imatrix.hessians.get(&c.name) {
-                prepared.insert(c.name.as_str(), prepare(&c.name, h, &mut shared)?);
+                prepared.insert(c.name.as_str(), prepare(&c.name, h, None, &mut shared)?);
             }
         }
     }
