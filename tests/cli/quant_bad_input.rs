@@ -159,9 +159,10 @@ fn awq_quantizes_through_the_cli_and_refuses_what_it_cannot_scale() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["format"], "q4_0+awq");
     let groups = report["awq"]["groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 4 * 3, "{}", report["awq"]);
+    assert_eq!(groups.len(), 4 * 4, "{}", report["awq"]);
     assert!(groups.iter().all(|g| g["error_scaled"].as_f64() <= g["error_plain"].as_f64()), "{}", report["awq"]);
-    assert_eq!(report["awq"]["skipped"].as_array().unwrap().len(), 4, "grouped-query attention: v → o skipped");
+    let o = groups.iter().filter(|g| g["folded_into"].as_str().unwrap().ends_with("v_proj.weight")).count();
+    assert_eq!(o, 4, "grouped-query attention: o_proj scaled per value head");
     assert!(out.is_file());
 
     let bad = dir.path().join("bad.gguf");

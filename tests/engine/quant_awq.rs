@@ -11,7 +11,7 @@ use distill_tui::engine::eval::{compare_tokens, EvalOptions};
 use distill_tui::engine::loader::LoadedModel;
 use distill_tui::engine::models::weights::{TensorSource, WeightStore};
 use distill_tui::engine::models::Network;
-use distill_tui::engine::quant::awq::{self, scales_for, GRID};
+use distill_tui::engine::quant::awq::{self, GRID};
 use distill_tui::engine::quant::format::AwqBase;
 use distill_tui::engine::quant::quantize::quantize_tensor;
 use distill_tui::engine::quant::{calibrate, export, quantize_model, Imatrix, QuantFormat, QuantOptions, TensorRole};
@@ -113,9 +113,20 @@ fn scaling_keeps_the_float_model_and_lowers_every_groups_output_error() {
         let s = awq::scale(&model, &per_layer, &imatrix, &silent()).unwrap();
         let gqa = model.params["model.layers.0.self_attn.v_proj.weight"].dims()[0] == 32;
         let r = &s.report;
-        // Per block: down (into up), o (into v) without GQA, q/k/v (into the input norm), gate/up.
-        assert_eq!(r.groups.len(), 4 * if gqa { 3 } else { 4 }, "{r:#?}");
-        assert_eq!(r.skipped.len(), if gqa { 4 } else { 0 }, "{:?}", r.skipped);
+        // Per block: down (into up), o (into v; tied per value head under grouped-query attention),
+        // q/k/v (into the input norm), gate/up (into the post-attention norm).
+        assert_eq!(r.groups.len(), 4 * 4, "{r:#?}");
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        if gqa {
+            // Heads 0 and 1 read value head 0, heads 2 and 3 value head 1: one scale per value row.
+            for l in 0..4 {
+                let Some(so) = s.scales.get(&format!("model.layers.{l}.self_attn.o_proj.weight")) else { continue };
+                for d in 0..16 {
+                    assert_eq!(so[d], so[16 + d], "layer {l} column {d}");
+                    assert_eq!(so[32 + d], so[48 + d], "layer {l} column {d}");
+                }
+            }
+        }
         let ids: Vec<u32> = (0..96).map(|i| (i * 37 % 500) as u32 + 3).collect();
         let x = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu).unwrap();
         let before = model.network.forward(&x).unwrap();
@@ -126,9 +137,12 @@ fn scaling_keeps_the_float_model_and_lowers_every_groups_output_error() {
             assert!(g.error_scaled <= g.error_plain, "{g:?}");
             assert!((0.0..1.0).contains(&g.alpha) && (g.alpha * GRID as f64).fract().abs() < 1e-9, "{g:?}");
             // Recomputed: every layer of the group quantized after scaling by rms(x)^α, in f64.
-            let recompute = |alpha: f64| -> f64 {
+            let recompute = |chosen: bool| -> f64 {
                 let h = &imatrix.hessians[&g.layers[0]];
-                let sc = scales_for(h, alpha);
+                let sc = match s.scales.get(&g.layers[0]) {
+                    Some(sc) if chosen => sc.clone(),
+                    _ => vec![1.0; h.n],
+                };
                 g.layers
                     .iter()
                     .map(|name| {
@@ -153,7 +167,8 @@ fn scaling_keeps_the_float_model_and_lowers_every_groups_output_error() {
                     })
                     .sum()
             };
-            let (plain, chosen) = (recompute(0.0), recompute(g.alpha));
+            assert_eq!(s.scales.contains_key(&g.layers[0]), g.alpha > 0.0);
+            let (plain, chosen) = (recompute(false), recompute(true));
             assert!((plain - g.error_plain).abs() <= 1e-3 * plain, "{g:?}: α = 0 recomputed {plain}");
             assert!((chosen - g.error_scaled).abs() <= 1e-3 * chosen, "{g:?}: α recomputed {chosen}");
         }

@@ -5,10 +5,10 @@
 //! enlarges finer steps relative to their weights: with `s = rms(x)^α` the columns whose inputs
 //! carry the most energy — AWQ's salient weights — lose the least, without mixed precision. `1/s`
 //! is folded into what produces `x`: the RMSNorm weight before q/k/v and before gate/up, the rows
-//! of `up_proj` before `down_proj`, and the rows (and bias) of `v_proj` before `o_proj` when every
-//! attention head has a value head of its own (with grouped-query attention the heads sharing a
-//! value head would need one scale; as AWQ does, that pair is skipped). The float model computes
-//! what it computed before; an exported GGUF holds the folded norms, so llama.cpp runs it as any
+//! of `up_proj` before `down_proj`, and the rows (and bias) of `v_proj` before `o_proj`. With
+//! grouped-query attention several heads read one value head, so their columns of `o_proj` share
+//! that value head's scale (its statistic the mean energy over those columns); AWQ's reference
+//! skips that pair for such models. The float model computes what it computed before; an exported GGUF holds the folded norms, so llama.cpp runs it as any
 //! other file of its types.
 //!
 //! α is searched per group of layers sharing an input, over `0, 1/20, …, 19/20` (α = 0 is no
@@ -60,7 +60,7 @@ pub struct AwqGroup {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct AwqReport {
     pub groups: Vec<AwqGroup>,
-    /// Pairs of layers AWQ could not scale, and why (grouped-query attention's v → o).
+    /// Pairs of layers AWQ could not scale, and why (a v → o pair with no head layout).
     pub skipped: Vec<String>,
     /// Summed over the groups: the output error unscaled and scaled (the search's objective).
     pub error_plain: f64,
@@ -122,6 +122,35 @@ impl Fold {
 struct Group {
     fold: Fold,
     layers: Vec<String>,
+    /// For each input column of the layers, the fold's row it comes from, where several columns
+    /// share one (grouped-query attention: `o_proj`'s columns of every head reading one value
+    /// head); `None` when column `j` comes from row `j`.
+    tie: Option<Vec<usize>>,
+}
+
+impl Group {
+    fn plain(fold: Fold, layers: Vec<String>) -> Self {
+        Self { fold, layers, tie: None }
+    }
+
+    /// `rms(x)^α` per fold row — over the columns a tied row feeds — normalised as AWQ does
+    /// (`s / sqrt(max s · min s)`): (the fold's scales, the layers' input scales).
+    fn scales(&self, h: &Hessian, alpha: f64) -> (Vec<f32>, Vec<f32>) {
+        let Some(tie) = &self.tie else {
+            let s = scales_for(h, alpha);
+            return (s.clone(), s);
+        };
+        let rows = tie.iter().max().map_or(0, |m| m + 1);
+        let (mut energy, mut count) = (vec![0f64; rows], vec![0usize; rows]);
+        for (j, d) in h.diagonal().iter().enumerate() {
+            energy[tie[j]] += d;
+            count[tie[j]] += 1;
+        }
+        let mean: Vec<f64> = energy.iter().zip(&count).map(|(e, &c)| e / c.max(1) as f64).collect();
+        let fold = normalised(&mean, h.tokens, alpha);
+        let input = tie.iter().map(|&r| fold[r]).collect();
+        (fold, input)
+    }
 }
 
 /// The groups of a llama-family model in the order they are searched: each block's `down_proj`
@@ -141,30 +170,37 @@ fn groups(model: &LoadedModel, skipped: &mut Vec<String>) -> Result<Vec<Group>> 
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}.");
         let n = |s: &str| format!("{p}{s}");
-        out.push(Group { fold: Fold::Rows(n("mlp.up_proj.weight"), None), layers: vec![n("mlp.down_proj.weight")] });
+        out.push(Group::plain(Fold::Rows(n("mlp.up_proj.weight"), None), vec![n("mlp.down_proj.weight")]));
         let v = &model.params[&n("self_attn.v_proj.weight")];
         let o = &model.params[&n("self_attn.o_proj.weight")];
-        if v.dims()[0] == o.dims()[1] {
-            let bias = Some(n("self_attn.v_proj.bias")).filter(|b| has(b));
-            out.push(Group {
-                fold: Fold::Rows(n("self_attn.v_proj.weight"), bias),
-                layers: vec![n("self_attn.o_proj.weight")],
-            });
+        let (v_rows, o_cols) = (v.dims()[0], o.dims()[1]);
+        let heads = cfg.num_attention_heads;
+        let head_dim = cfg.head_dim.unwrap_or(cfg.hidden_size / heads.max(1)).max(1);
+        let kv = v_rows / head_dim;
+        let bias = Some(n("self_attn.v_proj.bias")).filter(|b| has(b));
+        let fold = Fold::Rows(n("self_attn.v_proj.weight"), bias);
+        let layers = vec![n("self_attn.o_proj.weight")];
+        if v_rows == o_cols {
+            out.push(Group::plain(fold, layers));
+        } else if kv > 0 && v_rows == kv * head_dim && o_cols == heads * head_dim && heads % kv == 0 {
+            // Head `h` reads value head `h / (heads / kv)` (transformers' `repeat_kv`): its columns
+            // of o_proj share that value head's rows, hence one scale.
+            let per = heads / kv;
+            let tie = (0..o_cols).map(|c| (c / head_dim / per) * head_dim + c % head_dim).collect();
+            out.push(Group { fold, layers, tie: Some(tie) });
         } else {
             skipped.push(format!(
-                "{p}self_attn: v_proj → o_proj not scaled ({} value heads serve {} heads: grouped-query attention)",
-                v.dims()[0] / cfg.head_dim.unwrap_or(cfg.hidden_size / cfg.num_attention_heads).max(1),
-                cfg.num_attention_heads
+                "{p}self_attn: v_proj ({v_rows} rows) → o_proj ({o_cols} columns) not scaled: no head layout maps one onto the other"
             ));
         }
-        out.push(Group {
-            fold: Fold::Norm(n("input_layernorm.weight")),
-            layers: ["q_proj", "k_proj", "v_proj"].iter().map(|l| n(&format!("self_attn.{l}.weight"))).collect(),
-        });
-        out.push(Group {
-            fold: Fold::Norm(n("post_attention_layernorm.weight")),
-            layers: ["gate_proj", "up_proj"].iter().map(|l| n(&format!("mlp.{l}.weight"))).collect(),
-        });
+        out.push(Group::plain(
+            Fold::Norm(n("input_layernorm.weight")),
+            ["q_proj", "k_proj", "v_proj"].iter().map(|l| n(&format!("self_attn.{l}.weight"))).collect(),
+        ));
+        out.push(Group::plain(
+            Fold::Norm(n("post_attention_layernorm.weight")),
+            ["gate_proj", "up_proj"].iter().map(|l| n(&format!("mlp.{l}.weight"))).collect(),
+        ));
     }
     for g in &out {
         for name in g.layers.iter().chain([&g.fold.name().to_string()]) {
@@ -192,7 +228,7 @@ impl AwqReport {
         let change = if self.error_plain > 0.0 { 100.0 * (self.error_scaled / self.error_plain - 1.0) } else { 0.0 };
         let skipped = match self.skipped.len() {
             0 => String::new(),
-            n => format!("; {n} v→o pair(s) not scaled (grouped-query attention)"),
+            n => format!("; {n} v→o pair(s) not scaled (no head layout)"),
         };
         format!(
             "{scaled} of {} groups scaled (median α {median:.2}); calibration output error {change:+.1}% against \
@@ -234,11 +270,12 @@ pub fn scale(
                 g.layers[0]
             ))
         })?;
-        let (alpha, s, error_plain, error_scaled) = search(&params, g, h, imatrix, format)?;
+        let (alpha, error_plain, error_scaled) = search(&params, g, h, imatrix, format)?;
         if alpha > 0.0 {
-            apply(&mut params, g, &s)?;
+            let (fold, input) = g.scales(h, alpha);
+            apply(&mut params, g, &fold, &input)?;
             for l in &g.layers {
-                scales.insert(l.clone(), s.clone());
+                scales.insert(l.clone(), input.clone());
             }
         }
         report.push(AwqGroup {
@@ -262,42 +299,47 @@ pub fn scale(
 
 /// `rms(x)^α`, normalised as AWQ does (`s / sqrt(max s · min s)`), from `H`'s diagonal.
 pub fn scales_for(h: &Hessian, alpha: f64) -> Vec<f32> {
-    let tokens = h.tokens.max(1) as f64;
-    let s: Vec<f64> = h.diagonal().iter().map(|d| (d / tokens).max(0.0).sqrt().max(1e-4).powf(alpha)).collect();
+    normalised(&h.diagonal(), h.tokens, alpha)
+}
+
+/// `rms^α` from summed squares over `tokens`, normalised.
+fn normalised(sum_sq: &[f64], tokens: usize, alpha: f64) -> Vec<f32> {
+    let tokens = tokens.max(1) as f64;
+    let s: Vec<f64> = sum_sq.iter().map(|d| (d / tokens).max(0.0).sqrt().max(1e-4).powf(alpha)).collect();
     let (lo, hi) = s.iter().fold((f64::MAX, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let norm = (lo * hi).sqrt();
     s.iter().map(|v| (v / norm) as f32).collect()
 }
 
-/// The best α of group `g`: (α, its scales, the error at α = 0, the error at α).
+/// The best α of group `g`: (α, the error at α = 0, the error at α).
 fn search(
     params: &BTreeMap<String, Tensor>,
     g: &Group,
     h: &Hessian,
     imatrix: &Imatrix,
     format: &(dyn Fn(&str) -> QuantFormat + Sync),
-) -> Result<(f64, Vec<f32>, f64, f64)> {
+) -> Result<(f64, f64, f64)> {
     let n = h.n;
     let hf = Tensor::from_vec(h.data.iter().map(|&v| v as f32).collect::<Vec<f32>>(), (n, n), &Device::Cpu)?;
-    let errors: Vec<(f64, Vec<f32>, f64)> = (0..GRID)
+    let errors: Vec<(f64, f64)> = (0..GRID)
         .into_par_iter()
         .map(|k| {
             let alpha = k as f64 / GRID as f64;
-            let s = scales_for(h, alpha);
+            let (_, s) = g.scales(h, alpha);
             let mut err = 0.0;
             for name in &g.layers {
                 err += output_error(name, &params[name], &s, &hf, imatrix, format(name))?;
             }
-            Ok((alpha, s, err))
+            Ok((alpha, err))
         })
         .collect::<Result<_>>()?;
-    let plain = errors[0].2;
-    let (alpha, s, best) = errors
+    let plain = errors[0].1;
+    let (alpha, best) = errors
         .into_iter()
-        .filter(|e| e.2.is_finite())
-        .min_by(|a, b| a.2.total_cmp(&b.2).then(a.0.total_cmp(&b.0)))
+        .filter(|e| e.1.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)))
         .ok_or_else(|| Error::Invalid(format!("AWQ: no finite output error for {}", g.layers.join(", "))))?;
-    Ok((alpha, s, plain, best))
+    Ok((alpha, plain, best))
 }
 
 /// `tr(ΔW H ΔWᵀ)` of `w` quantized in `format` after scaling its columns by `s`.
@@ -318,10 +360,11 @@ fn output_error(name: &str, w: &Tensor, s: &[f32], h: &Tensor, imatrix: &Imatrix
     Ok(d.matmul(h)?.mul(&d)?.sum_all()?.to_scalar::<f32>()? as f64)
 }
 
-/// Scales the group's weights' columns by `s` and divides its fold by `s`.
-fn apply(params: &mut BTreeMap<String, Tensor>, g: &Group, s: &[f32]) -> Result<()> {
-    let n = s.len();
-    let row = Tensor::from_slice(s, (1, n), &Device::Cpu)?;
+/// Scales the group's weights' columns by `input` and divides its fold by `fold` (the same
+/// scales, one per fold row, unless the group is tied).
+fn apply(params: &mut BTreeMap<String, Tensor>, g: &Group, fold: &[f32], input: &[f32]) -> Result<()> {
+    let row = Tensor::from_slice(input, (1, input.len()), &Device::Cpu)?;
+    let (n, s) = (fold.len(), fold);
     let col = Tensor::from_slice(s, (n, 1), &Device::Cpu)?;
     for name in &g.layers {
         let w = params[name].broadcast_mul(&row)?;
