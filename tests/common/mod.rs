@@ -143,3 +143,27 @@ pub fn spread_values(n: usize, seed: u64, spike: f64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The importance matrix (and, with `hessians`, GPTQ's Gram matrices) of `model` on the first
+/// `max_tokens` tokens of *Emma*, in windows of `seq_len`.
+pub fn calibrated_on_emma(
+    model: &LoadedModel,
+    seq_len: usize,
+    max_tokens: usize,
+    hessians: bool,
+) -> distill_tui::engine::quant::Imatrix {
+    use distill_tui::engine::context::Monitor;
+    use distill_tui::engine::eval::EvalOptions;
+    static NO_CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let text = std::fs::read_to_string(shared_dir().join("data/austen/emma.txt")).unwrap();
+    let opts = EvalOptions { seq_len, max_tokens: Some(max_tokens), ..Default::default() };
+    distill_tui::engine::quant::calibrate(model, &text, &opts, hessians, &Monitor::silent(&NO_CANCEL)).unwrap()
+}
+
+/// `model`'s parameter `name` as (rows, cols, row-major values) when its rows are a multiple of
+/// `block` wide; `None` otherwise.
+pub fn matrix_in_blocks_of(model: &LoadedModel, name: &str, block: usize) -> Option<(usize, usize, Vec<f32>)> {
+    let w = &model.params[name];
+    let (rows, cols) = w.dims2().ok()?;
+    cols.is_multiple_of(block).then(|| (rows, cols, w.flatten_all().unwrap().to_vec1().unwrap()))
+}

@@ -173,11 +173,12 @@ fn gguf_tensors_must_be_aligned_inside_the_file_and_apart() {
     let tmp = tempfile::tempdir().unwrap();
     let base = gguf_base(tmp.path());
     let fields = distill_tui::engine::gguf::scan::scan(std::io::Cursor::new(&base), base.len() as u64).unwrap();
-    let offset_at =
-        |b: &[u8], i: usize| u64::from_le_bytes(b[fields[i] as usize..fields[i] as usize + 8].try_into().unwrap());
+    let offset_at = |b: &[u8], i: usize| {
+        u64::from_le_bytes(b[fields[i].offset_pos as usize..fields[i].offset_pos as usize + 8].try_into().unwrap())
+    };
     let patched = |i: usize, v: u64| {
         let mut b = base.clone();
-        b[fields[i] as usize..fields[i] as usize + 8].copy_from_slice(&v.to_le_bytes());
+        b[fields[i].offset_pos as usize..fields[i].offset_pos as usize + 8].copy_from_slice(&v.to_le_bytes());
         let path = tmp.path().join(format!("patched-{i}-{v}.gguf"));
         std::fs::write(&path, b).unwrap();
         load_gguf(&path, &candle_core::Device::Cpu).unwrap_err().to_string()

@@ -295,7 +295,7 @@ fn truncated_and_foreign_files_are_refused_cleanly() {
     write_gguf(&good, &fx.meta, &fx.tensors, None);
     let bytes = std::fs::read(&good).unwrap();
 
-    let (content, _) = open_gguf(&good).unwrap();
+    let (content, _, _) = open_gguf(&good).unwrap();
     let summary = gguf_metadata_summary(&content);
     assert!(summary.contains(&("general.architecture".into(), "llama".into())));
     assert!(summary.contains(&("tokenizer.ggml.tokens".into(), "[512 items]".into())));

@@ -25,5 +25,6 @@ mod quant_budget;
 mod quant_formats;
 mod quant_gguf;
 mod quant_gptq;
+mod quant_iq4nl;
 mod quant_real;
 mod real_models;

@@ -14,7 +14,7 @@ use distill_tui::engine::models::Network;
 use distill_tui::engine::quant::awq::{self, GRID};
 use distill_tui::engine::quant::format::AwqBase;
 use distill_tui::engine::quant::quantize::quantize_tensor;
-use distill_tui::engine::quant::{calibrate, export, quantize_model, Imatrix, QuantFormat, QuantOptions, TensorRole};
+use distill_tui::engine::quant::{export, quantize_model, Imatrix, QuantFormat, QuantOptions, TensorRole};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 
@@ -24,13 +24,8 @@ fn silent() -> Monitor<'static> {
     Monitor::silent(&NO_CANCEL)
 }
 
-fn emma() -> String {
-    std::fs::read_to_string(common::shared_dir().join("data/austen/emma.txt")).unwrap()
-}
-
 fn calibrated(model: &LoadedModel) -> Imatrix {
-    let opts = EvalOptions { seq_len: 128, max_tokens: Some(2048), ..Default::default() };
-    calibrate(model, &emma(), &opts, true, &silent()).unwrap()
+    common::calibrated_on_emma(model, 128, 2048, true)
 }
 
 fn network_of(model: &LoadedModel, params: &BTreeMap<String, Tensor>) -> Network {

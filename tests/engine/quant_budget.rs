@@ -125,9 +125,10 @@ fn each_probe_equals_a_full_comparison_with_only_its_tensor_quantized() {
         let probe = Network::build(&model.config, &store.root(), model.resolved.path()).unwrap();
         let full = compare_tokens(&model.network, &probe, &tokens, &eval, &Device::Cpu, &silent()).unwrap();
         assert!(choice.probe_kl > 0.0, "{name}: {choice:?} full {}", full.kl);
-        // The probe's log-softmax is f64, the comparison's f32 (rounding of about 1e-8 nats).
+        // The probe's log-softmax is f64, the comparison's f32 (rounding of a few 1e-8 nats, which
+        // shows where a format is nearly exact: iq4_nl's KL here is about 1e-6).
         let diff = (full.kl - choice.probe_kl).abs();
-        assert!(diff < 1e-3 * full.kl + 1e-8, "{name}: probe {} vs full comparison {}", choice.probe_kl, full.kl);
+        assert!(diff < 1e-3 * full.kl + 5e-8, "{name}: probe {} vs full comparison {}", choice.probe_kl, full.kl);
         checked += 1;
     }
     assert_eq!(checked, 3);
@@ -136,7 +137,7 @@ fn each_probe_equals_a_full_comparison_with_only_its_tensor_quantized() {
 }
 
 /// The GGUF file of a budget stores each tensor in the type the plan chose, read back through
-/// candle's reader, every tensor equal to our dequantization.
+/// candle's reader (IQ4_NL, which candle lacks, through ours), every tensor equal to our dequantization.
 #[test]
 fn a_budget_plan_is_exported_to_gguf_in_its_planned_types() {
     let (model, imatrix) = calibrated("tiny-llama");
@@ -146,12 +147,11 @@ fn a_budget_plan_is_exported_to_gguf_in_its_planned_types() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.gguf");
     export(&model, &q, &path).unwrap();
-    let mut reader = std::fs::File::open(&path).unwrap();
-    let content = candle_core::quantized::gguf_file::Content::read(&mut reader).unwrap();
+    let stored_types = distill_tui::engine::gguf::tensor_type_names(&path).unwrap();
     let mut types = std::collections::BTreeSet::new();
     for r in &q.report {
         let Some(name) = gguf_tensor_name(&r.name) else { continue };
-        let stored = distill_tui::engine::gguf::ggml_dtype_name(content.tensor_infos[&name].ggml_dtype);
+        let stored = stored_types[&name].clone();
         assert_eq!(stored, r.format, "{name}");
         types.insert(stored);
     }

@@ -58,7 +58,7 @@ fn k_quants_fall_back_on_576_wide_rows_and_sizes_are_honest() {
     let Some(m) = smollm() else { return };
     let q = quantized(&m, "q2_k");
     let format_of = |n: &str| q.report.iter().find(|r| r.name == n).unwrap().format.clone();
-    assert_eq!(format_of("model.layers.0.self_attn.q_proj.weight"), "q4_0", "576-wide rows");
+    assert_eq!(format_of("model.layers.0.self_attn.q_proj.weight"), "iq4_nl", "576-wide rows, as llama.cpp");
     assert_eq!(format_of("model.layers.0.mlp.down_proj.weight"), "q2_k", "1536-wide rows");
     assert_eq!(format_of("model.embed_tokens.weight"), "q8_0", "tied head kept at 8 bits");
     assert_eq!(q.size.fallbacks, 30 * 6);

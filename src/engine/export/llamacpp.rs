@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// llama-quantize's type name for a format (`Q4_K` is its alias of `Q4_K_M`).
 pub fn llama_type(format: QuantFormat) -> Option<String> {
     match format {
-        QuantFormat::F32 | QuantFormat::F16 | QuantFormat::Ggml(_) | QuantFormat::Mix(_) => {
+        QuantFormat::F32 | QuantFormat::F16 | QuantFormat::Ggml(_) | QuantFormat::Mix(_) | QuantFormat::Iq4Nl => {
             Some(format.name().to_ascii_uppercase())
         }
         QuantFormat::Int(_) | QuantFormat::Budget(_) | QuantFormat::GgmlGptq(_) | QuantFormat::Awq(_) => None,

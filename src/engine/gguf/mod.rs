@@ -22,10 +22,13 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
+
+/// What [`open_gguf`] reads tensors through.
+pub type GgufReader = scan::Retyped<BufReader<std::fs::File>>;
 
 /// `general.architecture` values this loader understands.
 pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
@@ -78,7 +81,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
 
 /// [`load_gguf`], with matrices kept in their block format when `opts` asks for it.
 pub fn load_gguf_with(path: &Path, device: &Device, opts: GgufOptions) -> Result<GgufModel> {
-    let (content, mut reader) = open_gguf(path)?;
+    let (content, mut reader, iq4nl) = open_gguf(path)?;
     let arch = architecture(&content, path)?;
     let n_head = meta_req_u64(&content, path, &format!("{arch}.attention.head_count"))? as usize;
     let n_kv_head =
@@ -95,13 +98,25 @@ pub fn load_gguf_with(path: &Path, device: &Device, opts: GgufOptions) -> Result
         let q = info
             .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
             .map_err(|e| corrupt(path, &format!("tensor `{name}`: {e}")))?;
-        tensor_types.push((hf.clone(), ggml_dtype_name(q.dtype()).to_string()));
         // llama.cpp permutes the rows (weights and biases) of Q and K for its interleaved rope.
         let heads = match arch.as_str() {
             "llama" if name.contains(".attn_q.") => Some(n_head),
             "llama" if name.contains(".attn_k.") => Some(n_kv_head),
             _ => None,
         };
+        if iq4nl.contains(name.as_str()) {
+            tensor_types.push((hf.clone(), "iq4_nl".to_string()));
+            if opts.keep_quantized {
+                notes.push(format!("`{name}` (iq4_nl) is dequantized to f32: candle has no IQ4_NL kernel"));
+            }
+            let mut w = iq4nl_values(&q).map_err(|e| corrupt(path, &format!("tensor `{name}`: {e}")))?;
+            if let Some(heads) = heads {
+                w = unpermute_qk_from_gguf(&w, heads).map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?;
+            }
+            tensors.insert(hf, w.to_device(device)?);
+            continue;
+        }
+        tensor_types.push((hf.clone(), ggml_dtype_name(q.dtype()).to_string()));
         if opts.keep_quantized && q.shape().rank() == 2 && !matches!(q.dtype(), GgmlDType::F32) {
             match crate::engine::kernels::qgemm::multiplies(q.dtype()) {
                 Ok(()) => {
@@ -137,6 +152,28 @@ pub fn load_gguf_with(path: &Path, device: &Device, opts: GgufOptions) -> Result
     Ok(GgufModel { arch, config, tensors, quantized, notes, tensor_types, tokenizer })
 }
 
+/// Every tensor's storage type as the file says it (`q4_k`, `iq4_nl`, …), by GGUF tensor name.
+pub fn tensor_type_names(path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let (content, _, iq4nl) = open_gguf(path)?;
+    Ok(content
+        .tensor_infos
+        .iter()
+        .map(|(name, info)| {
+            let t = if iq4nl.contains(name) { "iq4_nl" } else { ggml_dtype_name(info.ggml_dtype) };
+            (name.clone(), t.to_string())
+        })
+        .collect())
+}
+
+/// The f32 values of an IQ4_NL matrix that candle read as Q4_0 (the same bytes).
+fn iq4nl_values(q: &QTensor) -> Result<Tensor> {
+    let &[rows, cols] = q.shape().dims() else {
+        return Err(Error::Invalid(format!("an IQ4_NL tensor of shape {:?}, not a matrix", q.shape().dims())));
+    };
+    let t = crate::engine::quant::iq4nl::Iq4NlTensor::from_bytes(q.data()?.into_owned(), rows, cols)?;
+    Ok(Tensor::from_vec(t.dequantize(), (rows, cols), &Device::Cpu)?)
+}
+
 /// A GGUF's facts without its tensor data: what a pair check and a memory estimate need.
 pub struct GgufHeader {
     pub arch: String,
@@ -149,7 +186,7 @@ pub struct GgufHeader {
 
 /// Reads a GGUF's metadata and tensor headers (no tensor data).
 pub fn read_gguf_header(path: &Path) -> Result<GgufHeader> {
-    let (content, _) = open_gguf(path)?;
+    let (content, _, _) = open_gguf(path)?;
     let arch = architecture(&content, path)?;
     let tensors: Vec<(String, GgmlDType, Vec<usize>)> = tensor_infos(&content, path, &arch)?
         .into_iter()
@@ -210,7 +247,10 @@ fn gguf_tokenizer(content: &Content, path: &Path) -> Result<Option<tokenizers::T
 
 /// Opens a GGUF file and reads its header: `BadSource` when it is not GGUF at all,
 /// `CorruptWeights` when the header is cut short or malformed.
-pub fn open_gguf(path: &Path) -> Result<(Content, BufReader<std::fs::File>)> {
+///
+/// IQ4_NL tensors (type 20), which candle's reader does not know, are shown to it as Q4_0 (the same
+/// block size and bytes); their names are returned so that the caller reads their bytes as IQ4_NL.
+pub fn open_gguf(path: &Path) -> Result<(Content, GgufReader, HashSet<String>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut reader = BufReader::new(file);
     let mut magic = Vec::with_capacity(4);
@@ -223,21 +263,26 @@ pub fn open_gguf(path: &Path) -> Result<(Content, BufReader<std::fs::File>)> {
     }
     reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let len = reader.get_ref().metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
-    scan::scan(&mut reader, len).map_err(|e| corrupt(path, &e))?;
+    let entries = scan::scan(&mut reader, len).map_err(|e| corrupt(path, &e))?;
+    let iq4nl_type = crate::engine::quant::iq4nl::GGML_TYPE_ID;
+    let iq4nl: Vec<&scan::TensorEntry> = entries.iter().filter(|e| e.ggml_type == iq4nl_type).collect();
+    let patches = iq4nl.iter().map(|e| (e.type_pos, crate::engine::quant::iq4nl::GGML_Q4_0_ID)).collect();
+    let iq4nl = iq4nl.into_iter().map(|e| e.name.clone()).collect();
+    let mut reader = scan::Retyped::new(reader, patches);
     reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let content = Content::read(&mut reader).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("unknown dtype") {
             bad(
                 path,
-                &format!("uses a GGML tensor type this build cannot read ({msg}); supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q2_k..q8_k"),
+                &format!("uses a GGML tensor type this build cannot read ({msg}); supported: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q2_k..q8_k, iq4_nl"),
             )
         } else {
             corrupt(path, &msg)
         }
     })?;
     scan::check_extents(&content, len).map_err(|e| corrupt(path, &e))?;
-    Ok((content, reader))
+    Ok((content, reader, iq4nl))
 }
 
 /// HF name of a llama.cpp tensor name, `None` when it is not one this loader maps.

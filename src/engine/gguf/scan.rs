@@ -67,6 +67,20 @@ impl<R: Read + Seek> Cursor<R> {
         self.skip(n, what)
     }
 
+    /// A string read (lossily) when it is at most `max` bytes long, skipped otherwise.
+    fn short_string(&mut self, v1: bool, max: u64, what: &str) -> Result<String, String> {
+        let n = self.count(v1, what)?;
+        self.need(n, what)?;
+        if n > max {
+            self.skip(n, what)?;
+            return Ok(String::new());
+        }
+        let mut b = vec![0u8; n as usize];
+        self.r.read_exact(&mut b).map_err(|e| format!("{what}: {e}"))?;
+        self.pos += n;
+        Ok(String::from_utf8_lossy(&b).into_owned())
+    }
+
     fn value(&mut self, kind: u32, v1: bool, depth: usize, what: &str) -> Result<(), String> {
         let fixed = match kind {
             0 | 1 | 7 => 1,
@@ -93,9 +107,21 @@ impl<R: Read + Seek> Cursor<R> {
     }
 }
 
-/// Walks the header of the GGUF file `r` (`len` bytes): metadata and tensor infos. Returns where
-/// in the file each tensor's data offset is stored.
-pub fn scan<R: Read + Seek>(r: R, len: u64) -> Result<Vec<u64>, String> {
+/// One tensor info of a GGUF header, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorEntry {
+    pub name: String,
+    /// The GGML type id.
+    pub ggml_type: u32,
+    /// Where in the file the type id is stored.
+    pub type_pos: u64,
+    /// Where in the file the data offset is stored.
+    pub offset_pos: u64,
+}
+
+/// Walks the header of the GGUF file `r` (`len` bytes): metadata and tensor infos. Returns every
+/// tensor info's name and type (and where the type is stored), in file order.
+pub fn scan<R: Read + Seek>(r: R, len: u64) -> Result<Vec<TensorEntry>, String> {
     let mut c = Cursor { r, pos: 0, len };
     c.read::<4>("the magic")?;
     let version = c.u32("the version")?;
@@ -135,10 +161,10 @@ pub fn scan<R: Read + Seek>(r: R, len: u64) -> Result<Vec<u64>, String> {
         }
         c.value(kind, v1, 0, &what)?;
     }
-    let mut offsets = Vec::new();
+    let mut entries = Vec::new();
     for i in 0..n_tensors {
         let what = format!("tensor info {i}");
-        c.string(v1, &what)?;
+        let name = c.short_string(v1, 1024, &what)?;
         let dims = c.u32(&what)?;
         if dims == 0 || dims > MAX_DIMS {
             return Err(format!("{what}: {dims} dimensions (1 to {MAX_DIMS} expected)"));
@@ -151,11 +177,52 @@ pub fn scan<R: Read + Seek>(r: R, len: u64) -> Result<Vec<u64>, String> {
         if elements > len.saturating_mul(8) {
             return Err(format!("{what}: {elements} elements cannot fit in a {len}-byte file"));
         }
-        c.u32(&what)?;
-        offsets.push(c.pos);
+        let type_pos = c.pos;
+        let ggml_type = c.u32(&what)?;
+        entries.push(TensorEntry { name, ggml_type, type_pos, offset_pos: c.pos });
         c.u64(&what)?;
     }
-    Ok(offsets)
+    Ok(entries)
+}
+
+/// A reader of a GGUF file that shows other type ids at some tensor infos' type positions:
+/// candle's reader knows no IQ4_NL (type 20), so those tensors are read as Q4_0 (type 2, the same
+/// 18-byte blocks of 32) and their bytes reinterpreted afterwards. Nothing else is changed.
+pub struct Retyped<R> {
+    inner: R,
+    pos: u64,
+    /// (position of a type id, the id shown there).
+    patches: Vec<(u64, u32)>,
+}
+
+impl<R: Read + Seek> Retyped<R> {
+    pub fn new(inner: R, patches: Vec<(u64, u32)>) -> Self {
+        Self { inner, pos: 0, patches }
+    }
+}
+
+impl<R: Read> Read for Retyped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let (start, end) = (self.pos, self.pos + n as u64);
+        for &(at, id) in &self.patches {
+            for (k, b) in id.to_le_bytes().iter().enumerate() {
+                let p = at + k as u64;
+                if p >= start && p < end {
+                    buf[(p - start) as usize] = *b;
+                }
+            }
+        }
+        self.pos = end;
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Retyped<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.inner.seek(to)?;
+        Ok(self.pos)
+    }
 }
 
 /// Checks the data of every tensor candle read: each starts on the file's alignment, lies inside

@@ -137,6 +137,8 @@ pub enum QuantFormat {
     F16,
     /// A GGML block format (Q8_0 … Q2K).
     Ggml(GgmlDType),
+    /// llama.cpp's non-linear 4-bit blocks (GGML type 20, which candle lacks; [`super::iq4nl`]).
+    Iq4Nl,
     /// An own round-to-nearest integer format.
     Int(IntFormat),
     /// A per-tensor mix of GGML formats ([`Mix`]).
@@ -161,6 +163,7 @@ pub enum AwqBase {
     GgmlGptq(GgmlDType),
     Int(IntFormat),
     Mix(Mix),
+    Iq4Nl,
 }
 
 impl AwqBase {
@@ -171,6 +174,7 @@ impl AwqBase {
             Self::GgmlGptq(d) => QuantFormat::GgmlGptq(d),
             Self::Int(f) => QuantFormat::Int(f),
             Self::Mix(m) => QuantFormat::Mix(m),
+            Self::Iq4Nl => QuantFormat::Iq4Nl,
         }
     }
 
@@ -180,6 +184,7 @@ impl AwqBase {
             QuantFormat::GgmlGptq(d) => Some(Self::GgmlGptq(d)),
             QuantFormat::Int(f) => Some(Self::Int(f)),
             QuantFormat::Mix(m) => Some(Self::Mix(m)),
+            QuantFormat::Iq4Nl => Some(Self::Iq4Nl),
             QuantFormat::F32 | QuantFormat::F16 | QuantFormat::Budget(_) | QuantFormat::Awq(_) => None,
         }
     }
@@ -217,6 +222,13 @@ impl QuantFormat {
         match lower.as_str() {
             "f32" => return Ok(Self::F32),
             "f16" => return Ok(Self::F16),
+            "iq4_nl" | "iq4nl" => return Ok(Self::Iq4Nl),
+            "iq4_nl+gptq" | "iq4nl+gptq" => {
+                return Err(Error::Invalid(format!(
+                    "{name}: GPTQ rounds to evenly spaced grids (the own int formats and the legacy blocks), not \
+                     IQ4_NL's non-linear one; use iq4_nl (with --calib for its importance matrix) or q4_0+gptq"
+                )))
+            }
             _ => {}
         }
         let compact = lower.replace('_', "");
@@ -278,6 +290,7 @@ impl QuantFormat {
             Self::F32 => "f32".into(),
             Self::F16 => "f16".into(),
             Self::Ggml(d) => ggml_name(*d).into(),
+            Self::Iq4Nl => "iq4_nl".into(),
             Self::GgmlGptq(d) => format!("{}+gptq", ggml_name(*d)),
             Self::Mix(m) => m.name().into(),
             Self::Budget(b) => format!("budget-{}{}", b.bits(), if b.gptq { "+gptq" } else { "" }),
@@ -302,6 +315,7 @@ impl QuantFormat {
         match self {
             Self::F32 | Self::F16 => 1,
             Self::Ggml(d) | Self::GgmlGptq(d) => d.block_size(),
+            Self::Iq4Nl => super::iq4nl::BLOCK,
             Self::Mix(m) => m.base().block_size(),
             Self::Budget(_) => GgmlDType::Q8_0.block_size(),
             Self::Awq(b) => b.format().block_size(),
@@ -315,6 +329,7 @@ impl QuantFormat {
             Self::F32 => 32.0,
             Self::F16 => 16.0,
             Self::Ggml(d) | Self::GgmlGptq(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
+            Self::Iq4Nl => 8.0 * super::iq4nl::BLOCK_BYTES as f64 / super::iq4nl::BLOCK as f64,
             Self::Mix(m) => Self::Ggml(m.base()).bits_per_weight(width),
             Self::Budget(b) => b.bits(),
             Self::Awq(b) => b.format().bits_per_weight(width),
@@ -362,14 +377,15 @@ impl QuantFormat {
                 | Self::Mix(_)
                 | Self::Budget(_)
                 | Self::Awq(_)
+                | Self::Iq4Nl
                 | Self::GgmlGptq(_)
                 | Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
         )
     }
 
     /// The format a tensor whose rows are `width` wide actually gets: `self` when the width is a
-    /// multiple of the block size, otherwise llama.cpp's fallback (K-quants to the legacy format of
-    /// about the same size: Q2K/Q3K → Q4_0, Q4K → Q5_0, Q5K → Q5_1, Q6K → Q8_0; legacy formats to
+    /// multiple of the block size, otherwise llama.cpp's fallback (K-quants to a 32-weight format of
+    /// about the same size: Q2K/Q3K → IQ4_NL, Q4K → Q5_0, Q5K → Q5_1, Q6K → Q8_0; legacy formats to
     /// F16), and per-channel scales of the same bit width for a group-wise own format.
     pub fn for_width(&self, width: usize) -> QuantFormat {
         match self {
@@ -382,11 +398,11 @@ impl QuantFormat {
             return *self;
         }
         let next = match self {
-            Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K) => Self::Ggml(GgmlDType::Q4_0),
+            Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K) => Self::Iq4Nl,
             Self::Ggml(GgmlDType::Q4K) => Self::Ggml(GgmlDType::Q5_0),
             Self::Ggml(GgmlDType::Q5K) => Self::Ggml(GgmlDType::Q5_1),
             Self::Ggml(GgmlDType::Q6K) => Self::Ggml(GgmlDType::Q8_0),
-            Self::Ggml(_) | Self::GgmlGptq(_) => Self::F16,
+            Self::Ggml(_) | Self::GgmlGptq(_) | Self::Iq4Nl => Self::F16,
             Self::Int(f) => Self::Int(IntFormat { group: None, ..*f }),
             Self::F32 | Self::F16 | Self::Mix(_) | Self::Budget(_) | Self::Awq(_) => *self,
         };
@@ -409,7 +425,9 @@ impl QuantFormat {
         match self {
             Self::F32 | Self::F16 => *self,
             Self::Awq(b) => b.format().high_precision(),
-            Self::Ggml(_) | Self::GgmlGptq(_) | Self::Mix(_) | Self::Budget(_) => Self::Ggml(GgmlDType::Q8_0),
+            Self::Ggml(_) | Self::GgmlGptq(_) | Self::Iq4Nl | Self::Mix(_) | Self::Budget(_) => {
+                Self::Ggml(GgmlDType::Q8_0)
+            }
             Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true, gptq: false }),
         }
     }
@@ -425,6 +443,7 @@ impl fmt::Display for QuantFormat {
 pub fn valid_names() -> Vec<String> {
     let mut names = vec!["f32".to_string(), "f16".to_string()];
     names.extend(GGML_FORMATS.iter().map(|d| ggml_name(*d).to_string()));
+    names.push("iq4_nl".into());
     names.extend(MIXES.iter().map(|m| m.name().to_string()));
     for &bits in INT_BITS {
         names.push(format!("int{bits}"));

@@ -16,6 +16,7 @@ use crate::engine::{Error, Result};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device};
+use std::borrow::Cow;
 use std::path::Path;
 
 /// llama.cpp's block-level tensor names; `hf_tensor_name` says which Hugging Face name each maps to.
@@ -48,6 +49,9 @@ pub fn export_gguf(model: &LoadedModel, q: &QuantizedModel, path: &Path) -> Resu
         return Err(unsupported(&arch));
     }
     let mut tensors = Vec::with_capacity(q.tensors.len());
+    // IQ4_NL tensors go through candle's writer as Q4_0 (the same 18-byte blocks of 32) and get
+    // their own type id (20) in the header afterwards.
+    let mut iq4nl = std::collections::HashSet::new();
     for (name, t) in &q.tensors {
         let gguf = gguf_tensor_name(name).ok_or_else(|| {
             Error::Invalid(format!("tensor `{name}` has no llama.cpp name; GGUF export maps llama/qwen2 tensors only"))
@@ -69,6 +73,15 @@ pub fn export_gguf(model: &LoadedModel, q: &QuantizedModel, path: &Path) -> Resu
                 Some(h) => permute_block_rows(g, h, true)?,
                 None => QTensor::new(QStorage::from_data(g.data()?, &Device::Cpu, g.dtype())?, g.shape().clone())?,
             },
+            QuantData::Iq4Nl(b) => {
+                iq4nl.insert(gguf.clone());
+                let storage = QStorage::from_data(Cow::Borrowed(&b.data), &Device::Cpu, GgmlDType::Q4_0)?;
+                let g = QTensor::new(storage, (b.rows, b.cols))?;
+                match heads {
+                    Some(h) => permute_block_rows(&g, h, true)?,
+                    None => g,
+                }
+            }
             QuantData::Int(_) => {
                 return Err(Error::Invalid(format!(
                     "tensor `{name}` is in the own format {}, which GGUF cannot hold; export it with \
@@ -82,7 +95,36 @@ pub fn export_gguf(model: &LoadedModel, q: &QuantizedModel, path: &Path) -> Resu
     let metadata = metadata(model, cfg, &arch)?;
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    write_atomic_with(path, |f| gguf_file::write(f, &md, &ts).map_err(|e| std::io::Error::other(e.to_string())))
+    if iq4nl.is_empty() {
+        return write_atomic_with(path, |f| {
+            gguf_file::write(f, &md, &ts).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    // The type ids are rewritten in memory (the atomic writer's file is write-only).
+    let mut buf = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut buf, &md, &ts)?;
+    let mut bytes = buf.into_inner();
+    retype(&mut bytes, &iq4nl)?;
+    write_atomic_with(path, |f| std::io::Write::write_all(f, &bytes))
+}
+
+/// Writes IQ4_NL's type id over the Q4_0 one of the tensors named in `iq4nl`.
+fn retype(bytes: &mut [u8], iq4nl: &std::collections::HashSet<String>) -> Result<()> {
+    let entries = crate::engine::gguf::scan::scan(std::io::Cursor::new(&*bytes), bytes.len() as u64)
+        .map_err(|e| Error::Invalid(format!("GGUF export: the written header: {e}")))?;
+    let mut done = 0;
+    for e in entries.iter().filter(|e| iq4nl.contains(&e.name)) {
+        let at = e.type_pos as usize;
+        bytes[at..at + 4].copy_from_slice(&super::iq4nl::GGML_TYPE_ID.to_le_bytes());
+        done += 1;
+    }
+    if done != iq4nl.len() {
+        return Err(Error::Invalid(format!(
+            "GGUF export: {} IQ4_NL tensor(s) not found in the written header",
+            iq4nl.len() - done
+        )));
+    }
+    Ok(())
 }
 
 fn unsupported(arch: &str) -> Error {

@@ -11,6 +11,7 @@ pub mod gguf_export;
 mod gguf_vocab;
 pub mod gptq;
 pub mod imatrix;
+pub mod iq4nl;
 pub mod own;
 pub mod policy;
 pub mod quantize;

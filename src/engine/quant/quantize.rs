@@ -10,6 +10,7 @@ use super::budget::{self, BudgetReport};
 use super::format::{IntFormat, QuantFormat};
 use super::gptq::{self, GptqOptions, Hessian, Prepared};
 use super::imatrix::Imatrix;
+use super::iq4nl::Iq4NlTensor;
 use super::own::IntTensor;
 use super::policy::{QuantPolicy, TensorRole};
 use crate::engine::context::Monitor;
@@ -33,6 +34,8 @@ pub enum QuantData {
     Ggml(Arc<QTensor>),
     /// An own integer format, `[out, in]`.
     Int(IntTensor),
+    /// IQ4_NL blocks, `[out, in]` (candle has no such type).
+    Iq4Nl(Iq4NlTensor),
 }
 
 /// One quantized parameter.
@@ -57,6 +60,7 @@ impl QuantTensor {
                 d => QuantFormat::Ggml(d),
             },
             QuantData::Int(t) => QuantFormat::Int(t.format),
+            QuantData::Iq4Nl(_) => QuantFormat::Iq4Nl,
         }
     }
 
@@ -66,6 +70,7 @@ impl QuantTensor {
             QuantData::Float(t) => 4 * t.elem_count() as u64,
             QuantData::Ggml(q) => q.storage_size_in_bytes() as u64,
             QuantData::Int(t) => t.storage_bytes(),
+            QuantData::Iq4Nl(t) => t.storage_bytes(),
         }
     }
 
@@ -75,6 +80,7 @@ impl QuantTensor {
             QuantData::Float(t) => return Ok(t.clone()),
             QuantData::Ggml(q) => q.dequantize(&Device::Cpu)?,
             QuantData::Int(t) => Tensor::from_vec(t.dequantize(), t.shape, &Device::Cpu)?,
+            QuantData::Iq4Nl(t) => Tensor::from_vec(t.dequantize(), (t.rows, t.cols), &Device::Cpu)?,
         };
         Ok(if self.transposed { t.t()?.contiguous()? } else { t })
     }
@@ -279,6 +285,11 @@ pub fn quantize_tensor(
                 None => QTensor::quantize(&w, d)?,
             };
             (QuantData::Ggml(Arc::new(q)), transposed)
+        }
+        QuantFormat::Iq4Nl => {
+            let (rows, cols) = w.dims2()?;
+            let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
+            (QuantData::Iq4Nl(Iq4NlTensor::quantize(&values, rows, cols, imp)?), transposed)
         }
         QuantFormat::GgmlGptq(d) => {
             let q = match (gptq, super::format::int_twin(d)) {

@@ -38,7 +38,7 @@ pub fn export_safetensors(q: &QuantizedModel, path: &Path) -> Result<()> {
             QuantData::Ggml(_) if t.format() == QuantFormat::F16 => {
                 data.insert(name.clone(), t.dequantize()?.to_dtype(DType::F16)?);
             }
-            QuantData::Ggml(_) => {
+            QuantData::Ggml(_) | QuantData::Iq4Nl(_) => {
                 return Err(Error::Invalid(format!(
                     "tensor `{name}` is in the GGML format {}, which safetensors does not describe; \
                      export it with --out FILE.gguf",

@@ -2,8 +2,8 @@
 //! by its measured sensitivity.
 //!
 //! 1. Every matrix (linear weights, embeddings, the head) may take any format of [`LADDER`] after
-//!    its width fallback (rows 576 wide cannot hold 256-weight K-quant blocks: `q4_k` becomes
-//!    `q5_0` as in `quantize`); vectors stay f32. Sizes are exact, so the smallest and largest
+//!    its width fallback (rows 576 wide cannot hold 256-weight K-quant blocks: `q2_k` and `q3_k`
+//!    become `iq4_nl`, `q4_k` becomes `q5_0` as in `quantize`); vectors stay f32. Sizes are exact, so the smallest and largest
 //!    reachable sizes are known before any measurement and a target outside them is refused (below)
 //!    or met with every matrix in `q8_0` (above, with a note).
 //! 2. Each matrix is quantized in each of its formats (with the importance matrix where the format
@@ -43,9 +43,11 @@ use knapsack::allocate;
 use probes::{first_stage, Probes};
 
 /// The formats a budget chooses from, smallest first: GGML formats only, so that the plan exports
-/// to one GGUF file llama.cpp runs.
+/// to one GGUF file llama.cpp runs. Q4_0 sits beside Q4_K and IQ4_NL (what Q2_K and Q3_K fall
+/// back to on narrow rows) at the same 4.5 bits/weight: with `+gptq` it is the one that GPTQ
+/// rounds, and the measurement decides between them.
 pub const LADDER: &[GgmlDType] =
-    &[GgmlDType::Q2K, GgmlDType::Q3K, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0];
+    &[GgmlDType::Q2K, GgmlDType::Q3K, GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0];
 
 /// Calibration tokens the sensitivity probes run on by default (the first of the calibration
 /// windows): one probe per matrix, so this bounds the cost of the search.
