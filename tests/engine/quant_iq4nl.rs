@@ -142,3 +142,41 @@ fn iq4_nl_tensors_are_written_as_type_20_and_read_back_equal() {
     let at = bytes.windows(ours.len()).position(|w| w == ours.as_slice());
     assert!(at.is_some(), "{} ({}) not found verbatim", v, gguf_tensor_name(v).unwrap());
 }
+
+/// llama.cpp's own IQ4_NL file of tiny-qwen2 (`tests/fixtures/iq4nl`, made by `llama-quantize
+/// --pure … IQ4_NL`): our quantizer writes every one of its 23 matrices byte for byte, and our
+/// reader loads llama.cpp's file with every tensor equal to our dequantization.
+#[test]
+fn our_iq4_nl_bytes_are_llama_cpps_and_we_read_its_file() {
+    use distill_tui::engine::quant::{QuantData, QuantPolicy, TensorRule};
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/iq4nl/tiny-qwen2-iq4_nl-llamacpp.gguf");
+    let model = common::load_fixture("tiny-qwen2", false);
+    let policy = QuantPolicy { embeddings: TensorRule::Same, head: TensorRule::Same };
+    let q = quantize_model(
+        &model,
+        QuantFormat::Iq4Nl,
+        &QuantOptions { policy, ..Default::default() },
+        &Monitor::silent(&NO_CANCEL),
+    )
+    .unwrap();
+    let (content, mut reader, iq4) = distill_tui::engine::gguf::open_gguf(&golden).unwrap();
+    assert_eq!(iq4.len(), 23, "{iq4:?}");
+    let mut compared = 0;
+    for (name, t) in &q.tensors {
+        let QuantData::Iq4Nl(ours) = &t.data else { continue };
+        let gguf = gguf_tensor_name(name).unwrap();
+        assert!(iq4.contains(&gguf), "{gguf} is IQ4_NL in llama.cpp's file");
+        let theirs = content.tensor_infos[&gguf].read(&mut reader, content.tensor_data_offset, &Device::Cpu).unwrap();
+        let theirs = theirs.data().unwrap();
+        let blocks = ours.data.chunks(18).zip(theirs.chunks(18)).filter(|(a, b)| a != b).count();
+        assert_eq!(blocks, 0, "{name}: {blocks} of {} blocks differ from llama.cpp's", ours.data.len() / 18);
+        assert_eq!(ours.data.as_slice(), &*theirs);
+        compared += 1;
+    }
+    assert_eq!(compared, 23);
+    let g = load_gguf(&golden, &Device::Cpu).unwrap();
+    for (name, t) in &q.dequantized().unwrap() {
+        assert_eq!(common::max_abs_diff(&g.tensors[name], t), 0.0, "`{name}`");
+    }
+}
