@@ -12,6 +12,7 @@ mod gguf_vocab;
 pub mod gptq;
 pub mod imatrix;
 pub mod iq4nl;
+mod mix;
 pub mod own;
 pub mod policy;
 pub mod quantize;
