@@ -167,3 +167,21 @@ pub fn matrix_in_blocks_of(model: &LoadedModel, name: &str, block: usize) -> Opt
     let (rows, cols) = w.dims2().ok()?;
     cols.is_multiple_of(block).then(|| (rows, cols, w.flatten_all().unwrap().to_vec1().unwrap()))
 }
+
+/// `model` quantized in `format` with the calibration `imatrix` (importance and Hessians).
+pub fn quantize_calibrated(
+    model: &LoadedModel,
+    format: distill_tui::engine::quant::QuantFormat,
+    imatrix: &distill_tui::engine::quant::Imatrix,
+) -> distill_tui::engine::quant::QuantizedModel {
+    use distill_tui::engine::context::Monitor;
+    use distill_tui::engine::quant::{quantize_model, QuantOptions};
+    static NO_CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    quantize_model(
+        model,
+        format,
+        &QuantOptions { imatrix: Some(imatrix), ..Default::default() },
+        &Monitor::silent(&NO_CANCEL),
+    )
+    .unwrap_or_else(|e| panic!("quantizing in {format}: {e}"))
+}

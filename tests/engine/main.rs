@@ -25,6 +25,7 @@ mod quant_budget;
 mod quant_formats;
 mod quant_gguf;
 mod quant_gptq;
+mod quant_gptq_blocks;
 mod quant_iq4nl;
 mod quant_real;
 mod real_models;

@@ -17,7 +17,12 @@ pub fn llama_type(format: QuantFormat) -> Option<String> {
         QuantFormat::F32 | QuantFormat::F16 | QuantFormat::Ggml(_) | QuantFormat::Mix(_) | QuantFormat::Iq4Nl => {
             Some(format.name().to_ascii_uppercase())
         }
-        QuantFormat::Int(_) | QuantFormat::Budget(_) | QuantFormat::GgmlGptq(_) | QuantFormat::Awq(_) => None,
+        QuantFormat::Int(_)
+        | QuantFormat::Budget(_)
+        | QuantFormat::GgmlGptq(_)
+        | QuantFormat::MixGptq(_)
+        | QuantFormat::Iq4NlGptq
+        | QuantFormat::Awq(_) => None,
     }
 }
 

@@ -352,6 +352,7 @@ fn output_error(name: &str, w: &Tensor, s: &[f32], h: &Tensor, imatrix: &Imatrix
     // Candidates round to nearest: GPTQ (when asked) comes after the search.
     let rtn = match format {
         QuantFormat::GgmlGptq(d) => QuantFormat::Ggml(d),
+        QuantFormat::Iq4NlGptq => QuantFormat::Iq4Nl,
         QuantFormat::Int(f) => QuantFormat::Int(super::format::IntFormat { gptq: false, ..f }),
         f => f,
     };

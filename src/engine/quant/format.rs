@@ -65,12 +65,17 @@ pub enum QuantFormat {
     Ggml(GgmlDType),
     /// llama.cpp's non-linear 4-bit blocks (GGML type 20, which candle lacks; [`super::iq4nl`]).
     Iq4Nl,
+    /// IQ4_NL rounded by GPTQ (`iq4_nl+gptq`; [`super::gptq_blocks`]).
+    Iq4NlGptq,
     /// An own round-to-nearest integer format.
     Int(IntFormat),
     /// A per-tensor mix of GGML formats ([`Mix`]).
     Mix(Mix),
-    /// A GGML legacy block format (32 weights a block: q4_0, q4_1, q5_0, q5_1, q8_0) rounded by
-    /// GPTQ from calibration activations (`q4_0+gptq`); stored as that GGML type.
+    /// A mix whose every GGML tensor is rounded by GPTQ (`q4_k_m+gptq`; see [`Self::GgmlGptq`]).
+    MixGptq(Mix),
+    /// A GGML block format rounded by GPTQ from calibration activations (`q4_0+gptq`, `q4_k+gptq`):
+    /// the legacy blocks through their own-format twin ([`int_twin`]), the K-quants inside their
+    /// super-blocks ([`super::gptq_kquant`]); stored as that GGML type.
     GgmlGptq(GgmlDType),
     /// A target size: per-tensor GGML formats chosen by measured sensitivity
     /// ([`super::budget`]; needs a calibration text).
@@ -89,7 +94,9 @@ pub enum AwqBase {
     GgmlGptq(GgmlDType),
     Int(IntFormat),
     Mix(Mix),
+    MixGptq(Mix),
     Iq4Nl,
+    Iq4NlGptq,
 }
 
 impl AwqBase {
@@ -100,7 +107,9 @@ impl AwqBase {
             Self::GgmlGptq(d) => QuantFormat::GgmlGptq(d),
             Self::Int(f) => QuantFormat::Int(f),
             Self::Mix(m) => QuantFormat::Mix(m),
+            Self::MixGptq(m) => QuantFormat::MixGptq(m),
             Self::Iq4Nl => QuantFormat::Iq4Nl,
+            Self::Iq4NlGptq => QuantFormat::Iq4NlGptq,
         }
     }
 
@@ -110,7 +119,9 @@ impl AwqBase {
             QuantFormat::GgmlGptq(d) => Some(Self::GgmlGptq(d)),
             QuantFormat::Int(f) => Some(Self::Int(f)),
             QuantFormat::Mix(m) => Some(Self::Mix(m)),
+            QuantFormat::MixGptq(m) => Some(Self::MixGptq(m)),
             QuantFormat::Iq4Nl => Some(Self::Iq4Nl),
+            QuantFormat::Iq4NlGptq => Some(Self::Iq4NlGptq),
             QuantFormat::F32 | QuantFormat::F16 | QuantFormat::Budget(_) | QuantFormat::Awq(_) => None,
         }
     }
@@ -149,12 +160,7 @@ impl QuantFormat {
             "f32" => return Ok(Self::F32),
             "f16" => return Ok(Self::F16),
             "iq4_nl" | "iq4nl" => return Ok(Self::Iq4Nl),
-            "iq4_nl+gptq" | "iq4nl+gptq" => {
-                return Err(Error::Invalid(format!(
-                    "{name}: GPTQ rounds to evenly spaced grids (the own int formats and the legacy blocks), not \
-                     IQ4_NL's non-linear one; use iq4_nl (with --calib for its importance matrix) or q4_0+gptq"
-                )))
-            }
+            "iq4_nl+gptq" | "iq4nl+gptq" => return Ok(Self::Iq4NlGptq),
             _ => {}
         }
         let compact = lower.replace('_', "");
@@ -175,16 +181,11 @@ impl QuantFormat {
             return Ok(Self::Ggml(*d));
         }
         if let Some(base) = compact.strip_suffix("+gptq") {
+            if let Some(m) = MIXES.iter().find(|m| m.name().replace('_', "") == base) {
+                return Ok(Self::MixGptq(*m));
+            }
             if let Some(d) = GGML_FORMATS.iter().find(|d| ggml_name(**d).replace('_', "") == base) {
-                return match int_twin(*d) {
-                    Some(_) => Ok(Self::GgmlGptq(*d)),
-                    None => Err(Error::Invalid(format!(
-                        "{name}: GPTQ rounds the 32-weight legacy blocks (q4_0, q4_1, q5_0, q5_1, q8_0) and the own \
-                         int formats, not the K-quants' super-blocks; use {}+imatrix (an importance matrix) or a \
-                         legacy block format with +gptq",
-                        ggml_name(*d)
-                    ))),
-                };
+                return Ok(Self::GgmlGptq(*d));
             }
         }
         if lower.starts_with("budget") {
@@ -217,8 +218,10 @@ impl QuantFormat {
             Self::F16 => "f16".into(),
             Self::Ggml(d) => ggml_name(*d).into(),
             Self::Iq4Nl => "iq4_nl".into(),
+            Self::Iq4NlGptq => "iq4_nl+gptq".into(),
             Self::GgmlGptq(d) => format!("{}+gptq", ggml_name(*d)),
             Self::Mix(m) => m.name().into(),
+            Self::MixGptq(m) => format!("{}+gptq", m.name()),
             Self::Budget(b) => format!("budget-{}{}", b.bits(), if b.gptq { "+gptq" } else { "" }),
             Self::Awq(b) => {
                 let inner = b.format().name();
@@ -241,8 +244,8 @@ impl QuantFormat {
         match self {
             Self::F32 | Self::F16 => 1,
             Self::Ggml(d) | Self::GgmlGptq(d) => d.block_size(),
-            Self::Iq4Nl => super::iq4nl::BLOCK,
-            Self::Mix(m) => m.base().block_size(),
+            Self::Iq4Nl | Self::Iq4NlGptq => super::iq4nl::BLOCK,
+            Self::Mix(m) | Self::MixGptq(m) => m.base().block_size(),
             Self::Budget(_) => GgmlDType::Q8_0.block_size(),
             Self::Awq(b) => b.format().block_size(),
             Self::Int(f) => f.group.unwrap_or(1),
@@ -255,8 +258,8 @@ impl QuantFormat {
             Self::F32 => 32.0,
             Self::F16 => 16.0,
             Self::Ggml(d) | Self::GgmlGptq(d) => 8.0 * d.type_size() as f64 / d.block_size() as f64,
-            Self::Iq4Nl => 8.0 * super::iq4nl::BLOCK_BYTES as f64 / super::iq4nl::BLOCK as f64,
-            Self::Mix(m) => Self::Ggml(m.base()).bits_per_weight(width),
+            Self::Iq4Nl | Self::Iq4NlGptq => 8.0 * super::iq4nl::BLOCK_BYTES as f64 / super::iq4nl::BLOCK as f64,
+            Self::Mix(m) | Self::MixGptq(m) => Self::Ggml(m.base()).bits_per_weight(width),
             Self::Budget(b) => b.bits(),
             Self::Awq(b) => b.format().bits_per_weight(width),
             Self::Int(f) => {
@@ -272,7 +275,11 @@ impl QuantFormat {
             Self::Awq(b) => b.format().is_gptq(),
             _ => matches!(
                 self,
-                Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_) | Self::Budget(Budget { gptq: true, .. })
+                Self::Int(IntFormat { gptq: true, .. })
+                    | Self::GgmlGptq(_)
+                    | Self::MixGptq(_)
+                    | Self::Iq4NlGptq
+                    | Self::Budget(Budget { gptq: true, .. })
             ),
         }
     }
@@ -286,7 +293,7 @@ impl QuantFormat {
     /// GPTQ formats and budgets cannot be made without a calibration text: why, for an error.
     pub fn calibration_need(&self) -> Option<&'static str> {
         match self {
-            Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_) => {
+            Self::Int(IntFormat { gptq: true, .. }) | Self::GgmlGptq(_) | Self::MixGptq(_) | Self::Iq4NlGptq => {
                 Some("rounds with calibration activations (GPTQ)")
             }
             Self::Budget(_) => Some("chooses each tensor's format by its measured sensitivity on calibration text"),
@@ -301,9 +308,11 @@ impl QuantFormat {
             self,
             Self::Int(_)
                 | Self::Mix(_)
+                | Self::MixGptq(_)
                 | Self::Budget(_)
                 | Self::Awq(_)
                 | Self::Iq4Nl
+                | Self::Iq4NlGptq
                 | Self::GgmlGptq(_)
                 | Self::Ggml(GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
         )
@@ -316,6 +325,7 @@ impl QuantFormat {
     pub fn for_width(&self, width: usize) -> QuantFormat {
         match self {
             Self::Mix(m) => return Self::Ggml(m.base()).for_width(width),
+            Self::MixGptq(m) => return Self::GgmlGptq(m.base()).for_width(width),
             Self::Budget(_) => return *self,
             Self::Awq(b) => return b.format().for_width(width),
             _ => {}
@@ -328,9 +338,14 @@ impl QuantFormat {
             Self::Ggml(GgmlDType::Q4K) => Self::Ggml(GgmlDType::Q5_0),
             Self::Ggml(GgmlDType::Q5K) => Self::Ggml(GgmlDType::Q5_1),
             Self::Ggml(GgmlDType::Q6K) => Self::Ggml(GgmlDType::Q8_0),
-            Self::Ggml(_) | Self::GgmlGptq(_) | Self::Iq4Nl => Self::F16,
+            // GPTQ keeps rounding in the fallback where the fallback has a GPTQ form.
+            Self::GgmlGptq(GgmlDType::Q4K) => Self::GgmlGptq(GgmlDType::Q5_0),
+            Self::GgmlGptq(GgmlDType::Q5K) => Self::GgmlGptq(GgmlDType::Q5_1),
+            Self::GgmlGptq(GgmlDType::Q6K) => Self::GgmlGptq(GgmlDType::Q8_0),
+            Self::GgmlGptq(GgmlDType::Q2K | GgmlDType::Q3K) => Self::Iq4NlGptq,
+            Self::Ggml(_) | Self::GgmlGptq(_) | Self::Iq4Nl | Self::Iq4NlGptq => Self::F16,
             Self::Int(f) => Self::Int(IntFormat { group: None, ..*f }),
-            Self::F32 | Self::F16 | Self::Mix(_) | Self::Budget(_) | Self::Awq(_) => *self,
+            Self::F32 | Self::F16 | Self::Mix(_) | Self::MixGptq(_) | Self::Budget(_) | Self::Awq(_) => *self,
         };
         next.for_width(width)
     }
@@ -340,6 +355,10 @@ impl QuantFormat {
     pub fn for_linear(&self, name: &str, layers: usize) -> QuantFormat {
         match self {
             Self::Mix(m) => m.linear_format(name, layers),
+            Self::MixGptq(m) => match m.linear_format(name, layers) {
+                Self::Ggml(t) => Self::GgmlGptq(t),
+                f => f,
+            },
             Self::Awq(b) => b.format().for_linear(name, layers),
             other => *other,
         }
@@ -351,9 +370,13 @@ impl QuantFormat {
         match self {
             Self::F32 | Self::F16 => *self,
             Self::Awq(b) => b.format().high_precision(),
-            Self::Ggml(_) | Self::GgmlGptq(_) | Self::Iq4Nl | Self::Mix(_) | Self::Budget(_) => {
-                Self::Ggml(GgmlDType::Q8_0)
-            }
+            Self::Ggml(_)
+            | Self::GgmlGptq(_)
+            | Self::Iq4Nl
+            | Self::Iq4NlGptq
+            | Self::Mix(_)
+            | Self::MixGptq(_)
+            | Self::Budget(_) => Self::Ggml(GgmlDType::Q8_0),
             Self::Int(_) => Self::Int(IntFormat { bits: 8, group: None, symmetric: true, gptq: false }),
         }
     }

@@ -250,6 +250,24 @@ impl Prepared {
     pub fn cols(&self) -> usize {
         self.perm.len()
     }
+
+    /// `w`'s rows (`cols` wide) with their columns in processing order, once the Hessian is
+    /// checked to be of `cols` columns.
+    pub fn permuted(&self, w: &[f32], cols: usize) -> Result<Vec<f32>> {
+        if self.cols() != cols {
+            return Err(Error::Invalid(format!(
+                "GPTQ: a Hessian of {} columns for a weight with {cols} columns; recalibrate on this model",
+                self.cols()
+            )));
+        }
+        let mut wp = vec![0f32; w.len()];
+        for (dst, src) in wp.chunks_mut(cols).zip(w.chunks(cols)) {
+            for (d, &c) in dst.iter_mut().zip(&self.perm) {
+                *d = src[c];
+            }
+        }
+        Ok(wp)
+    }
 }
 
 /// GPTQ into an own integer format: `w` row-major `[rows, cols]`, `p` prepared from the Gram
@@ -264,12 +282,7 @@ pub fn quantize_int(w: &[f32], rows: usize, cols: usize, format: IntFormat, p: &
             w.len()
         )));
     }
-    if p.cols() != cols {
-        return Err(Error::Invalid(format!(
-            "GPTQ: a Hessian of {} columns for a weight with {cols} columns; recalibrate on this model",
-            p.cols()
-        )));
-    }
+    let mut wp = p.permuted(w, cols)?;
     let (perm, importance) = (&p.perm, &p.importance);
     let groups = cols / group;
     let mut states: Vec<IntRow> = (0..rows)
@@ -288,12 +301,6 @@ pub fn quantize_int(w: &[f32], rows: usize, cols: usize, format: IntFormat, p: &
             st
         })
         .collect();
-    let mut wp = vec![0f32; rows * cols];
-    for (dst, src) in wp.chunks_mut(cols).zip(w.chunks(cols)) {
-        for (d, &c) in dst.iter_mut().zip(perm) {
-            *d = src[c];
-        }
-    }
     error_feedback(&mut wp, cols, &p.u, &mut states, |st, j, row| {
         let c = perm[j];
         let g = c / group;

@@ -109,7 +109,7 @@ pub fn dequantize_block(b: &[u8], out: &mut [f32]) {
 
 /// llama.cpp's `best_index_int8`: the grid index nearest `x` (ties to the upper one's left
 /// neighbour exactly as there).
-fn best_index(x: f32) -> usize {
+pub fn best_index(x: f32) -> usize {
     let v = &KVALUES;
     if x <= v[0] as f32 {
         return 0;

@@ -10,6 +10,7 @@ pub mod ggml_blocks;
 pub mod gguf_export;
 mod gguf_vocab;
 pub mod gptq;
+pub mod gptq_blocks;
 pub mod imatrix;
 pub mod iq4nl;
 mod mix;

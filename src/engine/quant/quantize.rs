@@ -268,6 +268,7 @@ pub fn quantize_tensor(
     // A mix asked of a whole tensor (an embedding under the `same` rule) is its base format.
     let requested = match requested {
         QuantFormat::Mix(m) => QuantFormat::Ggml(m.base()),
+        QuantFormat::MixGptq(m) => QuantFormat::GgmlGptq(m.base()),
         f => f,
     };
     let applied = if w.rank() == 2 { requested.for_width(width) } else { QuantFormat::F32 };
@@ -275,7 +276,7 @@ pub fn quantize_tensor(
     let imp = importance.filter(|_| use_imatrix);
     let (data, transposed) = match applied {
         QuantFormat::F32 => (QuantData::Float(t), false),
-        QuantFormat::Mix(_) | QuantFormat::Budget(_) | QuantFormat::Awq(_) => {
+        QuantFormat::Mix(_) | QuantFormat::MixGptq(_) | QuantFormat::Budget(_) | QuantFormat::Awq(_) => {
             return Err(Error::Invalid(format!("{name}: {applied} is applied to a model, not to one tensor")))
         }
         QuantFormat::F16 => (QuantData::Ggml(Arc::new(QTensor::quantize(&w, GgmlDType::F16)?)), transposed),
@@ -291,6 +292,15 @@ pub fn quantize_tensor(
             let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
             (QuantData::Iq4Nl(Iq4NlTensor::quantize(&values, rows, cols, imp)?), transposed)
         }
+        QuantFormat::Iq4NlGptq => {
+            let (rows, cols) = w.dims2()?;
+            let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
+            let q = match gptq {
+                Some(p) => super::gptq_blocks::quantize_iq4nl(&values, rows, cols, p)?,
+                None => Iq4NlTensor::quantize(&values, rows, cols, imp)?,
+            };
+            (QuantData::Iq4Nl(q), transposed)
+        }
         QuantFormat::GgmlGptq(d) => {
             let q = match (gptq, super::format::int_twin(d)) {
                 (Some(p), Some(twin)) => {
@@ -298,7 +308,12 @@ pub fn quantize_tensor(
                     let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
                     super::ggml_blocks::pack(&gptq::quantize_int(&values, rows, cols, twin, p)?, d)?
                 }
-                _ => QTensor::quantize(&w, d)?,
+                (Some(p), None) => {
+                    let (rows, cols) = w.dims2()?;
+                    let values: Vec<f32> = w.flatten_all()?.to_vec1()?;
+                    super::gptq_blocks::quantize_kquant(&values, rows, cols, d, p)?
+                }
+                (None, _) => QTensor::quantize(&w, d)?,
             };
             (QuantData::Ggml(Arc::new(q)), transposed)
         }

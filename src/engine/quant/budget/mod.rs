@@ -18,7 +18,7 @@
 //!    target (greedy multiple-choice knapsack). The KL of the plan is predicted as the sum of the
 //!    matrices' KLs; `sweep` measures the real one.
 
-use super::format::{int_twin, Budget, QuantFormat};
+use super::format::{Budget, QuantFormat};
 use super::gptq::{Hessian, Prepared};
 use super::imatrix::Imatrix;
 use super::policy::TensorRole;
@@ -44,8 +44,8 @@ use probes::{first_stage, Probes};
 
 /// The formats a budget chooses from, smallest first: GGML formats only, so that the plan exports
 /// to one GGUF file llama.cpp runs. Q4_0 sits beside Q4_K and IQ4_NL (what Q2_K and Q3_K fall
-/// back to on narrow rows) at the same 4.5 bits/weight: with `+gptq` it is the one that GPTQ
-/// rounds, and the measurement decides between them.
+/// back to on narrow rows) at the same 4.5 bits/weight; the measurement decides between them (with
+/// `+gptq`, each rounded by GPTQ).
 pub const LADDER: &[GgmlDType] =
     &[GgmlDType::Q2K, GgmlDType::Q3K, GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0];
 
@@ -115,8 +115,8 @@ fn bytes_of(format: QuantFormat, numel: usize) -> u64 {
     }
 }
 
-/// The matrices and their options, and the bytes of everything kept f32. With `gptq` the legacy
-/// block formats (what narrow rows fall back to) are rounded by GPTQ.
+/// The matrices and their options, and the bytes of everything kept f32. With `gptq` every format
+/// of the ladder (legacy blocks, K-quants and the IQ4_NL they fall back to) is rounded by GPTQ.
 fn candidates(model: &LoadedModel, gptq: bool) -> (Vec<Candidate>, u64, u64) {
     let tied = model.config.tied_embeddings();
     let conv1d = model.config.model_type() == "gpt2";
@@ -134,7 +134,8 @@ fn candidates(model: &LoadedModel, gptq: bool) -> (Vec<Candidate>, u64, u64) {
         let mut options: Vec<(QuantFormat, u64)> = Vec::new();
         for d in LADDER {
             let f = match QuantFormat::Ggml(*d).for_width(width) {
-                QuantFormat::Ggml(l) if gptq && int_twin(l).is_some() => QuantFormat::GgmlGptq(l),
+                QuantFormat::Ggml(l) if gptq && l != GgmlDType::F16 => QuantFormat::GgmlGptq(l),
+                QuantFormat::Iq4Nl if gptq => QuantFormat::Iq4NlGptq,
                 f => f,
             };
             if !options.iter().any(|(g, _)| *g == f) {
