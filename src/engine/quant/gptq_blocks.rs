@@ -117,7 +117,7 @@ pub enum Blocks {
 
 impl Blocks {
     /// Weights per block.
-    pub fn len(self) -> usize {
+    pub fn block_len(self) -> usize {
         match self {
             Self::KQuant(_) => QK_K,
             Self::Iq4Nl => iq4nl::BLOCK,
@@ -211,7 +211,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, format: Blocks, p: &Prepare
             return Err(Error::Invalid(format!("GPTQ in super-blocks: {d:?} is not a K-quant")));
         }
     }
-    let (len, bytes) = (format.len(), format.bytes());
+    let (len, bytes) = (format.block_len(), format.bytes());
     if w.len() != rows * cols || cols == 0 || !cols.is_multiple_of(len) {
         return Err(Error::Invalid(format!(
             "GPTQ: cannot quantize a [{rows}, {cols}] weight ({} values) in {}'s blocks of {len}",
