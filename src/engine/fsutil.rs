@@ -111,6 +111,9 @@ pub struct FolderLock {
 /// The lock file inside a locked folder.
 pub const LOCK_FILE: &str = ".distill-tui.lock";
 
+/// How long [`FolderLock::acquire`] waits for a holder that may be letting go.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl FolderLock {
     /// Locks `dir` (created when missing) for `what`; refuses, naming the holder, while another
     /// process holds it.
@@ -124,7 +127,15 @@ impl FolderLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        match file.try_lock() {
+        // A holder that is letting go (a job of this process that has just ended, a pause
+        // followed at once by a resume) is waited for briefly; a holder that stays is refused.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let mut attempt = file.try_lock();
+        while matches!(attempt, Err(std::fs::TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            attempt = file.try_lock();
+        }
+        match attempt {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
