@@ -2,7 +2,8 @@
 # Issue "Better students", the real-model table: SmolLM2-135M-Instruct distilled into students with
 # about 40% fewer parameters on about one million tokens each — copied blocks (KD and the hard-label
 # baseline, copied.toml) and pruned by measured importance (KD, pruned.toml) — then each student's
-# held-out perplexity, KL and decode speed. Hours on 2 cores: resumable, run it again after an
+# held-out perplexity, KL and decode speed (each run's summary.json; the table: report.py, written
+# to report.md at the end). Hours on 2 cores: resumable, run it again after an
 # interruption and every finished step is kept (a checkpoint every 25 steps; `run --resume`).
 #
 #   bench/smollm2-1m/run.sh [DISTILL_TUI]      # default: target/release/distill-tui
@@ -37,3 +38,4 @@ for name in copied pruned; do
     "$bin" run "bench/smollm2-1m/$name.toml" "${resume[@]}" --json >> "$out/$name.jsonl" 2>> "$out/$name.err"
 done
 echo "finished: $out/copied/summary.json $out/pruned/summary.json"
+python3 bench/smollm2-1m/report.py "$out" | tee "$out/report.md"
