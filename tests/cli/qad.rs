@@ -59,10 +59,12 @@ fn formats_qad_cannot_train_in_are_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     for (qad, says) in [
         ("f16", "not a quantized format"),
-        ("int4-g64+gptq", "calibration activations"),
+        ("int4-g64+gptq", "calibration activations, which the training steps do not have; use int4-g64 (round"),
+        ("iq4_nl+gptq", "use iq4_nl (round to nearest)"),
         ("q9_9", "q8_0"),
         ("budget-5", "chooses formats per tensor"),
         ("q4_0+awq", "AWQ scales the weights by calibration activations"),
+        ("q4_k+awq+gptq", "use q4_k (round to nearest)"),
         ("q4_k_m", "chooses formats per tensor"),
     ] {
         let path = recipe(dir.path(), "bad", &format!("qad = \"{qad}\""));

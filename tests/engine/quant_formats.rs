@@ -143,6 +143,23 @@ fn format_names_round_trip_and_unknown_names_list_the_valid_ones() {
     assert!(QuantFormat::parse("int5").is_err() && QuantFormat::parse("int4-g48").is_err());
     assert_eq!(QuantFormat::parse("q8_0").unwrap().bits_per_weight(512), 8.5);
     assert_eq!(QuantFormat::parse("int4-g64").unwrap().bits_per_weight(512), 4.5);
+    // GPTQ's twin rounded to nearest: the same storage, no calibration.
+    for (gptq, rtn) in [
+        ("int4-g64+gptq", "int4-g64"),
+        ("q4_0+gptq", "q4_0"),
+        ("q3_k+gptq", "q3_k"),
+        ("iq4_nl+gptq", "iq4_nl"),
+        ("q4_k_m+gptq", "q4_k_m"),
+        ("budget-5+gptq", "budget-5"),
+        ("q8_0", "q8_0"),
+        ("int8", "int8"),
+    ] {
+        let f = QuantFormat::parse(gptq).unwrap().rounded_to_nearest();
+        assert_eq!(f.name(), rtn);
+        assert!(!f.is_gptq(), "{rtn}");
+        // A budget still measures sensitivities on calibration text; the others need none.
+        assert_eq!(f.calibration_need().is_none(), !rtn.starts_with("budget"), "{rtn}");
+    }
 }
 
 #[test]

@@ -350,12 +350,7 @@ fn output_error(name: &str, w: &Tensor, s: &[f32], h: &Tensor, imatrix: &Imatrix
     let imp: Option<Vec<f32>> =
         imatrix.columns.get(name).map(|imp| imp.iter().zip(s).map(|(v, s)| v / (s * s)).collect());
     // Candidates round to nearest: GPTQ (when asked) comes after the search.
-    let rtn = match format {
-        QuantFormat::GgmlGptq(d) => QuantFormat::Ggml(d),
-        QuantFormat::Iq4NlGptq => QuantFormat::Iq4Nl,
-        QuantFormat::Int(f) => QuantFormat::Int(super::format::IntFormat { gptq: false, ..f }),
-        f => f,
-    };
+    let rtn = format.rounded_to_nearest();
     let (q, _) = quantize_tensor(name, &scaled, TensorRole::Linear, rtn, false, imp.as_deref(), None)?;
     let d = q.dequantize()?.broadcast_div(&st)?.sub(w)?;
     Ok(d.matmul(h)?.mul(&d)?.sum_all()?.to_scalar::<f32>()? as f64)

@@ -131,7 +131,7 @@ impl AwqBase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Budget {
     pub centibits: u32,
-    /// The legacy block formats of the plan rounded by GPTQ (`budget-5+gptq`).
+    /// Every format of the plan rounded by GPTQ (`budget-5+gptq`).
     pub gptq: bool,
 }
 
@@ -269,7 +269,8 @@ impl QuantFormat {
         }
     }
 
-    /// True for an own int format rounded by GPTQ (`+gptq`): it needs calibration activations.
+    /// True for a format rounded by GPTQ (`+gptq`: own int, GGML blocks, IQ4_NL, a mix, a budget,
+    /// under AWQ or not): it needs calibration activations.
     pub fn is_gptq(&self) -> bool {
         match self {
             Self::Awq(b) => b.format().is_gptq(),
@@ -281,6 +282,19 @@ impl QuantFormat {
                     | Self::Iq4NlGptq
                     | Self::Budget(Budget { gptq: true, .. })
             ),
+        }
+    }
+
+    /// The same storage rounded to nearest: GPTQ's error feedback dropped (what AWQ's search
+    /// rounds its candidates with, and what a calibration-free path can offer instead).
+    pub fn rounded_to_nearest(self) -> Self {
+        match self {
+            Self::Int(f) => Self::Int(IntFormat { gptq: false, ..f }),
+            Self::GgmlGptq(d) => Self::Ggml(d),
+            Self::Iq4NlGptq => Self::Iq4Nl,
+            Self::MixGptq(m) => Self::Mix(m),
+            Self::Budget(b) => Self::Budget(Budget { gptq: false, ..b }),
+            f => f,
         }
     }
 
