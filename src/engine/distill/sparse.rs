@@ -8,7 +8,7 @@
 //! so each sums to one:
 //! - teacher at temperature T: a_i = z_i / T for the k tokens and a_rest = f(1/T) for the rest
 //!   bucket; log p = a − logsumexp(a). f is exact at T = 1, 2 and ½ and interpolated elsewhere
-//!   ([`tail_log_partition`]);
+//!   ([`TailPartition`]);
 //! - student at T: its full softmax, gathered at the k ids, and q_rest = 1 − Σ_k q_i.
 //!
 //! The divergences are then computed between these bucket distributions. At T = 1, 2 and ½ this is
@@ -166,7 +166,7 @@ impl SparseTeacher {
     }
 
     /// The rest bucket's teacher logit at temperature `t` for every position: log Σ_tail e^{z/t}
-    /// (see [`tail_log_partition`]). Empty when the top k are the whole vocabulary.
+    /// (see [`TailPartition`]). Empty when the top k are the whole vocabulary.
     pub fn rest_logits(&self, t: f64) -> Result<Vec<f64>> {
         let m = self.tail_count();
         if m == 0 {

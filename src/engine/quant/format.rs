@@ -75,7 +75,7 @@ pub enum QuantFormat {
     MixGptq(Mix),
     /// A GGML block format rounded by GPTQ from calibration activations (`q4_0+gptq`, `q4_k+gptq`):
     /// the legacy blocks through their own-format twin ([`int_twin`]), the K-quants inside their
-    /// super-blocks ([`super::gptq_kquant`]); stored as that GGML type.
+    /// super-blocks ([`super::gptq_blocks`]); stored as that GGML type.
     GgmlGptq(GgmlDType),
     /// A target size: per-tensor GGML formats chosen by measured sensitivity
     /// ([`super::budget`]; needs a calibration text).
