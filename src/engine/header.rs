@@ -72,17 +72,21 @@ pub fn read_header(resolved: &ResolvedModel) -> Result<ModelHeader> {
             let h = read_gguf_header(file)?;
             let mut parameters = 0u64;
             let mut blocks = 0u64;
-            for (_, dtype, shape) in &h.tensors {
+            for (name, dtype, shape) in &h.tensors {
                 let n = shape.iter().product::<usize>() as u64;
                 parameters += n;
-                blocks += if shape.len() == 2 && *dtype != GgmlDType::F32 && qgemm::multiplies(*dtype).is_ok() {
+                // IQ4_NL reads as Q4_0 but is dequantized to f32 when loaded.
+                let kept = !h.iq4nl.contains(name) && qgemm::multiplies(*dtype).is_ok();
+                blocks += if shape.len() == 2 && *dtype != GgmlDType::F32 && kept {
                     n / dtype.block_size() as u64 * dtype.type_size() as u64
                 } else {
                     4 * n
                 };
             }
+            let type_name =
+                |n: &String, d: GgmlDType| if h.iq4nl.contains(n) { "iq4_nl" } else { gguf::ggml_dtype_name(d) };
             let types: Vec<(String, String)> =
-                h.tensors.iter().map(|(n, d, _)| (n.clone(), gguf::ggml_dtype_name(*d).to_string())).collect();
+                h.tensors.iter().map(|(n, d, _)| (n.clone(), type_name(n, *d).to_string())).collect();
             let tokenizer = match (&resolved.tokenizer, h.tokenizer) {
                 (Some(path), _) => Some(load_tokenizer(path)?),
                 (None, t) => t,

@@ -180,3 +180,24 @@ fn our_iq4_nl_bytes_are_llama_cpps_and_we_read_its_file() {
         assert_eq!(common::max_abs_diff(&g.tensors[name], t), 0.0, "`{name}`");
     }
 }
+
+/// The pair check reads headers only: for llama.cpp's IQ4_NL file the header names the tensors'
+/// type as the loader does (`iq4_nl`, not the Q4_0 candle parses the blocks as) and counts the
+/// memory the loader holds (IQ4_NL dequantized to f32).
+#[test]
+fn an_iq4_nl_gguf_header_names_its_type_and_counts_what_the_loader_holds() {
+    use distill_tui::engine::header::read_header;
+    use distill_tui::engine::loader::{load_model, LoadOptions};
+    use distill_tui::engine::source::resolve;
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/iq4nl/tiny-qwen2-iq4_nl-llamacpp.gguf");
+    let raw = distill_tui::engine::gguf::read_gguf_header(&golden).unwrap();
+    assert_eq!(raw.iq4nl.len(), 23, "{:?}", raw.iq4nl);
+    assert!(raw.iq4nl.iter().all(|n| raw.tensors.iter().any(|(t, _, _)| t == n)), "HF names");
+    let resolved = resolve(golden.to_str().unwrap(), &common::hub(), &|_| {}).unwrap();
+    let header = read_header(&resolved).unwrap();
+    let kept = load_model(&resolved, &LoadOptions { keep_quantized: true, ..LoadOptions::default() }).unwrap();
+    assert!(header.info.dtype.contains("IQ4_NL ×23"), "{}", header.info.dtype);
+    assert_eq!(header.info.dtype, kept.info.dtype);
+    assert_eq!(header.block_bytes, Some(kept.resident_weight_bytes()));
+}

@@ -179,15 +179,19 @@ pub struct GgufHeader {
     pub arch: String,
     /// The HF `config.json` [`load_gguf`] would build.
     pub config: serde_json::Value,
-    /// (HF name, storage type, shape) in file order.
+    /// (HF name, storage type, shape) in file order. IQ4_NL tensors read as Q4_0 here (candle
+    /// has no IQ4_NL type; the blocks are the same size): `iq4nl` names them.
     pub tensors: Vec<(String, GgmlDType, Vec<usize>)>,
+    /// HF names of the IQ4_NL tensors, which the loader dequantizes to f32.
+    pub iq4nl: HashSet<String>,
     pub tokenizer: Option<tokenizers::Tokenizer>,
 }
 
 /// Reads a GGUF's metadata and tensor headers (no tensor data).
 pub fn read_gguf_header(path: &Path) -> Result<GgufHeader> {
-    let (content, _, _) = open_gguf(path)?;
+    let (content, _, iq4nl) = open_gguf(path)?;
     let arch = architecture(&content, path)?;
+    let iq4nl = iq4nl.iter().filter_map(|n| hf_tensor_name(n)).collect();
     let tensors: Vec<(String, GgmlDType, Vec<usize>)> = tensor_infos(&content, path, &arch)?
         .into_iter()
         .map(|(name, info)| (hf_tensor_name(name).expect("checked"), info.ggml_dtype, info.shape.dims().to_vec()))
@@ -196,7 +200,7 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufHeader> {
     let config = config_from_metadata(&content, path, &arch, &shapes)?;
     check_required_tensors(&shapes, &config)?;
     let tokenizer = gguf_tokenizer(&content, path)?;
-    Ok(GgufHeader { arch, config, tensors, tokenizer })
+    Ok(GgufHeader { arch, config, tensors, iq4nl, tokenizer })
 }
 
 fn architecture(content: &Content, path: &Path) -> Result<String> {
