@@ -75,9 +75,9 @@ pub fn read_header(resolved: &ResolvedModel) -> Result<ModelHeader> {
             for (name, dtype, shape) in &h.tensors {
                 let n = shape.iter().product::<usize>() as u64;
                 parameters += n;
-                // IQ4_NL reads as Q4_0 but is dequantized to f32 when loaded.
-                let kept = !h.iq4nl.contains(name) && qgemm::multiplies(*dtype).is_ok();
-                blocks += if shape.len() == 2 && *dtype != GgmlDType::F32 && kept {
+                // IQ4_NL reads as Q4_0 here; the loader keeps it as the Q8_0 it converts to.
+                let dtype = if h.iq4nl.contains(name) { &GgmlDType::Q8_0 } else { dtype };
+                blocks += if shape.len() == 2 && *dtype != GgmlDType::F32 && qgemm::multiplies(*dtype).is_ok() {
                     n / dtype.block_size() as u64 * dtype.type_size() as u64
                 } else {
                     4 * n

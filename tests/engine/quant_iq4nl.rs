@@ -2,7 +2,8 @@
 //! exactly, in llama.cpp's byte layout; the codec round-trips; on the fixture's layers it has a
 //! lower (importance-)weighted error than Q4_0 at the same 4.5 bits/weight; it is the fallback of
 //! q2_k/q3_k on rows 256 cannot divide, as in llama.cpp; a GGUF with IQ4_NL tensors says type 20
-//! in its header and reads back through our loader with every tensor equal; bad shapes refused.
+//! in its header and reads back through our loader with every tensor equal; kept in its blocks it
+//! runs as the Q8_0 it converts to exactly; bad shapes refused.
 
 use super::common;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -181,11 +182,13 @@ fn our_iq4_nl_bytes_are_llama_cpps_and_we_read_its_file() {
     }
 }
 
-/// The pair check reads headers only: for llama.cpp's IQ4_NL file the header names the tensors'
-/// type as the loader does (`iq4_nl`, not the Q4_0 candle parses the blocks as) and counts the
-/// memory the loader holds (IQ4_NL dequantized to f32).
+/// llama.cpp's IQ4_NL file kept in its blocks runs its IQ4_NL matrices as the Q8_0 blocks they
+/// convert to exactly (candle has no IQ4_NL type): 8.5 bits/weight resident instead of f32, the
+/// same logits as the model dequantized to f32. The pair check reads headers only: the header
+/// names the tensors' type as the loader does (`iq4_nl`, not the Q4_0 candle parses the blocks
+/// as) and counts the memory the loader holds.
 #[test]
-fn an_iq4_nl_gguf_header_names_its_type_and_counts_what_the_loader_holds() {
+fn an_iq4_nl_gguf_runs_as_q8_0_and_its_header_counts_what_the_loader_holds() {
     use distill_tui::engine::header::read_header;
     use distill_tui::engine::loader::{load_model, LoadOptions};
     use distill_tui::engine::source::resolve;
@@ -200,4 +203,17 @@ fn an_iq4_nl_gguf_header_names_its_type_and_counts_what_the_loader_holds() {
     assert!(header.info.dtype.contains("IQ4_NL ×23"), "{}", header.info.dtype);
     assert_eq!(header.info.dtype, kept.info.dtype);
     assert_eq!(header.block_bytes, Some(kept.resident_weight_bytes()));
+
+    let dense = load_model(&resolved, &LoadOptions::default()).unwrap();
+    for name in &raw.iq4nl {
+        assert_eq!(kept.quantized[name].dtype(), GgmlDType::Q8_0, "{name}");
+        // Exactly the values: the Q8_0 blocks dequantize to the IQ4_NL values bit for bit.
+        let q8 = kept.quantized[name].dequantize(&Device::Cpu).unwrap();
+        assert_eq!(common::max_abs_diff(&q8, &dense.params[name]), 0.0, "{name}");
+    }
+    assert!(kept.notes.iter().any(|n| n.contains("(iq4_nl) runs as q8_0")), "{:?}", kept.notes);
+    assert!(kept.resident_weight_bytes() < dense.resident_weight_bytes() / 2);
+    let (ids, _) = common::golden(&common::fixture("tiny-qwen2"));
+    let d = common::max_abs_diff(&kept.network.forward(&ids).unwrap(), &dense.network.forward(&ids).unwrap());
+    assert!(d < 1e-4, "kept and dequantized logits differ by {d}");
 }

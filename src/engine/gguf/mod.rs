@@ -104,19 +104,31 @@ pub fn load_gguf_with(path: &Path, device: &Device, opts: GgufOptions) -> Result
             "llama" if name.contains(".attn_k.") => Some(n_kv_head),
             _ => None,
         };
-        if iq4nl.contains(name.as_str()) {
+        let is_iq4nl = iq4nl.contains(name.as_str());
+        if is_iq4nl && !opts.keep_quantized {
             tensor_types.push((hf.clone(), "iq4_nl".to_string()));
-            if opts.keep_quantized {
-                notes.push(format!("`{name}` (iq4_nl) is dequantized to f32: candle has no IQ4_NL kernel"));
-            }
-            let mut w = iq4nl_values(&q).map_err(|e| corrupt(path, &format!("tensor `{name}`: {e}")))?;
+            let mut w = iq4nl_blocks(&q)
+                .and_then(|t| Ok(Tensor::from_vec(t.dequantize(), (t.rows, t.cols), &Device::Cpu)?))
+                .map_err(|e| corrupt(path, &format!("tensor `{name}`: {e}")))?;
             if let Some(heads) = heads {
                 w = unpermute_qk_from_gguf(&w, heads).map_err(|e| bad(path, &format!("tensor `{name}`: {e}")))?;
             }
             tensors.insert(hf, w.to_device(device)?);
             continue;
         }
-        tensor_types.push((hf.clone(), ggml_dtype_name(q.dtype()).to_string()));
+        // Kept in its blocks, IQ4_NL runs as the Q8_0 it converts to exactly.
+        let q = match is_iq4nl {
+            true => {
+                notes.push(format!(
+                    "`{name}` (iq4_nl) runs as q8_0, the same values: candle has no IQ4_NL kernel (34 bytes per 32 weights instead of 18)"
+                ));
+                iq4nl_blocks(&q)
+                    .and_then(|t| t.to_q8_0())
+                    .map_err(|e| corrupt(path, &format!("tensor `{name}`: {e}")))?
+            }
+            false => q,
+        };
+        tensor_types.push((hf.clone(), if is_iq4nl { "iq4_nl" } else { ggml_dtype_name(q.dtype()) }.to_string()));
         if opts.keep_quantized && q.shape().rank() == 2 && !matches!(q.dtype(), GgmlDType::F32) {
             match crate::engine::kernels::qgemm::multiplies(q.dtype()) {
                 Ok(()) => {
@@ -165,13 +177,12 @@ pub fn tensor_type_names(path: &Path) -> Result<std::collections::BTreeMap<Strin
         .collect())
 }
 
-/// The f32 values of an IQ4_NL matrix that candle read as Q4_0 (the same bytes).
-fn iq4nl_values(q: &QTensor) -> Result<Tensor> {
+/// The blocks of an IQ4_NL matrix that candle read as Q4_0 (the same bytes).
+fn iq4nl_blocks(q: &QTensor) -> Result<crate::engine::quant::iq4nl::Iq4NlTensor> {
     let &[rows, cols] = q.shape().dims() else {
         return Err(Error::Invalid(format!("an IQ4_NL tensor of shape {:?}, not a matrix", q.shape().dims())));
     };
-    let t = crate::engine::quant::iq4nl::Iq4NlTensor::from_bytes(q.data()?.into_owned(), rows, cols)?;
-    Ok(Tensor::from_vec(t.dequantize(), (rows, cols), &Device::Cpu)?)
+    crate::engine::quant::iq4nl::Iq4NlTensor::from_bytes(q.data()?.into_owned(), rows, cols)
 }
 
 /// A GGUF's facts without its tensor data: what a pair check and a memory estimate need.
@@ -182,7 +193,8 @@ pub struct GgufHeader {
     /// (HF name, storage type, shape) in file order. IQ4_NL tensors read as Q4_0 here (candle
     /// has no IQ4_NL type; the blocks are the same size): `iq4nl` names them.
     pub tensors: Vec<(String, GgmlDType, Vec<usize>)>,
-    /// HF names of the IQ4_NL tensors, which the loader dequantizes to f32.
+    /// HF names of the IQ4_NL tensors (the loader keeps them as the Q8_0 they convert to exactly,
+    /// or dequantizes them to f32).
     pub iq4nl: HashSet<String>,
     pub tokenizer: Option<tokenizers::Tokenizer>,
 }

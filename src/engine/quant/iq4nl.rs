@@ -80,6 +80,29 @@ impl Iq4NlTensor {
         self.data.len() as u64
     }
 
+    /// The same matrix in Q8_0 blocks, exactly: an IQ4_NL value is `d·kvalues[c]` with an f16 `d`
+    /// per 32 weights and `kvalues` int8, which is a Q8_0 block with the same `d` and codes
+    /// `kvalues[c]`. candle multiplies Q8_0 in its quantized kernels (it has no IQ4_NL type), so
+    /// a model in IQ4_NL runs at 8.5 bits per weight instead of being expanded to f32.
+    pub fn to_q8_0(&self) -> Result<candle_core::quantized::QTensor> {
+        const Q8_0_BLOCK_BYTES: usize = 34;
+        let mut raw = vec![0u8; self.data.len() / BLOCK_BYTES * Q8_0_BLOCK_BYTES];
+        raw.par_chunks_mut(Q8_0_BLOCK_BYTES).zip(self.data.par_chunks(BLOCK_BYTES)).for_each(|(o, b)| {
+            o[..2].copy_from_slice(&b[..2]);
+            for j in 0..BLOCK / 2 {
+                let q = b[2 + j];
+                o[2 + j] = KVALUES[(q & 0xf) as usize] as u8;
+                o[2 + j + BLOCK / 2] = KVALUES[(q >> 4) as usize] as u8;
+            }
+        });
+        Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+            candle_core::quantized::GgmlDType::Q8_0,
+            &raw,
+            vec![self.rows, self.cols],
+            &candle_core::Device::Cpu,
+        )?)
+    }
+
     /// The values the blocks stand for, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];

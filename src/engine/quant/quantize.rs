@@ -355,8 +355,9 @@ pub fn quantize_tensor(
 
 impl QuantizedModel {
     /// The network of `model`'s family running these weights: GGML-quantized linear weights, and
-    /// a tied head, multiply in their format (F16 fallbacks are dequantized by candle); embedding
-    /// lookups and the own integer formats use the dequantized f32 values.
+    /// a tied head, multiply in their format (F16 fallbacks are dequantized by candle; IQ4_NL as
+    /// the Q8_0 it converts to exactly); embedding lookups and the own integer formats use the
+    /// dequantized f32 values.
     pub fn network(&self, model: &LoadedModel) -> Result<Network> {
         let mut dense = HashMap::new();
         let mut quantized = HashMap::new();
@@ -368,6 +369,10 @@ impl QuantizedModel {
                 // A tied table: its rows looked up from the blocks, the head multiplied in its format.
                 QuantData::Ggml(q) if t.role == TensorRole::TiedHead && q.dtype() != GgmlDType::F16 => {
                     quantized.insert(name.clone(), q.clone());
+                }
+                // IQ4_NL as the Q8_0 blocks it converts to exactly (candle has no IQ4_NL type).
+                QuantData::Iq4Nl(b) if t.role.is_matmul() || t.role == TensorRole::TiedHead => {
+                    quantized.insert(name.clone(), Arc::new(b.to_q8_0()?));
                 }
                 _ => {
                     dense.insert(name.clone(), t.dequantize()?);
