@@ -117,24 +117,49 @@ fn the_dequantizing_product_declines_one_row_a_tracked_input_and_the_reference_k
 }
 
 #[test]
-fn the_one_row_quantized_product_equals_candles_for_q8_0_and_q4_0() {
+fn the_one_row_quantized_product_is_the_exact_8_bit_activation_sum_for_q8_0_q4_0_and_q4_1() {
     use candle_core::quantized::QMatMul;
     use distill_tui::engine::kernels::qgemv;
     // 200 output rows: three tasks of 64 and a tail, and a last group of fewer than four rows.
     let (n, k) = (203, 320);
-    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_1] {
         let q = std::sync::Arc::new(QTensor::quantize(&weight(n, k, 11), dtype).unwrap());
         let candle = QMatMul::from_arc(q.clone()).unwrap();
         for m in 1..=qgemv::MAX_ROWS {
             let x = Tensor::from_vec(common::spread_values(m * k, 13 + m as u64, 2.0), (m, k), &Device::Cpu).unwrap();
             assert!(qgemv::applies(&x, &q), "{dtype:?} m={m}");
             let got = qgemv::matmul(&x, &q).unwrap().to_vec2::<f32>().unwrap();
-            // candle's reference: its own one-row path, row by row (the same 8-bit activations).
+            // Exactly what it computes: the dequantized weights against x rounded to 8-bit blocks
+            // (d = max|x|/127 stored in f16, values round(x·127/max|x|)), summed in f64.
+            let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
             for (i, row) in got.iter().enumerate() {
-                let want = candle_core::Module::forward(&candle, &x.narrow(0, i, 1).unwrap()).unwrap();
-                let want = want.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
-                for (g, w) in row.iter().zip(&want) {
-                    assert!((g - w).abs() <= 2e-3 * (1.0 + w.abs()), "{dtype:?} m={m} row {i}: {g} vs {w}");
+                let xs = x.get(i).unwrap().to_vec1::<f32>().unwrap();
+                let x8: Vec<f64> = xs
+                    .chunks(32)
+                    .flat_map(|b| {
+                        let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                        let d16 = half::f16::from_f32(d).to_f32() as f64;
+                        b.iter().map(move |v| (v * id).round() as f64 * d16).collect::<Vec<_>>()
+                    })
+                    .collect();
+                for (o, g) in row.iter().enumerate() {
+                    let want: f64 = wd[o].iter().zip(&x8).map(|(w, x)| *w as f64 * x).sum();
+                    assert!(
+                        (*g as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{dtype:?} m={m} row {i}: {g} vs {want}"
+                    );
+                }
+                // candle's own one-row path rounds the activations the same way. (Not for Q4_1:
+                // candle keeps Q8_1's block sum as f16(sum)·d in f16, and its `m·s` terms then
+                // miss the exact sum above by up to 10% of a small output.)
+                if dtype == GgmlDType::Q4_1 {
+                    continue;
+                }
+                let theirs = candle_core::Module::forward(&candle, &x.narrow(0, i, 1).unwrap()).unwrap();
+                let theirs = theirs.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+                for (g, w) in row.iter().zip(&theirs) {
+                    assert!((g - w).abs() <= 2e-3 * (1.0 + w.abs()), "{dtype:?} m={m} row {i}: {g} vs candle {w}");
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! One decoding step's product with a Q8_0 or Q4_0 weight: `x` (one row, or a few) rounded to
+//! One decoding step's product with a Q8_0, Q4_0 or Q4_1 weight: `x` (one row, or a few) rounded to
 //! 8-bit blocks as llama.cpp and candle do, then per weight block an integer dot product scaled by
 //! both blocks' f16 scales — four weight rows at a time, so that four independent sums hide the
 //! multiply-add latency, and blocks of output rows split over the threads.
@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
-/// Values per block (Q8_0 and Q4_0).
+/// Values per block (Q8_0, Q4_0, Q4_1).
 const QK: usize = 32;
 /// Output rows per task.
 const ROWS: usize = 64;
@@ -31,6 +31,8 @@ enum Kind {
     Q8_0,
     /// `[d: f16][16 bytes: value j in the low nibble of byte j, j + 16 in the high]`, minus 8; 18 bytes.
     Q4_0,
+    /// `[d: f16][m: f16][16 bytes of nibbles as Q4_0's]`, value `d·q + m`; 20 bytes.
+    Q4_1,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
         match dtype {
             GgmlDType::Q8_0 => Some(Self::Q8_0),
             GgmlDType::Q4_0 => Some(Self::Q4_0),
+            GgmlDType::Q4_1 => Some(Self::Q4_1),
             _ => None,
         }
     }
@@ -46,12 +49,13 @@ impl Kind {
         match self {
             Self::Q8_0 => 34,
             Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
         }
     }
 }
 
 /// True when [`matmul`] takes `x` `[rows, in]` against `w` `[out, in]`: f32 on the CPU, at most
-/// [`MAX_ROWS`] rows, nothing differentiating through `x`, a Q8_0 or Q4_0 weight.
+/// [`MAX_ROWS`] rows, nothing differentiating through `x`, a Q8_0, Q4_0 or Q4_1 weight.
 pub fn applies(x: &Tensor, w: &QTensor) -> bool {
     let (Ok((m, k)), Ok((_, k2))) = (x.dims2(), w.shape().dims2()) else { return false };
     super::enabled()
@@ -92,11 +96,11 @@ fn quantize_row(x: &[f32]) -> Q8Row {
     out
 }
 
-/// `x · Wᵀ` for `x` `[m, k]` (m ≤ [`MAX_ROWS`]) and a Q8_0 or Q4_0 `W` `[n, k]`; see [`applies`].
+/// `x · Wᵀ` for `x` `[m, k]` (m ≤ [`MAX_ROWS`]) and a Q8_0, Q4_0 or Q4_1 `W` `[n, k]`; see [`applies`].
 pub fn matmul(x: &Tensor, w: &QTensor) -> Result<Tensor> {
     if !applies(x, w) {
         return Err(crate::engine::Error::Invalid(format!(
-            "the quantized one-row product takes f32 CPU x [1..={MAX_ROWS}, in] and a Q8_0/Q4_0 weight [out, in]; got x {:?} and a {:?} weight {:?}",
+            "the quantized one-row product takes f32 CPU x [1..={MAX_ROWS}, in] and a Q8_0/Q4_0/Q4_1 weight [out, in]; got x {:?} and a {:?} weight {:?}",
             x.dims(),
             w.dtype(),
             w.shape().dims()
@@ -192,6 +196,16 @@ fn dot4_portable(kind: Kind, w: [&[u8]; 4], x: &Q8Row) -> [f32; 4] {
                         .sum();
                     nib - 8 * x.sum[b]
                 }
+                Kind::Q4_1 => {
+                    // Σ (d·q + m)·x = d·Σ q·x + m·Σ x.
+                    let nib: i32 = blk[4..]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| (v & 0x0F) as i32 * xq[i] as i32 + (v >> 4) as i32 * xq[i + 16] as i32)
+                        .sum();
+                    acc += scale(&blk[2..]) * x.d[b] * x.sum[b] as f32;
+                    nib
+                }
             };
             acc += scale(blk) * x.d[b] * dot as f32;
         }
@@ -248,12 +262,17 @@ mod x86 {
                         // |w| as u8 times x with w's sign: the products of w and x.
                         madd(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv))
                     }
-                    Kind::Q4_0 => {
-                        let packed = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                    Kind::Q4_0 | Kind::Q4_1 => {
+                        let at = if kind == Kind::Q4_0 { 2 } else { 4 };
+                        let packed = _mm_loadu_si128(blk.add(at) as *const __m128i);
                         // Low nibbles are values 0..16, high nibbles 16..32: one 32-byte vector.
                         let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
                         let nib = _mm256_and_si256(both, low);
-                        correction[j] += d * (8 * x.sum[b]) as f32;
+                        correction[j] += match kind {
+                            Kind::Q4_0 => d * (8 * x.sum[b]) as f32,
+                            // Q4_1's minimum: − m·Σx (so that it is added).
+                            _ => -(f16_scale(blk.add(2)) * xd * x.sum[b] as f32),
+                        };
                         madd(nib, xv)
                     }
                 };
@@ -277,15 +296,16 @@ mod tests {
         let k = 96;
         let x: Vec<f32> = (0..k).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.3).collect();
         let row = quantize_row(&x);
-        for kind in [Kind::Q8_0, Kind::Q4_0] {
+        for kind in [Kind::Q8_0, Kind::Q4_0, Kind::Q4_1] {
             let bb = kind.block_bytes();
             let w: Vec<Vec<u8>> = (0..4)
                 .map(|r| {
                     (0..k / QK * bb)
                         .map(|i| {
-                            if i % bb == 1 {
+                            // f16 1.0 as d (and Q4_1's m): bytes 0x00, 0x3c.
+                            if i % bb == 1 || (kind == Kind::Q4_1 && i % bb == 3) {
                                 0x3c
-                            } else if i % bb == 0 {
+                            } else if i % bb == 0 || (kind == Kind::Q4_1 && i % bb == 2) {
                                 0
                             } else {
                                 (i * 31 + r * 7) as u8
