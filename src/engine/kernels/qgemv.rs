@@ -186,25 +186,21 @@ fn dot4_portable(kind: Kind, w: [&[u8]; 4], x: &Q8Row) -> [f32; 4] {
         let mut acc = 0f32;
         for (b, blk) in w[j].chunks_exact(bb).enumerate() {
             let xq = &x.q[b * QK..(b + 1) * QK];
+            // Nibble j of a Q4 block's 16 bytes is value j (low) and j + 16 (high).
+            let nibbles = |bytes: &[u8]| -> i32 {
+                bytes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (v & 0x0F) as i32 * xq[i] as i32 + (v >> 4) as i32 * xq[i + 16] as i32)
+                    .sum()
+            };
             let dot: i32 = match kind {
                 Kind::Q8_0 => blk[2..].iter().zip(xq).map(|(&w, &x)| (w as i8) as i32 * x as i32).sum(),
-                Kind::Q4_0 => {
-                    let nib: i32 = blk[2..]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &v)| (v & 0x0F) as i32 * xq[i] as i32 + (v >> 4) as i32 * xq[i + 16] as i32)
-                        .sum();
-                    nib - 8 * x.sum[b]
-                }
+                Kind::Q4_0 => nibbles(&blk[2..]) - 8 * x.sum[b],
                 Kind::Q4_1 => {
                     // Σ (d·q + m)·x = d·Σ q·x + m·Σ x.
-                    let nib: i32 = blk[4..]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &v)| (v & 0x0F) as i32 * xq[i] as i32 + (v >> 4) as i32 * xq[i + 16] as i32)
-                        .sum();
                     acc += scale(&blk[2..]) * x.d[b] * x.sum[b] as f32;
-                    nib
+                    nibbles(&blk[4..])
                 }
             };
             acc += scale(blk) * x.d[b] * dot as f32;
