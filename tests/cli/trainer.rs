@@ -218,6 +218,32 @@ fn a_run_is_deterministic_its_loss_falls_and_the_cache_changes_nothing() {
     assert_eq!(summary(&events)["output_dir"], dir.path().join("a-2").display().to_string());
 }
 
+/// At alpha = 0 the student's loss is the hard-label cross-entropy alone: it trains exactly as the
+/// baseline beside it (same windows, same initial weights), and the teacher is never asked for a
+/// distribution (no cache opened) — a hard-label baseline can run as a recipe of its own.
+#[test]
+fn alpha_zero_trains_the_student_as_the_baseline_without_the_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let path = recipe(dir.path(), "hard", "alpha = 0.0");
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("steps = 24", "steps = 8")).unwrap();
+    let (code, events, err) = run(&path, &cache, false);
+    assert_eq!(code, 0, "{err}");
+    let baseline: Vec<f64> = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["role"] == "baseline")
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
+    let student = student_losses(&events);
+    assert_eq!(student.len(), 8);
+    assert_eq!(student, baseline, "alpha = 0 is the hard-label baseline");
+    let s = summary(&events);
+    assert!(s["teacher_cache"].is_null(), "no teacher cache at alpha = 0: {}", s["teacher_cache"]);
+    assert!(!cache.join("teacher-cache").exists(), "nothing of the teacher cached");
+    // The teacher still judges: KL to it on held-out text.
+    assert!(s["student"]["kl_to_teacher"].as_f64().unwrap() > 0.0);
+}
+
 fn all_files_complete(out: &Path) {
     for dir in [out.to_path_buf(), out.join("checkpoint")] {
         for e in std::fs::read_dir(&dir).unwrap().flatten() {

@@ -84,7 +84,10 @@ impl Task for LmTask<'_> {
         let ids = Tensor::from_vec(flat, (mb.len(), setup.train.seq_len), &setup.device)?;
         // The student's forward and backward run at the recipe's precision (entered by the loop),
         // the teacher's forward at its own (`teacher_precision`, the same when absent).
+        // At alpha = 0 the soft loss weighs nothing: no teacher forward, no cache read (the student
+        // trains on hard labels exactly as the baseline does, e.g. a baseline run of its own).
         let targets = match (role, &setup.teacher) {
+            (Role::Student, Some(_)) if self.loss.alpha == 0.0 => Targets::None,
             (Role::Student, Some(_)) if self.top_k > 0 => {
                 Targets::Sparse(sparse_targets(setup, mb, self.cache.as_mut(), self.top_k)?)
             }
@@ -297,7 +300,7 @@ pub fn run_with_tokenizer(
         )));
     }
     let cache = match (&setup.teacher, d.cache_top_k) {
-        (Some(t), k) if k > 0 => {
+        (Some(t), k) if k > 0 && d.alpha > 0.0 => {
             let key = CacheKey::new(
                 &t.resolved.weight_files(),
                 t.resolved.hub.revision.as_deref(),
