@@ -42,6 +42,9 @@ struct Stage {
     name: String,
     unit: String,
     done: u64,
+    /// The count when the stage was first seen (a resumed run starts past 0, and a stage is first
+    /// reported after its first unit): the rate counts only what was done since.
+    from: u64,
     total: u64,
     started: Instant,
     finished: bool,
@@ -67,11 +70,12 @@ impl Stage {
         if self.finished {
             return format!("{head} in {}", human_seconds(secs));
         }
-        if self.done == 0 || secs <= 0.0 {
+        if self.done <= self.from || secs <= 0.0 {
             return head;
         }
-        let eta = secs / done * (total - done);
-        format!("{head}, {:.1} {}/s, ETA {}", done / secs, if unit.is_empty() { "B" } else { unit }, human_seconds(eta))
+        let rate = (self.done - self.from) as f64 / secs;
+        let eta = (total - done).max(0.0) / rate;
+        format!("{head}, {rate:.1} {}/s, ETA {}", if unit.is_empty() { "B" } else { unit }, human_seconds(eta))
     }
 }
 
@@ -180,7 +184,9 @@ impl Reporter {
             let secs = stage.started.elapsed().as_secs_f64();
             let filled = if stage.total == 0 { 30 } else { (30 * stage.done.min(stage.total) / stage.total) as usize };
             let unit = if stage.unit == "bytes" { "" } else { stage.unit.as_str() };
-            let rate = if secs > 0.0 { format!(" · {:.1}/s", stage.done as f64 / secs) } else { String::new() };
+            let counted = stage.done.saturating_sub(stage.from);
+            let rate =
+                if secs > 0.0 && counted > 0 { format!(" · {:.1}/s", counted as f64 / secs) } else { String::new() };
             let line = format!(
                 "{:>16} [{}{}] {}/{} {unit}{rate} · {}",
                 stage.name,
@@ -196,7 +202,8 @@ impl Reporter {
         }
     }
 
-    fn bar(&self, stage: &str, total: u64, unit: &str) -> ProgressBar {
+    /// A bar for a stage first seen at `done` (its rate and ETA count from there on).
+    fn bar(&self, stage: &str, done: u64, total: u64, unit: &str) -> ProgressBar {
         let (name, bar) = if self.shared.color {
             ("{prefix:>16.cyan.bold}", "{bar:30.green/white}")
         } else {
@@ -216,6 +223,8 @@ impl Reporter {
         let bar = self.shared.multi.add(ProgressBar::new(total));
         bar.set_style(style);
         bar.set_prefix(stage.to_string());
+        bar.set_position(done);
+        bar.reset_eta();
         bar
     }
 }
@@ -243,12 +252,13 @@ impl Progress for Reporter {
                     let mut old = shown.stages.remove(i);
                     self.close(&mut old);
                 }
-                let bar = (mode == Mode::Bar).then(|| self.bar(stage, total, unit));
+                let bar = (mode == Mode::Bar).then(|| self.bar(stage, done, total, unit));
                 let started = Instant::now();
                 shown.stages.push(Stage {
                     name: stage.into(),
                     unit: unit.into(),
                     done,
+                    from: done,
                     total,
                     started,
                     finished: false,
@@ -307,6 +317,7 @@ mod tests {
             name: "eval".into(),
             unit: "windows".into(),
             done: 4,
+            from: 0,
             total: 16,
             started,
             finished: false,
@@ -322,5 +333,26 @@ mod tests {
         s.done = 2_500_000;
         assert!(s.line().starts_with("eval: 2.5 MB/2.5 MB  (100%)"), "{}", s.line());
         assert_eq!(human_seconds(125.0), "2 min 5 s");
+    }
+
+    #[test]
+    fn the_rate_counts_from_where_the_stage_was_first_seen() {
+        // A resumed run's steps, first reported at 276 of 500: no rate (nothing timed yet) ...
+        let mut s = Stage {
+            name: "student steps".into(),
+            unit: "steps".into(),
+            done: 276,
+            from: 276,
+            total: 500,
+            started: Instant::now(),
+            finished: false,
+            bar: None,
+        };
+        assert_eq!(s.line(), "student steps: 276/500 steps (55%)");
+        // ... then 10 steps in 20 s: 0.5 steps/s and 224 steps to go, not 286 steps over 20 s.
+        s.started = Instant::now() - Duration::from_secs(20);
+        s.done = 286;
+        let line = s.line();
+        assert!(line.starts_with("student steps: 286/500 steps (57%), 0.5 steps/s, ETA 7 min 8 s"), "{line}");
     }
 }
