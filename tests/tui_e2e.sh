@@ -5,9 +5,9 @@
 # quantized points) and sets a budget, quits, and the pane is back at the shell with the terminal
 # restored; launched again, it opens on the Runs screen listing the finished run, reopens it with
 # its curves and Compare points, and `s` on the same recipe starts a numbered run (runs/demo-2)
-# without an error; a headless run of the demo answers four `advise` budgets (quantize; distill;
-# distill then quantize; nothing) and its q4_0 student decodes faster than its f32 one; then a
-# headless eval draws its progress bar. Exits non-zero with a message on failure. The run library and caches live in the work directory (DISTILL_CACHE_DIR).
+# without an error; a headless run of the demo answers four `advise` budgets (quantize; distill,
+# when its student measured faster than every teacher point; distill then quantize; nothing); then
+# a headless eval draws its progress bar. Exits non-zero with a message on failure. The run library and caches live in the work directory (DISTILL_CACHE_DIR).
 #
 #   cargo build --release && bash tests/tui_e2e.sh
 #
@@ -151,9 +151,12 @@ echo "tui_e2e: s on the same recipe started runs/demo-2 (cancelled there, kept f
 # the Temperature screen through the teacher and student, and speeds measured beside other work
 # are not what a quiet machine gives. The speed bound sits between the measured points (this CPU's
 # numbers, read from the run), so the check first states the measured premise: the 2-layer student
-# decodes faster than every teacher point. Whether its q4_0 decodes faster than its f32 depends on
-# the CPU at this tiny width (slower on an AVX2-only EPYC: 3 325 against 3 841 tokens/s), so that
-# is reported, not asserted: speed is for the benchmarks.
+# decodes faster than every teacher point. On a machine busy with other work the premise can fail
+# (teacher 3 013 against student 2 914 tokens/s beside a training run on both cores): then the
+# latency verdict is skipped, saying so, and the three other verdicts are still checked. Whether its
+# q4_0 decodes faster than its f32 depends on the CPU at this tiny width (slower on an AVX2-only
+# EPYC: 3 325 against 3 841 tokens/s), so that is reported, not asserted: speed is for the
+# benchmarks.
 (cd "$WORK" && DISTILL_CACHE_DIR=$WORK/cache "$BIN" run "$ROOT/assets/recipes/demo.toml" --output headless/demo -q >/dev/null) \
     || fail "the headless demo run"
 advise() { (cd "$WORK" && DISTILL_CACHE_DIR=$WORK/cache "$BIN" advise headless/demo "$@"); }
@@ -163,17 +166,22 @@ t_decode=$(awk -F, '$3 ~ /^teacher / && $10 > m { m = $10 } END { print m + 0 }'
 s_decode=$(col 'student float' 10); q_decode=$(col 'student q4_0' 10)
 echo "tui_e2e: measured decode tok/s: teacher's best point $t_decode, student float $s_decode, student q4_0 $q_decode"
 (( q_decode > s_decode )) || echo "tui_e2e: note: student q4_0 decodes slower than student float on this CPU"
-(( s_decode > t_decode )) || fail "the 2-layer student does not decode faster than every teacher point on this CPU"
 out=$(advise --max-mb 2 --max-ppl-increase 1) || fail "advise (size, quality)"
 grep -q '^verdict: quantize$' <<<"$out" && grep -q 'quantize: teacher q4_0' <<<"$out" || fail "advise --max-mb 2 --max-ppl-increase 1: $out"
-ms=$(awk -v a="$s_decode" -v b="$t_decode" 'BEGIN { printf "%.4f", 1000 / sqrt(a * b) }')
-out=$(advise --max-ms-per-token "$ms" --max-ppl-increase 5) || fail "advise (decode)"
-grep -q '^verdict: distill$' <<<"$out" && grep -q 'distill: student float' <<<"$out" || fail "advise --max-ms-per-token $ms: $out"
+if (( s_decode > t_decode )); then
+    ms=$(awk -v a="$s_decode" -v b="$t_decode" 'BEGIN { printf "%.4f", 1000 / sqrt(a * b) }')
+    out=$(advise --max-ms-per-token "$ms" --max-ppl-increase 5) || fail "advise (decode)"
+    grep -q '^verdict: distill$' <<<"$out" && grep -q 'distill: student float' <<<"$out" || fail "advise --max-ms-per-token $ms: $out"
+    latency="distill ($ms ms/token, +5%)"
+else
+    echo "tui_e2e: SKIPPED the latency verdict: the 2-layer student did not decode faster than every teacher point here (a busy machine?)"
+    latency="latency verdict skipped"
+fi
 out=$(advise --max-mb 1 --max-ppl-increase 5) || fail "advise (size, looser quality)"
 grep -q '^verdict: distill then quantize$' <<<"$out" && grep -q 'quantize: student q4_0' <<<"$out" || fail "advise --max-mb 1: $out"
 out=$(advise --max-mb 0.5) || fail "advise (impossible)"
 grep -q 'nothing measured meets it; the nearest, student int3-g32' <<<"$out" || fail "advise --max-mb 0.5: $out"
-echo "tui_e2e: advise on the demo run: quantize (2 MB, +1%), distill ($ms ms/token, +5%), distill then quantize (1 MB, +5%), nothing (0.5 MB)"
+echo "tui_e2e: advise on the demo run: quantize (2 MB, +1%), $latency, distill then quantize (1 MB, +5%), nothing (0.5 MB)"
 
 # The headless eval on a terminal: a live progress bar with a count and an ETA on stderr while it
 # runs (the whole of Persuasion on the demo teacher: several seconds), the result on stdout.
