@@ -21,6 +21,14 @@
    vs the faster PyTorch configuration of this run (bf16 autocast or f32, whichever is faster on
    this CPU).
 
+`--simd avx2` runs both sides on an x86-64 CPU's AVX2 code paths, to measure what an AVX2-only CPU runs
+on a machine with AVX-512: distill-tui with `DISTILL_SIMD=avx2` (the int8, bf16 and fused kernels
+capped; a binary built with `--no-default-features --features tui`, so that candle's f32 GEMM has no
+AVX-512 kernels either — the driver stops if the run's `CPU kernels:` line says otherwise), PyTorch
+with `ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2` and `MKL_ENABLE_INSTRUCTIONS=AVX2`. The
+microarchitecture is still this machine's: figures so measured are an emulation, labelled so in the
+table and the JSON, not a measurement on an AVX2-only CPU.
+
 distill-tui's per-step tokens/s comes from its `{"event":"step"}` JSON lines; the median is taken
 over the steps after the first two (2 warmup + `--steps` timed, like PyTorch's warmup). Before each
 configuration the driver waits (up to `--max-wait` s) for the 1-minute load average to fall below
@@ -78,7 +86,8 @@ def cpu_info():
     except OSError:
         pass
     return {"model": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
-            "amx_bf16": "amx_bf16" in flags}
+            "amx_bf16": "amx_bf16" in flags,
+            "flags": sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))}
 
 
 def default_bin():
@@ -97,14 +106,24 @@ def gpu_name(device):
         return "unknown GPU"
 
 
+def simd_env(args, side):
+    """The variables that cap one side's instruction sets at `--simd` (none for `native`)."""
+    if args.simd == "native":
+        return {}
+    if side == "pytorch":
+        return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    return {"DISTILL_SIMD": args.simd}
+
+
 def run_pytorch(args, student, dtype):
     cmd = [sys.executable, os.path.join(HERE, "kd_step.py"), "--teacher", args.teacher, "--student", student,
            "--data", args.data, "--dtype", dtype, "--batch", str(args.batch), "--seq-len", str(args.seq_len),
            "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads)]
     if args.device != "cpu":
         cmd += ["--device", args.device]
-    log("$ " + " ".join(cmd))
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=True)
+    log("$ " + " ".join(f"{k}={v}" for k, v in simd_env(args, "pytorch").items()) + " " + " ".join(cmd))
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=True,
+                       env=dict(os.environ, **simd_env(args, "pytorch")))
     r = json.loads(p.stdout.strip().splitlines()[-1])
     return {"tokens_per_second": r["tokens_per_second"], "median_step_seconds": r["median_step_seconds"],
             "step_seconds": r["step_seconds"], "detail": r}
@@ -160,7 +179,7 @@ def run_distill(args, student, k, work, precision="f32", teacher_precision=None)
                               steps=steps, batch=args.batch, eval_every=steps + 1000, k=k, precision=precision,
                               teacher_precision=f'teacher_precision = "{teacher_precision}"\n' if teacher_precision else "",
                               out=os.path.join(d, "out")))
-    env = dict(os.environ, DISTILL_CACHE_DIR=cache_dir)
+    env = dict(os.environ, DISTILL_CACHE_DIR=cache_dir, **simd_env(args, "distill"))
     if args.device != "cpu":
         env["DISTILL_DEVICE"] = args.device
     cmd = [args.bin, "run", recipe, "--json"]
@@ -175,6 +194,13 @@ def run_distill(args, student, k, work, precision="f32", teacher_precision=None)
                 log(line.rstrip())
                 continue
             events.append(e)
+            message = e.get("message", "") if e.get("event") == "log" else ""
+            if message.startswith("CPU kernels:"):
+                log(message)
+                if args.simd != "native" and "f32 GEMM AVX-512" in message:
+                    p.kill()
+                    raise SystemExit(f"--simd {args.simd}: {args.bin} still runs candle's f32 GEMM in AVX-512; "
+                                     "build it with `cargo build --release --no-default-features --features tui`")
             if e.get("event") == "step":
                 log(f"distill-tui {tag} step {e.get('step')}: {e.get('tokens_per_second', 0):.1f} tokens/s "
                     f"loss {e.get('loss', float('nan')):.4f}")
@@ -222,6 +248,8 @@ def main():
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--device", default="cpu", help="cpu (the default), cuda or cuda:N: where both sides run")
+    ap.add_argument("--simd", choices=["native", "avx2"], default="native",
+                    help="avx2: both sides on their AVX2 code paths (an emulation of an AVX2-only CPU; see above)")
     args = ap.parse_args()
 
     work = args.work or tempfile.mkdtemp(prefix="distill-bench-")
@@ -234,6 +262,8 @@ def main():
     rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     cpu = cpu_info()
     log(f"cpu: {cpu['model']} ({cpu['cores']} cores), avx512_bf16: {cpu['avx512_bf16']}, amx_bf16: {cpu['amx_bf16']}")
+    if args.simd != "native":
+        log(f"--simd {args.simd}: both sides capped at {args.simd} (an emulation on this CPU)")
 
     configs = [
         ("pt-f32", "PyTorch f32 (SDPA)", lambda: run_pytorch(args, student, "f32")),
@@ -286,7 +316,8 @@ def main():
     where = "" if args.device == "cpu" else f"on {args.device} ({gpu_name(args.device)}), "
     print(f"\nKD step, {args.teacher} -> {args.layers}-layer student, batch {args.batch}x{args.seq_len}, T=2, "
           f"alpha=0.9, {where}{args.threads} threads, median of {args.steps} steps x {args.rounds} rounds; {cpu['model']}, "
-          f"avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}")
+          f"avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}"
+          + (f"; EMULATED {args.simd.upper()}: both sides capped at {args.simd}" if args.simd != "native" else ""))
     print(f"{'configuration':<64} {'tokens/s':>9} {'s/step':>7} {ref_name:>16} {'load':>11}")
     for r in rows:
         ratio = f"{r['tokens_per_second'] / ref:.2f}x" if ref else "-"
@@ -298,7 +329,10 @@ def main():
         with open(args.out, "w") as f:
             json.dump({"git": rev, "bin": args.bin, "batch": args.batch, "seq_len": args.seq_len, "rounds": args.rounds,
                        "layers": args.layers, "teacher": args.teacher, "threads": args.threads,
-                       "cpu": cpu, **({"device": args.device, "gpu": gpu_name(args.device)} if args.device != "cpu" else {}),
+                       "cpu": cpu, "simd": args.simd, **({"simd_env": {"distill-tui": simd_env(args, "distill"),
+                                                               "pytorch": simd_env(args, "pytorch")}}
+                                                   if args.simd != "native" else {}),
+                       **({"device": args.device, "gpu": gpu_name(args.device)} if args.device != "cpu" else {}),
                        "reference": ref_row["key"] if ref_row else None, "rows": rows}, f, indent=1)
         log(f"wrote {args.out}")
     if not args.work:

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use distill_tui::engine::kernels::autocast::bf16_matmul;
 use distill_tui::engine::kernels::bf16_gemm;
 use distill_tui::engine::kernels::int8_gemm::{self, Int8Kernel, PackedWeight};
+use distill_tui::engine::kernels::isa;
 use distill_tui::engine::kernels::linear;
 use std::time::Instant;
 
@@ -31,6 +32,16 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = std::env::args().skip(1).find(|a| a != "--bench").map(|s| s.parse()).transpose()?.unwrap_or(7);
+    // DISTILL_SIMD caps the kernels as it does for `distill-tui` (kernels::isa), read here as in main.
+    let simd = std::env::var(distill_tui::engine::context::SIMD_ENV).unwrap_or_default();
+    let ceiling =
+        isa::Ceiling::parse(&simd).ok_or(format!("DISTILL_SIMD=`{simd}`: expected native, avx2 or portable"))?;
+    isa::set_ceiling(ceiling);
+    println!(
+        "kernels capped at: {} (DISTILL_SIMD); f32 GEMM AVX-512 kernels compiled in: {}\n",
+        ceiling.name(),
+        cfg!(feature = "avx512-gemm")
+    );
     let kernel = bf16_gemm::available();
     if !kernel {
         println!("this CPU lacks AVX512_BF16: the bf16 path is emulated with f32 GEMM; f32 only\n");

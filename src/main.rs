@@ -38,6 +38,8 @@ fn main() {
             std::process::exit(2)
         }
     };
+    // Before any kernel detects what it may use (they cache it).
+    distill_tui::engine::kernels::isa::set_ceiling(settings.simd);
     match cli.command {
         Some(command) => {
             let _ = color_eyre::install();

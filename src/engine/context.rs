@@ -6,6 +6,7 @@
 
 use crate::engine::events::{JobEvent, JobId};
 use crate::engine::hub::HubSettings;
+use crate::engine::kernels::isa::Ceiling;
 use crate::engine::kernels::Kernels;
 use crate::engine::{Error, Result};
 use candle_core::Device;
@@ -20,6 +21,8 @@ pub const DEVICE_ENV: &str = crate::engine::device::ENV;
 pub const CACHE_DIR_ENV: &str = "DISTILL_CACHE_DIR";
 /// The environment variable `main` reads for [`Settings::kernels`].
 pub const KERNELS_ENV: &str = "DISTILL_KERNELS";
+/// The environment variable `main` reads for [`Settings::simd`].
+pub const SIMD_ENV: &str = "DISTILL_SIMD";
 
 /// The engine's outside world, passed in.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +35,9 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// The project's fused CPU kernels, or candle's composed ops (a debugging aid).
     pub kernels: Kernels,
+    /// The highest instruction set the kernels may use (`native`, `avx2`, `portable`): a process-wide
+    /// cap `main` installs once ([`crate::engine::kernels::isa`]), to run another CPU's paths here.
+    pub simd: Ceiling,
 }
 
 impl Settings {
@@ -47,8 +53,8 @@ impl Settings {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    /// The settings through `get` (a variable name → its value); an unknown `DISTILL_KERNELS` is
-    /// refused.
+    /// The settings through `get` (a variable name → its value); an unknown `DISTILL_KERNELS` or
+    /// `DISTILL_SIMD` is refused.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let kernels = match var(KERNELS_ENV) {
@@ -57,11 +63,18 @@ impl Settings {
             })?,
             None => Kernels::Fused,
         };
+        let simd = match var(SIMD_ENV) {
+            Some(v) => Ceiling::parse(&v).ok_or_else(|| {
+                Error::Invalid(format!("{SIMD_ENV}=`{v}`: expected `native` (the default), `avx2` or `portable`"))
+            })?,
+            None => Ceiling::Native,
+        };
         Ok(Self {
             hub: HubSettings::from_vars(&get),
             device: var(DEVICE_ENV).unwrap_or_else(|| "cpu".into()),
             cache_dir: var(CACHE_DIR_ENV).map(PathBuf::from).unwrap_or_else(default_cache_dir),
             kernels,
+            simd,
         })
     }
 
@@ -239,5 +252,20 @@ impl JobContext {
     /// A monitor that reports nothing but stops with this job.
     pub fn quiet(&self) -> Monitor<'_> {
         Monitor::silent(&self.cancel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simd_ceiling_is_read_from_its_variable_and_an_unknown_one_refused() {
+        let with = |v: &'static str| Settings::from_vars(move |n| (n == SIMD_ENV).then(|| v.to_string()));
+        assert_eq!(Settings::defaults().simd, Ceiling::Native);
+        assert_eq!(with("avx2").unwrap().simd, Ceiling::Avx2);
+        assert_eq!(with("portable").unwrap().simd, Ceiling::Portable);
+        let e = with("avx512").unwrap_err().to_string();
+        assert!(e.contains("DISTILL_SIMD=`avx512`") && e.contains("`avx2`"), "{e}");
     }
 }

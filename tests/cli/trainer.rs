@@ -535,3 +535,73 @@ fn an_int8_teacher_run_trains_deterministically_and_reports_its_fidelity() {
     assert!(err.contains("teacher_precision") && err.contains("f32, bf16"), "{err}");
     assert!(!events.iter().any(|e| e["event"] == "step"), "nothing trained");
 }
+
+/// `DISTILL_SIMD` caps the kernels at AVX2 or at the portable code, so one machine runs the paths
+/// other CPUs take (the int8 teacher's AVX2 kernel, the AVX2 and baseline builds of the fused
+/// kernels, the emulated bf16 product). The run says which kernels it took; under the AVX2 cap the
+/// int8-taught student comes out the same as with the CPU's own kernels (they compute the same
+/// numbers), and under the portable cap, where an int8 teacher would be slower than f32, the run
+/// says so and trains exactly what an f32-teacher run trains.
+#[test]
+fn every_simd_ceiling_trains_the_same_student_and_names_its_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run_capped = |simd: &str, teacher: &str| {
+        let path = recipe(dir.path(), &format!("simd-{simd}-{teacher}"), &format!("teacher_precision = \"{teacher}\""));
+        let text = std::fs::read_to_string(&path).unwrap().replace("cache_top_k = 16", "cache_top_k = 0");
+        std::fs::write(&path, text).unwrap();
+        let args = ["run", path.to_str().unwrap(), "--json"];
+        let (code, stdout, stderr) =
+            common::run_cli(&args, &[("DISTILL_CACHE_DIR", cache.to_str().unwrap()), ("DISTILL_SIMD", simd)]);
+        assert_eq!(code, 0, "DISTILL_SIMD={simd}: {stderr}");
+        let events: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let logs: Vec<String> = events
+            .iter()
+            .filter(|e| e["event"] == "log")
+            .filter_map(|e| e["message"].as_str().map(String::from))
+            .collect();
+        let kernels = logs
+            .iter()
+            .find(|m| m.starts_with("CPU kernels:"))
+            .unwrap_or_else(|| panic!("no `CPU kernels:` line under DISTILL_SIMD={simd}: {logs:?}"))
+            .clone();
+        (summary(&events), kernels, logs)
+    };
+    let (native, native_line, _) = run_capped("native", "int8");
+    let (avx2, avx2_line, _) = run_capped("avx2", "int8");
+    let (portable, portable_line, portable_logs) = run_capped("portable", "int8");
+    let (f32_teacher, ..) = run_capped("native", "f32");
+    assert!(!native_line.contains("capped"), "{native_line}");
+    assert!(
+        portable_line.contains("int8 portable")
+            && portable_line.contains("bf16 emulated")
+            && portable_line.contains("fused baseline")
+            && portable_line.contains("(capped at portable by DISTILL_SIMD"),
+        "{portable_line}"
+    );
+    assert!(!avx2_line.contains("AVX512") && avx2_line.contains("(capped at avx2"), "{avx2_line}");
+    if native_line.contains("int8 portable") {
+        return; // no SIMD int8 kernel on this CPU: nothing more to compare
+    }
+    assert!(avx2_line.contains("int8 AVX2") && avx2_line.contains("fused AVX2"), "{avx2_line}");
+    assert_same_metrics(&native, &avx2);
+    assert_eq!(native["teacher"]["at_training_precision"], avx2["teacher"]["at_training_precision"]);
+    assert!(
+        portable_logs
+            .iter()
+            .any(|l| l.contains("capped at `portable` (DISTILL_SIMD)") && l.contains("computes in f32")),
+        "{portable_logs:?}"
+    );
+    assert!(portable["teacher"].get("at_training_precision").is_none(), "{portable}");
+    assert_same_metrics(&f32_teacher, &portable);
+}
+
+#[test]
+fn an_unknown_simd_ceiling_is_refused_before_anything_runs() {
+    let (code, _, err) = common::run_cli(&["cache"], &[("DISTILL_SIMD", "avx512")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("DISTILL_SIMD=`avx512`") && err.contains("`native` (the default), `avx2` or `portable`"),
+        "{err}"
+    );
+}

@@ -111,6 +111,9 @@ pub fn prepare(
     let r = &lr.recipe;
     let device = ctx.settings().device()?;
     let precision = lr.recipe.distill.precision;
+    if device.is_cpu() {
+        ctx.log(crate::engine::kernels::isa::describe());
+    }
     let (teacher, teacher_mode) = match &r.teacher {
         Some(t) => {
             ctx.log(format!("loading teacher {}", t.model));

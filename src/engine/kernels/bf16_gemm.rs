@@ -66,9 +66,7 @@ pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
-        })
+        *AVAILABLE.get_or_init(|| super::isa::has!("avx512f") && super::isa::has!("avx512bf16"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -36,6 +36,7 @@ pub mod autocast;
 pub mod bf16_gemm;
 pub mod cpu;
 pub mod int8_gemm;
+pub mod isa;
 pub mod kv_cache;
 pub mod linear;
 pub mod qgemm;

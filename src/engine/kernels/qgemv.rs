@@ -162,11 +162,7 @@ fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX2.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-        })
+        *AVX2.get_or_init(|| super::isa::has!("avx2") && super::isa::has!("fma") && super::isa::has!("f16c"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

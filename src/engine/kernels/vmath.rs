@@ -95,9 +95,9 @@ pub fn with_wide_simd<R>(f: impl FnOnce() -> R) -> R {
         }
         static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
         let level = *LEVEL.get_or_init(|| {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if super::isa::has!("avx512f") {
                 2
-            } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            } else if super::isa::has!("avx2") && super::isa::has!("fma") {
                 1
             } else {
                 0

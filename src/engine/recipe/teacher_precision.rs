@@ -64,15 +64,18 @@ impl TeacherPrecision {
     /// before the AVX2 kernel existed), so it would cost time and buy nothing.
     pub fn on_this_machine(self, cpu: bool, simd: bool) -> (Self, Option<String>) {
         match self {
-            Self::Compute(Precision::Int8) if cpu && !simd => (
-                Self::Compute(Precision::F32),
-                Some(
-                    "distill.teacher_precision = \"int8\": this CPU has neither AVX512_VNNI nor AVX2, so \
-                     the int8 products would run in portable code several times slower than the f32 GEMM; the \
-                     teacher computes in f32 instead"
-                        .into(),
-                ),
-            ),
+            Self::Compute(Precision::Int8) if cpu && !simd => {
+                use crate::engine::kernels::isa::{ceiling, Ceiling};
+                let which = match ceiling() {
+                    Ceiling::Native => "this CPU has neither AVX512_VNNI nor AVX2".to_string(),
+                    capped => format!("the kernels are capped at `{}` (DISTILL_SIMD)", capped.name()),
+                };
+                let why = format!(
+                    "distill.teacher_precision = \"int8\": {which}, so the int8 products would run in portable code \
+                     several times slower than the f32 GEMM; the teacher computes in f32 instead"
+                );
+                (Self::Compute(Precision::F32), Some(why))
+            }
             mode => (mode, None),
         }
     }

@@ -63,7 +63,7 @@ impl Int8Kernel {
         *DETECTED.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             {
-                use std::arch::is_x86_feature_detected as has;
+                use crate::engine::kernels::isa::has;
                 if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
                     return Int8Kernel::Vnni;
                 }
