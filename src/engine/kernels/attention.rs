@@ -7,7 +7,7 @@
 //! scores although half are masked, and transposes the result back; its backward adds as many
 //! passes again. Here each (sequence, head) is one task on the thread pool, which reads `q`, `k`
 //! and `v` in place in the `[b, t, heads, d]` layout the projections produce, computes only the
-//! causal part of the scores (blocks of [`BLOCK`] query rows against the keys they may see), and
+//! causal part of the scores (blocks of `BLOCK` (64) query rows against the keys they may see), and
 //! writes its output rows straight into `[b, t, heads, d]`.
 //!
 //! Backward, per (sequence, key/value head) so that tasks own disjoint gradient rows, for each

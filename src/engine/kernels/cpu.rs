@@ -82,7 +82,7 @@ pub struct Shared(pub *mut f32);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// [`gemm`] on candle's threads: the result's columns (its rows, when there are over four times as
+/// [`gemm()`] on candle's threads: the result's columns (its rows, when there are over four times as
 /// many rows: the output layer's weight gradient) are split into one range per thread (multiples
 /// of 16) and each thread runs a single-threaded product on its block, packing the whole of the
 /// operand that is not split. On this project's 2-core CPU that measured 5-25% faster than the
@@ -90,7 +90,7 @@ unsafe impl Sync for Shared {}
 /// other), and columns faster than rows.
 ///
 /// # Safety
-/// As for [`gemm`].
+/// As for [`gemm()`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_threads(
     (m, n, k): (usize, usize, usize),

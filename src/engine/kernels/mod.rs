@@ -24,7 +24,7 @@
 //!
 //! **One switch.** Every f32 kernel above (attention, linear, rmsnorm, rope, softmax, swiglu, the
 //! frozen-forward fast paths) and the fused loss and hand-written head backward of the LM step ask
-//! [`enabled`] before they take an op; inside a [`reference`] scope they all decline, and candle's
+//! [`enabled`] before they take an op; inside a [`reference()`] scope they all decline, and candle's
 //! composed ops (with candle's autograd) compute the same thing. Tests run a model both ways to
 //! check the kernels against the reference; `kernels = "reference"` under `[distill]` or
 //! `DISTILL_KERNELS=reference` runs a whole job on the reference path (slower: a debugging aid).
@@ -86,7 +86,7 @@ pub(crate) fn refused(takes: &str, got: &[&candle_core::Tensor]) -> crate::engin
     crate::engine::Error::Invalid(format!("{takes}, got {}", got.join(" and ")))
 }
 
-/// True when this thread may use the fused kernels (outside a [`reference`] scope).
+/// True when this thread may use the fused kernels (outside a [`reference()`] scope).
 pub fn enabled() -> bool {
     CURRENT.with(|c| c.get()) == Kernels::Fused
 }

@@ -2,7 +2,7 @@
 //! against it.
 //!
 //! f32 on the CPU (with the kernels on): each layer's keys and values live in a
-//! [`HostKv`](crate::engine::kernels::kv_cache::HostKv) appended in place; the prefill runs the
+//! [`HostKv`] appended in place; the prefill runs the
 //! fused causal attention on its own keys, each decoded token reads the cache directly. Any other
 //! dtype or device (or the reference kernels) keeps candle tensors, concatenated each step.
 
