@@ -200,6 +200,7 @@ pub(super) fn dispatch(command: Command, settings: &Settings, output: Output) ->
                 gib(r.machine_available_bytes),
                 if r.fits { "fits" } else { "does NOT fit" }
             );
+            println!("cpu       {}", r.cpu_kernels);
             for n in &r.notes {
                 println!("note      {n}");
             }

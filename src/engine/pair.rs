@@ -62,6 +62,9 @@ pub struct PairReport {
     pub machine_available_bytes: u64,
     pub fits: bool,
     pub notes: Vec<String>,
+    /// The kernels a run would take on this CPU ([`crate::engine::kernels::isa::kernels`]): with
+    /// `int8 portable`, `teacher_precision = "int8"` falls back to f32.
+    pub cpu_kernels: String,
 }
 
 /// What the pair check needs of a model: a loaded one, or only its header
@@ -158,6 +161,7 @@ pub fn check_pair(
         machine_available_bytes: available,
         fits,
         notes,
+        cpu_kernels: crate::engine::kernels::isa::kernels(),
     })
 }
 

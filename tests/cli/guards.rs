@@ -145,9 +145,19 @@ fn a_batch_that_cannot_fit_is_refused_before_anything_is_allocated() {
     let (code, stdout, stderr) = common::run_cli(&args, &[]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stdout.contains("does NOT fit") && stderr.contains("the pair does not fit"), "{stdout}{stderr}");
-    let (code, _, _) =
+    let (code, stdout, _) =
         common::run_cli(&["check", t, "--derive-layers", "1", "--batch-size", "2", "--seq-len", "32"], &[]);
     assert_eq!(code, 0);
+    // It also names the kernels a run takes on this CPU, under the DISTILL_SIMD cap when there is one.
+    assert!(stdout.lines().any(|l| l.starts_with("cpu       f32 GEMM ") && l.contains(", int8 ")), "{stdout}");
+    let (code, stdout, _) = common::run_cli(
+        &["check", t, "--derive-layers", "1", "--batch-size", "2", "--seq-len", "32", "--json"],
+        &[("DISTILL_SIMD", "portable")],
+    );
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let kernels = report["cpu_kernels"].as_str().unwrap();
+    assert!(kernels.contains("int8 portable") && kernels.contains("capped at portable"), "{kernels}");
 }
 
 #[test]

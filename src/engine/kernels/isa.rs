@@ -86,6 +86,11 @@ pub fn ceiling() -> Ceiling {
 /// One line for a run's log: which kernel each kind of product takes on this CPU under the
 /// ceiling, e.g. `CPU kernels: f32 GEMM AVX-512, int8 AVX512_VNNI, bf16 AVX512_BF16, fused AVX-512`.
 pub fn describe() -> String {
+    format!("CPU kernels: {}", kernels())
+}
+
+/// [`describe`] without its label (the pair check's `cpu_kernels`).
+pub fn kernels() -> String {
     // candle's GEMM (the `gemm` crate) does its own detection, uncapped by the ceiling.
     let gemm = if cfg!(feature = "avx512-gemm") && detected("avx512f") {
         "AVX-512"
@@ -103,7 +108,7 @@ pub fn describe() -> String {
     } else {
         "baseline"
     };
-    let mut line = format!("CPU kernels: f32 GEMM {gemm}, int8 {int8}, bf16 {bf16}, fused {fused}");
+    let mut line = format!("f32 GEMM {gemm}, int8 {int8}, bf16 {bf16}, fused {fused}");
     if ceiling() != Ceiling::Native {
         line.push_str(&format!(" (capped at {} by DISTILL_SIMD", ceiling().name()));
         if gemm == "AVX-512" {
