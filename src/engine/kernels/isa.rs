@@ -96,6 +96,8 @@ pub fn kernels() -> String {
         "AVX-512"
     } else if detected("fma") {
         "AVX2"
+    } else if cfg!(target_arch = "aarch64") {
+        "NEON"
     } else {
         "portable"
     };
